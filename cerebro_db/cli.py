@@ -1,0 +1,239 @@
+"""``cerebro-db``: run the embedded cluster, the scheduler and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from cerebro_db import install, sample_data
+from cerebro_db.cluster import PG_BIN, LocalCluster, default_home
+from cerebro_db.scheduler import Scheduler
+
+DEMO_TABLE = "fashion_mnist_train"
+DEMO_DATASET = "fashion"
+DEMO_SPACE = {"lr": [0.001, 0.003], "batch_size": [64, 128]}
+
+
+def _cluster() -> LocalCluster:
+    return LocalCluster(default_home())
+
+
+def _dsn() -> str:
+    return _cluster().config.dsn()
+
+
+def _scheduler_pid_file() -> Path:
+    return default_home() / "scheduler.pid"
+
+
+def _scheduler_pid() -> int | None:
+    """The background scheduler's pid if it is alive."""
+    path = _scheduler_pid_file()
+    if not path.exists():
+        return None
+    pid = int(path.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        path.unlink()
+        return None
+    return pid
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    cluster = _cluster()
+    config = cluster.init()
+    cluster.start()
+    install.create_database(config.dsn("postgres"), config.database)
+    install.install(config.dsn(), segments=args.segments)
+    print(f"cluster running at {config.dsn()}")
+    if _scheduler_pid() is None:
+        log_path = default_home() / "scheduler.log"
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "cerebro_db.cli", "scheduler"],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        _scheduler_pid_file().write_text(str(process.pid))
+        print(f"scheduler started (pid {process.pid}, log {log_path})")
+
+
+def cmd_down(_args: argparse.Namespace) -> None:
+    pid = _scheduler_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)  # finishes the units in flight, then exits
+        deadline = time.monotonic() + 120
+        while _scheduler_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _scheduler_pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+        _scheduler_pid_file().unlink(missing_ok=True)
+        print("scheduler stopped")
+    _cluster().stop()
+    print("cluster stopped")
+
+
+def cmd_status(_args: argparse.Namespace) -> None:
+    cluster = _cluster()
+    if not cluster.exists() or not cluster.running():
+        print("cluster: not running (cerebro-db up starts it)")
+        return
+    print(f"cluster: running at {cluster.config.dsn()}")
+    pid = _scheduler_pid()
+    print(f"scheduler: running (pid {pid})" if pid else "scheduler: not running")
+    with psycopg.connect(cluster.config.dsn()) as conn:
+        rows = conn.execute(
+            "SELECT w.workload_id, coalesce(w.name, ''), w.model, w.status,"
+            " count(c.*) FILTER (WHERE c.status = 'completed'), count(c.*)"
+            " FROM workloads w LEFT JOIN configs c USING (workload_id) GROUP BY w.workload_id ORDER BY 1"
+        ).fetchall()
+    _print_table(["workload", "name", "model", "status", "configs done", "configs"], rows)
+
+
+def cmd_dsn(_args: argparse.Namespace) -> None:
+    print(_dsn())
+
+
+def cmd_psql(args: argparse.Namespace) -> None:
+    os.execv(str(PG_BIN / "psql"), ["psql", _dsn(), *args.psql_args])
+
+
+def cmd_scheduler(_args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    scheduler = Scheduler(_dsn(), on_unit=lambda unit: print(_hop_line(unit), flush=True))
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
+    signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
+    scheduler.run()
+
+
+def _hop_line(unit: dict[str, Any]) -> str:
+    line = (
+        f"config {unit['config_id']:>3}  epoch {unit['epoch']:>2}  segment {unit['segment']}  "
+        f"{unit['rows']:>7,} rows  {unit['train_s']:6.2f} s  loss {unit['train_loss']:.4f}  "
+        f"acc {unit['train_metric']:.4f}"
+    )
+    return line + ("  (epoch done, validated)" if unit["epoch_done"] else "")
+
+
+def wait_for(conn: psycopg.Connection, workload_id: int, *, poll: float = 0.5) -> None:
+    """Print each committed hop and epoch of a workload until none of its configs can run."""
+    last_unit = 0
+    started = time.monotonic()
+    while True:
+        for unit_id, config_id, epoch, max_epochs, segment, rows, seconds, loss, metric, val in conn.execute(
+            "SELECT u.unit_id, u.config_id, u.epoch, c.max_epochs, u.segment, u.rows, u.train_s, u.train_loss,"
+            " u.train_metric, m.val_metric"
+            " FROM units u JOIN configs c USING (config_id)"
+            " LEFT JOIN epoch_metrics m"
+            "   ON m.config_id = u.config_id AND m.epoch = u.epoch AND u.validation_s IS NOT NULL"
+            " WHERE c.workload_id = %s AND u.unit_id > %s ORDER BY u.unit_id",
+            [workload_id, last_unit],
+        ):
+            last_unit = unit_id
+            epoch_end = f"  -> val acc {val:.4f}" if val is not None else ""
+            print(
+                f"[{time.monotonic() - started:7.1f}s] config {config_id:>3}  epoch {epoch}/{max_epochs}  "
+                f"segment {segment}  {rows:>7,} rows in {seconds:5.2f} s  loss {loss:.4f}  acc {metric:.4f}"
+                f"{epoch_end}",
+                flush=True,
+            )
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE status IN ('pending', 'running')) FROM configs WHERE workload_id = %s",
+            [workload_id],
+        ).fetchone()
+        conn.commit()  # end the read's transaction: never hold a snapshot while waiting
+        if row is None or row[0] == 0:
+            return
+        time.sleep(poll)
+
+
+def print_leaderboard(conn: psycopg.Connection, workload_id: int) -> None:
+    rows = conn.execute(
+        "SELECT rank, config_id, params::text, status, epochs_done, round(best_val_metric::numeric, 4),"
+        " round(best_val_loss::numeric, 4) FROM leaderboard WHERE workload_id = %s ORDER BY rank, config_id",
+        [workload_id],
+    ).fetchall()
+    _print_table(["rank", "config", "params", "status", "epochs", "best val acc", "val loss"], rows)
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(h) for h in headers], *[["" if v is None else str(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)))
+        if n == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def cmd_wait(args: argparse.Namespace) -> None:
+    with psycopg.connect(_dsn()) as conn:
+        wait_for(conn, args.workload)
+        print_leaderboard(conn, args.workload)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Fashion-MNIST, 4 cnn configs x 3 epochs on the cluster's segments."""
+    with psycopg.connect(_dsn()) as conn:
+        print(f"loading Fashion-MNIST ({sample_data.FASHION_MNIST_DIR}) into table {DEMO_TABLE} ...", flush=True)
+        sample_data.load_fashion_mnist(conn, DEMO_TABLE)
+        if not conn.execute("SELECT 1 FROM datasets WHERE name = %s", [DEMO_DATASET]).fetchone():
+            print(f"preparing dataset {DEMO_DATASET!r} ...", flush=True)
+            for segment, train_rows, validation_rows in conn.execute(
+                "SELECT * FROM prepare_dataset(%s, %s, 'label', feature_columns => '{pixels}',"
+                " feature_shape => '{28,28,1}')",
+                [DEMO_DATASET, DEMO_TABLE],
+            ):
+                print(f"  segment {segment}: {train_rows:,} training rows, {validation_rows:,} validation rows")
+            conn.commit()
+        row = conn.execute(
+            "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => %s, name => 'demo', seed => 42)",
+            [DEMO_DATASET, json.dumps(DEMO_SPACE), args.epochs],
+        ).fetchone()
+        assert row is not None
+        workload_id = row[0]
+        conn.commit()
+        print(f"workload {workload_id}: cnn, grid {json.dumps(DEMO_SPACE)}, {args.epochs} epochs", flush=True)
+        wait_for(conn, workload_id)
+        print()
+        print_leaderboard(conn, workload_id)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="cerebro-db", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="create/start the embedded cluster, install the schema, start the scheduler")
+    up.add_argument("--segments", type=int, default=None, help="segments of a new cluster (default: cores)")
+    up.set_defaults(run=cmd_up)
+    commands.add_parser("down", help="stop the scheduler and the cluster").set_defaults(run=cmd_down)
+    commands.add_parser("status", help="cluster, scheduler and workloads").set_defaults(run=cmd_status)
+    commands.add_parser("dsn", help="print the cluster's libpq URL").set_defaults(run=cmd_dsn)
+    psql = commands.add_parser("psql", help="open psql on the cluster")
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER)
+    psql.set_defaults(run=cmd_psql)
+    commands.add_parser("scheduler", help="run the scheduler in the foreground").set_defaults(run=cmd_scheduler)
+    wait = commands.add_parser("wait", help="follow a workload until it finishes, then print its leaderboard")
+    wait.add_argument("workload", type=int)
+    wait.set_defaults(run=cmd_wait)
+    demo = commands.add_parser("demo", help="Fashion-MNIST model selection on the running cluster")
+    demo.add_argument("--epochs", type=int, default=3)
+    demo.set_defaults(run=cmd_demo)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

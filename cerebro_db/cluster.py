@@ -1,0 +1,161 @@
+"""The embedded PostgreSQL cluster: initdb, start, stop, in a project-local directory.
+
+The server listens on a free loopback port only, with password (SCRAM) auth; the
+password lives in ``cluster.json`` (mode 0600) beside the data directory. As
+root, the server runs as the ``postgres`` OS user (PostgreSQL refuses root).
+PL/Python finds ``cerebro_plpy`` and TensorFlow through the PYTHONPATH the
+postmaster is started with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sysconfig
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PG_BIN = Path(os.environ.get("CEREBRO_PG_BIN", "/usr/lib/postgresql/15/bin"))
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PLPY_PATH = REPO_ROOT / "plpy"
+SERVER_USER = "postgres"
+
+SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "unix_socket_directories": "''",
+    "max_connections": "64",
+    "shared_buffers": "'256MB'",
+    # The scheduler runs every unit in its own short transaction; anything that
+    # sits idle in a transaction is a bug that would pin VACUUM, so end it.
+    "idle_in_transaction_session_timeout": "'10min'",
+    "log_line_prefix": "'%m [%p] %q%a '",
+}
+
+
+def default_home() -> Path:
+    """Where the embedded cluster lives: ``$CEREBRO_HOME`` or ``.cerebro/`` in the repository."""
+    return Path(os.environ.get("CEREBRO_HOME", REPO_ROOT / ".cerebro"))
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass
+class ClusterConfig:
+    port: int
+    password: str
+    user: str = "cerebro"
+    database: str = "cerebro"
+
+    def dsn(self, database: str | None = None) -> str:
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database or self.database}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", SERVER_USER, "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _hand_to_server_user(path: Path) -> None:
+    if os.geteuid() == 0:
+        shutil.chown(path, SERVER_USER, SERVER_USER)
+
+
+def server_environment() -> dict[str, str]:
+    """The postmaster's environment: where PL/Python finds our code and TensorFlow."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(PLPY_PATH), sysconfig.get_paths()["purelib"]])
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+class LocalCluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data_dir = root / "pgdata"
+        self.log_file = root / "postgres.log"
+        self.config_file = root / "cluster.json"
+
+    @property
+    def config(self) -> ClusterConfig:
+        if not self.config_file.exists():
+            raise ClusterError(f"no cluster at {self.root}; run `cerebro-db up` first")
+        return ClusterConfig(**json.loads(self.config_file.read_text()))
+
+    def exists(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> ClusterConfig:
+        """initdb a new cluster (idempotent: an existing one is kept)."""
+        if self.exists():
+            return self.config
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = ClusterConfig(port=free_port(), password=secrets.token_urlsafe(18))
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        _hand_to_server_user(self.data_dir)
+        password_file = self.root / "initdb.pw"
+        password_file.write_text(config.password)
+        _hand_to_server_user(password_file)
+        try:
+            self._run(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    config.user,
+                    f"--pwfile={password_file}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=peer",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            )
+        finally:
+            password_file.unlink()
+        settings = {**SERVER_SETTINGS, "port": str(config.port)}
+        with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        self.config_file.write_text(json.dumps(asdict(config)))
+        self.config_file.chmod(0o600)
+        return config
+
+    def running(self) -> bool:
+        result = subprocess.run(
+            _as_server_user([str(PG_BIN / "pg_ctl"), "status", "-D", str(self.data_dir)]),
+            capture_output=True,
+        )
+        return result.returncode == 0
+
+    def start(self) -> None:
+        if self.running():
+            return
+        self.log_file.touch()
+        _hand_to_server_user(self.log_file)
+        self._run(
+            [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file)],
+            env=server_environment(),
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.exists() and self.running():
+            self._run([str(PG_BIN / "pg_ctl"), "stop", "-w", "-m", mode, "-D", str(self.data_dir)])
+
+    def _run(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        result = subprocess.run(_as_server_user(argv), capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            log_tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+            raise ClusterError(f"{Path(argv[0]).name} failed: {result.stderr.strip()}\n{log_tail}")

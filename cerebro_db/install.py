@@ -1,0 +1,52 @@
+"""Installing cerebro-db into a database: schema (Alembic), SQL API (``sql/``), segments."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from cerebro_db import migrate
+from cerebro_db.cluster import REPO_ROOT
+from cerebro_db.models import SCHEMA
+
+SQL_DIR = REPO_ROOT / "sql"
+
+
+def sql_files() -> list[Path]:
+    """The API's files in load order (their names start with the order)."""
+    return sorted(SQL_DIR.glob("*.sql"))
+
+
+def create_database(admin_dsn: str, database: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def install(dsn: str, segments: int | None = None) -> None:
+    """Bring the database at ``dsn`` to the current schema and API (idempotent).
+
+    ``segments`` sets the number of local segments when none are registered yet
+    (default: the number of cores).
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS plpython3u")
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+    migrate.upgrade(dsn)
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("SET search_path = {}, pg_temp").format(sql.Identifier(SCHEMA)))
+        for path in sql_files():
+            conn.execute(path.read_text())
+        database = conn.execute("SELECT current_database()").fetchone()
+        assert database is not None
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET search_path = {}, public").format(
+                sql.Identifier(database[0]), sql.Identifier(SCHEMA)
+            )
+        )
+        if not conn.execute("SELECT 1 FROM segments").fetchone():
+            count = segments or os.cpu_count() or 1
+            conn.execute("INSERT INTO segments (segment_id) SELECT generate_series(0, %s - 1)", [count])

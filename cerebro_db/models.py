@@ -1,0 +1,206 @@
+"""The schema's one readable description (Alembic migrations are generated from and checked against it).
+
+Tables live in schema ``cerebro``. Users change ``workloads`` and ``configs`` with
+plain SQL; everything else is written by the SQL API and ``run_unit``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA = "cerebro"
+CONFIG_STATUSES = ("pending", "running", "stopped", "completed", "failed")
+WORKLOAD_STATUSES = ("running", "stopped", "completed")
+PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        schema=SCHEMA,
+        naming_convention={
+            "pk": "%(table_name)s_pkey",
+            "fk": "%(table_name)s_%(column_0_name)s_fkey",
+            "ck": "%(table_name)s_%(constraint_name)s_check",
+            "uq": "%(table_name)s_%(column_0_name)s_key",
+            "ix": "%(table_name)s_%(column_0_name)s_idx",
+        },
+    )
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Segment(Base):
+    """A unit of data-parallel execution; ``dsn`` is NULL for worker backends of this server."""
+
+    __tablename__ = "segments"
+    segment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    dsn: Mapped[str | None] = mapped_column(Text)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    dataset_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    owner: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
+    source_table: Mapped[str] = mapped_column(Text, nullable=False)
+    label_column: Mapped[str] = mapped_column(Text, nullable=False)
+    feature_columns: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    feature_shape: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+    num_classes: Mapped[int] = mapped_column(Integer, nullable=False)
+    #: Original label values; class index i means class_values[i].
+    class_values: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    normalize: Mapped[str] = mapped_column(Text, nullable=False)
+    #: Stored features are (raw - norm_shift) / norm_scale, per feature or per channel.
+    norm_shift: Mapped[list[float]] = mapped_column(ARRAY(Float), nullable=False)
+    norm_scale: Mapped[list[float]] = mapped_column(ARRAY(Float), nullable=False)
+    num_segments: Mapped[int] = mapped_column(Integer, nullable=False)
+    buffer_rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    validation_fraction: Mapped[float] = mapped_column(Float, nullable=False)
+    train_rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    validation_rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class DatasetBuffer(Base):
+    """A packed block of ``rows`` examples: float32 features ``x`` and float32 class indices ``y``."""
+
+    __tablename__ = "dataset_buffers"
+    __table_args__ = (
+        CheckConstraint(_in("split", ("train", "validation")), name="split"),
+        Index("dataset_buffers_shard_idx", "dataset_id", "split", "segment", "buffer_id"),
+    )
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.dataset_id", ondelete="CASCADE"), primary_key=True)
+    buffer_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    split: Mapped[str] = mapped_column(Text, nullable=False)
+    segment: Mapped[int] = mapped_column(Integer, nullable=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    x: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    y: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class Workload(Base):
+    __tablename__ = "workloads"
+    __table_args__ = (
+        CheckConstraint(_in("status", WORKLOAD_STATUSES), name="status"),
+        CheckConstraint(_in("procedure", PROCEDURES), name="procedure"),
+        CheckConstraint("max_epochs > 0", name="max_epochs"),
+    )
+    workload_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
+    dataset: Mapped[str] = mapped_column(ForeignKey("datasets.name", onupdate="CASCADE"), nullable=False, index=True)
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    search_space: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    procedure: Mapped[str] = mapped_column(Text, nullable=False)
+    max_epochs: Mapped[int] = mapped_column(Integer, nullable=False)
+    num_configs: Mapped[int | None] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    parent_workload_id: Mapped[int | None] = mapped_column(ForeignKey("workloads.workload_id"))
+    warm_start: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'running'"))
+    created_at: Mapped[datetime] = _now()
+
+
+class Config(Base):
+    __tablename__ = "configs"
+    __table_args__ = (
+        CheckConstraint(_in("status", CONFIG_STATUSES), name="status"),
+        CheckConstraint("max_epochs > 0", name="max_epochs"),
+        CheckConstraint("epochs_done >= 0", name="epochs_done"),
+    )
+    config_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    workload_id: Mapped[int] = mapped_column(
+        ForeignKey("workloads.workload_id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    params: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"))
+    epochs_done: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    #: Filled from the workload by a trigger when an INSERT leaves it out.
+    max_epochs: Mapped[int] = mapped_column(Integer, nullable=False)
+    #: Seeds the initial weights (and dropout RNG) so a config is reproducible.
+    seed: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("floor(random() * 2147483647)::integer")
+    )
+    cloned_from: Mapped[int | None] = mapped_column(ForeignKey("configs.config_id", ondelete="SET NULL"))
+    created_by: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class ModelState(Base):
+    """The latest committed state of a config and its progress through the current epoch."""
+
+    __tablename__ = "model_states"
+    config_id: Mapped[int] = mapped_column(ForeignKey("configs.config_id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    visited_segments: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), nullable=False, server_default=text("'{}'::integer[]")
+    )
+    epoch_rows: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    epoch_loss_sum: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
+    epoch_metric_sum: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
+    epoch_seconds: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("0"))
+    updated_at: Mapped[datetime] = _now()
+
+
+class Unit(Base):
+    """The unit log: one row per committed hop (a unit rolled back by a crash leaves none)."""
+
+    __tablename__ = "units"
+    __table_args__ = (Index("units_config_epoch_idx", "config_id", "epoch"),)
+    unit_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    config_id: Mapped[int] = mapped_column(ForeignKey("configs.config_id", ondelete="CASCADE"), nullable=False)
+    segment: Mapped[int] = mapped_column(Integer, nullable=False)
+    epoch: Mapped[int] = mapped_column(Integer, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    train_loss: Mapped[float] = mapped_column(Float, nullable=False)
+    train_metric: Mapped[float] = mapped_column(Float, nullable=False)
+    data_load_s: Mapped[float] = mapped_column(Float, nullable=False)
+    state_load_s: Mapped[float] = mapped_column(Float, nullable=False)
+    train_s: Mapped[float] = mapped_column(Float, nullable=False)
+    state_save_s: Mapped[float] = mapped_column(Float, nullable=False)
+    validation_s: Mapped[float | None] = mapped_column(Float)
+    backend_pid: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class EpochMetric(Base):
+    __tablename__ = "epoch_metrics"
+    config_id: Mapped[int] = mapped_column(ForeignKey("configs.config_id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    train_loss: Mapped[float] = mapped_column(Float, nullable=False)
+    train_metric: Mapped[float] = mapped_column(Float, nullable=False)
+    val_loss: Mapped[float] = mapped_column(Float, nullable=False)
+    val_metric: Mapped[float] = mapped_column(Float, nullable=False)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    finished_at: Mapped[datetime] = _now()

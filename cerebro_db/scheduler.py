@@ -1,0 +1,166 @@
+"""The scheduler loop: one connection per segment, each claiming and running units.
+
+All decisions are SQL (``claim_unit``); this loop only keeps every segment busy.
+Each unit is one short transaction on its segment's connection::
+
+    BEGIN; SELECT * FROM claim_unit(s); SELECT run_unit(config, s); COMMIT;
+
+so a crash or cancel loses at most the units in flight, which are simply run
+again. Idle segments sleep on LISTEN ``cerebro_units``: a finished unit or a
+changed config wakes them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import errors
+
+log = logging.getLogger("cerebro.scheduler")
+
+CHANNEL = "cerebro_units"
+
+
+class SchedulerBusy(RuntimeError):
+    """Another scheduler already runs units against this database."""
+
+
+@dataclass
+class _Progress:
+    """What the segment threads share: which are idle, how many units ran."""
+
+    segments: int
+    max_units: int | None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    idle: set[int] = field(default_factory=set)
+    reserved: int = 0
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def reserve(self) -> bool:
+        with self.lock:
+            if self.max_units is not None and self.reserved >= self.max_units:
+                return False
+            self.reserved += 1
+            return True
+
+    def release(self) -> None:
+        with self.lock:
+            self.reserved -= 1
+
+
+class Scheduler:
+    """Runs units on every registered segment until stopped (or idle, or a unit budget is spent).
+
+    ``on_unit`` is called with each committed unit's summary (from any segment thread).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        on_unit: Callable[[dict[str, Any]], None] | None = None,
+        idle_wait: float = 1.0,
+    ) -> None:
+        self.dsn = dsn
+        self.on_unit = on_unit
+        self.idle_wait = idle_wait
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the units in flight, then return from :meth:`run`."""
+        self._stop.set()
+
+    def run(self, *, until_idle: bool = False, max_units: int | None = None) -> list[dict[str, Any]]:
+        """Run units; returns the summaries of those this call committed.
+
+        ``until_idle``: return once no segment runs a unit and none could start one.
+        ``max_units``: return after that many units (to interrupt a run on purpose).
+        """
+        self._stop.clear()
+        with psycopg.connect(self.dsn, autocommit=True, application_name="cerebro scheduler") as control:
+            holder = control.execute("SELECT pg_try_advisory_lock(scheduler_lock_key(), 0)").fetchone()
+            if not holder or not holder[0]:
+                raise SchedulerBusy(
+                    "another cerebro-db scheduler is running against this database; "
+                    "stop it first (cerebro-db down), or leave it to run the units"
+                )
+            segments = [row[0] for row in control.execute("SELECT segment_id FROM segments ORDER BY 1")]
+            progress = _Progress(len(segments), max_units)
+            threads = [
+                threading.Thread(
+                    target=self._segment_loop, args=(segment, progress, until_idle), name=f"segment-{segment}"
+                )
+                for segment in segments
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        return progress.results
+
+    def _segment_loop(self, segment: int, progress: _Progress, until_idle: bool) -> None:
+        with psycopg.connect(self.dsn, autocommit=True, application_name=f"cerebro segment {segment}") as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            while not self._stop.is_set() and progress.reserve():
+                result = self._run_one(conn, segment)
+                if result is not None:
+                    with progress.lock:
+                        progress.idle.discard(segment)
+                        progress.results.append(result)
+                    if self.on_unit:
+                        self.on_unit(result)
+                    continue
+                progress.release()
+                with progress.lock:
+                    progress.idle.add(segment)
+                    everyone_idle = len(progress.idle) == progress.segments
+                if until_idle and everyone_idle and not self._work_left(conn):
+                    self._stop.set()
+                    break
+                for _ in conn.notifies(timeout=self.idle_wait, stop_after=1):
+                    pass
+        self._wake_all()
+
+    def _run_one(self, conn: psycopg.Connection[Any], segment: int) -> dict[str, Any] | None:
+        """Claim and run one unit on ``segment`` in one transaction; None if nothing may run."""
+        claimed: tuple[Any, ...] | None = None
+        try:
+            with conn.transaction():
+                claimed = conn.execute("SELECT config_id, epoch FROM claim_unit(%s)", [segment]).fetchone()
+                if claimed is None:
+                    return None
+                row = conn.execute("SELECT run_unit(%s, %s)", [claimed[0], segment]).fetchone()
+                assert row is not None
+                result: dict[str, Any] = row[0]
+                return result
+        except errors.QueryCanceled:
+            # Cancelled (pg_cancel_backend, statement_timeout): rolled back, runs again later.
+            log.warning("unit of config %s on segment %s was cancelled; it will run again", claimed, segment)
+            return None
+        except errors.OperationalError:
+            raise
+        except psycopg.DatabaseError as error:
+            if claimed is None:  # claim_unit failed: not a config's fault
+                raise
+            message = error.diag.message_primary or str(error)
+            log.error("config %s failed on segment %s: %s", claimed[0], segment, message)
+            conn.execute("SELECT fail_config(%s, %s)", [claimed[0], message])
+            return None
+
+    def _work_left(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM configs c CROSS JOIN segments s"
+            " WHERE c.status IN ('pending', 'running') AND unit_is_legal(c.config_id, s.segment_id))"
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _wake_all(self) -> None:
+        """Let idle segment threads see the stop flag without waiting for their timeout."""
+        if self._stop.is_set():
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute("SELECT pg_notify(%s, 'stop')", [CHANNEL])

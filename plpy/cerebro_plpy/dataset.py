@@ -1,0 +1,249 @@
+"""``prepare_dataset``: read a source table once and store it packed, shuffled and sharded."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cerebro_plpy import packing
+from cerebro_plpy.packing import PackingError
+from cerebro_plpy.plpy_adapter import Database
+
+FETCH_ROWS = 5000
+
+_COLUMNS_SQL = """
+SELECT a.attname AS name, t.typcategory AS category, t.typname AS type, e.typname AS element
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_INSERT_DATASET_SQL = """
+INSERT INTO datasets (name, source_table, label_column, feature_columns, feature_shape, num_classes,
+                      class_values, normalize, norm_shift, norm_scale, num_segments, buffer_rows,
+                      validation_fraction, train_rows, validation_rows, seed)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+RETURNING dataset_id
+"""
+_INSERT_DATASET_TYPES = (
+    "text",
+    "text",
+    "text",
+    "text[]",
+    "int4[]",
+    "int4",
+    "text",
+    "text",
+    "float8[]",
+    "float8[]",
+    "int4",
+    "int4",
+    "float8",
+    "int8",
+    "int8",
+    "int4",
+)
+
+_INSERT_BUFFER_SQL = """
+INSERT INTO dataset_buffers (dataset_id, split, segment, buffer_id, rows, x, y)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+_INSERT_BUFFER_TYPES = ("int4", "text", "int4", "int4", "int4", "bytea", "bytea")
+
+_NUMERIC_ELEMENTS = {"int2", "int4", "int8", "float4", "float8", "numeric"}
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """How features are read: the SQL expression per row, and how to decode its value."""
+
+    columns: list[str]
+    expression: str
+    decode: str  # 'float8-array' | 'float4-array' | 'bytea'
+    shape: tuple[int, ...] | None
+
+
+def _feature_source(
+    db: Database,
+    columns: dict[str, dict[str, Any]],
+    label: str,
+    feature_columns: list[str] | None,
+    feature_shape: list[int] | None,
+) -> FeatureSource:
+    if label not in columns:
+        raise PackingError(f"label column {label!r} does not exist in the source table")
+    names = feature_columns or [name for name in columns if name != label]
+    if not names:
+        raise PackingError("the source table has no feature columns besides the label")
+    for name in names:
+        if name not in columns:
+            raise PackingError(f"feature column {name!r} does not exist in the source table")
+        if name == label:
+            raise PackingError(f"column {name!r} cannot be both a feature and the label")
+    shape = tuple(feature_shape) if feature_shape else None
+    if shape is not None and (not shape or any(d is None or d < 1 for d in shape)):
+        raise PackingError(f"feature_shape must list positive dimensions, got {feature_shape}")
+    first = columns[names[0]]
+    if len(names) == 1 and first["type"] == "bytea":
+        if shape is None:
+            raise PackingError(f"bytea feature column {names[0]!r} needs feature_shape, e.g. '{{28,28,1}}'")
+        return FeatureSource(names, db.quote_ident(names[0]), "bytea", shape)
+    if len(names) == 1 and first["category"] == "A":
+        if first["element"] not in _NUMERIC_ELEMENTS:
+            raise PackingError(f"array feature column {names[0]!r} has non-numeric elements ({first['element']})")
+        return FeatureSource(names, f"array_send({db.quote_ident(names[0])}::float4[])", "float4-array", shape)
+    for name in names:
+        if columns[name]["category"] not in ("N", "B"):
+            raise PackingError(
+                f"feature column {name!r} is not numeric (type {columns[name]['type']}); "
+                "name numeric columns in feature_columns, or one array/bytea column"
+            )
+    if shape is not None and int(np.prod(shape)) != len(names):
+        raise PackingError(f"feature_shape {list(shape)} does not match {len(names)} feature columns")
+    cast = ", ".join(f"{db.quote_ident(n)}::float8" for n in names)
+    return FeatureSource(names, f"array_send(ARRAY[{cast}])", "float8-array", shape or (len(names),))
+
+
+def _array_length(db: Database, table: str, column: str) -> tuple[int]:
+    """The shape of a 1-D array feature column given without feature_shape: its first row's length."""
+    quoted = db.quote_ident(column)
+    rows = db.query(f"SELECT cardinality({quoted}) AS n FROM {table} WHERE {quoted} IS NOT NULL LIMIT 1")
+    if not rows or not rows[0]["n"]:
+        raise PackingError(
+            f"array feature column {column!r} has no values to take feature_shape from; give feature_shape"
+        )
+    return (int(rows[0]["n"]),)
+
+
+def _decode(source: FeatureSource, raw: Any, size: int) -> np.ndarray:
+    if raw is None:
+        raise PackingError(f"feature column {source.columns[0]!r} has NULL values")
+    if source.decode == "bytea":
+        return packing.decode_pixels(raw, size)
+    try:
+        return packing.decode_array_send(raw, "float8" if source.decode == "float8-array" else "float4")
+    except PackingError:
+        raise PackingError(f"feature column(s) {', '.join(map(repr, source.columns))} contain NULL values") from None
+
+
+def prepare_dataset(
+    db: Database,
+    *,
+    name: str,
+    relation: int,
+    source_table: str,
+    label_column: str,
+    feature_columns: list[str] | None,
+    validation_fraction: float,
+    num_segments: int | None,
+    buffer_rows: int | None,
+    normalize: str,
+    feature_shape: list[int] | None,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Pack ``relation`` (the resolved oid of ``source_table``) into dataset ``name``.
+
+    Returns one summary row per segment. Validates everything before it writes,
+    and runs inside the caller's transaction, so a failure leaves nothing behind.
+    """
+    if not name or not name.strip():
+        raise PackingError("dataset name must not be empty")
+    if db.query("SELECT 1 FROM datasets WHERE name = $1", ["text"], [name]):
+        raise PackingError(f"dataset {name!r} already exists; choose another name")
+    if normalize not in packing.NORMALIZATIONS:
+        raise PackingError(f"unknown normalize {normalize!r}; choose one of {', '.join(packing.NORMALIZATIONS)}")
+    if not 0.0 < validation_fraction < 1.0:
+        raise PackingError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    cluster_segments = int(db.query("SELECT count(*) AS n FROM segments")[0]["n"])
+    segments = num_segments if num_segments is not None else cluster_segments
+    if not 1 <= segments <= cluster_segments:
+        raise PackingError(
+            f"num_segments must be between 1 and the cluster's {cluster_segments} segments, got {segments}"
+        )
+    columns = {row["name"]: row for row in db.query(_COLUMNS_SQL, ["oid"], [relation])}
+    source = _feature_source(db, columns, label_column, feature_columns, feature_shape)
+
+    table = _qualified(db, relation)
+    count = db.query(f"SELECT count(*) AS n FROM {table}")[0]["n"]
+    if count == 0:
+        raise PackingError(f"source table {source_table!r} is empty")
+
+    shape = source.shape or _array_length(db, table, source.columns[0])
+    size = int(np.prod(shape))
+    x = np.empty((count, size), dtype=np.float32)
+    labels: list[Any] = []
+    sql = f"SELECT {source.expression} AS x, {db.quote_ident(label_column)} AS y FROM {table}"
+    for rows in db.batches(sql, [], [], FETCH_ROWS):
+        for row in rows:
+            values = _decode(source, row["x"], size)
+            if len(values) != size:
+                raise PackingError(
+                    f"a row of {', '.join(source.columns)} has {len(values)} values; feature_shape {list(shape)} "
+                    f"needs {size}"
+                )
+            x[len(labels)] = values
+            labels.append(row["y"])
+    y, classes = packing.encode_labels(labels)
+
+    train_order, validation_order = packing.shuffle_split(len(y), validation_fraction, seed)
+    norm = packing.Normalization.fit(normalize, x[train_order], shape)
+    x = norm.apply(x)
+    rows_per_buffer = buffer_rows if buffer_rows is not None else packing.default_buffer_rows(size or 1)
+    buffers = packing.shard_buffers(
+        x, y, train_order, validation_order, num_segments=segments, buffer_rows=rows_per_buffer
+    )
+
+    dataset_id = db.query(
+        _INSERT_DATASET_SQL,
+        _INSERT_DATASET_TYPES,
+        [
+            name,
+            source_table,
+            label_column,
+            source.columns,
+            list(shape),
+            len(classes),
+            json.dumps(classes, default=str),
+            normalize,
+            norm.shift.tolist(),
+            norm.scale.tolist(),
+            segments,
+            rows_per_buffer,
+            validation_fraction,
+            len(train_order),
+            len(validation_order),
+            seed,
+        ],
+    )[0]["dataset_id"]
+    summary = {s: {"segment": s, "train_rows": 0, "validation_rows": 0} for s in range(segments)}
+    for buffer in buffers:
+        db.query(
+            _INSERT_BUFFER_SQL,
+            _INSERT_BUFFER_TYPES,
+            [
+                dataset_id,
+                buffer.split,
+                buffer.segment,
+                buffer.buffer_id,
+                buffer.rows,
+                packing.to_bytes(buffer.x),
+                packing.to_bytes(buffer.y),
+            ],
+        )
+        summary[buffer.segment][f"{buffer.split}_rows"] += buffer.rows
+    return list(summary.values())
+
+
+def _qualified(db: Database, relation: int) -> str:
+    row = db.query(
+        "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = $1",
+        ["oid"],
+        [relation],
+    )[0]
+    return f"{db.quote_ident(row['schema'])}.{db.quote_ident(row['name'])}"

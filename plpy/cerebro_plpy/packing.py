@@ -1,0 +1,168 @@
+"""Turning source rows into the float32 buffers a dataset is stored as.
+
+Everything here is pure numpy: the adapter feeds it the bytes PostgreSQL sends
+and writes back what it returns. A buffer holds ``rows`` examples: ``x`` is the
+row-major float32 little-endian matrix ``rows x prod(feature_shape)`` and ``y``
+the float32 class indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FLOAT32 = np.dtype("<f4")
+#: Bytes of features per buffer when the user gives no ``buffer_rows``.
+DEFAULT_BUFFER_BYTES = 16 * 1024 * 1024
+NORMALIZATIONS = ("standard", "minmax", "none")
+
+# array_send() layout: ndim, has-null flag, element type oid, then (length, lower
+# bound) per dimension, then each element as (int32 byte length, big-endian value).
+_ARRAY_HEADER = np.dtype(">i4")
+
+
+class PackingError(ValueError):
+    """Source data that cannot be packed; the message names the bad value."""
+
+
+def decode_array_send(raw: bytes, element: str) -> np.ndarray:
+    """Decode one ``array_send(float4[] | float8[])`` value without Python floats.
+
+    ``element`` is ``'float4'`` or ``'float8'``. Raises :class:`PackingError` on
+    NULL elements, which the binary format marks with a byte length of -1.
+    """
+    header = np.frombuffer(raw, dtype=_ARRAY_HEADER, count=3)
+    ndim, has_null = int(header[0]), int(header[1])
+    if has_null:
+        raise PackingError("feature array contains NULL elements")
+    if ndim == 0:
+        return np.empty(0, dtype=np.float32)
+    dims = np.frombuffer(raw, dtype=_ARRAY_HEADER, count=2 * ndim, offset=12)[0::2]
+    width = 4 if element == "float4" else 8
+    record = np.dtype([("len", ">i4"), ("value", f">f{width}")])
+    count = int(np.prod(dims))
+    values = np.frombuffer(raw, dtype=record, count=count, offset=12 + 8 * ndim)["value"]
+    return values.astype(np.float32)
+
+
+def decode_pixels(raw: bytes, size: int) -> np.ndarray:
+    """A ``bytea`` feature value: ``size`` uint8 values, or ``size`` float32 values."""
+    if len(raw) == size:
+        return np.frombuffer(raw, dtype=np.uint8).astype(np.float32)
+    if len(raw) == 4 * size:
+        return np.frombuffer(raw, dtype=FLOAT32).astype(np.float32)
+    raise PackingError(
+        f"bytea feature value has {len(raw)} bytes; feature_shape needs {size} (uint8) or {4 * size} (float32)"
+    )
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-feature (tabular) or per-channel (shaped) affine scaling: ``(x - shift) / scale``."""
+
+    method: str
+    shift: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, method: str, x: np.ndarray, feature_shape: tuple[int, ...]) -> Normalization:
+        """Statistics from the training split only, so validation stays unseen."""
+        if method not in NORMALIZATIONS:
+            raise PackingError(f"unknown normalize {method!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        channels = x.reshape(len(x), -1, feature_shape[-1]) if len(feature_shape) > 1 else x[:, None, :]
+        flat = channels.reshape(-1, channels.shape[-1]).astype(np.float64)
+        width = flat.shape[1]
+        if method == "none" or len(flat) == 0:
+            return cls(method, np.zeros(width), np.ones(width))
+        if method == "standard":
+            shift, scale = flat.mean(axis=0), flat.std(axis=0)
+        else:
+            shift, scale = flat.min(axis=0), flat.max(axis=0) - flat.min(axis=0)
+        # Constant features would divide by zero; leave them centred instead.
+        return cls(method, shift, np.where(scale > 0, scale, 1.0))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        width = len(self.shift)
+        shaped = x.reshape(len(x), -1, width)
+        out = (shaped - self.shift.astype(np.float32)) / self.scale.astype(np.float32)
+        return out.reshape(x.shape).astype(np.float32)
+
+
+def encode_labels(labels: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Class indices for ``labels`` and the sorted distinct values they index."""
+    if any(label is None for label in labels):
+        raise PackingError("label column contains NULL values")
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise PackingError(f"label column has {len(classes)} distinct value(s); classification needs at least 2")
+    index = {value: i for i, value in enumerate(classes)}
+    return np.fromiter((index[v] for v in labels), dtype=np.float32, count=len(labels)), classes
+
+
+def default_buffer_rows(feature_size: int) -> int:
+    return max(1, DEFAULT_BUFFER_BYTES // (4 * max(1, feature_size)))
+
+
+@dataclass(frozen=True)
+class Buffer:
+    split: str
+    segment: int
+    buffer_id: int
+    x: np.ndarray
+    y: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.y)
+
+
+def shuffle_split(num_rows: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of the training and validation splits, shuffled once with ``seed``.
+
+    The training order is the order every epoch sees the rows in.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise PackingError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    order = np.random.default_rng(seed).permutation(num_rows)
+    num_validation = max(1, round(num_rows * validation_fraction))
+    return order[num_validation:], order[:num_validation]
+
+
+def shard_buffers(
+    x: np.ndarray,
+    y: np.ndarray,
+    train_order: np.ndarray,
+    validation_order: np.ndarray,
+    *,
+    num_segments: int,
+    buffer_rows: int,
+) -> list[Buffer]:
+    """Spread each split over the segments: segment ``s`` holds the ``s``-th
+    contiguous slice of the shuffled split, cut into buffers of at most ``buffer_rows``."""
+    if num_segments < 1:
+        raise PackingError(f"num_segments must be at least 1, got {num_segments}")
+    if buffer_rows < 1:
+        raise PackingError(f"buffer_rows must be at least 1, got {buffer_rows}")
+    if len(train_order) < num_segments:
+        raise PackingError(
+            f"{len(train_order)} training rows cannot fill {num_segments} segments; "
+            "use fewer segments or a smaller validation_fraction"
+        )
+    buffers: list[Buffer] = []
+    for split, rows in (("train", train_order), ("validation", validation_order)):
+        for segment, shard in enumerate(np.array_split(rows, num_segments)):
+            for start in range(0, len(shard), buffer_rows):
+                part = shard[start : start + buffer_rows]
+                buffers.append(Buffer(split, segment, len(buffers), x[part], y[part]))
+    return buffers
+
+
+def to_bytes(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype=FLOAT32).tobytes()
+
+
+def from_bytes(raw: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-copy float32 view of a stored buffer, reshaped to ``(-1, *shape)``."""
+    return np.frombuffer(raw, dtype=FLOAT32).reshape((-1, *shape))

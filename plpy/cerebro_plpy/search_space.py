@@ -1,0 +1,143 @@
+"""Search spaces: parsing the user's jsonb and expanding it into configs.
+
+Accepted forms per key::
+
+    "lr": [0.001, 0.01]                          choices
+    "lr": {"choices": [0.001, 0.01]}             choices
+    "lr": {"min": 1e-4, "max": 1e-1, "log": true} range (random sampling only)
+    "optimizer": "adam"                           a fixed value
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cerebro_plpy import roster
+from cerebro_plpy.params import Param, ParamError
+
+PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
+#: Procedures whose searchers this build has; the others are planned.
+AVAILABLE_PROCEDURES = ("grid", "random")
+
+
+@dataclass(frozen=True)
+class Choices:
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool
+
+
+Dimension = Choices | Range
+
+
+def parse(model: str, space: Any) -> dict[str, Dimension]:
+    """The dimensions of ``space``, each checked against the model's parameters."""
+    if not isinstance(space, dict) or not space:
+        raise ParamError(f"search_space must be a non-empty JSON object, got {space!r}")
+    declared = {p.name: p for p in roster.roster_model(model).params}
+    dimensions: dict[str, Dimension] = {}
+    for key, spec in space.items():
+        if key not in declared:
+            raise ParamError(
+                f"unknown hyper-parameter {key!r} in search_space for model {model!r}; "
+                f"known: {', '.join(sorted(declared))}"
+            )
+        dimensions[key] = _dimension(declared[key], spec)
+    return dimensions
+
+
+def _dimension(param: Param, spec: Any) -> Dimension:
+    if isinstance(spec, dict):
+        keys = set(spec)
+        if keys == {"choices"}:
+            return _choices(param, spec["choices"])
+        if {"min", "max"} <= keys <= {"min", "max", "log"}:
+            return _range(param, spec)
+        raise ParamError(
+            f'search_space[{param.name!r}] has keys {sorted(keys)}; use {{"choices": [...]}} '
+            'or {"min": .., "max": .., "log": true|false}'
+        )
+    if isinstance(spec, list):
+        return _choices(param, spec)
+    return Choices((param.check(spec),))
+
+
+def _choices(param: Param, values: Any) -> Choices:
+    if not isinstance(values, list) or not values:
+        raise ParamError(f"search_space[{param.name!r}] needs a non-empty list of choices, got {values!r}")
+    return Choices(tuple(param.check(v) for v in values))
+
+
+def _range(param: Param, spec: dict[str, Any]) -> Range:
+    if param.kind is str:
+        raise ParamError(f"search_space[{param.name!r}] is categorical; give choices, not a range")
+    low, high = param.check(spec["min"]), param.check(spec["max"])
+    if low > high:
+        raise ParamError(f"search_space[{param.name!r}] has min {low} > max {high}")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ParamError(f"search_space[{param.name!r}].log must be true or false, got {log!r}")
+    if log and low <= 0:
+        raise ParamError(f"search_space[{param.name!r}] is log-scaled, so min must be > 0, got {low}")
+    return Range(float(low), float(high), log)
+
+
+def expand(
+    model: str,
+    space: Any,
+    procedure: str,
+    num_configs: int | None,
+    seed: int,
+    feature_shape: tuple[int, ...],
+) -> list[dict[str, Any]]:
+    """The complete, validated params of each config ``procedure`` starts with."""
+    if procedure not in PROCEDURES:
+        raise ParamError(f"unknown procedure {procedure!r}; choose one of {', '.join(PROCEDURES)}")
+    if procedure not in AVAILABLE_PROCEDURES:
+        raise ParamError(f"procedure {procedure!r} is not available yet; use {' or '.join(AVAILABLE_PROCEDURES)}")
+    dimensions = parse(model, space)
+    if procedure == "grid":
+        if num_configs is not None:
+            raise ParamError("grid creates one config per combination of choices; leave num_configs NULL")
+        ranges = [key for key, dim in dimensions.items() if isinstance(dim, Range)]
+        if ranges:
+            raise ParamError(f"grid needs choices, but search_space[{ranges[0]!r}] is a range; use procedure 'random'")
+        keys = list(dimensions)
+        points = [
+            dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(dim.values for dim in dimensions.values() if isinstance(dim, Choices)))
+        ]
+    else:
+        if num_configs is None or num_configs < 1:
+            raise ParamError(f"procedure {procedure!r} needs num_configs >= 1, got {num_configs}")
+        rng = np.random.default_rng(seed)
+        points = [
+            {key: _sample(rng, dimensions[key], declared_kind(model, key)) for key in sorted(dimensions)}
+            for _ in range(num_configs)
+        ]
+    return [roster.validate(model, point, feature_shape) for point in points]
+
+
+def declared_kind(model: str, key: str) -> type:
+    return next(p.kind for p in roster.roster_model(model).params if p.name == key)
+
+
+def _sample(rng: np.random.Generator, dim: Dimension, kind: type) -> Any:
+    if isinstance(dim, Choices):
+        return dim.values[int(rng.integers(len(dim.values)))]
+    low, high = (math.log(dim.low), math.log(dim.high)) if dim.log else (dim.low, dim.high)
+    value = rng.uniform(low, high)
+    value = math.exp(value) if dim.log else value
+    if kind is int:
+        return int(min(dim.high, max(dim.low, round(value))))
+    return float(value)

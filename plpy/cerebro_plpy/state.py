@@ -1,0 +1,70 @@
+"""The model state codec: what hops between segments.
+
+A state is an ordered list of numpy arrays (model variables, then optimizer
+variables) plus a small JSON header. Layout::
+
+    b"CRBS" | uint16 format version | uint32 header length | header JSON | array bytes
+
+The header lists each array's dtype and shape, so decoding checks the byte count
+against the shapes and never guesses. Arrays round-trip bit-exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"CRBS"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<4sHI")
+
+
+class StateFormatError(ValueError):
+    """Bytes that are not a state this version can read."""
+
+
+@dataclass
+class ModelState:
+    model_variables: list[np.ndarray]
+    optimizer_variables: list[np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        arrays = [np.asarray(a, order="C") for a in (*self.model_variables, *self.optimizer_variables)]
+        header = json.dumps(
+            {
+                "model": len(self.model_variables),
+                "arrays": [[a.dtype.str, list(a.shape)] for a in arrays],
+                "meta": self.meta,
+            }
+        ).encode()
+        return b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header, *(a.tobytes() for a in arrays)])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ModelState:
+        if len(raw) < _PREFIX.size:
+            raise StateFormatError(f"state is {len(raw)} bytes, too short for a header")
+        magic, version, header_len = _PREFIX.unpack_from(raw)
+        if magic != MAGIC:
+            raise StateFormatError("not a cerebro model state (bad magic)")
+        if version != FORMAT_VERSION:
+            raise StateFormatError(f"state format version {version}; this build reads {FORMAT_VERSION}")
+        header = json.loads(bytes(raw[_PREFIX.size : _PREFIX.size + header_len]))
+        offset = _PREFIX.size + header_len
+        arrays = []
+        for dtype_str, shape in header["arrays"]:
+            dtype = np.dtype(dtype_str)
+            count = int(np.prod(shape, dtype=np.int64))
+            end = offset + count * dtype.itemsize
+            if end > len(raw):
+                raise StateFormatError(f"state truncated: needs {end} bytes, has {len(raw)}")
+            arrays.append(np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape).copy())
+            offset = end
+        if offset != len(raw):
+            raise StateFormatError(f"state has {len(raw) - offset} trailing bytes")
+        split = header["model"]
+        return cls(arrays[:split], arrays[split:], header["meta"])

@@ -1,0 +1,183 @@
+"""Training one config for one pass over one shard, and evaluating it.
+
+No SQL here: callers hand in arrays and a :class:`ModelState` and get one back.
+Per-backend caches live in the ``gd`` dict the caller passes (PL/Python's ``GD``
+inside the database, a plain dict in tests), under the named keys below.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cerebro_plpy import roster
+from cerebro_plpy.state import ModelState
+
+if TYPE_CHECKING:
+    import keras
+
+GD_TENSORFLOW = "cerebro.tensorflow"
+GD_MODELS = "cerebro.models"
+#: Compiled models kept per backend; each holds its variables and traced graphs.
+MODEL_CACHE_SIZE = 8
+
+LOSS = "sparse_categorical_crossentropy"
+METRIC = "accuracy"
+
+
+class TrainingError(RuntimeError):
+    """Training diverged or failed in a way that fails the config (not the unit's infrastructure)."""
+
+
+def tensorflow(gd: dict[str, Any]) -> ModuleType:
+    """TensorFlow, imported once per process with one intra/inter-op thread.
+
+    One thread per backend: segments run side by side on separate cores, and
+    oversubscribed thread pools cost more than they bring (see the README).
+    """
+    if GD_TENSORFLOW not in gd:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        # Thread settings only apply before TensorFlow's runtime starts; a process
+        # that already ran TensorFlow keeps what it has.
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass
+        gd[GD_TENSORFLOW] = tf
+    tf_module: ModuleType = gd[GD_TENSORFLOW]
+    return tf_module
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build one config's model."""
+
+    model: str
+    params: dict[str, Any]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    seed: int
+
+    @property
+    def cache_key(self) -> tuple[Any, ...]:
+        return (*roster.architecture_key(self.model, self.params), self.input_shape, self.num_classes)
+
+
+def _optimizer(params: dict[str, Any]) -> Any:
+    import keras
+
+    kinds = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    return kinds[params["optimizer"]](learning_rate=params["lr"])
+
+
+def build_compiled(gd: dict[str, Any], spec: ModelSpec) -> keras.Model:
+    """A freshly initialised model, compiled, optimizer built; seeded from ``spec.seed``."""
+    tensorflow(gd)
+    import keras
+
+    keras.utils.set_random_seed(spec.seed)
+    model = roster.build(spec.model, spec.params, spec.input_shape, spec.num_classes)
+    model.compile(optimizer=_optimizer(spec.params), loss=LOSS, metrics=[METRIC])
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def cached_model(gd: dict[str, Any], spec: ModelSpec) -> keras.Model:
+    """A compiled model with ``spec``'s architecture; its variables are whatever was last restored."""
+    cache: OrderedDict[tuple[Any, ...], keras.Model] = gd.setdefault(GD_MODELS, OrderedDict())
+    key = spec.cache_key
+    if key in cache:
+        cache.move_to_end(key)
+    else:
+        cache[key] = build_compiled(gd, spec)
+        while len(cache) > MODEL_CACHE_SIZE:
+            cache.popitem(last=False)
+    return cache[key]
+
+
+def capture(model: keras.Model) -> ModelState:
+    """Model variables (weights, RNG state) and optimizer variables (iterations, lr, slots)."""
+    return ModelState(
+        [np.asarray(v.numpy()) for v in model.variables],
+        [np.asarray(v.numpy()) for v in model.optimizer.variables],
+    )
+
+
+def restore(model: keras.Model, state: ModelState) -> None:
+    for variables, arrays, what in (
+        (model.variables, state.model_variables, "model"),
+        (model.optimizer.variables, state.optimizer_variables, "optimizer"),
+    ):
+        if len(variables) != len(arrays):
+            raise TrainingError(f"state has {len(arrays)} {what} variables, the model has {len(variables)}")
+        for variable, array in zip(variables, arrays, strict=True):
+            if tuple(variable.shape) != array.shape:
+                raise TrainingError(f"state shape {array.shape} does not fit {what} variable {variable.path}")
+            variable.assign(array)
+
+
+def initial_state(gd: dict[str, Any], spec: ModelSpec) -> ModelState:
+    """The state of a config before its first unit: seeded initial weights, fresh optimizer."""
+    return capture(build_compiled(gd, spec))
+
+
+def make_dataset(gd: dict[str, Any], x: np.ndarray, y: np.ndarray, batch_size: int) -> Any:
+    """Batches in stored order, on the calling thread: no private pools, no autotuning."""
+    tf = tensorflow(gd)
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.autotune.enabled = False
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).with_options(options)
+
+
+def _batch_callback(on_batch: Callable[[], None]) -> Any:
+    import keras
+
+    return keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs=None: on_batch(),
+        on_test_batch_end=lambda batch, logs=None: on_batch(),
+    )
+
+
+def train_pass(
+    gd: dict[str, Any],
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    on_batch: Callable[[], None],
+) -> tuple[float, float]:
+    """One pass over ``(x, y)`` in order; returns the pass's mean loss and accuracy.
+
+    ``on_batch`` runs between batches: inside the database it lets a cancel
+    request (``pg_cancel_backend``, statement_timeout) stop the pass.
+    """
+    history = model.fit(
+        make_dataset(gd, x, y, batch_size), epochs=1, verbose=0, shuffle=False, callbacks=[_batch_callback(on_batch)]
+    )
+    loss, metric = float(history.history["loss"][-1]), float(history.history[METRIC][-1])
+    if not math.isfinite(loss):
+        raise TrainingError(f"training loss became {loss}; lower lr or check the data")
+    return loss, metric
+
+
+def evaluate(
+    gd: dict[str, Any],
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    on_batch: Callable[[], None],
+) -> tuple[float, float]:
+    loss, metric = model.evaluate(make_dataset(gd, x, y, batch_size), verbose=0, callbacks=[_batch_callback(on_batch)])
+    return float(loss), float(metric)

@@ -1,0 +1,16 @@
+-- Advisory-lock key spaces (the first int of pg_try_advisory_xact_lock(int, int)).
+-- A unit holds the config's and the segment's lock for its whole transaction, so a
+-- crash or cancel releases them with the rollback: no stale claims to clean up.
+
+CREATE OR REPLACE FUNCTION config_lock_key() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
+AS $$ SELECT 1129468417 $$;
+
+CREATE OR REPLACE FUNCTION segment_lock_key() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
+AS $$ SELECT 1129468418 $$;
+
+-- Held (session level) by the one scheduler allowed to run against this database.
+CREATE OR REPLACE FUNCTION scheduler_lock_key() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
+AS $$ SELECT 1129468419 $$;

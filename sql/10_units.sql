@@ -1,0 +1,93 @@
+-- The MOP schedule, decided in SQL. A unit = one config, one pass over one segment's shard.
+-- Invariants: a config runs on at most one segment at a time (config lock), a segment runs
+-- one unit at a time (segment lock), and a config visits each segment once per epoch
+-- (model_states.visited_segments, reset when the epoch completes).
+
+CREATE OR REPLACE FUNCTION unit_is_legal(config_id int, segment int) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT 1
+        FROM configs c
+        JOIN workloads w USING (workload_id)
+        JOIN datasets d ON d.name = w.dataset
+        LEFT JOIN model_states s USING (config_id)
+        WHERE c.config_id = unit_is_legal.config_id
+          AND c.status IN ('pending', 'running')
+          AND w.status = 'running'
+          AND c.epochs_done < c.max_epochs
+          AND unit_is_legal.segment >= 0 AND unit_is_legal.segment < d.num_segments
+          AND NOT (unit_is_legal.segment = ANY (coalesce(s.visited_segments, '{}')))
+    )
+$$;
+
+-- Units in flight, read from the locks their transactions hold (exact, never stale).
+CREATE OR REPLACE VIEW active_units AS
+SELECT cl.objid::int AS config_id,
+       c.workload_id,
+       sl.objid::int AS segment,
+       cl.pid,
+       a.xact_start AS started_at
+FROM pg_locks cl
+JOIN pg_locks sl ON sl.pid = cl.pid AND sl.locktype = 'advisory' AND sl.granted
+                AND sl.classid = segment_lock_key()::oid AND sl.objsubid = 2
+JOIN configs c ON c.config_id = cl.objid::int
+LEFT JOIN pg_stat_activity a ON a.pid = cl.pid
+WHERE cl.locktype = 'advisory' AND cl.granted
+  AND cl.classid = config_lock_key()::oid AND cl.objsubid = 2
+  AND cl.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+
+CREATE OR REPLACE FUNCTION unit_claimed(config_id int) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid()
+          AND l.classid = config_lock_key()::oid AND l.objid = unit_claimed.config_id::oid AND l.objsubid = 2
+    )
+$$;
+
+-- Claim the next legal unit for a segment; the caller then runs run_unit() in the same
+-- transaction, and the locks taken here end with it. Returns no row when nothing may run.
+-- Order: the workload with the fewest units in flight (fair share of segments across
+-- workloads), then the config with the least progress (configs advance together),
+-- then at random (each config visits segments in a random order).
+CREATE OR REPLACE FUNCTION claim_unit(segment int)
+RETURNS TABLE (config_id int, workload_id int, epoch int)
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    candidate int;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM segments s WHERE s.segment_id = claim_unit.segment) THEN
+        RAISE EXCEPTION 'unknown segment %', claim_unit.segment
+            USING HINT = 'segments are listed in cerebro.segments', ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(segment_lock_key(), claim_unit.segment) THEN
+        RETURN;  -- another session is running a unit on this segment
+    END IF;
+    FOR candidate IN
+        SELECT c.config_id
+        FROM configs c
+        JOIN datasets d ON d.name = (SELECT w.dataset FROM workloads w WHERE w.workload_id = c.workload_id)
+        LEFT JOIN model_states s USING (config_id)
+        LEFT JOIN (SELECT a.workload_id, count(*) AS n FROM active_units a GROUP BY a.workload_id) busy
+               USING (workload_id)
+        WHERE c.status IN ('pending', 'running')
+          AND c.config_id NOT IN (SELECT a.config_id FROM active_units a)
+          AND unit_is_legal(c.config_id, claim_unit.segment)
+        ORDER BY coalesce(busy.n, 0),
+                 c.epochs_done * d.num_segments + cardinality(coalesce(s.visited_segments, '{}')),
+                 random()
+    LOOP
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(config_lock_key(), candidate);
+        -- A new statement sees units committed since the candidates were read.
+        IF unit_is_legal(candidate, claim_unit.segment) THEN
+            RETURN QUERY SELECT c.config_id, c.workload_id, c.epochs_done + 1
+                         FROM configs c WHERE c.config_id = candidate;
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$$;

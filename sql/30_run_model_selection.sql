@@ -1,0 +1,78 @@
+-- run_model_selection: record a workload and the configs its procedure starts with;
+-- returns the workload id at once (the scheduler trains it).
+--   SELECT run_model_selection('fashion', 'cnn', '{"lr":[0.001,0.01],"batch_size":[64,256]}');
+
+CREATE OR REPLACE FUNCTION _expand_search_space(
+    model text, search_space jsonb, procedure text, num_configs int, seed int, feature_shape int[]
+) RETURNS jsonb
+LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
+AS $$
+from cerebro_plpy import entry
+return entry.expand_search_space(model, search_space, procedure, num_configs, seed, feature_shape)
+$$;
+
+CREATE OR REPLACE FUNCTION scheduler_alive() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_locks l
+                   WHERE l.locktype = 'advisory' AND l.granted AND l.classid = scheduler_lock_key()::oid
+                     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+$$;
+
+CREATE OR REPLACE FUNCTION run_model_selection(
+    dataset text,
+    model text,
+    search_space jsonb,
+    procedure text DEFAULT 'grid',
+    max_epochs int DEFAULT 10,
+    num_configs int DEFAULT NULL,
+    name text DEFAULT NULL,
+    parent_workload int DEFAULT NULL,
+    warm_start boolean DEFAULT false,
+    seed int DEFAULT NULL
+) RETURNS int
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    shape int[];
+    new_workload int;
+    params jsonb;
+BEGIN
+    SELECT d.feature_shape INTO shape FROM datasets d WHERE d.name = dataset;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown dataset %', quote_nullable(dataset)
+            USING HINT = 'prepare it with prepare_dataset(...); SELECT name FROM datasets lists them',
+                  ERRCODE = 'undefined_object';
+    END IF;
+    IF max_epochs IS NULL OR max_epochs < 1 THEN
+        RAISE EXCEPTION 'max_epochs must be at least 1, got %', coalesce(max_epochs::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF parent_workload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM workloads w WHERE w.workload_id = parent_workload) THEN
+        RAISE EXCEPTION 'unknown parent_workload %', parent_workload USING ERRCODE = 'undefined_object';
+    END IF;
+    IF warm_start THEN
+        RAISE EXCEPTION 'warm_start is not available yet' USING ERRCODE = 'feature_not_supported';
+    END IF;
+    seed := coalesce(seed, floor(random() * 2147483647)::int);
+    params := raise_if_error(_expand_search_space(model, search_space, procedure, num_configs, seed, shape));
+
+    INSERT INTO workloads (name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
+                           parent_workload_id, warm_start)
+    VALUES (name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
+            parent_workload, warm_start)
+    RETURNING workload_id INTO new_workload;
+
+    -- Config k gets seed + k: reproducible, distinct initial weights per config.
+    INSERT INTO configs (workload_id, params, max_epochs, seed)
+    SELECT new_workload, p.value, max_epochs, ((seed::bigint + p.k) % 2147483647)::int
+    FROM jsonb_array_elements(params) WITH ORDINALITY AS p(value, k);
+
+    IF NOT scheduler_alive() THEN
+        RAISE NOTICE 'workload % is queued, but no scheduler is running', new_workload
+            USING HINT = 'start one with `cerebro-db scheduler` (or `cerebro-db up`)';
+    END IF;
+    RETURN new_workload;
+END
+$$;
