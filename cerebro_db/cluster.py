@@ -9,6 +9,7 @@ postmaster is started with.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -16,6 +17,8 @@ import shutil
 import socket
 import subprocess
 import sysconfig
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -159,3 +162,22 @@ class LocalCluster:
         if result.returncode != 0:
             log_tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
             raise ClusterError(f"{Path(argv[0]).name} failed: {result.stderr.strip()}\n{log_tail}")
+
+
+@contextlib.contextmanager
+def temporary_cluster(segments: int = 2) -> Iterator[ClusterConfig]:
+    """A throwaway cluster with cerebro-db installed, for tests and benchmarks; removed afterwards."""
+    from cerebro_db import install
+
+    root = Path(tempfile.mkdtemp(prefix="cerebro-"))
+    root.chmod(0o755)  # the server user must reach its data directory inside
+    cluster = LocalCluster(root)
+    try:
+        config = cluster.init()
+        cluster.start()
+        install.create_database(config.dsn("postgres"), config.database)
+        install.install(config.dsn(), segments=segments)
+        yield config
+    finally:
+        cluster.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)

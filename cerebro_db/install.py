@@ -42,8 +42,9 @@ def install(dsn: str, segments: int | None = None) -> None:
             conn.execute(path.read_text())
         database = conn.execute("SELECT current_database()").fetchone()
         assert database is not None
+        # After public: users' own tables still land in public, our API resolves unqualified.
         conn.execute(
-            sql.SQL("ALTER DATABASE {} SET search_path = {}, public").format(
+            sql.SQL("ALTER DATABASE {} SET search_path = public, {}").format(
                 sql.Identifier(database[0]), sql.Identifier(SCHEMA)
             )
         )

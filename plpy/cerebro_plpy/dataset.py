@@ -105,7 +105,8 @@ def _feature_source(
             )
     if shape is not None and int(np.prod(shape)) != len(names):
         raise PackingError(f"feature_shape {list(shape)} does not match {len(names)} feature columns")
-    cast = ", ".join(f"{db.quote_ident(n)}::float8" for n in names)
+    # booleans have no direct cast to float8; through int they become 0 / 1
+    cast = ", ".join(f"{db.quote_ident(n)}{'::int' if columns[n]['category'] == 'B' else ''}::float8" for n in names)
     return FeatureSource(names, f"array_send(ARRAY[{cast}])", "float8-array", shape or (len(names),))
 
 

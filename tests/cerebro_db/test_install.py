@@ -1,0 +1,55 @@
+"""The installer and migrations against the real server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import psycopg
+
+from cerebro_db import install, migrate
+from cerebro_db.cluster import REPO_ROOT, ClusterConfig
+
+
+def test_install_is_idempotent_and_sets_up_the_database(cluster: ClusterConfig, conn: psycopg.Connection[Any]) -> None:
+    install.install(cluster.dsn())  # a second time: nothing breaks, nothing duplicated
+    assert conn.execute("SHOW search_path").fetchone() == ("public, cerebro",)
+    assert conn.execute("SELECT count(*) FROM segments").fetchone() == (2,)
+    assert conn.execute("SELECT extname FROM pg_extension WHERE extname = 'plpython3u'").fetchone()
+    functions = {
+        r[0]
+        for r in conn.execute(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'cerebro'"
+        )
+    }
+    assert {"prepare_dataset", "run_model_selection", "claim_unit", "run_unit"} <= functions
+    unpinned = conn.execute(
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'cerebro' AND NOT coalesce('search_path=cerebro, pg_temp' = ANY(p.proconfig), false)"
+    ).fetchall()
+    assert unpinned == []
+
+
+def test_models_and_migrations_agree(cluster: ClusterConfig) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "check"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={"CEREBRO_DSN": cluster.dsn(), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_upgrade_downgrade_upgrade(cluster: ClusterConfig) -> None:
+    install.create_database(cluster.dsn("postgres"), "migration_test")
+    dsn = cluster.dsn("migration_test")
+    migrate.upgrade(dsn)
+    migrate.downgrade(dsn, "base")
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT to_regclass('cerebro.configs')").fetchone() == (None,)
+    install.install(dsn, segments=1)  # upgrade again, then the API on top
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT version_num FROM cerebro.alembic_version").fetchone() == ("v0_1_0",)
+        assert conn.execute("SELECT count(*) FROM cerebro.leaderboard").fetchone() == (0,)

@@ -1,0 +1,86 @@
+"""One real, throwaway PostgreSQL cluster (plpython3u, cerebro-db installed) for the whole session."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from cerebro_db import sample_data
+from cerebro_db.cluster import ClusterConfig, temporary_cluster
+from cerebro_db.scheduler import Scheduler
+
+#: A model small enough that a unit on a few hundred rows takes a fraction of a second.
+TINY_CNN = {"filters": 4, "dense_units": 16}
+FASHION_ROWS = 1200
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ClusterConfig]:
+    with temporary_cluster(segments=2) as config:
+        yield config
+
+
+@pytest.fixture(scope="session")
+def dsn(cluster: ClusterConfig) -> str:
+    return cluster.dsn()
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        yield connection
+
+
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses (tests share the session's database)."""
+    return f"{prefix}_{next(_names)}"
+
+
+@pytest.fixture(scope="session")
+def fashion_table(dsn: str) -> str:
+    with psycopg.connect(dsn) as connection:
+        sample_data.load_fashion_mnist(connection, "fashion_small", limit=FASHION_ROWS)
+    return "fashion_small"
+
+
+def prepare_fashion(dsn: str, table: str, segments: int) -> str:
+    name = unique(f"fashion_{segments}seg")
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(
+            "SELECT * FROM prepare_dataset(%s, %s, 'label', feature_columns => '{pixels}',"
+            " feature_shape => '{28,28,1}', num_segments => %s, validation_fraction => 0.2)",
+            [name, table, segments],
+        )
+    return name
+
+
+@pytest.fixture(scope="session")
+def fashion_2seg(dsn: str, fashion_table: str) -> str:
+    return prepare_fashion(dsn, fashion_table, 2)
+
+
+@pytest.fixture(scope="session")
+def fashion_1seg(dsn: str, fashion_table: str) -> str:
+    return prepare_fashion(dsn, fashion_table, 1)
+
+
+def launch(conn: psycopg.Connection[Any], dataset: str, space: dict[str, Any], *, epochs: int, seed: int = 7) -> int:
+    row = conn.execute(
+        "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => %s, seed => %s)",
+        [dataset, json.dumps(space), epochs, seed],
+    ).fetchone()
+    assert row is not None
+    workload_id: int = row[0]
+    return workload_id
+
+
+def run_until_idle(dsn: str, **options: Any) -> list[dict[str, Any]]:
+    return Scheduler(dsn, idle_wait=0.2).run(until_idle=True, **options)
