@@ -162,12 +162,16 @@ def wait_for(conn: psycopg.Connection, workload_id: int, *, poll: float = 0.5) -
 
 
 def print_leaderboard(conn: psycopg.Connection, workload_id: int) -> None:
+    """The workload's leaderboard, showing only the searched hyper-parameters of each config."""
     rows = conn.execute(
-        "SELECT rank, config_id, params::text, status, epochs_done, round(best_val_metric::numeric, 4),"
-        " round(best_val_loss::numeric, 4) FROM leaderboard WHERE workload_id = %s ORDER BY rank, config_id",
+        "SELECT l.rank, l.config_id,"
+        " (SELECT jsonb_object_agg(k, l.params -> k) FROM jsonb_object_keys(w.search_space) k)::text,"
+        " l.status, l.epochs_done, round(l.best_val_metric::numeric, 4), round(l.best_val_loss::numeric, 4)"
+        " FROM leaderboard l JOIN workloads w USING (workload_id) WHERE l.workload_id = %s"
+        " ORDER BY l.rank, l.config_id",
         [workload_id],
     ).fetchall()
-    _print_table(["rank", "config", "params", "status", "epochs", "best val acc", "val loss"], rows)
+    _print_table(["rank", "config", "searched params", "status", "epochs", "best val acc", "val loss"], rows)
 
 
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

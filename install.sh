@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up cerebro-db on Debian 12, idempotently: PostgreSQL 15 + PL/Python (pinned to the
+# installed server's version), the Fashion-MNIST package, and .venv with the project
+# and TensorFlow. Re-running it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+missing=()
+for package in postgresql-15 dataset-fashion-mnist python3-venv; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if ! dpkg-query -W -f='${Status}' postgresql-plpython3-15 2>/dev/null | grep -q "ok installed"; then
+    # The security archive may carry a newer PL/Python that would upgrade the server: pin it.
+    server_version=$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null || true)
+    missing+=("postgresql-plpython3-15${server_version:+=$server_version}")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+fi
+
+# PL/Python runs Debian's python3, so the venv must come from the same interpreter.
+if [ ! -x .venv/bin/python ]; then
+    /usr/bin/python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+echo "cerebro-db is set up: .venv/bin/cerebro-db up starts the cluster and the scheduler"
