@@ -104,27 +104,41 @@ class Scheduler:
         return progress.results
 
     def _segment_loop(self, segment: int, progress: _Progress, until_idle: bool) -> None:
-        with psycopg.connect(self.dsn, autocommit=True, application_name=f"cerebro segment {segment}") as conn:
-            conn.execute(f"LISTEN {CHANNEL}")
-            while not self._stop.is_set() and progress.reserve():
-                result = self._run_one(conn, segment)
-                if result is not None:
-                    with progress.lock:
-                        progress.idle.discard(segment)
-                        progress.results.append(result)
-                    if self.on_unit:
-                        self.on_unit(result)
-                    continue
-                progress.release()
-                with progress.lock:
-                    progress.idle.add(segment)
-                    everyone_idle = len(progress.idle) == progress.segments
-                if until_idle and everyone_idle and not self._work_left(conn):
-                    self._stop.set()
-                    break
-                for _ in conn.notifies(timeout=self.idle_wait, stop_after=1):
-                    pass
+        """Serve one segment; a lost connection (server restart) is re-opened, its unit runs again."""
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.dsn, autocommit=True, application_name=f"cerebro segment {segment}"
+                ) as conn:
+                    self._serve(conn, segment, progress, until_idle)
+            except psycopg.OperationalError as error:
+                log.warning("segment %s lost its connection (%s); reconnecting", segment, error)
+                self._stop.wait(self.idle_wait)
         self._wake_all()
+
+    def _serve(self, conn: psycopg.Connection[Any], segment: int, progress: _Progress, until_idle: bool) -> None:
+        conn.execute(f"LISTEN {CHANNEL}")
+        while not self._stop.is_set():
+            if not progress.reserve():
+                self._stop.set()
+                return
+            result = self._run_one(conn, segment)
+            if result is not None:
+                with progress.lock:
+                    progress.idle.discard(segment)
+                    progress.results.append(result)
+                if self.on_unit:
+                    self.on_unit(result)
+                continue
+            progress.release()
+            with progress.lock:
+                progress.idle.add(segment)
+                everyone_idle = len(progress.idle) == progress.segments
+            if until_idle and everyone_idle and not self._work_left(conn):
+                self._stop.set()
+                return
+            for _ in conn.notifies(timeout=self.idle_wait, stop_after=1):
+                pass
 
     def _run_one(self, conn: psycopg.Connection[Any], segment: int) -> dict[str, Any] | None:
         """Claim and run one unit on ``segment`` in one transaction; None if nothing may run."""
@@ -142,9 +156,9 @@ class Scheduler:
             # Cancelled (pg_cancel_backend, statement_timeout): rolled back, runs again later.
             log.warning("unit of config %s on segment %s was cancelled; it will run again", claimed, segment)
             return None
-        except errors.OperationalError:
-            raise
         except psycopg.DatabaseError as error:
+            if isinstance(error, psycopg.OperationalError):
+                raise
             if claimed is None:  # claim_unit failed: not a config's fault
                 raise
             message = error.diag.message_primary or str(error)
