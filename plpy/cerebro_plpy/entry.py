@@ -29,7 +29,8 @@ def _result(call: Callable[[], Any]) -> str:
     try:
         return json.dumps({"result": call()})
     except tuple(_USER_ERRORS) as error:
-        return json.dumps({"error": str(error), "hint": _USER_ERRORS[type(error)]})
+        hint = next(hint for kind, hint in _USER_ERRORS.items() if isinstance(error, kind))
+        return json.dumps({"error": str(error), "hint": hint})
 
 
 def prepare_dataset(plpy: Any, gd: dict[str, Any], **arguments: Any) -> str:

@@ -60,7 +60,8 @@ def decode_pixels(raw: bytes, size: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Normalization:
-    """Per-feature (tabular) or per-channel (shaped) affine scaling: ``(x - shift) / scale``."""
+    """Affine scaling ``(x - shift) / scale``: per feature for flat (tabular) features, per
+    channel for images (``HxWxC``: C channels; ``HxW``: one)."""
 
     method: str
     shift: np.ndarray
@@ -71,9 +72,8 @@ class Normalization:
         """Statistics from the training split only, so validation stays unseen."""
         if method not in NORMALIZATIONS:
             raise PackingError(f"unknown normalize {method!r}; choose one of {', '.join(NORMALIZATIONS)}")
-        channels = x.reshape(len(x), -1, feature_shape[-1]) if len(feature_shape) > 1 else x[:, None, :]
-        flat = channels.reshape(-1, channels.shape[-1]).astype(np.float64)
-        width = flat.shape[1]
+        width = {1: feature_shape[0], 2: 1}.get(len(feature_shape), feature_shape[-1])
+        flat = x.reshape(-1, width).astype(np.float64)
         if method == "none" or len(flat) == 0:
             return cls(method, np.zeros(width), np.ones(width))
         if method == "standard":
@@ -84,8 +84,7 @@ class Normalization:
         return cls(method, shift, np.where(scale > 0, scale, 1.0))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        width = len(self.shift)
-        shaped = x.reshape(len(x), -1, width)
+        shaped = x.reshape(-1, len(self.shift))
         out = (shaped - self.shift.astype(np.float32)) / self.scale.astype(np.float32)
         return out.reshape(x.shape).astype(np.float32)
 

@@ -30,14 +30,16 @@ class Param:
                 raise ParamError(f"{self.name} must be a string, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, int | float):
             raise ParamError(f"{self.name} must be a number, got {value!r}")
-        elif self.kind is int:
-            if float(value) != int(value):
-                raise ParamError(f"{self.name} must be an integer, got {value!r}")
-            value = int(value)
         else:
-            value = float(value)
-            if not math.isfinite(value):
-                raise ParamError(f"{self.name} must be finite, got {value!r}")
+            try:
+                number = float(value)  # jsonb may carry integers too large for a float
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise ParamError(f"{self.name} must be a finite number, got {str(value)[:40]}")
+            if self.kind is int and number != int(number):
+                raise ParamError(f"{self.name} must be an integer, got {value!r}")
+            value = int(number) if self.kind is int else number
         if self.choices is not None and value not in self.choices:
             raise ParamError(f"{self.name} must be one of {list(self.choices)}, got {value!r}")
         if self.low is not None and value < self.low:

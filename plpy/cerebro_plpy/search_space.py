@@ -138,6 +138,7 @@ def _sample(rng: np.random.Generator, dim: Dimension, kind: type) -> Any:
     low, high = (math.log(dim.low), math.log(dim.high)) if dim.log else (dim.low, dim.high)
     value = rng.uniform(low, high)
     value = math.exp(value) if dim.log else value
+    # exp(log(x)) may land a rounding error outside the user's bounds: clamp
     if kind is int:
         return int(min(dim.high, max(dim.low, round(value))))
-    return float(value)
+    return float(min(dim.high, max(dim.low, value)))

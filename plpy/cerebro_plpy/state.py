@@ -53,10 +53,16 @@ class ModelState:
             raise StateFormatError("not a cerebro model state (bad magic)")
         if version != FORMAT_VERSION:
             raise StateFormatError(f"state format version {version}; this build reads {FORMAT_VERSION}")
-        header = json.loads(bytes(raw[_PREFIX.size : _PREFIX.size + header_len]))
         offset = _PREFIX.size + header_len
+        if offset > len(raw):
+            raise StateFormatError(f"state truncated inside its header: needs {offset} bytes, has {len(raw)}")
+        try:
+            header = json.loads(bytes(raw[_PREFIX.size : offset]))
+            layout, split, meta = header["arrays"], int(header["model"]), header["meta"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise StateFormatError(f"state header is unreadable: {error}") from None
         arrays = []
-        for dtype_str, shape in header["arrays"]:
+        for dtype_str, shape in layout:
             dtype = np.dtype(dtype_str)
             count = int(np.prod(shape, dtype=np.int64))
             end = offset + count * dtype.itemsize
@@ -66,5 +72,4 @@ class ModelState:
             offset = end
         if offset != len(raw):
             raise StateFormatError(f"state has {len(raw) - offset} trailing bytes")
-        split = header["model"]
-        return cls(arrays[:split], arrays[split:], header["meta"])
+        return cls(arrays[:split], arrays[split:], meta)

@@ -114,6 +114,8 @@ def capture(model: keras.Model) -> ModelState:
 
 
 def restore(model: keras.Model, state: ModelState) -> None:
+    """Assign every variable of ``state``; checks all shapes first so a mismatch changes nothing."""
+    pairs = []
     for variables, arrays, what in (
         (model.variables, state.model_variables, "model"),
         (model.optimizer.variables, state.optimizer_variables, "optimizer"),
@@ -123,7 +125,9 @@ def restore(model: keras.Model, state: ModelState) -> None:
         for variable, array in zip(variables, arrays, strict=True):
             if tuple(variable.shape) != array.shape:
                 raise TrainingError(f"state shape {array.shape} does not fit {what} variable {variable.path}")
-            variable.assign(array)
+            pairs.append((variable, array))
+    for variable, array in pairs:
+        variable.assign(array)
 
 
 def initial_state(gd: dict[str, Any], spec: ModelSpec) -> ModelState:
@@ -166,8 +170,10 @@ def train_pass(
         make_dataset(gd, x, y, batch_size), epochs=1, verbose=0, shuffle=False, callbacks=[_batch_callback(on_batch)]
     )
     loss, metric = float(history.history["loss"][-1]), float(history.history[METRIC][-1])
-    if not math.isfinite(loss):
-        raise TrainingError(f"training loss became {loss}; lower lr or check the data")
+    # Some kernels map NaN activations to finite outputs, so a finite loss does not
+    # prove finite weights: check both before the state is saved.
+    if not math.isfinite(loss) or not all(np.isfinite(v.numpy()).all() for v in model.trainable_variables):
+        raise TrainingError(f"training diverged (loss {loss}, non-finite weights); lower lr or check the data")
     return loss, metric
 
 
