@@ -107,9 +107,7 @@ class Scheduler:
         """Serve one segment; a lost connection (server restart) is re-opened, its unit runs again."""
         while not self._stop.is_set():
             try:
-                with psycopg.connect(
-                    self.dsn, autocommit=True, application_name=f"cerebro segment {segment}"
-                ) as conn:
+                with psycopg.connect(self.dsn, autocommit=True, application_name=f"cerebro segment {segment}") as conn:
                     self._serve(conn, segment, progress, until_idle)
             except psycopg.OperationalError as error:
                 log.warning("segment %s lost its connection (%s); reconnecting", segment, error)

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from cerebro_plpy import packing, training
-from cerebro_plpy.state import ModelState
 
 from cerebro_db.scheduler import Scheduler
+from cerebro_plpy import packing, training
+from cerebro_plpy.state import ModelState
 from tests.conftest import TINY_CNN, launch, run_until_idle
 
 

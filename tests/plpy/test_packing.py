@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from cerebro_plpy import packing
 from cerebro_plpy.packing import Normalization, PackingError
 

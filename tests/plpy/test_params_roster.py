@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from cerebro_plpy import roster
 from cerebro_plpy.params import TRAINING_PARAMS, Param, ParamError, complete_params
 

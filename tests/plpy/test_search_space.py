@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from cerebro_plpy import roster, search_space
 from cerebro_plpy.params import ParamError
 from cerebro_plpy.search_space import Choices, Range

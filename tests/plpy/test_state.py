@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from cerebro_plpy.state import FORMAT_VERSION, MAGIC, ModelState, StateFormatError
 
 PREFIX = struct.Struct("<4sHI")

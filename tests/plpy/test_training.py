@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from cerebro_plpy import roster, training
 from cerebro_plpy.state import ModelState
 from cerebro_plpy.training import ModelSpec, TrainingError

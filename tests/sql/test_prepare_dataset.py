@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from cerebro_plpy import packing
 
 from cerebro_db import sample_data
+from cerebro_plpy import packing
 from tests.conftest import FASHION_ROWS, unique
 
 Session = psycopg.Connection[Any]
