@@ -42,11 +42,16 @@ class _Progress:
     results: list[dict[str, Any]] = field(default_factory=list)
 
     def reserve(self) -> bool:
+        """A slot of the unit budget for one claim (units in flight + committed <= max_units)."""
         with self.lock:
             if self.max_units is not None and self.reserved >= self.max_units:
                 return False
             self.reserved += 1
             return True
+
+    def spent(self) -> bool:
+        with self.lock:
+            return self.max_units is not None and len(self.results) >= self.max_units
 
     def release(self) -> None:
         with self.lock:
@@ -117,9 +122,12 @@ class Scheduler:
     def _serve(self, conn: psycopg.Connection[Any], segment: int, progress: _Progress, until_idle: bool) -> None:
         conn.execute(f"LISTEN {CHANNEL}")
         while not self._stop.is_set():
-            if not progress.reserve():
+            if progress.spent():
                 self._stop.set()
                 return
+            if not progress.reserve():  # other segments hold the last slots; they may yet give one back
+                self._wait_for_work(conn)
+                continue
             result = self._run_one(conn, segment)
             if result is not None:
                 with progress.lock:
@@ -135,8 +143,12 @@ class Scheduler:
             if until_idle and everyone_idle and not self._work_left(conn):
                 self._stop.set()
                 return
-            for _ in conn.notifies(timeout=self.idle_wait, stop_after=1):
-                pass
+            self._wait_for_work(conn)
+
+    def _wait_for_work(self, conn: psycopg.Connection[Any]) -> None:
+        """Sleep until a unit commits or a config changes (NOTIFY), at most ``idle_wait`` seconds."""
+        for _ in conn.notifies(timeout=self.idle_wait, stop_after=1):
+            pass
 
     def _run_one(self, conn: psycopg.Connection[Any], segment: int) -> dict[str, Any] | None:
         """Claim and run one unit on ``segment`` in one transaction; None if nothing may run."""
