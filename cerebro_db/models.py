@@ -204,3 +204,17 @@ class EpochMetric(Base):
     val_metric: Mapped[float] = mapped_column(Float, nullable=False)
     seconds: Mapped[float] = mapped_column(Float, nullable=False)
     finished_at: Mapped[datetime] = _now()
+
+
+class ConfigEvent(Base):
+    """What happened to a config and who did it: user stop/resume, procedure prune, failure, clone."""
+
+    __tablename__ = "config_events"
+    __table_args__ = (Index("config_events_config_idx", "config_id", "event_id"),)
+    event_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    config_id: Mapped[int] = mapped_column(ForeignKey("configs.config_id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    epochs_done: Mapped[int] = mapped_column(Integer, nullable=False)
+    detail: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())

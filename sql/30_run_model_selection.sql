@@ -2,13 +2,21 @@
 -- returns the workload id at once (the scheduler trains it).
 --   SELECT run_model_selection('fashion', 'cnn', '{"lr":[0.001,0.01],"batch_size":[64,256]}');
 
+DROP FUNCTION IF EXISTS _expand_search_space(text, jsonb, text, int, int, int[]);
 CREATE OR REPLACE FUNCTION _expand_search_space(
-    model text, search_space jsonb, procedure text, num_configs int, seed int, feature_shape int[]
+    model text, search_space jsonb, procedure text, num_configs int, seed int, feature_shape int[], parallelism int
 ) RETURNS jsonb
 LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
 AS $$
 from cerebro_plpy import entry
-return entry.expand_search_space(model, search_space, procedure, num_configs, seed, feature_shape)
+return entry.expand_search_space(model, search_space, procedure, num_configs, seed, feature_shape, parallelism)
+$$;
+
+CREATE OR REPLACE FUNCTION _architecture_key(model text, params jsonb) RETURNS text
+LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
+AS $$
+from cerebro_plpy import entry
+return entry.architecture_key(model, params)
 $$;
 
 CREATE OR REPLACE FUNCTION scheduler_alive() RETURNS boolean
@@ -17,6 +25,45 @@ AS $$
     SELECT EXISTS (SELECT 1 FROM pg_locks l
                    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = scheduler_lock_key()::oid
                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+$$;
+
+-- Drill-down: each new config starts from the latest state of the parent workload's best
+-- config with the same architecture (its own lr and batch size apply from the first unit).
+CREATE OR REPLACE FUNCTION warm_start_configs(workload_id int, parent_workload int) RETURNS int
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    started int;
+BEGIN
+    PERFORM set_config('cerebro.internal', 'on', true);  -- lineage is the system's to write
+    WITH parent AS (
+        SELECT p.config_id, _architecture_key(w.model, p.params) AS arch, l.best_val_metric
+        FROM configs p
+        JOIN workloads w USING (workload_id)
+        JOIN leaderboard l USING (config_id)
+        WHERE p.workload_id = warm_start_configs.parent_workload
+          AND EXISTS (SELECT 1 FROM model_states s WHERE s.config_id = p.config_id)
+    ), chosen AS (
+        SELECT c.config_id, best.config_id AS source
+        FROM configs c
+        JOIN workloads w USING (workload_id)
+        CROSS JOIN LATERAL (SELECT parent.config_id FROM parent
+                            WHERE parent.arch = _architecture_key(w.model, c.params)
+                            ORDER BY parent.best_val_metric DESC NULLS LAST LIMIT 1) best
+        WHERE c.workload_id = warm_start_configs.workload_id
+    ), copied AS (
+        INSERT INTO model_states (config_id, state)
+        SELECT chosen.config_id, s.state FROM chosen JOIN model_states s ON s.config_id = chosen.source
+        RETURNING config_id
+    )
+    UPDATE configs c SET cloned_from = chosen.source
+    FROM chosen
+    WHERE c.config_id = chosen.config_id AND c.config_id IN (SELECT config_id FROM copied);
+    GET DIAGNOSTICS started = ROW_COUNT;
+    PERFORM set_config('cerebro.internal', 'off', true);
+    RAISE NOTICE '% of the new configs start from the parent workload''s weights', started;
+    RETURN started;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION run_model_selection(
@@ -52,11 +99,13 @@ BEGIN
     IF parent_workload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM workloads w WHERE w.workload_id = parent_workload) THEN
         RAISE EXCEPTION 'unknown parent_workload %', parent_workload USING ERRCODE = 'undefined_object';
     END IF;
-    IF warm_start THEN
-        RAISE EXCEPTION 'warm_start is not available yet' USING ERRCODE = 'feature_not_supported';
+    IF warm_start AND parent_workload IS NULL THEN
+        RAISE EXCEPTION 'warm_start needs a parent_workload to start from'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     seed := coalesce(seed, floor(random() * 2147483647)::int);
-    params := raise_if_error(_expand_search_space(model, search_space, procedure, num_configs, seed, shape));
+    params := raise_if_error(_expand_search_space(model, search_space, procedure, num_configs, seed, shape,
+                                                  (SELECT count(*)::int FROM segments)));
 
     INSERT INTO workloads (name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
                            parent_workload_id, warm_start)
@@ -68,6 +117,10 @@ BEGIN
     INSERT INTO configs (workload_id, params, max_epochs, seed)
     SELECT new_workload, p.value, max_epochs, ((seed::bigint + p.k) % 2147483647)::int
     FROM jsonb_array_elements(params) WITH ORDINALITY AS p(value, k);
+
+    IF warm_start THEN
+        PERFORM warm_start_configs(new_workload, parent_workload);
+    END IF;
 
     IF NOT scheduler_alive() THEN
         RAISE NOTICE 'workload % is queued, but no scheduler is running', new_workload

@@ -1,17 +1,150 @@
--- Plain INSERT INTO configs(workload_id, params) inherits the workload's max_epochs.
-CREATE OR REPLACE FUNCTION configs_fill_defaults() RETURNS trigger
+-- The config status machine. Users (plain SQL, dashboard) may:
+--   stop:    pending | running -> stopped        (lands at the next hop; the unit in flight commits)
+--   resume:  stopped -> running                  (continues from the saved state, mid-epoch included)
+--            completed -> running                (after raising max_epochs)
+--   change max_epochs (not below epochs_done).
+-- The system's own updates (run_unit, fail_config, procedures) run with cerebro.internal = on.
+
+CREATE OR REPLACE FUNCTION is_internal() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
+AS $$ SELECT coalesce(current_setting('cerebro.internal', true), '') = 'on' $$;
+
+CREATE OR REPLACE FUNCTION _complete_params(model text, params jsonb, feature_shape int[]) RETURNS jsonb
+LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
+AS $$
+from cerebro_plpy import entry
+return entry.complete_params(model, params, feature_shape)
+$$;
+
+-- INSERT INTO configs (workload_id, params): params are validated against the workload's
+-- model and completed with defaults; max_epochs comes from the workload.
+CREATE OR REPLACE FUNCTION configs_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = cerebro, pg_temp
 AS $$
+DECLARE
+    workload record;
 BEGIN
-    IF NEW.max_epochs IS NULL THEN
-        SELECT w.max_epochs INTO NEW.max_epochs FROM workloads w WHERE w.workload_id = NEW.workload_id;
+    SELECT w.model, w.max_epochs, d.feature_shape INTO workload
+    FROM workloads w JOIN datasets d ON d.name = w.dataset WHERE w.workload_id = NEW.workload_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown workload %', NEW.workload_id USING ERRCODE = 'undefined_object';
+    END IF;
+    NEW.params := raise_if_error(_complete_params(workload.model, NEW.params, workload.feature_shape));
+    NEW.max_epochs := coalesce(NEW.max_epochs, workload.max_epochs);
+    IF NOT is_internal() THEN
+        NEW.status := 'pending';
+        NEW.epochs_done := 0;
+        NEW.error := NULL;
     END IF;
     RETURN NEW;
 END
 $$;
 
-CREATE OR REPLACE TRIGGER configs_fill_defaults
-BEFORE INSERT ON configs FOR EACH ROW EXECUTE FUNCTION configs_fill_defaults();
+DROP TRIGGER IF EXISTS configs_fill_defaults ON configs;
+DROP FUNCTION IF EXISTS configs_fill_defaults();
+CREATE OR REPLACE TRIGGER configs_before_insert
+BEFORE INSERT ON configs FOR EACH ROW EXECUTE FUNCTION configs_before_insert();
+
+CREATE OR REPLACE FUNCTION configs_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = cerebro, pg_temp
+AS $$
+BEGIN
+    NEW.updated_at := now();
+    IF is_internal() THEN
+        RETURN NEW;
+    END IF;
+    IF (NEW.config_id, NEW.workload_id, NEW.params, NEW.epochs_done, NEW.seed, NEW.cloned_from, NEW.created_by,
+        NEW.created_at) IS DISTINCT FROM
+       (OLD.config_id, OLD.workload_id, OLD.params, OLD.epochs_done, OLD.seed, OLD.cloned_from, OLD.created_by,
+        OLD.created_at) THEN
+        RAISE EXCEPTION 'config %: only status and max_epochs can be changed', OLD.config_id
+            USING HINT = 'to try other params, SELECT add_config(workload, params) or clone_config(config, overrides)',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.max_epochs < OLD.epochs_done THEN
+        RAISE EXCEPTION 'config %: max_epochs % is below the % epochs already trained', OLD.config_id,
+            NEW.max_epochs, OLD.epochs_done USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.status IS DISTINCT FROM OLD.status THEN
+        IF NOT ((OLD.status IN ('pending', 'running') AND NEW.status = 'stopped')
+                OR (OLD.status IN ('stopped', 'pending') AND NEW.status = 'running')
+                OR (OLD.status = 'completed' AND NEW.status = 'running' AND NEW.max_epochs > OLD.epochs_done)) THEN
+            RAISE EXCEPTION 'config %: cannot change status from % to %', OLD.config_id, OLD.status, NEW.status
+                USING HINT = 'allowed: pending/running -> stopped; stopped -> running; '
+                             'completed -> running after raising max_epochs (UPDATE configs SET max_epochs = ..., status = ''running'')',
+                      ERRCODE = 'invalid_parameter_value';
+        END IF;
+        NEW.error := NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER configs_guard
+BEFORE UPDATE ON configs FOR EACH ROW EXECUTE FUNCTION configs_guard();
+
+-- Every status change is logged (who, why); a resumed config reopens its workload
+-- (without resuming the workload's other configs).
+CREATE OR REPLACE FUNCTION configs_after_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    was_internal text := coalesce(current_setting('cerebro.internal', true), '');
+BEGIN
+    IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status THEN
+        INSERT INTO config_events (config_id, kind, epochs_done, detail, actor)
+        VALUES (NEW.config_id, CASE WHEN TG_OP = 'INSERT' THEN 'created' ELSE NEW.status END, NEW.epochs_done,
+                nullif(coalesce(current_setting('cerebro.reason', true), ''), ''),
+                CASE WHEN is_internal() THEN 'cerebro' ELSE current_user END);
+    END IF;
+    IF NEW.status IN ('pending', 'running') THEN
+        PERFORM set_config('cerebro.internal', 'on', true);
+        UPDATE workloads w SET status = 'running'
+        WHERE w.workload_id = NEW.workload_id AND w.status <> 'running';
+        PERFORM set_config('cerebro.internal', was_internal, true);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER configs_after_change
+AFTER INSERT OR UPDATE ON configs FOR EACH ROW EXECUTE FUNCTION configs_after_change();
+
+-- UPDATE workloads SET status = 'stopped' / 'running' stops / resumes its unfinished configs.
+CREATE OR REPLACE FUNCTION workloads_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = cerebro, pg_temp
+AS $$
+BEGIN
+    IF NOT is_internal() AND NEW.status IS DISTINCT FROM OLD.status AND NEW.status NOT IN ('stopped', 'running') THEN
+        RAISE EXCEPTION 'workload %: cannot change status from % to %', OLD.workload_id, OLD.status, NEW.status
+            USING HINT = 'allowed: stopped (stops its unfinished configs), running (resumes its stopped ones)',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER workloads_guard
+BEFORE UPDATE ON workloads FOR EACH ROW EXECUTE FUNCTION workloads_guard();
+
+CREATE OR REPLACE FUNCTION workloads_after_status() RETURNS trigger
+LANGUAGE plpgsql SET search_path = cerebro, pg_temp
+AS $$
+BEGIN
+    IF NOT is_internal() AND NEW.status = 'stopped' THEN
+        UPDATE configs SET status = 'stopped'
+        WHERE workload_id = NEW.workload_id AND status IN ('pending', 'running');
+    ELSIF NOT is_internal() AND NEW.status = 'running' THEN
+        UPDATE configs SET status = 'running'
+        WHERE workload_id = NEW.workload_id AND status = 'stopped' AND epochs_done < max_epochs;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER workloads_after_status
+AFTER UPDATE OF status ON workloads FOR EACH ROW
+WHEN (NEW.status IS DISTINCT FROM OLD.status) EXECUTE FUNCTION workloads_after_status();
 
 -- Wake idle scheduler segments when there may be new work (delivered at commit).
 CREATE OR REPLACE FUNCTION notify_work() RETURNS trigger

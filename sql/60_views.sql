@@ -29,3 +29,68 @@ return entry.roster_table()
 $$;
 
 CREATE OR REPLACE VIEW roster AS SELECT * FROM roster_params();
+
+-- Per workload: configs by status, epochs done / planned, throughput and a naive ETA
+-- (remaining config-epochs at the recent pace, over the segments the workload gets).
+CREATE OR REPLACE VIEW workload_progress AS
+SELECT w.workload_id,
+       w.name,
+       w.owner,
+       w.model,
+       w.procedure,
+       w.status,
+       count(c.*) AS configs,
+       count(c.*) FILTER (WHERE c.status IN ('pending', 'running')) AS configs_active,
+       count(c.*) FILTER (WHERE c.status = 'stopped') AS configs_stopped,
+       count(c.*) FILTER (WHERE c.status = 'completed') AS configs_completed,
+       count(c.*) FILTER (WHERE c.status = 'failed') AS configs_failed,
+       coalesce(sum(c.epochs_done), 0) AS epochs_done,
+       coalesce(sum(c.max_epochs) FILTER (WHERE c.status IN ('pending', 'running')), 0)
+           - coalesce(sum(c.epochs_done) FILTER (WHERE c.status IN ('pending', 'running')), 0) AS epochs_left,
+       max(l.best_val_metric) AS best_val_metric,
+       pace.seconds_per_epoch,
+       CASE WHEN pace.seconds_per_epoch IS NOT NULL THEN
+           make_interval(secs => pace.seconds_per_epoch
+               * (coalesce(sum(c.max_epochs - c.epochs_done) FILTER (WHERE c.status IN ('pending', 'running')), 0))
+               / greatest(1, least((SELECT count(*) FROM segments),
+                                   count(c.*) FILTER (WHERE c.status IN ('pending', 'running')))))
+       END AS eta
+FROM workloads w
+LEFT JOIN configs c USING (workload_id)
+LEFT JOIN leaderboard l USING (config_id)
+LEFT JOIN LATERAL (SELECT avg(m.seconds) AS seconds_per_epoch
+                   FROM (SELECT m.seconds FROM epoch_metrics m JOIN configs c2 USING (config_id)
+                         WHERE c2.workload_id = w.workload_id ORDER BY m.finished_at DESC LIMIT 10) m) pace ON true
+GROUP BY w.workload_id, pace.seconds_per_epoch
+ORDER BY w.workload_id;
+
+-- What each segment runs right now.
+CREATE OR REPLACE VIEW segment_activity AS
+SELECT s.segment_id AS segment,
+       a.workload_id,
+       a.config_id,
+       c.epochs_done + 1 AS epoch,
+       a.started_at,
+       now() - a.started_at AS running_for,
+       a.pid
+FROM segments s
+LEFT JOIN active_units a ON a.segment = s.segment_id
+LEFT JOIN configs c ON c.config_id = a.config_id
+ORDER BY s.segment_id;
+
+-- Where each config comes from: a workload's own search ('new'), a clone within the
+-- workload, or a warm start from a parent workload's config (drill-down).
+CREATE OR REPLACE VIEW workload_lineage AS
+SELECT w.workload_id,
+       w.name,
+       w.parent_workload_id,
+       c.config_id,
+       c.cloned_from,
+       source.workload_id AS cloned_from_workload,
+       CASE WHEN c.cloned_from IS NULL THEN 'new'
+            WHEN source.workload_id = c.workload_id THEN 'clone'
+            ELSE 'warm start' END AS origin
+FROM workloads w
+JOIN configs c USING (workload_id)
+LEFT JOIN configs source ON source.config_id = c.cloned_from
+ORDER BY w.workload_id, c.config_id;

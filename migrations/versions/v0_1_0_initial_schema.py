@@ -213,7 +213,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP VIEW IF EXISTS cerebro.leaderboard, cerebro.active_units, cerebro.roster")
+    op.execute(
+        """
+        DO $$
+        DECLARE view record;
+        BEGIN
+            FOR view IN SELECT viewname FROM pg_views WHERE schemaname = 'cerebro' LOOP
+                EXECUTE format('DROP VIEW IF EXISTS cerebro.%I CASCADE', view.viewname);
+            END LOOP;
+        END
+        $$
+        """
+    )
     op.drop_index("units_config_epoch_idx", table_name="units", schema="cerebro")
     op.drop_table("units", schema="cerebro")
     op.drop_table("model_states", schema="cerebro")

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from cerebro_plpy import dataset, roster, search_space, unit
+from cerebro_plpy import dataset, procedures, roster, search_space, unit
 from cerebro_plpy.packing import PackingError
 from cerebro_plpy.params import ParamError
 from cerebro_plpy.plpy_adapter import PlpyDatabase
@@ -42,10 +42,63 @@ def run_unit(plpy: Any, gd: dict[str, Any], config_id: int, segment: int) -> str
 
 
 def expand_search_space(
-    model: str, space: str, procedure: str, num_configs: int | None, seed: int, feature_shape: list[int]
+    model: str,
+    space: str,
+    procedure: str,
+    num_configs: int | None,
+    seed: int,
+    feature_shape: list[int],
+    parallelism: int,
 ) -> str:
     return _result(
-        lambda: search_space.expand(model, json.loads(space), procedure, num_configs, seed, tuple(feature_shape))
+        lambda: search_space.expand(
+            model, json.loads(space), procedure, num_configs, seed, tuple(feature_shape), parallelism
+        )
+    )
+
+
+def complete_params(model: str, params: str, feature_shape: list[int]) -> str:
+    """A config's params checked against its model, defaults filled in (add_config, INSERT)."""
+    return _result(lambda: roster.validate(model, json.loads(params), tuple(feature_shape)))
+
+
+def clone_params(model: str, params: str, overrides: str, feature_shape: list[int]) -> str:
+    """The params of a clone: ``overrides`` applied, refused where they would change the architecture."""
+
+    def merge() -> dict[str, Any]:
+        source, changes = json.loads(params), json.loads(overrides)
+        if not isinstance(changes, dict):
+            raise ParamError(f"overrides must be a JSON object, got {changes!r}")
+        merged = roster.validate(model, {**source, **changes}, tuple(feature_shape))
+        if roster.architecture_key(model, merged) != roster.architecture_key(model, source):
+            changed = sorted(k for k in changes if k not in ("lr", "batch_size") and changes[k] != source.get(k))
+            raise ParamError(
+                f"overrides {changed} would change the model's variables; a clone keeps its source's weights, "
+                "so it may only change lr, batch_size and other keys that keep the architecture"
+            )
+        return merged
+
+    return _result(merge)
+
+
+def architecture_key(model: str, params: str) -> str:
+    """Configs with the same key can take each other's state (warm start)."""
+    return json.dumps(roster.architecture_key(model, json.loads(params)))
+
+
+def tpe_suggest(
+    model: str, space: str, history: str, count: int, seed: int, feature_shape: list[int], startup: int
+) -> str:
+    return _result(
+        lambda: procedures.tpe_suggest(
+            model,
+            json.loads(space),
+            [(p, v) for p, v in json.loads(history)],
+            count,
+            seed,
+            tuple(feature_shape),
+            startup,
+        )
     )
 
 

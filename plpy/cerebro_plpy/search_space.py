@@ -21,8 +21,6 @@ from cerebro_plpy import roster
 from cerebro_plpy.params import Param, ParamError
 
 PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
-#: Procedures whose searchers this build has; the others are planned.
-AVAILABLE_PROCEDURES = ("grid", "random")
 
 
 @dataclass(frozen=True)
@@ -99,13 +97,19 @@ def expand(
     num_configs: int | None,
     seed: int,
     feature_shape: tuple[int, ...],
+    parallelism: int = 1,
 ) -> list[dict[str, Any]]:
-    """The complete, validated params of each config ``procedure`` starts with."""
+    """The complete, validated params of each config ``procedure`` starts with.
+
+    ``grid`` and ``random`` create all their configs now; ``hyperband`` too (a grid
+    when it has choices only and no ``num_configs``), pruning them later; ``hyperopt``
+    starts ``parallelism`` random configs and lets TPE propose the rest as results arrive.
+    """
     if procedure not in PROCEDURES:
         raise ParamError(f"unknown procedure {procedure!r}; choose one of {', '.join(PROCEDURES)}")
-    if procedure not in AVAILABLE_PROCEDURES:
-        raise ParamError(f"procedure {procedure!r} is not available yet; use {' or '.join(AVAILABLE_PROCEDURES)}")
     dimensions = parse(model, space)
+    if procedure == "hyperband" and num_configs is None:
+        procedure = "grid"
     if procedure == "grid":
         if num_configs is not None:
             raise ParamError("grid creates one config per combination of choices; leave num_configs NULL")
@@ -120,10 +124,11 @@ def expand(
     else:
         if num_configs is None or num_configs < 1:
             raise ParamError(f"procedure {procedure!r} needs num_configs >= 1, got {num_configs}")
+        count = min(num_configs, max(1, parallelism)) if procedure == "hyperopt" else num_configs
         rng = np.random.default_rng(seed)
         points = [
             {key: _sample(rng, dimensions[key], declared_kind(model, key)) for key in sorted(dimensions)}
-            for _ in range(num_configs)
+            for _ in range(count)
         ]
     return [roster.validate(model, point, feature_shape) for point in points]
 

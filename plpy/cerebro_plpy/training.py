@@ -130,6 +130,11 @@ def restore(model: keras.Model, state: ModelState) -> None:
         variable.assign(array)
 
 
+def set_learning_rate(model: keras.Model, lr: float) -> None:
+    """The config's lr rules over the restored optimizer's (a clone or warm start may change it)."""
+    model.optimizer.learning_rate.assign(lr)
+
+
 def initial_state(gd: dict[str, Any], spec: ModelSpec) -> ModelState:
     """The state of a config before its first unit: seeded initial weights, fresh optimizer."""
     return capture(build_compiled(gd, spec))

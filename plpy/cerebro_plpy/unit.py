@@ -106,6 +106,8 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
     Returns the unit's summary: epoch, rows, losses and the time spent per phase.
     """
     started = time.time()
+    # Marks this transaction's config updates as the system's (the status guard lets them through).
+    db.query("SELECT set_config('cerebro.internal', 'on', true)")
     rows = db.query(_UNIT_SQL, ["int4", "int4"], [config_id, segment])
     if not rows:
         raise UnitError(f"config {config_id} does not exist")
@@ -129,6 +131,7 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
     model = training.cached_model(gd, spec)
     state = ModelState.decode(unit["state"]) if unit["state"] is not None else training.initial_state(gd, spec)
     training.restore(model, state)
+    training.set_learning_rate(model, spec.params["lr"])
     state_load = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -206,6 +209,8 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
     )
     epochs_done = unit["epochs_done"] + int(epoch_done)
     db.query(_FINISH_CONFIG_SQL, ["int4", "int4"], [config_id, epochs_done])
+    if epoch_done:  # the workload's procedure observes the epoch (may prune or suggest configs)
+        db.query("SELECT on_epoch_end($1, $2)", ["int4", "int4"], [config_id, epoch])
     db.query("SELECT finish_workload($1)", ["int4"], [unit["workload_id"]])
     db.query("SELECT pg_notify('cerebro_units', $1)", ["text"], [str(config_id)])
     return {

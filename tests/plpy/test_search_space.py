@@ -244,15 +244,17 @@ def test_unknown_procedure() -> None:
         search_space.expand("mlp", {"lr": [0.1]}, "bayes", None, 0, TABULAR)
 
 
-@pytest.mark.parametrize("procedure", ["hyperopt", "hyperband"])
-def test_planned_procedures_not_available(procedure: str) -> None:
-    with pytest.raises(ParamError, match=f"procedure '{procedure}' is not available yet; use grid or random"):
-        search_space.expand("mlp", {"lr": [0.1]}, procedure, 4, 0, TABULAR)
+def test_hyperopt_starts_with_one_config_per_segment_and_hyperband_with_all() -> None:
+    space = {"lr": {"min": 1e-4, "max": 1e-1, "log": True}}
+    assert len(search_space.expand("mlp", space, "hyperopt", 10, 0, TABULAR, parallelism=2)) == 2
+    assert len(search_space.expand("mlp", space, "hyperopt", 1, 0, TABULAR, parallelism=2)) == 1
+    assert len(search_space.expand("mlp", space, "hyperband", 5, 0, TABULAR)) == 5
+    assert len(search_space.expand("mlp", {"lr": [0.1, 0.2, 0.3]}, "hyperband", None, 0, TABULAR)) == 3
 
 
 def test_procedure_checked_before_space() -> None:
-    with pytest.raises(ParamError, match="not available yet"):
-        search_space.expand("mlp", {"nonsense": 1}, "hyperopt", 4, 0, TABULAR)
+    with pytest.raises(ParamError, match="unknown procedure"):
+        search_space.expand("mlp", {"nonsense": 1}, "bayes", 4, 0, TABULAR)
 
 
 def test_huge_number_from_json_is_a_param_error() -> None:

@@ -1,0 +1,67 @@
+"""Searchers that suggest configs from results so far: TPE (optuna's sampler).
+
+Nothing is kept between calls: the study is rebuilt from the workload's configs
+and metrics each time, so whatever the user did (stop, resume, add, clone) is
+simply part of the history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cerebro_plpy import roster, search_space
+from cerebro_plpy.search_space import Choices, Dimension
+
+
+def _distribution(dim: Dimension, kind: type) -> Any:
+    import optuna
+
+    if isinstance(dim, Choices):
+        return optuna.distributions.CategoricalDistribution(list(dim.values))
+    if kind is int:
+        return optuna.distributions.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
+    return optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
+
+
+def _fits(distribution: Any, value: Any) -> bool:
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
+
+
+def tpe_suggest(
+    model: str,
+    space: dict[str, Any],
+    history: list[tuple[dict[str, Any], float | None]],
+    count: int,
+    seed: int,
+    feature_shape: tuple[int, ...],
+    startup: int,
+) -> list[dict[str, Any]]:
+    """``count`` new configs' complete params, from TPE over ``history``.
+
+    ``history`` holds each existing config's params with its best validation
+    metric, or None while it has none yet (a running trial: TPE's constant liar
+    keeps new suggestions away from it). Configs whose params lie outside the
+    space (added or cloned by hand) are left out of the model.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dimensions = search_space.parse(model, space)
+    distributions = {key: _distribution(dim, search_space.declared_kind(model, key)) for key, dim in dimensions.items()}
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for params, value in history:
+        point = {key: params.get(key) for key in distributions}
+        if not all(_fits(distributions[key], v) for key, v in point.items()):
+            continue
+        state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.RUNNING
+        study.add_trial(optuna.trial.create_trial(params=point, distributions=distributions, value=value, state=state))
+    suggestions = []
+    for _ in range(count):
+        trial = study.ask(distributions)
+        point = {key: value.item() if hasattr(value, "item") else value for key, value in trial.params.items()}
+        suggestions.append(roster.validate(model, point, feature_shape))
+    return suggestions

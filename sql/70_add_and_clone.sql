@@ -1,0 +1,72 @@
+-- Human-in-the-loop additions to a running workload.
+--   SELECT add_config(1, '{"lr": 0.02}');
+--   SELECT clone_config(3, '{"lr": 0.0005}');     -- continues from 3's trained weights and optimizer state
+
+CREATE OR REPLACE FUNCTION add_config(workload_id int, params jsonb) RETURNS int
+LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+    INSERT INTO configs (workload_id, params) VALUES (add_config.workload_id, add_config.params)
+    RETURNING config_id
+$$;
+
+CREATE OR REPLACE FUNCTION _clone_params(model text, params jsonb, overrides jsonb, feature_shape int[])
+RETURNS jsonb
+LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
+AS $$
+from cerebro_plpy import entry
+return entry.clone_params(model, params, overrides, feature_shape)
+$$;
+
+-- The clone starts where its source's last committed hop left it (same epoch, same
+-- segments still to visit), as a new config of the same workload; the source is untouched.
+-- overrides: lr, batch_size (and other keys that keep the architecture), max_epochs.
+CREATE OR REPLACE FUNCTION clone_config(config_id int, overrides jsonb DEFAULT '{}') RETURNS int
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    source record;
+    clone_id int;
+BEGIN
+    -- One statement reads config progress and state together: a unit committing
+    -- meanwhile cannot tear them apart.
+    SELECT c.workload_id, c.params, c.epochs_done, c.max_epochs, c.seed, w.model, d.feature_shape,
+           s.state, s.visited_segments, s.epoch_rows, s.epoch_loss_sum, s.epoch_metric_sum, s.epoch_seconds
+    INTO source
+    FROM configs c
+    JOIN workloads w USING (workload_id)
+    JOIN datasets d ON d.name = w.dataset
+    LEFT JOIN model_states s USING (config_id)
+    WHERE c.config_id = clone_config.config_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown config %', clone_config.config_id USING ERRCODE = 'undefined_object';
+    END IF;
+    IF overrides IS NULL OR jsonb_typeof(overrides) <> 'object' THEN
+        RAISE EXCEPTION 'overrides must be a JSON object, got %', coalesce(overrides::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF overrides ? 'max_epochs' AND (jsonb_typeof(overrides -> 'max_epochs') <> 'number'
+                                     OR (overrides ->> 'max_epochs')::numeric < greatest(source.epochs_done, 1)) THEN
+        RAISE EXCEPTION 'clone max_epochs must be a number >= %, got %', greatest(source.epochs_done, 1),
+            overrides -> 'max_epochs' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM set_config('cerebro.internal', 'on', true);
+    PERFORM set_config('cerebro.reason', format('clone of config %s', clone_config.config_id), true);
+    INSERT INTO configs (workload_id, params, status, epochs_done, max_epochs, seed, cloned_from)
+    VALUES (source.workload_id,
+            raise_if_error(_clone_params(source.model, source.params, overrides - 'max_epochs',
+                                         source.feature_shape)),
+            'pending', source.epochs_done,
+            coalesce((overrides ->> 'max_epochs')::int, source.max_epochs), source.seed, clone_config.config_id)
+    RETURNING configs.config_id INTO clone_id;
+    IF source.state IS NOT NULL THEN
+        INSERT INTO model_states (config_id, state, visited_segments, epoch_rows, epoch_loss_sum,
+                                  epoch_metric_sum, epoch_seconds)
+        VALUES (clone_id, source.state, source.visited_segments, source.epoch_rows, source.epoch_loss_sum,
+                source.epoch_metric_sum, source.epoch_seconds);
+    END IF;
+    PERFORM set_config('cerebro.internal', 'off', true);
+    PERFORM set_config('cerebro.reason', '', true);
+    RETURN clone_id;
+END
+$$;

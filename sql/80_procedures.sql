@@ -1,0 +1,109 @@
+-- Procedures observe each finished epoch (called by run_unit in the unit's transaction)
+-- and act through the same tables users do: hyperband stops losing configs at rungs,
+-- hyperopt adds configs TPE suggests. They never run units themselves.
+
+-- ASHA-style successive halving with reduction factor 3 and rungs at epochs 1, 3, 9, ...
+-- A config that reaches a rung must be in the top third of the configs that reached it
+-- (once at least 3 have); otherwise it is stopped. A user may resume it: a config that
+-- was pruned once is never pruned again (human override wins).
+CREATE OR REPLACE FUNCTION hyperband_rung_factor() RETURNS int
+LANGUAGE sql IMMUTABLE SET search_path = cerebro, pg_temp
+AS $$ SELECT 3 $$;
+
+CREATE OR REPLACE FUNCTION hyperband_observe(config_id int, epoch int) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    eta int := hyperband_rung_factor();
+    this record;
+    rung int := 1;
+    reached int;
+    better int;
+    keep int;
+BEGIN
+    SELECT c.workload_id, c.max_epochs, m.val_metric INTO this
+    FROM configs c JOIN epoch_metrics m USING (config_id)
+    WHERE c.config_id = hyperband_observe.config_id AND m.epoch = hyperband_observe.epoch;
+    WHILE rung < epoch LOOP
+        rung := rung * eta;
+    END LOOP;
+    IF rung <> epoch OR epoch >= this.max_epochs THEN  -- rungs: powers of eta below max_epochs
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM config_events e WHERE e.config_id = hyperband_observe.config_id
+               AND e.detail LIKE 'hyperband:%') THEN
+        RETURN;
+    END IF;
+    SELECT count(*), count(*) FILTER (WHERE m.val_metric > this.val_metric) INTO reached, better
+    FROM configs c JOIN epoch_metrics m USING (config_id)
+    WHERE c.workload_id = this.workload_id AND m.epoch = hyperband_observe.epoch;
+    keep := greatest(1, reached / eta);
+    IF reached >= eta AND better >= keep THEN
+        PERFORM set_config('cerebro.reason', format(
+            'hyperband: val metric %s at epoch %s is not in the top %s of %s configs at this rung',
+            round(this.val_metric::numeric, 4), epoch, keep, reached), true);
+        UPDATE configs c SET status = 'stopped'
+        WHERE c.config_id = hyperband_observe.config_id AND c.status IN ('pending', 'running');
+        PERFORM set_config('cerebro.reason', '', true);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _tpe_suggest(
+    model text, search_space jsonb, history jsonb, count int, seed int, feature_shape int[], startup int
+) RETURNS jsonb
+LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+from cerebro_plpy import entry
+return entry.tpe_suggest(model, search_space, history, count, seed, feature_shape, startup)
+$$;
+
+-- TPE keeps one config per segment in flight until the workload has num_configs configs.
+-- Its study is rebuilt from the tables every time: each config with its best validation
+-- metric so far (or none yet), whoever created it.
+CREATE OR REPLACE FUNCTION hyperopt_observe(workload_id int) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    w record;
+    total int;
+    active int;
+    wanted int;
+    history jsonb;
+BEGIN
+    SELECT wl.model, wl.search_space, wl.num_configs, wl.seed, d.feature_shape INTO w
+    FROM workloads wl JOIN datasets d ON d.name = wl.dataset
+    WHERE wl.workload_id = hyperopt_observe.workload_id;
+    SELECT count(*), count(*) FILTER (WHERE c.status IN ('pending', 'running')) INTO total, active
+    FROM configs c WHERE c.workload_id = hyperopt_observe.workload_id;
+    wanted := least(w.num_configs - total, (SELECT count(*)::int FROM segments) - active);
+    IF wanted <= 0 THEN
+        RETURN;
+    END IF;
+    SELECT jsonb_agg(jsonb_build_array(l.params, l.best_val_metric)) INTO history
+    FROM leaderboard l WHERE l.workload_id = hyperopt_observe.workload_id;
+    PERFORM set_config('cerebro.reason', 'suggested by hyperopt (TPE)', true);
+    INSERT INTO configs (workload_id, params, seed)
+    SELECT hyperopt_observe.workload_id, p.value, ((w.seed::bigint + total + p.k) % 2147483647)::int
+    FROM jsonb_array_elements(raise_if_error(_tpe_suggest(
+        w.model, w.search_space, history, wanted, w.seed + total, w.feature_shape,
+        (SELECT count(*)::int FROM segments)))) WITH ORDINALITY AS p(value, k);
+    PERFORM set_config('cerebro.reason', '', true);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION on_epoch_end(config_id int, epoch int) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    workload record;
+BEGIN
+    SELECT w.workload_id, w.procedure INTO workload
+    FROM configs c JOIN workloads w USING (workload_id) WHERE c.config_id = on_epoch_end.config_id;
+    IF workload.procedure = 'hyperband' THEN
+        PERFORM hyperband_observe(config_id, epoch);
+    ELSIF workload.procedure = 'hyperopt' THEN
+        PERFORM hyperopt_observe(workload.workload_id);
+    END IF;
+END
+$$;
