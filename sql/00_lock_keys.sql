@@ -14,3 +14,9 @@ AS $$ SELECT 1129468418 $$;
 CREATE OR REPLACE FUNCTION scheduler_lock_key() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
 AS $$ SELECT 1129468419 $$;
+
+-- Serializes a workload's procedure decisions (transaction level): two configs ending
+-- epochs at once must not both add the last config TPE may add.
+CREATE OR REPLACE FUNCTION procedure_lock_key() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
+AS $$ SELECT 1129468420 $$;

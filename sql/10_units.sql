@@ -3,7 +3,10 @@
 -- one unit at a time (segment lock), and a config visits each segment once per epoch
 -- (model_states.visited_segments, reset when the epoch completes).
 
-CREATE OR REPLACE FUNCTION unit_is_legal(config_id int, segment int) RETURNS boolean
+-- Where the config's progress lets it train next: a segment of its dataset that it has not
+-- visited in the current epoch. run_unit checks only this (the claim decided the rest, and
+-- a unit in flight when the user stops its config still commits).
+CREATE OR REPLACE FUNCTION unit_fits(config_id int, segment int) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
 AS $$
     SELECT EXISTS (
@@ -12,12 +15,24 @@ AS $$
         JOIN workloads w USING (workload_id)
         JOIN datasets d ON d.name = w.dataset
         LEFT JOIN model_states s USING (config_id)
+        WHERE c.config_id = unit_fits.config_id
+          AND unit_fits.segment >= 0 AND unit_fits.segment < d.num_segments
+          AND NOT (unit_fits.segment = ANY (coalesce(s.visited_segments, '{}')))
+    )
+$$;
+
+-- Whether a unit of the config may start on the segment now.
+CREATE OR REPLACE FUNCTION unit_is_legal(config_id int, segment int) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
+AS $$
+    SELECT unit_fits(unit_is_legal.config_id, unit_is_legal.segment) AND EXISTS (
+        SELECT 1
+        FROM configs c
+        JOIN workloads w USING (workload_id)
         WHERE c.config_id = unit_is_legal.config_id
           AND c.status IN ('pending', 'running')
           AND w.status = 'running'
           AND c.epochs_done < c.max_epochs
-          AND unit_is_legal.segment >= 0 AND unit_is_legal.segment < d.num_segments
-          AND NOT (unit_is_legal.segment = ANY (coalesce(s.visited_segments, '{}')))
     )
 $$;
 

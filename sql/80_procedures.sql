@@ -100,6 +100,11 @@ DECLARE
 BEGIN
     SELECT w.workload_id, w.procedure INTO workload
     FROM configs c JOIN workloads w USING (workload_id) WHERE c.config_id = on_epoch_end.config_id;
+    IF workload.procedure IN ('hyperband', 'hyperopt') THEN
+        -- Decisions read what other units committed: one at a time per workload, and
+        -- each statement after the lock sees the previous decision.
+        PERFORM pg_advisory_xact_lock(procedure_lock_key(), workload.workload_id);
+    END IF;
     IF workload.procedure = 'hyperband' THEN
         PERFORM hyperband_observe(config_id, epoch);
     ELSIF workload.procedure = 'hyperopt' THEN

@@ -36,7 +36,7 @@ SELECT c.params::text AS params, c.seed, c.status, c.epochs_done, c.max_epochs, 
        s.state, coalesce(s.visited_segments, '{}') AS visited,
        coalesce(s.epoch_rows, 0) AS epoch_rows, coalesce(s.epoch_loss_sum, 0) AS epoch_loss_sum,
        coalesce(s.epoch_metric_sum, 0) AS epoch_metric_sum, coalesce(s.epoch_seconds, 0) AS epoch_seconds,
-       unit_claimed(c.config_id) AS claimed, unit_is_legal(c.config_id, $2) AS legal
+       unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits
 FROM configs c
 JOIN workloads w USING (workload_id)
 JOIN datasets d ON d.name = w.dataset
@@ -114,10 +114,10 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
     unit = rows[0]
     if not unit["claimed"]:
         raise UnitError(f"config {config_id} is not claimed by this transaction; call claim_unit({segment}) first")
-    if not unit["legal"]:
+    if not unit["fits"]:
         raise UnitError(
-            f"config {config_id} may not run on segment {segment} now (status {unit['status']}, "
-            f"segments visited this epoch {unit['visited']})"
+            f"config {config_id} may not run on segment {segment}: segments visited this epoch "
+            f"{unit['visited']}, dataset segments {unit['num_segments']}"
         )
     shape = tuple(unit["feature_shape"])
     spec = training.ModelSpec(unit["model"], json.loads(unit["params"]), shape, unit["num_classes"], unit["seed"])

@@ -1,0 +1,327 @@
+"""Steering a workload with plain SQL while it trains: stop, resume, add, clone, drill down, procedures."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from cerebro_db.scheduler import Scheduler
+from cerebro_plpy.state import ModelState
+from tests.conftest import TINY_CNN, launch, run_until_idle
+
+Session = psycopg.Connection[Any]
+
+
+def one(conn: Session, query: str, *params: Any) -> Any:
+    row = conn.execute(query, list(params)).fetchone()
+    assert row is not None
+    return row[0] if len(row) == 1 else row
+
+
+def configs_of(conn: Session, workload: int) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT config_id FROM configs WHERE workload_id = %s ORDER BY 1", [workload])]
+
+
+def state_bytes(conn: Session, config: int) -> bytes | None:
+    row = conn.execute("SELECT state FROM model_states WHERE config_id = %s", [config]).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+@pytest.fixture
+def in_flight(dsn: str) -> Iterator[Session]:
+    """A session that plays a segment with a unit in flight (claimed, transaction open)."""
+    with psycopg.connect(dsn) as session:
+        yield session
+
+
+@pytest.fixture
+def user(dsn: str) -> Iterator[Session]:
+    """A user's session that must never wait on a training unit's locks."""
+    with psycopg.connect(dsn, autocommit=True) as session:
+        session.execute("SET lock_timeout = '2s'")
+        yield session
+
+
+def test_illegal_transitions_are_refused_with_the_allowed_ones_named(user: Session, fashion_2seg: str) -> None:
+    workload = launch(user, fashion_2seg, {"lr": [0.001], **TINY_CNN}, epochs=2)
+    (config,) = configs_of(user, workload)
+    for change, message in [
+        ("status = 'completed'", "cannot change status from pending to completed"),
+        ("status = 'failed'", "cannot change status from pending to failed"),
+        ("params = '{}'", "only status and max_epochs can be changed"),
+        ("epochs_done = 1", "only status and max_epochs can be changed"),
+    ]:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=message) as raised:
+            user.execute(f"UPDATE configs SET {change} WHERE config_id = %s", [config])
+        assert raised.value.diag.message_hint
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="cannot change status from running to completed"):
+        user.execute("UPDATE workloads SET status = 'completed' WHERE workload_id = %s", [workload])
+    user.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_stop_while_its_unit_is_in_flight_returns_at_once_and_the_unit_still_commits(
+    user: Session, in_flight: Session, fashion_2seg: str, dsn: str
+) -> None:
+    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=2)
+    (config,) = configs_of(user, workload)
+    assert one(in_flight, "SELECT config_id FROM claim_unit(0)") == config
+    user.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])  # lock_timeout: never waits
+    in_flight.execute("SELECT run_unit(%s, 0)", [config])
+    in_flight.commit()
+    assert one(user, "SELECT status FROM configs WHERE config_id = %s", config) == "stopped"
+    assert one(user, "SELECT visited_segments FROM model_states WHERE config_id = %s", config) == [0]
+    assert one(user, "SELECT count(*) FROM units WHERE config_id = %s", config) == 1
+    assert run_until_idle(dsn) == []  # a stopped config takes no further unit
+    events = user.execute("SELECT kind, actor FROM config_events WHERE config_id = %s ORDER BY event_id", [config])
+    assert [kind for kind, _ in events] == ["created", "stopped"]
+
+
+def test_resume_mid_epoch_visits_the_remaining_segment_first_and_finishes(
+    user: Session, fashion_2seg: str, dsn: str
+) -> None:
+    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=2)
+    (config,) = configs_of(user, workload)
+    assert len(run_until_idle(dsn, max_units=1)) == 1
+    saved = state_bytes(user, config)
+    user.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])
+    assert run_until_idle(dsn) == []
+    assert state_bytes(user, config) == saved  # nothing lost, nothing changed while stopped
+    user.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [config])
+    units = run_until_idle(dsn)
+    assert [(u["epoch"], u["epoch_done"]) for u in units] == [(1, True), (2, False), (2, True)]
+    visits: dict[int, list[int]] = defaultdict(list)
+    for epoch, segment in user.execute("SELECT epoch, segment FROM units WHERE config_id = %s", [config]):
+        visits[epoch].append(segment)
+    assert {e: sorted(s) for e, s in visits.items()} == {1: [0, 1], 2: [0, 1]}
+    assert one(user, "SELECT status, epochs_done FROM configs WHERE config_id = %s", config) == ("completed", 2)
+
+
+def test_completed_config_resumes_after_raising_max_epochs(user: Session, fashion_2seg: str, dsn: str) -> None:
+    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
+    (config,) = configs_of(user, workload)
+    run_until_idle(dsn)
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="after raising max_epochs"):
+        user.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [config])
+    user.execute("UPDATE configs SET max_epochs = 2, status = 'running' WHERE config_id = %s", [config])
+    assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "running"
+    assert len(run_until_idle(dsn)) == 2
+    assert one(user, "SELECT count(*) FROM epoch_metrics WHERE config_id = %s", config) == 2
+    assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
+
+
+def test_stopping_and_resuming_a_workload_cascades_to_its_configs(user: Session, fashion_2seg: str) -> None:
+    workload = launch(user, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=1)
+    user.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [workload])
+    assert {r[0] for r in user.execute("SELECT status FROM configs WHERE workload_id = %s", [workload])} == {"stopped"}
+    user.execute("UPDATE workloads SET status = 'running' WHERE workload_id = %s", [workload])
+    assert {r[0] for r in user.execute("SELECT status FROM configs WHERE workload_id = %s", [workload])} == {"running"}
+    user.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_insert_into_a_finished_workload_reopens_it_and_trains_the_new_config(
+    user: Session, fashion_2seg: str, dsn: str
+) -> None:
+    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
+    run_until_idle(dsn)
+    assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
+    new = one(
+        user,
+        "INSERT INTO configs (workload_id, params) VALUES (%s, %s) RETURNING config_id",
+        workload,
+        json.dumps({"lr": 0.001, **TINY_CNN}),
+    )
+    assert one(user, "SELECT params ->> 'optimizer', status FROM configs WHERE config_id = %s", new) == (
+        "adam",
+        "pending",
+    )
+    assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "running"
+    assert {u["config_id"] for u in run_until_idle(dsn)} == {new}
+    assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
+
+
+def test_add_config_validates_params_against_the_model(user: Session, fashion_2seg: str) -> None:
+    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown hyper-parameter 'learning_rate'"):
+        user.execute("SELECT add_config(%s, '{\"learning_rate\": 0.1}')", [workload])
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="batch_size must be >= 1"):
+        user.execute("SELECT add_config(%s, '{\"batch_size\": 0}')", [workload])
+    with pytest.raises(psycopg.errors.UndefinedObject, match="unknown workload 999999"):
+        user.execute("SELECT add_config(999999, '{}')")
+    config = one(user, "SELECT add_config(%s, '{\"lr\": 0.02}')", workload)
+    assert one(user, "SELECT params -> 'lr', max_epochs FROM configs WHERE config_id = %s", config) == (0.02, 1)
+    user.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_clone_of_a_training_config_copies_its_committed_state_and_changes_lr(
+    user: Session, in_flight: Session, fashion_2seg: str, dsn: str
+) -> None:
+    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=2)
+    (source,) = configs_of(user, workload)
+    run_until_idle(dsn, max_units=1)
+    assert (
+        one(
+            in_flight,
+            "SELECT config_id FROM claim_unit(%s)",
+            1 - one(user, "SELECT visited_segments[1] FROM model_states WHERE config_id = %s", source),
+        )
+        == source
+    )
+    clone = one(user, 'SELECT clone_config(%s, \'{"lr": 0.0005, "batch_size": 16}\')', source)
+    in_flight.rollback()  # the source's unit did not happen; the clone started from what had committed
+    assert one(user, "SELECT cloned_from, epochs_done, status FROM configs WHERE config_id = %s", clone) == (
+        source,
+        0,
+        "pending",
+    )
+    assert state_bytes(user, clone) == state_bytes(user, source)
+    assert one(user, "SELECT visited_segments FROM model_states WHERE config_id = %s", clone) == one(
+        user, "SELECT visited_segments FROM model_states WHERE config_id = %s", source
+    )
+    assert one(user, "SELECT status FROM configs WHERE config_id = %s", source) == "running"  # untouched
+    run_until_idle(dsn)
+    final = ModelState.decode(state_bytes(user, clone) or b"")
+    assert final.optimizer_variables[1] == np.float32(0.0005)  # adam/learning_rate
+    assert one(user, "SELECT origin FROM workload_lineage WHERE config_id = %s", clone) == "clone"
+
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"overrides \['filters'\] would change"):
+        user.execute("SELECT clone_config(%s, '{\"filters\": 8}')", [source])
+    with pytest.raises(psycopg.errors.UndefinedObject, match="unknown config 999999"):
+        user.execute("SELECT clone_config(999999)")
+
+
+def test_drill_down_warm_starts_from_the_parent_best_config(user: Session, fashion_2seg: str, dsn: str) -> None:
+    parent = launch(user, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=1)
+    run_until_idle(dsn)
+    best = one(user, "SELECT config_id FROM leaderboard WHERE workload_id = %s AND rank = 1 LIMIT 1", parent)
+    child = one(
+        user,
+        "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => 1, parent_workload => %s, warm_start => true)",
+        fashion_2seg,
+        json.dumps({"lr": [0.0005, 0.001], **TINY_CNN}),
+        parent,
+    )
+    for config in configs_of(user, child):
+        assert state_bytes(user, config) == state_bytes(user, best)
+        assert one(
+            user,
+            "SELECT origin, cloned_from_workload, parent_workload_id FROM workload_lineage WHERE config_id = %s",
+            config,
+        ) == ("warm start", parent, parent)
+    other_architecture = one(
+        user,
+        "SELECT run_model_selection(%s, 'cnn', '{\"filters\": [2]}', max_epochs => 1, parent_workload => %s,"
+        " warm_start => true)",
+        fashion_2seg,
+        parent,
+    )
+    assert [state_bytes(user, c) for c in configs_of(user, other_architecture)] == [None]
+    user.execute("DELETE FROM workloads WHERE workload_id IN (%s, %s)", [child, other_architecture])
+
+
+def test_hyperband_prunes_losers_at_a_rung_and_a_resumed_config_stays(user: Session, fashion_2seg: str) -> None:
+    workload = one(
+        user,
+        "SELECT run_model_selection(%s, 'cnn', %s, procedure => 'hyperband', max_epochs => 9)",
+        fashion_2seg,
+        json.dumps({"lr": [0.001, 0.002, 0.003, 0.004], **TINY_CNN}),
+    )
+    configs = configs_of(user, workload)
+    metrics = dict(zip(configs, [0.5, 0.9, 0.7, 0.6], strict=True))
+    user.execute("SELECT set_config('cerebro.internal', 'on', false)")  # play run_unit's part
+    decisions = []
+    for config in configs:  # they reach rung 1 in this order
+        user.execute(
+            "INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric, seconds)"
+            " VALUES (%s, 1, 1, 0, 1, %s, 1)",
+            [config, metrics[config]],
+        )
+        user.execute("SELECT hyperband_observe(%s, 1)", [config])
+        decisions.append(one(user, "SELECT status FROM configs WHERE config_id = %s", config))
+    # 1st and 2nd: fewer than 3 at the rung, go on; 3rd: 0.7 < 0.9 (top 1 of 3) -> stopped; 4th likewise.
+    assert decisions == ["pending", "pending", "stopped", "stopped"]
+    detail = one(user, "SELECT detail FROM config_events WHERE config_id = %s AND kind = 'stopped'", configs[2])
+    assert detail.startswith("hyperband: val metric 0.7000 at epoch 1")
+    user.execute("SELECT set_config('cerebro.internal', 'off', false)")
+    user.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [configs[2]])  # the human overrides
+    user.execute("SELECT set_config('cerebro.internal', 'on', false)")
+    for epoch in (1, 3):
+        user.execute(
+            "INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric, seconds)"
+            " VALUES (%s, %s, 1, 0, 1, 0.1, 1) ON CONFLICT DO NOTHING",
+            [configs[2], epoch],
+        )
+        user.execute("SELECT hyperband_observe(%s, %s)", [configs[2], epoch])
+    assert one(user, "SELECT status FROM configs WHERE config_id = %s", configs[2]) == "running"
+    user.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_hyperopt_proposes_configs_with_tpe_up_to_num_configs(user: Session, fashion_2seg: str, dsn: str) -> None:
+    workload = one(
+        user,
+        "SELECT run_model_selection(%s, 'cnn', %s, procedure => 'hyperopt', num_configs => 4, max_epochs => 1)",
+        fashion_2seg,
+        json.dumps({"lr": {"min": 1e-4, "max": 1e-2, "log": True}, **TINY_CNN}),
+    )
+    assert len(configs_of(user, workload)) == 2  # one per segment to start with
+    run_until_idle(dsn)
+    rows = user.execute(
+        "SELECT c.status, e.detail FROM configs c JOIN config_events e ON e.config_id = c.config_id"
+        " AND e.kind = 'created' WHERE c.workload_id = %s",
+        [workload],
+    ).fetchall()
+    assert len(rows) == 4 and {status for status, _ in rows} == {"completed"}
+    assert sum(detail == "suggested by hyperopt (TPE)" for _, detail in rows) == 2
+    assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
+
+
+def test_a_small_workload_gets_its_epoch_done_while_a_big_one_runs(user: Session, fashion_2seg: str, dsn: str) -> None:
+    big = launch(user, fashion_2seg, {"lr": [0.001, 0.002, 0.003, 0.004], **TINY_CNN}, epochs=3)
+    small: list[int] = []
+    launched = threading.Event()
+
+    def launch_small(unit: dict[str, Any]) -> None:
+        if not launched.is_set():
+            launched.set()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                small.append(launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1))
+
+    Scheduler(dsn, on_unit=launch_small, idle_wait=0.2).run(until_idle=True)
+    small_done = one(
+        user, "SELECT max(finished_at) FROM units JOIN configs USING (config_id) WHERE workload_id = %s", small[0]
+    )
+    small_start = one(user, "SELECT created_at FROM workloads WHERE workload_id = %s", small[0])
+    big_units_meanwhile = one(
+        user,
+        "SELECT count(*) FROM units JOIN configs USING (config_id) WHERE workload_id = %s"
+        " AND started_at > %s AND started_at < %s",
+        big,
+        small_start,
+        small_done,
+    )
+    big_units_total = one(user, "SELECT count(*) FROM units JOIN configs USING (config_id) WHERE workload_id = %s", big)
+    assert big_units_total == 4 * 3 * 2
+    # Two hops of the small config, each possibly waiting for a segment to finish its unit:
+    # a few big units meanwhile, not the ~20 a first-come-first-served queue would run.
+    assert big_units_meanwhile <= 6, f"the small workload waited behind {big_units_meanwhile} units of the big one"
+
+
+def test_progress_and_activity_views(user: Session, in_flight: Session, fashion_2seg: str) -> None:
+    workload = launch(user, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=3)
+    config = one(in_flight, "SELECT config_id FROM claim_unit(1)")
+    activity = user.execute("SELECT segment, workload_id, config_id, epoch FROM segment_activity").fetchall()
+    assert (1, workload, config, 1) in activity and any(row[0] == 0 and row[2] is None for row in activity)
+    in_flight.rollback()
+    progress = one(
+        user,
+        "SELECT configs, configs_active, epochs_done, epochs_left FROM workload_progress WHERE workload_id = %s",
+        workload,
+    )
+    assert progress == (2, 2, 0, 6)
+    user.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
