@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from report import table
 
 from cerebro_db import sample_data
 from cerebro_db.cluster import temporary_cluster
@@ -64,23 +65,27 @@ Notes: all times are one machine's clock (server clock_timestamp() and the backe
       config found in active_units (i.e. holding its unit lock) just before.
   (b) stop commit: it lies between the UPDATE's RETURNING clock_timestamp() (t0) and a SELECT clock_timestamp()
       right after it returned (t1). 'started after stop' counts units of the config with started_at > t1 and
-      before its resume (started_at is taken at the top of run_unit, after claim_unit and before the unit's
-      legality check), other than the one in flight; 'ending after stop' counts units of it ending after t0
+      before its resume (started_at is taken at the top of run_unit, just after claim_unit in the same
+      transaction), other than the one in flight; 'ending after stop' counts units of it ending after t0
       (the unit in flight: the first unit of the config ending after t0, if it still held the config's lock at
-      t1 or started before t1). 'stop -> last unit ends' = its finished_at - t0 (0 if none was in flight);
+      t1 or started before t1). 'stop -> config idle' = its finished_at - t0 (0 if none was in flight);
       units.finished_at is taken inside the unit's transaction, a few ms before its commit. 'x its unit in flight'
-      divides by that unit's own duration (1 = the stop landed at the very next hop); 'x mean unit' by the mean
-      unit after warm-up, which epoch-ending units (with validation) and CPU contention exceed.
+      divides by that unit's own duration, from its claim (the transaction start active_units showed just before
+      the stop) to its finished_at (1 = the stop landed at the very next hop); 'x mean unit' by the mean unit after
+      warm-up, which epoch-ending units (with validation) and CPU contention exceed.
   (c) reference: units.finished_at of the epoch's last unit (inside its transaction, after the epoch_metrics
       insert and the state save; before the config update, on_epoch_end and COMMIT), so the latency is an upper
       bound that includes the rest of that transaction and the polling interval. epoch_metrics.finished_at is
-      not used: see the line below the table.
+      not used: see the notes above.
   (d) from add_config's RETURNING-time clock_timestamp() (just before its commit) to the started_at of the new
-      config's first unit. 'x the hop it waited for' divides by the duration of the unit that ran before it on
-      the same segment (if that one was in flight at the add; else by the mean unit). 'segment free -> ...' is from
-      that unit's finished_at to the new unit's started_at (commit, wake-up, claim). 'other configs' units started
-      first' counts units that started after the add's commit and before the new config's first unit (a claim
-      already under way at the commit may legitimately still pick another config)."""
+      config's first unit. 'x the hop it waited for' divides by the hop in flight at the add on the segment it
+      ran on: from the previous unit's started_at there to the new unit's started_at (else by the mean unit).
+      Like 'x its unit in flight' in (b), it is <= 1 exactly when the change landed at the next hop; the counts
+      ('started after stop', 'ending after stop', 'other configs' units started first') say whether anything
+      else ran first. 'segment free -> ...' is from the previous unit's finished_at to the new unit's started_at
+      (commit, wake-up, claim). 'other configs' units started first' counts units that started after the add's
+      commit and before the new config's first unit (a claim already under way at the commit may legitimately
+      still pick another config)."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -295,6 +300,8 @@ class StopTrial:
     execute_ms: float = 0.0
     #: The server's log_lock_waits messages while the UPDATE ran (waits over 10 ms).
     lock_waits: list[str] = field(default_factory=list)
+    #: Start of the transaction of the unit found in flight just before the stop (its claim).
+    claimed_at: float | None = None
     #: Whether a unit of the config still held its lock at t1 (claimed before the stop committed).
     locked_after: bool = False
     resumed_at: float = 0.0
@@ -307,6 +314,8 @@ class AddTrial:
     config_id: int
     t0: float
     t1: float
+    #: pg_stat_activity of the segment backends right after the add returned.
+    segments: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -320,6 +329,16 @@ class Results:
 def in_flight(conn: psycopg.Connection[Any], config_id: int) -> bool:
     row = conn.execute("SELECT EXISTS (SELECT 1 FROM active_units WHERE config_id = %s)", [config_id]).fetchone()
     return bool(row and row[0])
+
+
+def recent_unit_s(conn: psycopg.Connection[Any], count: int) -> float:
+    """Mean duration of the last ``count`` committed units."""
+    row = conn.execute(
+        "SELECT avg(s)::float8 FROM (SELECT extract(epoch FROM finished_at - started_at) AS s FROM units"
+        " ORDER BY finished_at DESC LIMIT %s) t",
+        [count],
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else 1.0
 
 
 def fewest_units_per_segment(conn: psycopg.Connection[Any]) -> int:
@@ -353,14 +372,15 @@ def stop_trial(
 ) -> StopTrial:
     """Stop a config that trains right now, wait until both segments claimed anew, resume it."""
     while True:
-        active = [
-            int(r[0]) for r in conn.execute("SELECT config_id FROM active_units WHERE workload_id = %s", [workload_id])
-        ]
+        active = conn.execute(
+            "SELECT config_id, extract(epoch FROM started_at)::float8 FROM active_units WHERE workload_id = %s",
+            [workload_id],
+        ).fetchall()
         if active:
             break
         scheduler.check()
         time.sleep(0.01)
-    config_id = rng.choice(active)
+    config_id, claimed_at = rng.choice(active)
     seen = len(lock_log.messages)
     started = time.perf_counter()
     try:
@@ -383,6 +403,7 @@ def stop_trial(
     assert row is not None and after is not None
     t1 = float(after[0])
     trial = StopTrial(config_id, update_ms, float(row[0]), t1, locked_after=bool(after[1]), execute_ms=float(row[1]))
+    trial.claimed_at = float(claimed_at) if claimed_at is not None else None
     trial.lock_waits = lock_log.messages[seen:]
     idle = wait_until(
         lambda: not in_flight(conn, config_id),
@@ -420,9 +441,14 @@ def add_trial(
         "SELECT added, extract(epoch FROM clock_timestamp())::float8 FROM add_config(%s, %s::jsonb) AS added",
         [workload_id, json.dumps(params)],
     ).fetchone()
-    t1 = server_clock(conn)
+    # What the segment backends do right after the commit (idle = the scheduler thread sleeps on LISTEN).
+    activity = conn.execute(
+        "SELECT extract(epoch FROM clock_timestamp())::float8, application_name, state, coalesce(wait_event, '-')"
+        " FROM pg_stat_activity WHERE application_name LIKE 'cerebro segment %' ORDER BY application_name"
+    ).fetchall()
     assert row is not None
-    trial = AddTrial(int(row[0]), float(row[1]), t1)
+    t1 = float(activity[0][0]) if activity else server_clock(conn)
+    trial = AddTrial(int(row[0]), float(row[1]), t1, [f"{name}: {state} ({wait})" for _, name, state, wait in activity])
     wait_until(
         lambda: in_flight(conn, trial.config_id),
         max(60.0, 10 * sub_epoch_s),
@@ -454,8 +480,7 @@ def run(dsn: str, args: argparse.Namespace) -> tuple[Results, UnitMonitor, Obser
                 poll_s=0.2,
             )
             results = Results(workload_id, server_clock(conn))
-            time.sleep(0.5)  # a few units of steady state for the first sub-epoch estimate
-            sub_epoch = mean_unit_s(conn, results.window_start - 60)
+            sub_epoch = recent_unit_s(conn, SEGMENTS)  # warm units only: each backend's first one imports TF
             step(f"warm; a unit takes ~{sub_epoch:.2f} s. (a)+(b): {args.trials} stops of a training config")
             for i in range(args.trials):
                 time.sleep(rng.uniform(0.1, 0.6) * sub_epoch)
@@ -518,17 +543,6 @@ def stats(values: Sequence[float]) -> tuple[float, float, float]:
     return float(np.percentile(array, 50)), float(np.percentile(array, 95)), float(array.max())
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        return " | ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([line(headers), "-+-".join("-" * w for w in widths), *(line(r) for r in rows)])
-
-
 def analyse(dsn: str, results: Results, monitor: UnitMonitor, observer: Observer) -> tuple[list[Row], list[str], float]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         units = [
@@ -568,21 +582,22 @@ def analyse(dsn: str, results: Results, monitor: UnitMonitor, observer: Observer
         # first is the one in flight across the stop if it held the config's lock at t1 (then
         # it was claimed before the commit, whatever its started_at) or started before t1.
         # Every other one started after the stop committed: that would be a bug.
-        after_stop = sorted(
-            (
-                u
-                for u in units
-                if u.config_id == trial.config_id and trial.t0 < u.finished and u.started < trial.resumed_at
-            ),
-            key=lambda u: u.started,
-        )
+        mine_sorted = sorted((u for u in units if u.config_id == trial.config_id), key=lambda u: u.started)
+        after_stop = [u for u in mine_sorted if trial.t0 < u.finished and u.started < trial.resumed_at]
         flying = after_stop[:1] if after_stop and (trial.locked_after or after_stop[0].started <= trial.t1) else []
         further = after_stop[len(flying) :]
         late_start += sum(1 for u in flying if u.started > trial.t1)
         started_after.append(float(len(further)))
         ending_after.append(float(len(after_stop)))
         quiet_s.append(max([u.finished - trial.t0 for u in flying], default=0.0))
-        quiet_own.append(max([(u.finished - trial.t0) / (u.finished - u.started) for u in flying], default=0.0))
+        # A hop starts at its claim: for the unit seen in flight before the stop (the first unit of the
+        # config that started after that transaction began), from its transaction start.
+        picked = next((u for u in mine_sorted if trial.claimed_at is not None and u.started >= trial.claimed_at), None)
+        own = 0.0
+        for u in flying:
+            begin = trial.claimed_at if u is picked and trial.claimed_at is not None else u.started
+            own = max(own, (u.finished - trial.t0) / (u.finished - begin))
+        quiet_own.append(own)
         for u in further:
             notes.append(
                 f"BUG: config {trial.config_id} started a unit on segment {u.segment} {u.started - trial.t1:.3f} s "
@@ -623,7 +638,9 @@ def analyse(dsn: str, results: Results, monitor: UnitMonitor, observer: Observer
         prev = before[-1] if before else None
         add_s.append(waited)
         if prev is not None and prev.finished > t.t0:
-            add_own.append(waited / (prev.finished - prev.started))
+            # The hop in flight at the add: from its start to the next start on that segment
+            # (the unit plus its commit and the next claim).
+            add_own.append(waited / (first.started - prev.started))
             add_react.append(first.started - prev.finished)
         else:  # the segment was free at the add
             add_own.append(waited / sub_epoch)
@@ -631,6 +648,13 @@ def analyse(dsn: str, results: Results, monitor: UnitMonitor, observer: Observer
         add_overtaken.append(
             float(sum(1 for u in units if t.t1 < u.started < first.started and u.config_id != t.config_id))
         )
+        if add_react[-1] > 0.05 or add_own[-1] > TARGET_SUB_EPOCHS:
+            idle_for = f"idle for {t.t0 - prev.finished:.3f} s" if prev and prev.finished <= t.t0 else "busy"
+            notes.append(
+                f"slow add (config {t.config_id}): first unit on segment {first.segment} {waited:.3f} s after the add "
+                f"({add_react[-1]:.3f} s after that segment became free); at the add that segment was {idle_for}; "
+                f"backends right after the add: {'; '.join(t.segments)}"
+            )
 
     def at_most(limit: float, statistic: int = 2) -> Callable[[list[float]], bool]:
         return lambda values: stats(values)[statistic] <= limit
@@ -670,6 +694,29 @@ def analyse(dsn: str, results: Results, monitor: UnitMonitor, observer: Observer
             f"stops that waited over 10 ms for a lock (log_lock_waits): {len(lock_waited)}"
             + "".join(f"; #{i}: " + " / ".join(t.lock_waits) for i, t in lock_waited)
         )
+    # Hop overhead per segment: a unit's finished_at -> the next unit's started_at on that segment
+    # (the unit's commit, the on_unit hook, the next claim). Big gaps are stalls of the whole hop.
+    gaps: list[tuple[float, float, int]] = []  # (start of gap, seconds, segment)
+    for segment in sorted({u.segment for u in steady}):
+        mine = [u for u in steady if u.segment == segment]
+        gaps.extend((a.finished, b.started - a.finished, segment) for a, b in zip(mine, mine[1:], strict=False))
+    if gaps:
+        g50, g95, gmax = stats([g for _, g, _ in gaps])
+        notes.append(
+            f"hop overhead (unit finished_at -> next unit's started_at on its segment): p50 {1000 * g50:.1f} ms, "
+            f"p95 {1000 * g95:.1f} ms, max {1000 * gmax:.1f} ms; {sum(1 for _, g, _ in gaps if g > 0.1)} of "
+            f"{len(gaps)} over 100 ms"
+        )
+        for i, slow_stop in enumerate(stops, 1):
+            if slow_stop.update_ms <= TARGET_STOP_P95_MS:
+                continue
+            begin, end = slow_stop.t0 - 0.005, slow_stop.t0 + slow_stop.update_ms / 1000
+            stalls = [(seg, g) for at, g, seg in gaps if g > 0.05 and at < end and at + g > begin]
+            notes.append(
+                f"stop #{i} took {slow_stop.update_ms:.1f} ms ({slow_stop.execute_ms:.1f} ms executing); hop gaps "
+                "over 50 ms "
+                "overlapping it: " + (", ".join(f"segment {seg} {1000 * g:.0f} ms" for seg, g in stalls) or "none")
+            )
     plain = [u.finished - u.started for u in steady if not u.epoch_end]
     ending = [u.finished - u.started for u in steady if u.epoch_end]
     if plain and ending:
@@ -702,7 +749,8 @@ def report(args: argparse.Namespace, rows: list[Row], notes: list[str], sub_epoc
     print(
         f"cerebro-db human-in-the-loop latency: {SEGMENTS} segments, {args.configs} cnn configs (filters "
         f"{args.filters}, dense {args.dense_units}, batch {args.batch_size}), {args.rows} Fashion-MNIST rows, "
-        f"{os.cpu_count()} cores; 1 sub-epoch (mean unit after warm-up) = {sub_epoch:.3f} s"
+        f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.2f}); "
+        f"1 sub-epoch (mean unit after warm-up) = {sub_epoch:.3f} s"
     )
     print()
     body: list[list[str]] = []

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from report import table
 
 from cerebro_db import sample_data
 from cerebro_db.cluster import server_environment, temporary_cluster
@@ -427,17 +428,6 @@ def keras_child(job_path: str, threads: str) -> None:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        return " | ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([line(headers), "-+-".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
 def verdict(value: float, target: float) -> str:

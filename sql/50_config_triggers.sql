@@ -1,7 +1,7 @@
 -- The config status machine. Users (plain SQL, dashboard) may:
 --   stop:    pending | running -> stopped        (lands at the next hop; the unit in flight commits)
---   resume:  stopped -> running                  (continues from the saved state, mid-epoch included)
---            completed -> running                (after raising max_epochs)
+--   resume:  stopped | completed -> running      (from the saved state, mid-epoch included; needs
+--                                                 max_epochs above epochs_done: raise it to continue)
 --   change max_epochs (not below epochs_done).
 -- The system's own updates (run_unit, fail_config, procedures) run with cerebro.internal = on.
 
@@ -67,11 +67,11 @@ BEGIN
     END IF;
     IF NEW.status IS DISTINCT FROM OLD.status THEN
         IF NOT ((OLD.status IN ('pending', 'running') AND NEW.status = 'stopped')
-                OR (OLD.status IN ('stopped', 'pending') AND NEW.status = 'running')
-                OR (OLD.status = 'completed' AND NEW.status = 'running' AND NEW.max_epochs > OLD.epochs_done)) THEN
+                OR (OLD.status IN ('stopped', 'pending', 'completed') AND NEW.status = 'running'
+                    AND NEW.max_epochs > OLD.epochs_done)) THEN
             RAISE EXCEPTION 'config %: cannot change status from % to %', OLD.config_id, OLD.status, NEW.status
                 USING HINT = 'allowed: pending/running -> stopped; stopped -> running; '
-                             'completed -> running after raising max_epochs (UPDATE configs SET max_epochs = ..., status = ''running'')',
+                             'completed -> running; resuming needs max_epochs above the epochs done (UPDATE configs SET max_epochs = ..., status = ''running'')',
                       ERRCODE = 'invalid_parameter_value';
         END IF;
         NEW.error := NULL;

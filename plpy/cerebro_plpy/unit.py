@@ -67,15 +67,16 @@ VALUES ($1, $2, $3, to_timestamp($4), clock_timestamp(), $5, $6, $7, $8, $9, $10
 """
 
 _EPOCH_METRICS_SQL = """
-INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric, seconds)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric, seconds, finished_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp())
 """
 
-# A user may have stopped the config while this unit trained: keep their status.
+# A user may have stopped the config while this unit trained: keep their status, unless
+# this unit finished the config's last epoch (then there is nothing left to resume).
 _FINISH_CONFIG_SQL = """
 UPDATE configs SET
     epochs_done = $2,
-    status = CASE WHEN status IN ('pending', 'running') AND $2 >= max_epochs THEN 'completed'
+    status = CASE WHEN status IN ('pending', 'running', 'stopped') AND $2 >= max_epochs THEN 'completed'
                   WHEN status = 'pending' THEN 'running'
                   ELSE status END,
     updated_at = now()

@@ -107,7 +107,7 @@ def test_completed_config_resumes_after_raising_max_epochs(user: Session, fashio
     workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
     (config,) = configs_of(user, workload)
     run_until_idle(dsn)
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="after raising max_epochs"):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="resuming needs max_epochs above the epochs done"):
         user.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [config])
     user.execute("UPDATE configs SET max_epochs = 2, status = 'running' WHERE config_id = %s", [config])
     assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "running"
