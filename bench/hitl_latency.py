@@ -733,8 +733,8 @@ def analyse(dsn: str, results: Results, monitor: UnitMonitor, observer: Observer
     if lag:
         notes.append(
             f"epoch_metrics.finished_at is {statistics.median(lag):.3f} s (median; min {min(lag):.3f}, max "
-            f"{max(lag):.3f}) EARLIER than units.finished_at of the epoch's last unit: it defaults to now(), the "
-            "start of the unit's transaction (claim time), not the time the epoch finished"
+            f"{max(lag):.3f}) earlier than units.finished_at of the epoch's last unit (the rest of that unit: "
+            "state save and log, written after the metrics in the same transaction)"
         )
     if missing:
         notes.append(f"rows not visible right after commit: {[(c.config_id, c.epoch) for c in missing]}")
