@@ -97,7 +97,9 @@ BEGIN
                  random()
     LOOP
         CONTINUE WHEN NOT pg_try_advisory_xact_lock(config_lock_key(), candidate);
-        -- A new statement sees units committed since the candidates were read.
+        -- A new statement sees units committed since the candidates were read. If the
+        -- config stopped being legal meanwhile, it can run nowhere now, so keeping its
+        -- (unreleasable) transaction lock until this transaction ends costs nothing.
         IF unit_is_legal(candidate, claim_unit.segment) THEN
             RETURN QUERY SELECT c.config_id, c.workload_id, c.epochs_done + 1
                          FROM configs c WHERE c.config_id = candidate;
