@@ -46,11 +46,11 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from report import table
 
 from cerebro_db import sample_data
 from cerebro_db.cluster import temporary_cluster
 from cerebro_db.scheduler import Scheduler
+from cerebro_db.text_table import format_table as table
 
 SOURCE_TABLE = "hitl_fashion"
 DATASET = "hitl_fashion"

@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from report import table
 
 from cerebro_db import sample_data
 from cerebro_db.cluster import server_environment, temporary_cluster
 from cerebro_db.scheduler import Scheduler
+from cerebro_db.text_table import format_table as table
 from cerebro_plpy import packing
 
 SOURCE_TABLE = "bench_fashion"

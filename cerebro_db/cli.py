@@ -19,6 +19,7 @@ import psycopg
 from cerebro_db import install, sample_data
 from cerebro_db.cluster import PG_BIN, LocalCluster, default_home
 from cerebro_db.scheduler import Scheduler
+from cerebro_db.text_table import format_table
 
 DEMO_TABLE = "fashion_mnist_train"
 DEMO_DATASET = "fashion"
@@ -101,7 +102,13 @@ def cmd_status(_args: argparse.Namespace) -> None:
             " count(c.*) FILTER (WHERE c.status = 'completed'), count(c.*)"
             " FROM workloads w LEFT JOIN configs c USING (workload_id) GROUP BY w.workload_id ORDER BY 1"
         ).fetchall()
-    _print_table(["workload", "name", "model", "status", "configs done", "configs"], rows)
+    print(
+        format_table(
+            ["workload", "name", "model", "status", "configs done", "configs"],
+            rows,
+            right=[True, False, False, False, True, True],
+        )
+    )
 
 
 def cmd_dsn(_args: argparse.Namespace) -> None:
@@ -171,16 +178,13 @@ def print_leaderboard(conn: psycopg.Connection, workload_id: int) -> None:
         " ORDER BY l.rank, l.config_id",
         [workload_id],
     ).fetchall()
-    _print_table(["rank", "config", "searched params", "status", "epochs", "best val acc", "val loss"], rows)
-
-
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[str(h) for h in headers], *[["" if v is None else str(v) for v in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for n, row in enumerate(cells):
-        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)))
-        if n == 0:
-            print("  ".join("-" * width for width in widths))
+    print(
+        format_table(
+            ["rank", "config", "searched params", "status", "epochs", "best val acc", "val loss"],
+            rows,
+            right=[True, True, False, False, True, True, True],
+        )
+    )
 
 
 def cmd_wait(args: argparse.Namespace) -> None:

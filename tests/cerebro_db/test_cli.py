@@ -56,13 +56,13 @@ def test_up_runs_a_background_scheduler_that_trains_a_workload(home: Path) -> No
         conn.commit()
     out = cli(home, "wait", str(workload[0]))
     assert out.count("-> val acc") == 4  # 2 configs x 2 epochs, each validated once
-    assert re.search(r"^1 +\d+ +\{.*\} +completed +2 ", out, re.M), out
+    assert re.search(r"^ *1 \| +\d+ \| \{.*\} +\| completed +\| +2 \|", out, re.M), out
     assert "scheduler: running" in cli(home, "status")
 
 
 @pytest.mark.slow
 def test_demo_reaches_a_sane_accuracy(home: Path) -> None:
     out = cli(home, "demo", timeout=1800)
-    best = re.search(r"^1 +\d+ +\{.*\} +completed +3 +(0\.\d+)", out, re.M)
+    best = re.search(r"^ *1 \| +\d+ \| \{.*\} +\| completed +\| +3 \| +(0\.\d+) \|", out, re.M)
     assert best is not None, out
     assert float(best.group(1)) >= 0.85, out
