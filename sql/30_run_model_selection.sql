@@ -34,6 +34,7 @@ LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     started int;
+    was_internal text := coalesce(current_setting('cerebro.internal', true), '');
 BEGIN
     PERFORM set_config('cerebro.internal', 'on', true);  -- lineage is the system's to write
     WITH parent AS (
@@ -60,7 +61,7 @@ BEGIN
     FROM chosen
     WHERE c.config_id = chosen.config_id AND c.config_id IN (SELECT config_id FROM copied);
     GET DIAGNOSTICS started = ROW_COUNT;
-    PERFORM set_config('cerebro.internal', 'off', true);
+    PERFORM set_config('cerebro.internal', was_internal, true);
     RAISE NOTICE '% of the new configs start from the parent workload''s weights', started;
     RETURN started;
 END

@@ -26,6 +26,7 @@ AS $$
 DECLARE
     source record;
     clone_id int;
+    was_internal text := coalesce(current_setting('cerebro.internal', true), '');
 BEGIN
     -- One statement reads config progress and state together: a unit committing
     -- meanwhile cannot tear them apart.
@@ -65,7 +66,7 @@ BEGIN
         VALUES (clone_id, source.state, source.visited_segments, source.epoch_rows, source.epoch_loss_sum,
                 source.epoch_metric_sum, source.epoch_seconds);
     END IF;
-    PERFORM set_config('cerebro.internal', 'off', true);
+    PERFORM set_config('cerebro.internal', was_internal, true);
     PERFORM set_config('cerebro.reason', '', true);
     RETURN clone_id;
 END
