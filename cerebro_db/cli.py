@@ -116,7 +116,7 @@ def cmd_dsn(_args: argparse.Namespace) -> None:
 
 
 def cmd_psql(args: argparse.Namespace) -> None:
-    os.execv(str(PG_BIN / "psql"), ["psql", _dsn(), *args.psql_args])
+    os.execv(str(PG_BIN / "psql"), ["psql", _dsn(), *args.extra])
 
 
 def cmd_scheduler(_args: argparse.Namespace) -> None:
@@ -229,9 +229,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands.add_parser("down", help="stop the scheduler and the cluster").set_defaults(run=cmd_down)
     commands.add_parser("status", help="cluster, scheduler and workloads").set_defaults(run=cmd_status)
     commands.add_parser("dsn", help="print the cluster's libpq URL").set_defaults(run=cmd_dsn)
-    psql = commands.add_parser("psql", help="open psql on the cluster")
-    psql.add_argument("psql_args", nargs=argparse.REMAINDER)
-    psql.set_defaults(run=cmd_psql)
+    commands.add_parser("psql", help="open psql on the cluster (further arguments go to psql)").set_defaults(
+        run=cmd_psql
+    )
     commands.add_parser("scheduler", help="run the scheduler in the foreground").set_defaults(run=cmd_scheduler)
     wait = commands.add_parser("wait", help="follow a workload until it finishes, then print its leaderboard")
     wait.add_argument("workload", type=int)
@@ -239,7 +239,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo = commands.add_parser("demo", help="Fashion-MNIST model selection on the running cluster")
     demo.add_argument("--epochs", type=int, default=3)
     demo.set_defaults(run=cmd_demo)
-    args = parser.parse_args(argv)
+    # psql's own options (-c, -f, ...) pass through untouched
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "psql":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     args.run(args)
 
 

@@ -58,6 +58,7 @@ def test_up_runs_a_background_scheduler_that_trains_a_workload(home: Path) -> No
     assert out.count("-> val acc") == 4  # 2 configs x 2 epochs, each validated once
     assert re.search(r"^ *1 \| +\d+ \| \{.*\} +\| completed +\| +2 \|", out, re.M), out
     assert "scheduler: running" in cli(home, "status")
+    assert cli(home, "psql", "-Atc", "SELECT count(*) FROM epoch_metrics").strip() == "4"  # psql's own options pass
 
 
 @pytest.mark.slow
