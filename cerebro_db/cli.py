@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import psycopg
 
 from cerebro_db import install, sample_data
 from cerebro_db.cluster import PG_BIN, LocalCluster, default_home
-from cerebro_db.scheduler import Scheduler
+from cerebro_db.scheduler import Scheduler, SchedulerBusy
 from cerebro_db.text_table import format_table
 
 DEMO_TABLE = "fashion_mnist_train"
@@ -124,7 +125,20 @@ def cmd_scheduler(_args: argparse.Namespace) -> None:
     scheduler = Scheduler(_dsn(), on_unit=lambda unit: print(_hop_line(unit), flush=True))
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
     signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
-    scheduler.run()
+    try:
+        scheduler.run()
+    except SchedulerBusy as busy:
+        raise SystemExit(f"cerebro-db scheduler: {busy}") from None
+
+
+def cmd_adduser(args: argparse.Namespace) -> None:
+    config = _cluster().config
+    try:
+        password = install.add_user(config.dsn(), args.name, admin=args.admin)
+    except ValueError as error:
+        raise SystemExit(f"cerebro-db adduser: {error}") from None
+    user_dsn = dataclasses.replace(config, user=args.name, password=password).dsn()
+    print(f"{'cerebro_admin' if args.admin else 'cerebro_user'} {args.name} can connect with: {user_dsn}")
 
 
 def _hop_line(unit: dict[str, Any]) -> str:
@@ -233,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         run=cmd_psql
     )
     commands.add_parser("scheduler", help="run the scheduler in the foreground").set_defaults(run=cmd_scheduler)
+    adduser = commands.add_parser("adduser", help="create a login role that sees only its own work")
+    adduser.add_argument("name")
+    adduser.add_argument("--admin", action="store_true", help="may also register custom model scripts")
+    adduser.set_defaults(run=cmd_adduser)
     wait = commands.add_parser("wait", help="follow a workload until it finishes, then print its leaderboard")
     wait.add_argument("workload", type=int)
     wait.set_defaults(run=cmd_wait)

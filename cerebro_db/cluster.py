@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 PG_BIN = Path(os.environ.get("CEREBRO_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,8 @@ class ClusterConfig:
     database: str = "cerebro"
 
     def dsn(self, database: str | None = None) -> str:
-        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database or self.database}"
+        credentials = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+        return f"postgresql://{credentials}@127.0.0.1:{self.port}/{quote(database or self.database, safe='')}"
 
 
 def free_port() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import psycopg
@@ -51,3 +52,18 @@ def install(dsn: str, segments: int | None = None) -> None:
         if not conn.execute("SELECT 1 FROM segments").fetchone():
             count = segments or os.cpu_count() or 1
             conn.execute("INSERT INTO segments (segment_id) SELECT generate_series(0, %s - 1)", [count])
+
+
+def add_user(dsn: str, name: str, *, admin: bool = False) -> str:
+    """Create login role ``name`` as a cerebro_user (or cerebro_admin); returns its new password."""
+    password = secrets.token_urlsafe(18)
+    group = "cerebro_admin" if admin else "cerebro_user"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
+            raise ValueError(f"role {name!r} already exists")
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                sql.Identifier(name), sql.Literal(password), sql.Identifier(group)
+            )
+        )
+    return password

@@ -6,7 +6,7 @@ plain SQL; everything else is written by the SQL API and ``run_unit``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    Interval,
     LargeBinary,
     MetaData,
     Text,
@@ -111,6 +112,7 @@ class Workload(Base):
         CheckConstraint(_in("status", WORKLOAD_STATUSES), name="status"),
         CheckConstraint(_in("procedure", PROCEDURES), name="procedure"),
         CheckConstraint("max_epochs > 0", name="max_epochs"),
+        CheckConstraint("unit_timeout > interval '0'", name="unit_timeout"),
     )
     workload_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
@@ -127,6 +129,8 @@ class Workload(Base):
     warm_start: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'running'"))
     created_at: Mapped[datetime] = _now()
+    #: A unit running longer is cancelled (rolled back) and its config fails; NULL: no limit.
+    unit_timeout: Mapped[timedelta | None] = mapped_column(Interval)
 
 
 class Config(Base):

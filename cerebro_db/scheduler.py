@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -24,6 +26,8 @@ from psycopg import errors
 log = logging.getLogger("cerebro.scheduler")
 
 CHANNEL = "cerebro_units"
+MILLISECOND = timedelta(milliseconds=1)
+LOCK_WAIT_MS = 5000
 
 
 class SchedulerBusy(RuntimeError):
@@ -87,13 +91,8 @@ class Scheduler:
         ``max_units``: return after that many units (to interrupt a run on purpose).
         """
         self._stop.clear()
-        with psycopg.connect(self.dsn, autocommit=True, application_name="cerebro scheduler") as control:
-            holder = control.execute("SELECT pg_try_advisory_lock(scheduler_lock_key(), 0)").fetchone()
-            if not holder or not holder[0]:
-                raise SchedulerBusy(
-                    "another cerebro-db scheduler is running against this database; "
-                    "stop it first (cerebro-db down), or leave it to run the units"
-                )
+        control = self._connect_locked()
+        try:
             segments = [row[0] for row in control.execute("SELECT segment_id FROM segments ORDER BY 1")]
             progress = _Progress(len(segments), max_units)
             threads = [
@@ -104,15 +103,60 @@ class Scheduler:
             ]
             for thread in threads:
                 thread.start()
+            while any(thread.is_alive() for thread in threads):
+                self._stop.wait(self.idle_wait)
+                control = self._keep_lock(control)
             for thread in threads:
                 thread.join()
+        finally:
+            control.close()
         return progress.results
+
+    def _connect_locked(self) -> psycopg.Connection[Any]:
+        """The control connection, holding the one-scheduler-per-database lock for its lifetime."""
+        control = psycopg.connect(self.dsn, autocommit=True, application_name="cerebro scheduler")
+        # Wait a little: a scheduler that was just killed leaves a backend that needs a
+        # moment to notice and release the lock.
+        control.execute("SELECT set_config('lock_timeout', %s, false)", [str(LOCK_WAIT_MS)])
+        try:
+            control.execute("SELECT pg_advisory_lock(scheduler_lock_key(), 0)")
+        except errors.LockNotAvailable:
+            control.close()
+            raise SchedulerBusy(
+                "another cerebro-db scheduler is running against this database; "
+                "stop it first (cerebro-db down), or leave it to run the units"
+            ) from None
+        return control
+
+    def _keep_lock(self, control: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+        """A restarted server forgets the lock with the connection: take it again, or stop if
+        another scheduler took it meanwhile (claims stay exclusive either way: they lock per unit)."""
+        try:
+            control.execute("SELECT 1")
+            return control
+        except psycopg.OperationalError:
+            control.close()
+        try:
+            return self._connect_locked()
+        except psycopg.OperationalError:
+            return control  # still down; the next round tries again
+        except SchedulerBusy as busy:
+            log.error("%s; this one stops", busy)
+            self.stop()
+            return control
 
     def _segment_loop(self, segment: int, progress: _Progress, until_idle: bool) -> None:
         """Serve one segment; a lost connection (server restart) is re-opened, its unit runs again."""
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.dsn, autocommit=True, application_name=f"cerebro segment {segment}") as conn:
+                with psycopg.connect(
+                    self.dsn,
+                    autocommit=True,
+                    application_name=f"cerebro segment {segment}",
+                    # If this process dies mid-unit, the backend notices within a second (at
+                    # its next batch) and rolls back, instead of training on for nobody.
+                    options="-c client_connection_check_interval=1000",
+                ) as conn:
                     self._serve(conn, segment, progress, until_idle)
             except psycopg.OperationalError as error:
                 log.warning("segment %s lost its connection (%s); reconnecting", segment, error)
@@ -153,28 +197,57 @@ class Scheduler:
     def _run_one(self, conn: psycopg.Connection[Any], segment: int) -> dict[str, Any] | None:
         """Claim and run one unit on ``segment`` in one transaction; None if nothing may run."""
         claimed: tuple[Any, ...] | None = None
+        timeout: timedelta | None = None
+        started = time.monotonic()
         try:
             with conn.transaction():
-                claimed = conn.execute("SELECT config_id, epoch FROM claim_unit(%s)", [segment]).fetchone()
+                claimed = conn.execute(
+                    "SELECT u.config_id, u.epoch, w.unit_timeout FROM claim_unit(%s) u"
+                    " JOIN workloads w USING (workload_id)",
+                    [segment],
+                ).fetchone()
                 if claimed is None:
                     return None
+                timeout = claimed[2]
+                if timeout is not None:  # for this transaction only; 0 would mean no limit
+                    conn.execute(
+                        "SELECT set_config('statement_timeout', %s, true)", [str(max(1, timeout // MILLISECOND))]
+                    )
+                started = time.monotonic()
                 row = conn.execute("SELECT run_unit(%s, %s)", [claimed[0], segment]).fetchone()
                 assert row is not None
                 result: dict[str, Any] = row[0]
                 return result
         except errors.QueryCanceled:
-            # Cancelled (pg_cancel_backend, statement_timeout): rolled back, runs again later.
-            log.warning("unit of config %s on segment %s was cancelled; it will run again", claimed, segment)
+            assert claimed is not None
+            if timeout is not None and time.monotonic() - started >= timeout.total_seconds():
+                self._fail(
+                    conn,
+                    claimed[0],
+                    segment,
+                    f"unit of epoch {claimed[1]} on segment {segment} ran longer than unit_timeout ({timeout})"
+                    " and was cancelled (rolled back); raise workloads.unit_timeout and resume the config",
+                )
+            else:  # pg_cancel_backend: rolled back, runs again later
+                log.warning("unit of config %s on segment %s was cancelled; it will run again", claimed[0], segment)
+            return None
+        except errors.TransactionRollback as error:
+            # A deadlock or serialization failure (e.g. with a user's workload update) is
+            # nobody's fault: rolled back, runs again later.
+            config = claimed[0] if claimed else None
+            log.warning("unit of config %s on segment %s rolled back (%s); it will run again", config, segment, error)
             return None
         except psycopg.DatabaseError as error:
             if isinstance(error, psycopg.OperationalError):
                 raise
             if claimed is None:  # claim_unit failed: not a config's fault
                 raise
-            message = error.diag.message_primary or str(error)
-            log.error("config %s failed on segment %s: %s", claimed[0], segment, message)
-            conn.execute("SELECT fail_config(%s, %s)", [claimed[0], message])
+            self._fail(conn, claimed[0], segment, error.diag.message_primary or str(error))
             return None
+
+    def _fail(self, conn: psycopg.Connection[Any], config_id: int, segment: int, message: str) -> None:
+        log.error("config %s failed on segment %s: %s", config_id, segment, message)
+        conn.execute("SELECT fail_config(%s, %s)", [config_id, message])
 
     def _work_left(self, conn: psycopg.Connection[Any]) -> bool:
         row = conn.execute(

@@ -37,7 +37,7 @@ AS $$
 $$;
 
 -- Units in flight, read from the locks their transactions hold (exact, never stale).
-CREATE OR REPLACE VIEW active_units AS
+CREATE OR REPLACE VIEW active_units WITH (security_invoker = true) AS
 SELECT cl.objid::int AS config_id,
        c.workload_id,
        sl.objid::int AS segment,

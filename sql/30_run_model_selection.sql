@@ -29,13 +29,19 @@ $$;
 
 -- Drill-down: each new config starts from the latest state of the parent workload's best
 -- config with the same architecture (its own lr and batch size apply from the first unit).
+-- SECURITY DEFINER (it copies model_states): the caller must own both workloads.
 CREATE OR REPLACE FUNCTION warm_start_configs(workload_id int, parent_workload int) RETURNS int
-LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     started int;
     was_internal text := coalesce(current_setting('cerebro.internal', true), '');
 BEGIN
+    IF (SELECT count(*) FROM workloads w WHERE w.workload_id IN (warm_start_configs.workload_id, parent_workload)
+                                          AND caller_owns(w.owner)) <> 2 THEN
+        RAISE EXCEPTION 'unknown workload % or %', warm_start_configs.workload_id, parent_workload
+            USING ERRCODE = 'undefined_object';
+    END IF;
     PERFORM set_config('cerebro.internal', 'on', true);  -- lineage is the system's to write
     WITH parent AS (
         SELECT p.config_id, _architecture_key(w.model, p.params) AS arch, l.best_val_metric
@@ -67,6 +73,7 @@ BEGIN
 END
 $$;
 
+DROP FUNCTION IF EXISTS run_model_selection(text, text, jsonb, text, int, int, text, int, boolean, int);
 CREATE OR REPLACE FUNCTION run_model_selection(
     dataset text,
     model text,
@@ -77,7 +84,8 @@ CREATE OR REPLACE FUNCTION run_model_selection(
     name text DEFAULT NULL,
     parent_workload int DEFAULT NULL,
     warm_start boolean DEFAULT false,
-    seed int DEFAULT NULL
+    seed int DEFAULT NULL,
+    unit_timeout interval DEFAULT NULL
 ) RETURNS int
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
@@ -100,6 +108,10 @@ BEGIN
     IF parent_workload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM workloads w WHERE w.workload_id = parent_workload) THEN
         RAISE EXCEPTION 'unknown parent_workload %', parent_workload USING ERRCODE = 'undefined_object';
     END IF;
+    IF unit_timeout <= interval '0' THEN
+        RAISE EXCEPTION 'unit_timeout must be positive, got %', unit_timeout
+            USING HINT = 'NULL (the default) means no limit', ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF warm_start AND parent_workload IS NULL THEN
         RAISE EXCEPTION 'warm_start needs a parent_workload to start from'
             USING ERRCODE = 'invalid_parameter_value';
@@ -109,9 +121,9 @@ BEGIN
                                                   (SELECT count(*)::int FROM segments)));
 
     INSERT INTO workloads (name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
-                           parent_workload_id, warm_start)
+                           parent_workload_id, warm_start, unit_timeout)
     VALUES (name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
-            parent_workload, warm_start)
+            parent_workload, warm_start, unit_timeout)
     RETURNING workload_id INTO new_workload;
 
     -- Config k gets seed + k: reproducible, distinct initial weights per config.

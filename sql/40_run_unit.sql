@@ -17,10 +17,14 @@ BEGIN
 END
 $$;
 
--- A workload is completed once none of its configs can take another unit.
+-- A workload is completed once none of its configs can take another unit. Two segments
+-- may finish its last two configs at the same moment, each still seeing the other's config
+-- running: the row lock serializes them, and the UPDATE, a new statement, then sees the
+-- other's committed config.
 CREATE OR REPLACE FUNCTION finish_workload(workload_id int) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
+    SELECT 1 FROM workloads w WHERE w.workload_id = finish_workload.workload_id FOR NO KEY UPDATE;
     UPDATE workloads w SET status = 'completed'
     WHERE w.workload_id = finish_workload.workload_id AND w.status = 'running'
       AND NOT EXISTS (SELECT 1 FROM configs c

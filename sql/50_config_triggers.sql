@@ -1,13 +1,9 @@
 -- The config status machine. Users (plain SQL, dashboard) may:
 --   stop:    pending | running -> stopped        (lands at the next hop; the unit in flight commits)
---   resume:  stopped | completed -> running      (from the saved state, mid-epoch included; needs
---                                                 max_epochs above epochs_done: raise it to continue)
+--   resume:  stopped | completed | failed -> running   (from the last committed state, mid-epoch
+--                                 included; needs max_epochs above epochs_done: raise it to continue)
 --   change max_epochs (not below epochs_done).
 -- The system's own updates (run_unit, fail_config, procedures) run with cerebro.internal = on.
-
-CREATE OR REPLACE FUNCTION is_internal() RETURNS boolean
-LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
-AS $$ SELECT coalesce(current_setting('cerebro.internal', true), '') = 'on' $$;
 
 CREATE OR REPLACE FUNCTION _complete_params(model text, params jsonb, feature_shape int[]) RETURNS jsonb
 LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
@@ -61,17 +57,20 @@ BEGIN
             USING HINT = 'to try other params, SELECT add_config(workload, params) or clone_config(config, overrides)',
                   ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NEW.max_epochs < OLD.epochs_done THEN
-        RAISE EXCEPTION 'config %: max_epochs % is below the % epochs already trained', OLD.config_id,
-            NEW.max_epochs, OLD.epochs_done USING ERRCODE = 'invalid_parameter_value';
+    IF NEW.max_epochs IS NULL OR NEW.max_epochs < greatest(OLD.epochs_done, 1) THEN
+        RAISE EXCEPTION 'config %: max_epochs must be at least % (1, and not below the epochs already trained), got %',
+            OLD.config_id, greatest(OLD.epochs_done, 1), coalesce(NEW.max_epochs::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NEW.status IS DISTINCT FROM OLD.status THEN
         IF NOT ((OLD.status IN ('pending', 'running') AND NEW.status = 'stopped')
-                OR (OLD.status IN ('stopped', 'pending', 'completed') AND NEW.status = 'running'
+                OR (OLD.status IN ('stopped', 'pending', 'completed', 'failed') AND NEW.status = 'running'
                     AND NEW.max_epochs > OLD.epochs_done)) THEN
             RAISE EXCEPTION 'config %: cannot change status from % to %', OLD.config_id, OLD.status, NEW.status
                 USING HINT = 'allowed: pending/running -> stopped; stopped -> running; '
-                             'completed -> running; resuming needs max_epochs above the epochs done (UPDATE configs SET max_epochs = ..., status = ''running'')',
+                             'completed -> running; failed -> running (retries from the last committed hop); '
+                             'resuming needs max_epochs above the epochs done '
+                             '(UPDATE configs SET max_epochs = ..., status = ''running'')',
                       ERRCODE = 'invalid_parameter_value';
         END IF;
         NEW.error := NULL;
@@ -84,9 +83,10 @@ CREATE OR REPLACE TRIGGER configs_guard
 BEFORE UPDATE ON configs FOR EACH ROW EXECUTE FUNCTION configs_guard();
 
 -- Every status change is logged (who, why); a resumed config reopens its workload
--- (without resuming the workload's other configs).
+-- (without resuming the workload's other configs). SECURITY DEFINER: users read the log
+-- but cannot write it, and session_user names them even inside the API's own functions.
 CREATE OR REPLACE FUNCTION configs_after_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = cerebro, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     was_internal text := coalesce(current_setting('cerebro.internal', true), '');
@@ -95,7 +95,7 @@ BEGIN
         INSERT INTO config_events (config_id, kind, epochs_done, detail, actor)
         VALUES (NEW.config_id, CASE WHEN TG_OP = 'INSERT' THEN 'created' ELSE NEW.status END, NEW.epochs_done,
                 nullif(coalesce(current_setting('cerebro.reason', true), ''), ''),
-                CASE WHEN is_internal() THEN 'cerebro' ELSE current_user END);
+                CASE WHEN is_internal() THEN 'cerebro' ELSE session_user END);
     END IF;
     IF NEW.status IN ('pending', 'running') THEN
         PERFORM set_config('cerebro.internal', 'on', true);

@@ -1,5 +1,8 @@
+-- Every view runs with its reader's rights (security_invoker), so row-level security
+-- shows each user only their own rows.
+
 -- leaderboard: per config, its best validation metric so far (live: epochs commit as they end).
-CREATE OR REPLACE VIEW leaderboard AS
+CREATE OR REPLACE VIEW leaderboard WITH (security_invoker = true) AS
 SELECT c.workload_id,
        rank() OVER (PARTITION BY c.workload_id ORDER BY best.val_metric DESC NULLS LAST) AS rank,
        c.config_id,
@@ -28,11 +31,11 @@ from cerebro_plpy import entry
 return entry.roster_table()
 $$;
 
-CREATE OR REPLACE VIEW roster AS SELECT * FROM roster_params();
+CREATE OR REPLACE VIEW roster WITH (security_invoker = true) AS SELECT * FROM roster_params();
 
 -- Per workload: configs by status, epochs done / planned, throughput and a naive ETA
 -- (remaining config-epochs at the recent pace, over the segments the workload gets).
-CREATE OR REPLACE VIEW workload_progress AS
+CREATE OR REPLACE VIEW workload_progress WITH (security_invoker = true) AS
 SELECT w.workload_id,
        w.name,
        w.owner,
@@ -65,7 +68,7 @@ GROUP BY w.workload_id, pace.seconds_per_epoch
 ORDER BY w.workload_id;
 
 -- What each segment runs right now.
-CREATE OR REPLACE VIEW segment_activity AS
+CREATE OR REPLACE VIEW segment_activity WITH (security_invoker = true) AS
 SELECT s.segment_id AS segment,
        a.workload_id,
        a.config_id,
@@ -80,7 +83,7 @@ ORDER BY s.segment_id;
 
 -- Where each config comes from: a workload's own search ('new'), a clone within the
 -- workload, or a warm start from a parent workload's config (drill-down).
-CREATE OR REPLACE VIEW workload_lineage AS
+CREATE OR REPLACE VIEW workload_lineage WITH (security_invoker = true) AS
 SELECT w.workload_id,
        w.name,
        w.parent_workload_id,

@@ -20,8 +20,10 @@ $$;
 -- The clone starts where its source's last committed hop left it (same epoch, same
 -- segments still to visit), as a new config of the same workload; the source is untouched.
 -- overrides: lr, batch_size (and other keys that keep the architecture), max_epochs.
+-- SECURITY DEFINER: it copies model_states, which users cannot touch, so it checks itself
+-- that the caller owns the source.
 CREATE OR REPLACE FUNCTION clone_config(config_id int, overrides jsonb DEFAULT '{}') RETURNS int
-LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     source record;
@@ -37,7 +39,7 @@ BEGIN
     JOIN workloads w USING (workload_id)
     JOIN datasets d ON d.name = w.dataset
     LEFT JOIN model_states s USING (config_id)
-    WHERE c.config_id = clone_config.config_id;
+    WHERE c.config_id = clone_config.config_id AND caller_owns(w.owner);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown config %', clone_config.config_id USING ERRCODE = 'undefined_object';
     END IF;
@@ -53,12 +55,13 @@ BEGIN
 
     PERFORM set_config('cerebro.internal', 'on', true);
     PERFORM set_config('cerebro.reason', format('clone of config %s', clone_config.config_id), true);
-    INSERT INTO configs (workload_id, params, status, epochs_done, max_epochs, seed, cloned_from)
+    INSERT INTO configs (workload_id, params, status, epochs_done, max_epochs, seed, cloned_from, created_by)
     VALUES (source.workload_id,
             raise_if_error(_clone_params(source.model, source.params, overrides - 'max_epochs',
                                          source.feature_shape)),
             'pending', source.epochs_done,
-            coalesce((overrides ->> 'max_epochs')::int, source.max_epochs), source.seed, clone_config.config_id)
+            coalesce((overrides ->> 'max_epochs')::int, source.max_epochs), source.seed, clone_config.config_id,
+            session_user)
     RETURNING configs.config_id INTO clone_id;
     IF source.state IS NOT NULL THEN
         INSERT INTO model_states (config_id, state, visited_segments, epoch_rows, epoch_loss_sum,

@@ -28,6 +28,12 @@ GD_MODELS = "cerebro.models"
 #: Compiled models kept per backend; each holds its variables and traced graphs.
 MODEL_CACHE_SIZE = 8
 
+#: Ceiling on a config's training state in memory unless ``cerebro.max_model_mb`` says
+#: otherwise: every segment backend holds one such model at a time, beside its shard.
+DEFAULT_MAX_MODEL_MB = 2048.0
+#: float32 weights plus the optimizer's slots (Adam keeps two per weight).
+_STATE_BYTES_PER_PARAM = 4 * 3
+
 LOSS = "sparse_categorical_crossentropy"
 METRIC = "accuracy"
 
@@ -140,6 +146,17 @@ def initial_state(gd: dict[str, Any], spec: ModelSpec) -> ModelState:
     return capture(build_compiled(gd, spec))
 
 
+def check_model_size(model: keras.Model, max_model_mb: float) -> None:
+    """Refuse, before training, a model whose training state would not fit the memory guard."""
+    needed_mb = model.count_params() * _STATE_BYTES_PER_PARAM / 2**20
+    if needed_mb > max_model_mb:
+        raise TrainingError(
+            f"the model needs about {needed_mb:.3g} MB for its weights and optimizer slots, over "
+            f"cerebro.max_model_mb = {max_model_mb:g}; choose a smaller model or raise the setting "
+            "(ALTER DATABASE ... SET cerebro.max_model_mb = ...)"
+        )
+
+
 def make_dataset(gd: dict[str, Any], x: np.ndarray, y: np.ndarray, batch_size: int) -> Any:
     """Batches in stored order, on the calling thread: no private pools, no autotuning."""
     tf = tensorflow(gd)
@@ -171,9 +188,16 @@ def train_pass(
     ``on_batch`` runs between batches: inside the database it lets a cancel
     request (``pg_cancel_backend``, statement_timeout) stop the pass.
     """
-    history = model.fit(
-        make_dataset(gd, x, y, batch_size), epochs=1, verbose=0, shuffle=False, callbacks=[_batch_callback(on_batch)]
-    )
+    try:
+        history = model.fit(
+            make_dataset(gd, x, y, batch_size),
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+            callbacks=[_batch_callback(on_batch)],
+        )
+    except (MemoryError, tensorflow(gd).errors.ResourceExhaustedError) as error:
+        raise TrainingError(f"out of memory while training ({error}); lower batch_size or the model's size") from None
     loss, metric = float(history.history["loss"][-1]), float(history.history[METRIC][-1])
     # Some kernels map NaN activations to finite outputs, so a finite loss does not
     # prove finite weights: check both before the state is saved.

@@ -36,7 +36,8 @@ SELECT c.params::text AS params, c.seed, c.status, c.epochs_done, c.max_epochs, 
        s.state, coalesce(s.visited_segments, '{}') AS visited,
        coalesce(s.epoch_rows, 0) AS epoch_rows, coalesce(s.epoch_loss_sum, 0) AS epoch_loss_sum,
        coalesce(s.epoch_metric_sum, 0) AS epoch_metric_sum, coalesce(s.epoch_seconds, 0) AS epoch_seconds,
-       unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits
+       unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits,
+       current_setting('cerebro.max_model_mb', true) AS max_model_mb
 FROM configs c
 JOIN workloads w USING (workload_id)
 JOIN datasets d ON d.name = w.dataset
@@ -101,6 +102,16 @@ def _shard(
     return cache[key]
 
 
+def _max_model_mb(setting: str | None) -> float:
+    """The ``cerebro.max_model_mb`` setting (database, role or session level), or the default."""
+    if not setting:
+        return training.DEFAULT_MAX_MODEL_MB
+    try:
+        return float(setting)
+    except ValueError:
+        raise UnitError(f"cerebro.max_model_mb must be a number of megabytes, got {setting!r}") from None
+
+
 def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> dict[str, Any]:
     """Train ``config_id`` for one pass over ``segment``'s shard and record the hop.
 
@@ -130,6 +141,7 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
 
     tick = time.perf_counter()
     model = training.cached_model(gd, spec)
+    training.check_model_size(model, _max_model_mb(unit["max_model_mb"]))
     state = ModelState.decode(unit["state"]) if unit["state"] is not None else training.initial_state(gd, spec)
     training.restore(model, state)
     training.set_learning_rate(model, spec.params["lr"])

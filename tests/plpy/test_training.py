@@ -239,3 +239,10 @@ def test_cnn_builds_for_rank_2_and_3(shape: tuple[int, ...]) -> None:
     assert model.name == "cnn"
     assert tuple(model.output_shape) == (None, CLASSES)
     assert tuple(model.input_shape) == (None, *shape)
+
+
+def test_model_size_guard_names_the_size_and_the_setting(gd: dict[str, Any]) -> None:
+    model = training.build_compiled(gd, mlp_spec(hidden_units=256))  # 4*256 + 256 + 256*3 + 3 = 2051 params
+    training.check_model_size(model, max_model_mb=1.0)
+    with pytest.raises(TrainingError, match=r"about 0\.0235 MB .* cerebro.max_model_mb = 0\.001"):
+        training.check_model_size(model, max_model_mb=0.001)

@@ -1,0 +1,104 @@
+"""Checks of a finished workload against what the design promises (used by tests and benchmarks).
+
+- one ``epoch_metrics`` row per planned epoch of every config (:func:`epochs_lost`);
+- the MOP invariants over the committed unit log (:func:`mop_violations`);
+- bit-identical state to a plain-Keras replay of the same hops in the same order
+  (:func:`replay`, :func:`states_equal`): state is committed per hop, so a run that was
+  interrupted, resumed or disturbed by faults must end exactly where an undisturbed one does.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from cerebro_plpy import packing, training
+from cerebro_plpy.state import ModelState
+
+Connection = psycopg.Connection[Any]
+
+
+def epochs_lost(conn: Connection, workload_id: int) -> int:
+    """Planned (config, epoch) pairs with no epoch_metrics row (the primary key rules out two)."""
+    row = conn.execute(
+        "SELECT count(*) FROM configs c CROSS JOIN LATERAL generate_series(1, c.max_epochs) e(epoch)"
+        " WHERE c.workload_id = %s"
+        " AND NOT EXISTS (SELECT 1 FROM epoch_metrics m WHERE m.config_id = c.config_id AND m.epoch = e.epoch)",
+        [workload_id],
+    ).fetchone()
+    assert row is not None
+    lost: int = row[0]
+    return lost
+
+
+def mop_violations(conn: Connection, workload_id: int) -> list[str]:
+    """Breaches of the MOP invariants in the committed unit log of a finished workload."""
+    segments = {
+        r[0]
+        for r in conn.execute(
+            "SELECT generate_series(0, d.num_segments - 1) FROM workloads w JOIN datasets d ON d.name = w.dataset"
+            " WHERE w.workload_id = %s",
+            [workload_id],
+        )
+    }
+    visits: dict[tuple[int, int], list[int]] = defaultdict(list)
+    spans: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for config, epoch, segment, started, finished in conn.execute(
+        "SELECT u.config_id, u.epoch, u.segment, u.started_at, u.finished_at FROM units u"
+        " JOIN configs c USING (config_id) WHERE c.workload_id = %s ORDER BY u.started_at",
+        [workload_id],
+    ):
+        visits[(config, epoch)].append(segment)
+        spans[config].append((started, finished))
+    problems = [
+        f"config {config} epoch {epoch} visited segments {sorted(seen)}, expected each of {sorted(segments)} once"
+        for (config, epoch), seen in visits.items()
+        if sorted(seen) != sorted(segments)
+    ]
+    problems += [
+        f"units of config {config} overlap"
+        for config, intervals in spans.items()
+        if any(before[1] > after[0] for before, after in zip(intervals, intervals[1:], strict=False))
+    ]
+    return problems
+
+
+def final_state(conn: Connection, config_id: int) -> ModelState:
+    row = conn.execute("SELECT state FROM model_states WHERE config_id = %s", [config_id]).fetchone()
+    assert row is not None, f"config {config_id} has no state"
+    return ModelState.decode(row[0])
+
+
+def replay(conn: Connection, config_id: int) -> ModelState:
+    """The state an undisturbed run reaches: plain Keras, one pass per committed hop, in the same order."""
+    model_name, params, seed, shape, classes, dataset_id = conn.execute(
+        "SELECT w.model, c.params, c.seed, d.feature_shape, d.num_classes, d.dataset_id FROM configs c"
+        " JOIN workloads w USING (workload_id) JOIN datasets d ON d.name = w.dataset WHERE c.config_id = %s",
+        [config_id],
+    ).fetchone()  # type: ignore[misc]
+    shards: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+    for segment, x, y in conn.execute(
+        "SELECT segment, x, y FROM dataset_buffers WHERE dataset_id = %s AND split = 'train' ORDER BY buffer_id",
+        [dataset_id],
+    ):
+        shards[segment][0].append(packing.from_bytes(x, tuple(shape)))
+        shards[segment][1].append(packing.from_bytes(y, ()))
+    gd: dict[str, Any] = {}
+    model = training.build_compiled(gd, training.ModelSpec(model_name, params, tuple(shape), classes, seed))
+    for (segment,) in conn.execute(
+        "SELECT segment FROM units WHERE config_id = %s ORDER BY epoch, started_at", [config_id]
+    ):
+        xs, ys = shards[segment]
+        training.train_pass(gd, model, np.concatenate(xs), np.concatenate(ys), params["batch_size"], lambda: None)
+    return training.capture(model)
+
+
+def states_equal(a: ModelState, b: ModelState) -> bool:
+    ours, theirs = a.model_variables + a.optimizer_variables, b.model_variables + b.optimizer_variables
+    return len(ours) == len(theirs) and all(
+        x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(ours, theirs, strict=True)
+    )

@@ -1,0 +1,33 @@
+-- What cerebro_user may touch (loaded last, after every object exists). Everything else in
+-- the schema is the installing role's: the scheduler's functions (claim_unit, run_unit,
+-- fail_config, procedures), model_states and the raw tables' system-written columns.
+-- Row-level security (migrations/v0_3_0) then limits every row to its owner.
+
+REVOKE ALL ON ALL TABLES IN SCHEMA cerebro FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA cerebro FROM PUBLIC;
+GRANT USAGE ON SCHEMA cerebro TO cerebro_user;
+
+-- Reading: the catalog of one's own work, and the views over it (security_invoker).
+GRANT SELECT ON segments, datasets, dataset_buffers, workloads, configs, units, epoch_metrics, config_events,
+                leaderboard, roster, workload_progress, segment_activity, workload_lineage, active_units
+    TO cerebro_user;
+
+-- prepare_dataset runs with the caller's rights, so it reads only tables the caller may read.
+GRANT INSERT ON datasets, dataset_buffers TO cerebro_user;
+-- run_model_selection / add_config / INSERT INTO configs: owner, status and progress are not
+-- the caller's to set (defaults and the insert trigger decide them).
+GRANT INSERT (name, description, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
+              parent_workload_id, warm_start, unit_timeout) ON workloads TO cerebro_user;
+GRANT INSERT (workload_id, params, max_epochs, seed) ON configs TO cerebro_user;
+-- Steering: the status machine's columns (the configs_guard trigger checks the transitions).
+GRANT UPDATE (status, max_epochs) ON configs TO cerebro_user;
+GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_user;
+
+-- The SQL API, and what its invoker-rights functions, triggers and views call (names
+-- without arguments: each is unique, so a changed signature cannot slip through).
+GRANT EXECUTE ON FUNCTION
+    prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
+    raise_if_error, is_internal, caller_owns, scheduler_alive, roster_params,
+    _prepare_dataset, _expand_search_space, _complete_params, _clone_params, _architecture_key,
+    scheduler_lock_key, config_lock_key, segment_lock_key
+    TO cerebro_user;

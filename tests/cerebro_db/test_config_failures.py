@@ -1,0 +1,113 @@
+"""A config that cannot train fails alone, with its reason in configs.error; the others go on."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cerebro_db.scheduler import Scheduler
+from tests.conftest import TINY_CNN, launch, run_until_idle
+
+Session = psycopg.Connection[Any]
+
+
+def outcome(conn: Session, workload: int) -> list[tuple[str, str | None, int]]:
+    """Per config, in creation order: status, error, epochs with metrics."""
+    rows = conn.execute(
+        "SELECT c.status, c.error, (SELECT count(*) FROM epoch_metrics m WHERE m.config_id = c.config_id)"
+        " FROM configs c WHERE c.workload_id = %s ORDER BY c.config_id",
+        [workload],
+    ).fetchall()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def test_a_diverging_config_fails_and_the_others_complete(dsn: str, conn: Session) -> None:
+    # Raw features around 1e10: Adam's bounded steps cope, SGD with lr 10 overflows to NaN.
+    conn.execute(
+        "CREATE TABLE unscaled AS SELECT g % 3 AS y, g * 5e7 AS a, (g % 7) * 1e9 AS b FROM generate_series(1, 200) g"
+    )
+    conn.execute("SELECT * FROM prepare_dataset('unscaled', 'unscaled', 'y', \"normalize\" => 'none')")
+    workload = conn.execute(
+        "SELECT run_model_selection('unscaled', 'mlp', %s, max_epochs => 2)",
+        [json.dumps({"optimizer": "adam", "lr": 0.001, "hidden_units": 16})],
+    ).fetchone()[0]  # type: ignore[index]
+    conn.execute('SELECT add_config(%s, \'{"optimizer": "sgd", "lr": 10, "hidden_units": 16}\')', [workload])
+    run_until_idle(dsn)
+    adam, sgd = outcome(conn, workload)
+    assert adam == ("completed", None, 2)
+    assert sgd[0] == "failed" and "training diverged" in (sgd[1] or "")
+    assert conn.execute("SELECT status FROM workloads WHERE workload_id = %s", [workload]).fetchone() == ("completed",)
+
+
+@pytest.fixture
+def max_model_mb(conn: Session) -> Iterator[None]:
+    """A memory guard of 1 MB for the segment backends the next scheduler opens."""
+    database = sql.Identifier(conn.info.dbname)
+    conn.execute(sql.SQL("ALTER DATABASE {} SET cerebro.max_model_mb = 1").format(database))
+    try:
+        yield
+    finally:
+        conn.execute(sql.SQL("ALTER DATABASE {} RESET cerebro.max_model_mb").format(database))
+
+
+def test_a_model_over_the_memory_guard_fails_before_training(
+    dsn: str, conn: Session, fashion_2seg: str, max_model_mb: None
+) -> None:
+    # dense_units 1024 after 7x7x8 features: ~0.4M params, ~4.6 MB with Adam's slots.
+    workload = launch(conn, fashion_2seg, {**TINY_CNN, "dense_units": [16, 1024]}, epochs=1)
+    run_until_idle(dsn)
+    small, big = outcome(conn, workload)
+    assert small == ("completed", None, 1)
+    assert big[0] == "failed" and big[2] == 0
+    assert "over cerebro.max_model_mb = 1" in (big[1] or "")
+    assert conn.execute(
+        "SELECT count(*) FROM units u JOIN configs c USING (config_id)"
+        " WHERE c.workload_id = %s AND c.status = 'failed'",
+        [workload],
+    ).fetchone() == (0,)
+
+
+def test_a_stuck_unit_is_cancelled_at_the_unit_timeout_and_the_config_can_be_retried(
+    dsn: str, conn: Session, fashion_2seg: str
+) -> None:
+    workload = launch(conn, fashion_2seg, {"lr": [0.003, 0.001], **TINY_CNN}, epochs=2)
+    # Above a cold backend's first unit (TensorFlow import), far above a warm one's.
+    conn.execute("UPDATE workloads SET unit_timeout = '10 s' WHERE workload_id = %s", [workload])
+    stuck = conn.execute("SELECT min(config_id) FROM configs WHERE workload_id = %s", [workload]).fetchone()[0]  # type: ignore[index]
+    blocked = threading.Event()
+    with psycopg.connect(dsn) as blocker:
+
+        def block_after_first_unit(unit: dict[str, Any]) -> None:
+            """Hold the state row that the stuck config's next hop must write."""
+            if unit["config_id"] == stuck and not blocked.is_set():
+                blocked.set()
+                blocker.execute("SELECT 1 FROM model_states WHERE config_id = %s FOR UPDATE", [stuck])
+
+        Scheduler(dsn, on_unit=block_after_first_unit, idle_wait=0.2).run(until_idle=True)
+        blocker.rollback()
+
+    status, error = conn.execute("SELECT status, error FROM configs WHERE config_id = %s", [stuck]).fetchone()  # type: ignore[misc]
+    assert status == "failed"
+    assert "ran longer than unit_timeout (0:00:10) and was cancelled (rolled back)" in error
+    assert conn.execute(
+        "SELECT count(*) FROM configs WHERE workload_id = %s AND status = 'completed'", [workload]
+    ).fetchone() == (1,)
+    assert conn.execute(
+        "SELECT kind FROM config_events WHERE config_id = %s ORDER BY event_id DESC LIMIT 1", [stuck]
+    ).fetchone() == ("failed",)
+
+    # The user lifts the limit and retries: the config goes on from its last committed hop.
+    conn.execute("UPDATE workloads SET unit_timeout = NULL WHERE workload_id = %s", [workload])
+    conn.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [stuck])
+    run_until_idle(dsn)
+    assert conn.execute("SELECT status, epochs_done, error FROM configs WHERE config_id = %s", [stuck]).fetchone() == (
+        "completed",
+        2,
+        None,
+    )

@@ -1,0 +1,159 @@
+"""Two users on one cluster: each sees and steers only their own work; the internals stay the system's."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from cerebro_db import install
+from cerebro_db.cluster import ClusterConfig
+from tests.conftest import TINY_CNN, prepare_fashion, run_until_idle
+
+Session = psycopg.Connection[Any]
+
+
+def one(conn: Session, query: str, *params: Any) -> Any:
+    row = conn.execute(query, list(params)).fetchone()
+    assert row is not None
+    return row[0] if len(row) == 1 else row
+
+
+@pytest.fixture(scope="module")
+def logins(cluster: ClusterConfig, dsn: str, fashion_table: str) -> Iterator[dict[str, str]]:
+    """DSNs of two cerebro_user roles that may read the shared source table."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("GRANT SELECT ON {} TO cerebro_user").format(sql.Identifier(fashion_table)))
+        yield {
+            name: dataclasses.replace(cluster, user=name, password=install.add_user(dsn, name)).dsn()
+            for name in ("alice", "bob")
+        }
+        # Leave no unfinished work for the next tests' schedulers.
+        admin.execute("UPDATE workloads SET status = 'stopped' WHERE owner IN ('alice', 'bob') AND status = 'running'")
+
+
+@pytest.fixture(scope="module")
+def alices_work(logins: dict[str, str], dsn: str, fashion_table: str) -> dict[str, Any]:
+    """Alice prepares a dataset and trains one config for one epoch."""
+    dataset = prepare_fashion(logins["alice"], fashion_table, 2)
+    with psycopg.connect(logins["alice"], autocommit=True) as alice:
+        workload = one(
+            alice,
+            "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => 2, seed => 3)",
+            dataset,
+            json.dumps({"lr": [0.003], **TINY_CNN}),
+        )
+        config = one(alice, "SELECT config_id FROM configs WHERE workload_id = %s", workload)
+    run_until_idle(dsn, max_units=2)
+    return {"dataset": dataset, "workload": workload, "config": config}
+
+
+@pytest.fixture
+def alice(logins: dict[str, str]) -> Iterator[Session]:
+    with psycopg.connect(logins["alice"], autocommit=True) as session:
+        yield session
+
+
+@pytest.fixture
+def bob(logins: dict[str, str]) -> Iterator[Session]:
+    with psycopg.connect(logins["bob"], autocommit=True) as session:
+        yield session
+
+
+VISIBLE = [
+    "datasets",
+    "dataset_buffers",
+    "workloads",
+    "configs",
+    "units",
+    "epoch_metrics",
+    "config_events",
+    "leaderboard",
+    "workload_progress",
+    "workload_lineage",
+]
+
+
+@pytest.mark.parametrize("relation", VISIBLE)
+def test_each_user_sees_only_their_own_rows(
+    alices_work: dict[str, Any], alice: Session, bob: Session, relation: str
+) -> None:
+    assert one(alice, f"SELECT count(*) FROM {relation}") > 0
+    assert one(bob, f"SELECT count(*) FROM {relation}") == 0
+
+
+def test_another_users_config_cannot_be_stopped_cloned_or_extended(
+    alices_work: dict[str, Any], alice: Session, bob: Session
+) -> None:
+    config, workload = alices_work["config"], alices_work["workload"]
+    assert bob.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config]).rowcount == 0
+    assert bob.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [workload]).rowcount == 0
+    assert one(alice, "SELECT status FROM configs WHERE config_id = %s", config) == "running"
+    with pytest.raises(errors.UndefinedObject, match=f"unknown config {config}"):
+        bob.execute("SELECT clone_config(%s)", [config])
+    with pytest.raises(errors.UndefinedObject, match=f"unknown workload {workload}"):
+        bob.execute("SELECT add_config(%s, '{}')", [workload])
+    with pytest.raises(errors.UndefinedObject, match="unknown dataset"):
+        bob.execute("SELECT run_model_selection(%s, 'cnn', '{}')", [alices_work["dataset"]])
+    with pytest.raises(errors.UndefinedObject, match=f"unknown workload .*{workload}"):
+        bob.execute("SELECT warm_start_configs(%s, %s)", [workload, workload])
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT state FROM model_states",
+        "SELECT * FROM claim_unit(0)",
+        "SELECT run_unit(1, 0)",
+        "SELECT fail_config(1, 'x')",
+        "SELECT on_epoch_end(1, 1)",
+        "INSERT INTO config_events (config_id, kind, epochs_done) VALUES (1, 'completed', 1)",
+        "UPDATE configs SET epochs_done = 9",
+        "INSERT INTO workloads (owner, dataset, model, search_space, procedure, max_epochs, seed)"
+        " VALUES ('alice', 'x', 'cnn', '{}', 'grid', 1, 0)",
+        "DELETE FROM configs",
+    ],
+)
+def test_internals_are_off_limits(alices_work: dict[str, Any], bob: Session, statement: str) -> None:
+    with pytest.raises(errors.InsufficientPrivilege):
+        bob.execute(statement)
+
+
+def test_a_user_cannot_pose_as_the_system(
+    alices_work: dict[str, Any], logins: dict[str, str], bob: Session, fashion_table: str
+) -> None:
+    """cerebro.internal is a plain setting anyone can SET: it must not open the status guard."""
+    dataset = prepare_fashion(logins["bob"], fashion_table, 1)
+    workload = one(bob, "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => 1)", dataset, json.dumps(TINY_CNN))
+    bob.execute("SET cerebro.internal = on")
+    with pytest.raises(errors.InvalidParameterValue, match="cannot change status from pending to completed"):
+        bob.execute("UPDATE configs SET status = 'completed' WHERE workload_id = %s", [workload])
+    bob.execute("INSERT INTO configs (workload_id, params) VALUES (%s, '{}')", [workload])
+    assert one(bob, "SELECT count(*) FROM configs WHERE workload_id = %s AND status <> 'pending'", workload) == 0
+
+
+def test_a_users_own_actions_work_and_are_logged_under_their_name(alices_work: dict[str, Any], alice: Session) -> None:
+    config = alices_work["config"]
+    alice.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])
+    clone = one(alice, "SELECT clone_config(%s, '{\"lr\": 0.001}')", config)
+    alice.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [config])
+    assert one(alice, "SELECT created_by FROM configs WHERE config_id = %s", clone) == "alice"
+    actors = alice.execute(
+        "SELECT kind, actor FROM config_events WHERE config_id = %s ORDER BY event_id", [config]
+    ).fetchall()
+    assert ("stopped", "alice") in actors and ("running", "alice") in actors
+    assert one(alice, "SELECT owner FROM workloads WHERE workload_id = %s", alices_work["workload"]) == "alice"
+
+
+def test_prepare_dataset_reads_only_what_the_caller_may_read(dsn: str, bob: Session) -> None:
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("CREATE TABLE IF NOT EXISTS payroll (salary real, grade int)")
+        admin.execute("INSERT INTO payroll SELECT g * 10, g % 3 FROM generate_series(1, 30) g")
+    with pytest.raises(errors.InsufficientPrivilege, match="payroll"):
+        bob.execute("SELECT * FROM prepare_dataset('stolen', 'payroll', 'grade')")
+    assert one(bob, "SELECT count(*) FROM datasets WHERE name = 'stolen'") == 0
