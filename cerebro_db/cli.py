@@ -45,12 +45,19 @@ def _scheduler_pid() -> int | None:
     if not path.exists():
         return None
     pid = int(path.read_text())
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _alive(pid):
         path.unlink()
         return None
     return pid
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie: a killed scheduler lingers as one until its new parent reaps it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def cmd_up(args: argparse.Namespace) -> None:

@@ -167,9 +167,9 @@ def run_scenario(home: Path, dataset: str, fault: str, point: str, *, seed: int 
         injected_at = _server_now(conn)
     tick = time.monotonic()
     FAULTS[fault](home, units)
+    _wait_until_finished(dsn, workload_id)
+    recovery = time.monotonic() - tick
     with connect(dsn) as conn:
-        _poll(f"workload {workload_id} to finish", lambda: _finished(conn, workload_id))
-        recovery = time.monotonic() - tick
         return Outcome(
             fault=fault,
             point=point,
@@ -183,6 +183,21 @@ def run_scenario(home: Path, dataset: str, fault: str, point: str, *, seed: int 
             ),
             recovery_seconds=recovery,
         )
+
+
+def _wait_until_finished(dsn: str, workload_id: int) -> None:
+    """Poll, reconnecting while the server restarts (a connection may die in a crash reset)."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                while time.monotonic() < deadline:
+                    if _finished(conn, workload_id):
+                        return
+                    time.sleep(POLL)
+        except psycopg.OperationalError:
+            time.sleep(POLL)
+    raise TimeoutError(f"gave up waiting for workload {workload_id} to finish")
 
 
 def _server_now(conn: Connection) -> datetime:

@@ -4,6 +4,12 @@
 --   SELECT * FROM prepare_dataset('fashion', 'fashion_mnist_train', 'label',
 --                                 feature_columns => '{pixels}', feature_shape => '{28,28,1}');
 
+-- Dataset names are unique across users, but row-level security hides others' datasets:
+-- SECURITY DEFINER, so that a taken name is reported as such (and nothing else is revealed).
+CREATE OR REPLACE FUNCTION dataset_name_taken(name text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = cerebro, pg_temp
+AS $$ SELECT EXISTS (SELECT 1 FROM datasets d WHERE d.name = dataset_name_taken.name) $$;
+
 CREATE OR REPLACE FUNCTION _prepare_dataset(
     name text, relation oid, source_table text, label_column text, feature_columns text[],
     validation_fraction float8, num_segments int, buffer_rows int, "normalize" text, feature_shape int[], seed int

@@ -27,7 +27,7 @@ GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_u
 -- without arguments: each is unique, so a changed signature cannot slip through).
 GRANT EXECUTE ON FUNCTION
     prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
-    raise_if_error, is_internal, caller_owns, scheduler_alive, roster_params,
+    raise_if_error, is_internal, caller_owns, scheduler_alive, roster_params, dataset_name_taken,
     _prepare_dataset, _expand_search_space, _complete_params, _clone_params, _architecture_key,
     scheduler_lock_key, config_lock_key, segment_lock_key
     TO cerebro_user;

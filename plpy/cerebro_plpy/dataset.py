@@ -154,7 +154,7 @@ def prepare_dataset(
     """
     if not name or not name.strip():
         raise PackingError("dataset name must not be empty")
-    if db.query("SELECT 1 FROM datasets WHERE name = $1", ["text"], [name]):
+    if db.query("SELECT dataset_name_taken($1) AS taken", ["text"], [name])[0]["taken"]:
         raise PackingError(f"dataset {name!r} already exists; choose another name")
     if normalize not in packing.NORMALIZATIONS:
         raise PackingError(f"unknown normalize {normalize!r}; choose one of {', '.join(packing.NORMALIZATIONS)}")

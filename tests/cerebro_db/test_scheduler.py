@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import psycopg
 
+from cerebro_db import verify
 from cerebro_db.scheduler import Scheduler
 from cerebro_plpy import packing, training
-from cerebro_plpy.state import ModelState
 from tests.conftest import TINY_CNN, launch, run_until_idle
 
 
@@ -23,23 +22,10 @@ def unit_log(conn: psycopg.Connection[Any], workload_id: int) -> list[tuple[Any,
     ).fetchall()
 
 
-def final_state(conn: psycopg.Connection[Any], config_id: int) -> ModelState:
-    row = conn.execute("SELECT state FROM model_states WHERE config_id = %s", [config_id]).fetchone()
-    assert row is not None
-    return ModelState.decode(row[0])
-
-
 def config_ids(conn: psycopg.Connection[Any], workload_id: int) -> list[int]:
     return [
         r[0] for r in conn.execute("SELECT config_id FROM configs WHERE workload_id = %s ORDER BY 1", [workload_id])
     ]
-
-
-def assert_states_equal(a: ModelState, b: ModelState) -> None:
-    assert len(a.model_variables) == len(b.model_variables)
-    assert len(a.optimizer_variables) == len(b.optimizer_variables)
-    for x, y in zip(a.model_variables + a.optimizer_variables, b.model_variables + b.optimizer_variables, strict=True):
-        assert x.dtype == y.dtype and np.array_equal(x, y), "states differ"
 
 
 def test_mop_invariants_hold_over_the_unit_log(dsn: str, conn: psycopg.Connection[Any], fashion_2seg: str) -> None:
@@ -47,23 +33,10 @@ def test_mop_invariants_hold_over_the_unit_log(dsn: str, conn: psycopg.Connectio
     workload = launch(conn, fashion_2seg, {"lr": [0.001, 0.003, 0.01], **TINY_CNN}, epochs=epochs)
     run_until_idle(dsn)
     log = unit_log(conn, workload)
-    configs = config_ids(conn, workload)
-
-    # Every config visits every segment exactly once per epoch.
-    visits: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for config, segment, epoch, _, _ in log:
-        visits[(config, epoch)].append(segment)
-    assert set(visits) == {(c, e) for c in configs for e in range(1, epochs + 1)}
-    assert all(sorted(segments) == [0, 1] for segments in visits.values())
-
-    # A config never trains on two segments at once, and its epochs come in order.
-    by_config: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in log:
-        by_config[row[0]].append(row)
-    for rows in by_config.values():
-        for before, after in zip(rows, rows[1:], strict=False):
-            assert before[4] <= after[3], f"units of config {before[0]} overlap"
-            assert before[2] <= after[2]
+    # Every config visits every segment exactly once per epoch, never on two segments at once.
+    assert verify.mop_violations(conn, workload) == []
+    assert verify.epochs_lost(conn, workload) == 0
+    assert len(log) == 3 * epochs * 2
 
     # Both segments were busy at the same time (asynchronous, not one after the other).
     assert any(a[1] != b[1] and a[3] < b[4] and b[3] < a[4] for i, a in enumerate(log) for b in log[i + 1 :]), (
@@ -88,7 +61,7 @@ def test_one_segment_mop_is_bit_identical_to_plain_keras(
     workload = launch(conn, fashion_1seg, {"lr": [0.003], "batch_size": [32], **TINY_CNN}, epochs=epochs)
     run_until_idle(dsn)
     (config,) = config_ids(conn, workload)
-    in_database = final_state(conn, config)
+    in_database = verify.final_state(conn, config)
 
     params, seed, shape, classes = conn.execute(
         "SELECT c.params, c.seed, d.feature_shape, d.num_classes FROM configs c"
@@ -106,7 +79,7 @@ def test_one_segment_mop_is_bit_identical_to_plain_keras(
     gd: dict[str, Any] = {}
     model = training.build_compiled(gd, training.ModelSpec("cnn", params, tuple(shape), classes, seed))
     model.fit(x, y, batch_size=params["batch_size"], epochs=epochs, shuffle=False, verbose=0)
-    assert_states_equal(in_database, training.capture(model))
+    assert verify.states_equal(in_database, training.capture(model))
 
 
 def test_resume_after_any_hop_is_bit_identical(dsn: str, conn: psycopg.Connection[Any], fashion_1seg: str) -> None:
@@ -115,13 +88,13 @@ def test_resume_after_any_hop_is_bit_identical(dsn: str, conn: psycopg.Connectio
     epochs = 3
     reference = launch(conn, fashion_1seg, space, epochs=epochs, seed=11)
     run_until_idle(dsn)
-    expected = final_state(conn, config_ids(conn, reference)[0])
+    expected = verify.final_state(conn, config_ids(conn, reference)[0])
     for hops in (1, 2):
         workload = launch(conn, fashion_1seg, space, epochs=epochs, seed=11)
         assert len(run_until_idle(dsn, max_units=hops)) == hops
         assert conn.execute("SELECT epochs_done FROM configs WHERE workload_id = %s", [workload]).fetchone() == (hops,)
         run_until_idle(dsn)
-        assert_states_equal(final_state(conn, config_ids(conn, workload)[0]), expected)
+        assert verify.states_equal(verify.final_state(conn, config_ids(conn, workload)[0]), expected)
 
 
 def test_run_holds_no_snapshot_across_units_and_metrics_show_up_live(

@@ -157,3 +157,10 @@ def test_prepare_dataset_reads_only_what_the_caller_may_read(dsn: str, bob: Sess
     with pytest.raises(errors.InsufficientPrivilege, match="payroll"):
         bob.execute("SELECT * FROM prepare_dataset('stolen', 'payroll', 'grade')")
     assert one(bob, "SELECT count(*) FROM datasets WHERE name = 'stolen'") == 0
+
+
+def test_a_dataset_name_taken_by_another_user_is_reported_as_taken(
+    alices_work: dict[str, Any], bob: Session, fashion_table: str
+) -> None:
+    with pytest.raises(errors.InvalidParameterValue, match="already exists"):
+        bob.execute("SELECT * FROM prepare_dataset(%s, %s, 'label')", [alices_work["dataset"], fashion_table])
