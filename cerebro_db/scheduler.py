@@ -219,8 +219,7 @@ class Scheduler:
                 result: dict[str, Any] = row[0]
                 return result
         except errors.QueryCanceled:
-            assert claimed is not None
-            if timeout is not None and time.monotonic() - started >= timeout.total_seconds():
+            if claimed is not None and timeout is not None and time.monotonic() - started >= timeout.total_seconds():
                 self._fail(
                     conn,
                     claimed[0],
@@ -229,7 +228,8 @@ class Scheduler:
                     " and was cancelled (rolled back); raise workloads.unit_timeout and resume the config",
                 )
             else:  # pg_cancel_backend: rolled back, runs again later
-                log.warning("unit of config %s on segment %s was cancelled; it will run again", claimed[0], segment)
+                config = claimed[0] if claimed else None
+                log.warning("unit of config %s on segment %s was cancelled; it will run again", config, segment)
             return None
         except errors.TransactionRollback as error:
             # A deadlock or serialization failure (e.g. with a user's workload update) is
