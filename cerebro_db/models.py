@@ -218,3 +218,16 @@ class ConfigEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class RegisteredModel(Base):
+    """A custom Keras script (``register_model``): ``entry_point(params)`` returns a compiled model."""
+
+    __tablename__ = "registered_models"
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    entry_point: Mapped[str] = mapped_column(Text, nullable=False)
+    #: Per-backend caches of the compiled script are keyed by it.
+    source_sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    owner: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
+    created_at: Mapped[datetime] = _now()

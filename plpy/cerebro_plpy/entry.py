@@ -11,7 +11,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from cerebro_plpy import dataset, procedures, roster, search_space, unit
+from cerebro_plpy import custom, dataset, procedures, roster, search_space, training, unit
+from cerebro_plpy.custom import ScriptError
 from cerebro_plpy.packing import PackingError
 from cerebro_plpy.params import ParamError
 from cerebro_plpy.plpy_adapter import PlpyDatabase
@@ -21,6 +22,8 @@ _USER_ERRORS: dict[type[Exception], str] = {
     ParamError: "check the search space and params against the model's hyper-parameters (SELECT * FROM roster)",
     PackingError: "see prepare_dataset in the README for the accepted table layouts",
     TrainingError: "the config failed; try other hyper-parameters",
+    ScriptError: "create_model(params) must return a compiled keras.Model ending in a softmax over "
+    "params['num_classes'] for inputs of shape params['input_shape']",
     unit.UnitError: "units are claimed and run by the scheduler (cerebro-db scheduler)",
 }
 
@@ -49,28 +52,29 @@ def expand_search_space(
     seed: int,
     feature_shape: list[int],
     parallelism: int,
+    registered: bool,
 ) -> str:
     return _result(
         lambda: search_space.expand(
-            model, json.loads(space), procedure, num_configs, seed, tuple(feature_shape), parallelism
+            model, json.loads(space), procedure, num_configs, seed, tuple(feature_shape), parallelism, registered
         )
     )
 
 
-def complete_params(model: str, params: str, feature_shape: list[int]) -> str:
+def complete_params(model: str, params: str, feature_shape: list[int], registered: bool) -> str:
     """A config's params checked against its model, defaults filled in (add_config, INSERT)."""
-    return _result(lambda: roster.validate(model, json.loads(params), tuple(feature_shape)))
+    return _result(lambda: roster.validate(model, json.loads(params), tuple(feature_shape), registered))
 
 
-def clone_params(model: str, params: str, overrides: str, feature_shape: list[int]) -> str:
+def clone_params(model: str, params: str, overrides: str, feature_shape: list[int], registered: bool) -> str:
     """The params of a clone: ``overrides`` applied, refused where they would change the architecture."""
 
     def merge() -> dict[str, Any]:
         source, changes = json.loads(params), json.loads(overrides)
         if not isinstance(changes, dict):
             raise ParamError(f"overrides must be a JSON object, got {changes!r}")
-        merged = roster.validate(model, {**source, **changes}, tuple(feature_shape))
-        if roster.architecture_key(model, merged) != roster.architecture_key(model, source):
+        merged = roster.validate(model, {**source, **changes}, tuple(feature_shape), registered)
+        if roster.architecture_key(model, merged, registered) != roster.architecture_key(model, source, registered):
             changed = sorted(k for k in changes if k not in ("lr", "batch_size") and changes[k] != source.get(k))
             raise ParamError(
                 f"overrides {changed} would change the model's variables; a clone keeps its source's weights, "
@@ -81,13 +85,20 @@ def clone_params(model: str, params: str, overrides: str, feature_shape: list[in
     return _result(merge)
 
 
-def architecture_key(model: str, params: str) -> str:
+def architecture_key(model: str, params: str, registered: bool) -> str:
     """Configs with the same key can take each other's state (warm start)."""
-    return json.dumps(roster.architecture_key(model, json.loads(params)))
+    return json.dumps(roster.architecture_key(model, json.loads(params), registered))
 
 
 def tpe_suggest(
-    model: str, space: str, history: str, count: int, seed: int, feature_shape: list[int], startup: int
+    model: str,
+    space: str,
+    history: str,
+    count: int,
+    seed: int,
+    feature_shape: list[int],
+    startup: int,
+    registered: bool,
 ) -> str:
     return _result(
         lambda: procedures.tpe_suggest(
@@ -98,8 +109,24 @@ def tpe_suggest(
             seed,
             tuple(feature_shape),
             startup,
+            registered,
         )
     )
+
+
+def check_model_script(gd: dict[str, Any], name: str, source: str, entry_point: str) -> str:
+    """register_model's check: the script builds a working compiled model for a sample dataset."""
+
+    def check() -> dict[str, Any]:
+        if name in roster.ROSTER:
+            raise ScriptError(f"{name!r} is a roster model; register the script under another name")
+        if not name.strip() or not entry_point.strip():
+            raise ScriptError("a registered model needs a non-empty name and entry_point")
+        training.tensorflow(gd)
+        summary = custom.check(gd, custom.Script(name, source, entry_point))
+        return {**summary, "source_sha256": custom.source_sha256(source)}
+
+    return _result(check)
 
 
 def roster_table() -> list[dict[str, Any]]:

@@ -2,6 +2,11 @@
 
 Validation never imports Keras, so ``run_model_selection`` checks a search space
 in milliseconds; only :func:`build` does.
+
+A registered model (a custom script, see :mod:`cerebro_plpy.custom`) has open
+hyper-parameters: the training ones are checked as for the roster, any other key
+with a scalar value is handed to its script as is. Callers say whether a name is
+registered (``registered=True``): only the database knows.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ class RosterModel:
     name: str
     doc: str
     architecture: tuple[Param, ...]
-    builder: Callable[[dict[str, Any], tuple[int, ...], int], keras.Model]
+    builder: Callable[[dict[str, Any], tuple[int, ...], int], keras.Model] | None
     #: Feature ranks the model accepts (1 = flat vectors, 2 = HxW, 3 = HxWxC).
     input_ranks: tuple[int, ...]
+    #: Keys beyond ``params`` are accepted (registered scripts read what they like).
+    open_params: bool = False
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -101,30 +108,49 @@ ROSTER: dict[str, RosterModel] = {
 }
 
 
-def roster_model(name: str) -> RosterModel:
-    try:
+def roster_model(name: str, registered: bool = False) -> RosterModel:
+    if name in ROSTER:
         return ROSTER[name]
-    except KeyError:
-        raise ParamError(f"unknown model {name!r}; the roster has {', '.join(sorted(ROSTER))}") from None
+    if registered:
+        return RosterModel(name, "registered script (register_model)", (), None, (1, 2, 3), open_params=True)
+    raise ParamError(f"unknown model {name!r}; the roster has {', '.join(sorted(ROSTER))} (or register_model one)")
 
 
-def validate(model: str, params: dict[str, Any], feature_shape: tuple[int, ...]) -> dict[str, Any]:
+def validate(
+    model: str, params: dict[str, Any], feature_shape: tuple[int, ...], registered: bool = False
+) -> dict[str, Any]:
     """Complete, checked params of one config of ``model`` on features of ``feature_shape``."""
-    entry = roster_model(model)
+    entry = roster_model(model, registered)
     if len(feature_shape) not in entry.input_ranks:
         raise ParamError(
             f"model {model!r} needs features of rank {' or '.join(map(str, entry.input_ranks))}, "
             f"the dataset's feature_shape is {list(feature_shape)}"
         )
-    return complete_params(entry.params, params, model)
+    if not entry.open_params:
+        return complete_params(entry.params, params, model)
+    declared = {p.name for p in entry.params}
+    extra = {key: value for key, value in params.items() if key not in declared}
+    for key, value in extra.items():
+        if isinstance(value, dict | list) or value is None:
+            raise ParamError(f"{key} must be a number, string or boolean for model {model!r}, got {value!r}")
+    given = {key: value for key, value in params.items() if key in declared}
+    return {**complete_params(entry.params, given, model), **dict(sorted(extra.items()))}
 
 
-def architecture_key(model: str, params: dict[str, Any]) -> tuple[Any, ...]:
-    """What decides the variables' structure: configs sharing it can share one compiled model."""
-    entry = roster_model(model)
+def architecture_key(model: str, params: dict[str, Any], registered: bool = False) -> tuple[Any, ...]:
+    """What decides the variables' structure: configs sharing it can share one compiled model.
+
+    A registered script may build anything from any key but lr and batch_size.
+    """
+    entry = roster_model(model, registered)
+    if entry.open_params:
+        fixed = ("lr", "batch_size", "optimizer")
+        return (model, params["optimizer"], *(f"{k}={params[k]!r}" for k in sorted(params) if k not in fixed))
     return (model, params["optimizer"], *(params[p.name] for p in entry.architecture))
 
 
 def build(model: str, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """A freshly initialised, uncompiled Keras model."""
-    return roster_model(model).builder(params, input_shape, num_classes)
+    """A freshly initialised, uncompiled Keras model of the roster."""
+    builder = roster_model(model).builder
+    assert builder is not None, "only roster models have builders"
+    return builder(params, input_shape, num_classes)

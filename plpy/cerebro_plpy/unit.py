@@ -8,7 +8,6 @@ lock is held for milliseconds at commit, never while training.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from typing import Any
@@ -36,11 +35,12 @@ SELECT c.params::text AS params, c.seed, c.status, c.epochs_done, c.max_epochs, 
        s.state, coalesce(s.visited_segments, '{}') AS visited,
        coalesce(s.epoch_rows, 0) AS epoch_rows, coalesce(s.epoch_loss_sum, 0) AS epoch_loss_sum,
        coalesce(s.epoch_metric_sum, 0) AS epoch_metric_sum, coalesce(s.epoch_seconds, 0) AS epoch_seconds,
-       unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits
+       unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits, r.source, r.entry_point
 FROM configs c
 JOIN workloads w USING (workload_id)
 JOIN datasets d ON d.name = w.dataset
 LEFT JOIN model_states s USING (config_id)
+LEFT JOIN registered_models r ON r.name = w.model
 WHERE c.config_id = $1
 """
 
@@ -120,8 +120,8 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
             f"config {config_id} may not run on segment {segment}: segments visited this epoch "
             f"{unit['visited']}, dataset segments {unit['num_segments']}"
         )
-    shape = tuple(unit["feature_shape"])
-    spec = training.ModelSpec(unit["model"], json.loads(unit["params"]), shape, unit["num_classes"], unit["seed"])
+    spec = training.ModelSpec.from_row(unit)
+    shape = spec.input_shape
     epoch = unit["epochs_done"] + 1
 
     tick = time.perf_counter()

@@ -51,5 +51,5 @@ def test_upgrade_downgrade_upgrade(cluster: ClusterConfig) -> None:
         assert conn.execute("SELECT to_regclass('cerebro.configs')").fetchone() == (None,)
     install.install(dsn, segments=1)  # upgrade again, then the API on top
     with psycopg.connect(dsn) as conn:
-        assert conn.execute("SELECT version_num FROM cerebro.alembic_version").fetchone() == ("v0_2_0",)
+        assert conn.execute("SELECT version_num FROM cerebro.alembic_version").fetchone() == ("v0_3_1",)
         assert conn.execute("SELECT count(*) FROM cerebro.leaderboard").fetchone() == (0,)

@@ -1,0 +1,36 @@
+"""v0.3.1: registered_models, the custom Keras scripts register_model stores.
+
+Revision ID: v0_3_1
+Revises: v0_2_0
+Create Date: 2026-11-23
+
+Downgrade drops the scripts; workloads that name one can no longer train.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "v0_3_1"
+down_revision: str | None = "v0_2_0"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "registered_models",
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("source", sa.Text(), nullable=False),
+        sa.Column("entry_point", sa.Text(), nullable=False),
+        sa.Column("source_sha256", sa.Text(), nullable=False),
+        sa.Column("owner", sa.Text(), server_default=sa.text("CURRENT_USER"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("registered_models_pkey")),
+        schema="cerebro",
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("registered_models", schema="cerebro")
