@@ -193,6 +193,15 @@ def cmd_wait(args: argparse.Namespace) -> None:
         print_leaderboard(conn, args.workload)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    with psycopg.connect(_dsn()) as conn:
+        row = conn.execute("SELECT export_model(%s)", [args.config_id]).fetchone()
+    assert row is not None
+    path = Path(args.output or f"config_{args.config_id}.keras")
+    path.write_bytes(row[0])
+    print(f"config {args.config_id} -> {path} ({len(row[0]):,} bytes; load it with keras.saving.load_model)")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     """Fashion-MNIST, 4 cnn configs x 3 epochs on the cluster's segments."""
     with psycopg.connect(_dsn()) as conn:
@@ -236,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     wait = commands.add_parser("wait", help="follow a workload until it finishes, then print its leaderboard")
     wait.add_argument("workload", type=int)
     wait.set_defaults(run=cmd_wait)
+    export = commands.add_parser("export", help="write a config's latest model as a .keras file")
+    export.add_argument("config_id", type=int)
+    export.add_argument("-o", "--output", help="file to write (default: config_<id>.keras)")
+    export.set_defaults(run=cmd_export)
     demo = commands.add_parser("demo", help="Fashion-MNIST model selection on the running cluster")
     demo.add_argument("--epochs", type=int, default=3)
     demo.set_defaults(run=cmd_demo)

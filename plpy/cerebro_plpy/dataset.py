@@ -14,7 +14,7 @@ from cerebro_plpy.plpy_adapter import Database
 
 FETCH_ROWS = 5000
 
-_COLUMNS_SQL = """
+COLUMNS_SQL = """
 SELECT a.attname AS name, t.typcategory AS category, t.typname AS type, e.typname AS element
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
@@ -68,23 +68,24 @@ class FeatureSource:
     shape: tuple[int, ...] | None
 
 
-def _feature_source(
-    db: Database,
-    columns: dict[str, dict[str, Any]],
-    label: str,
-    feature_columns: list[str] | None,
-    feature_shape: list[int] | None,
-) -> FeatureSource:
+def _feature_names(columns: dict[str, dict[str, Any]], label: str, feature_columns: list[str] | None) -> list[str]:
     if label not in columns:
         raise PackingError(f"label column {label!r} does not exist in the source table")
     names = feature_columns or [name for name in columns if name != label]
     if not names:
         raise PackingError("the source table has no feature columns besides the label")
+    if label in names:
+        raise PackingError(f"column {label!r} cannot be both a feature and the label")
+    return names
+
+
+def feature_source(
+    db: Database, columns: dict[str, dict[str, Any]], names: list[str], feature_shape: list[int] | None
+) -> FeatureSource:
+    """How to read feature columns ``names`` of a table whose columns are ``columns`` (rows of ``COLUMNS_SQL``)."""
     for name in names:
         if name not in columns:
             raise PackingError(f"feature column {name!r} does not exist in the source table")
-        if name == label:
-            raise PackingError(f"column {name!r} cannot be both a feature and the label")
     shape = tuple(feature_shape) if feature_shape else None
     if shape is not None and (not shape or any(d is None or d < 1 for d in shape)):
         raise PackingError(f"feature_shape must list positive dimensions, got {feature_shape}")
@@ -121,7 +122,7 @@ def _array_length(db: Database, table: str, column: str) -> tuple[int]:
     return (int(rows[0]["n"]),)
 
 
-def _decode(source: FeatureSource, raw: Any, size: int) -> np.ndarray:
+def decode(source: FeatureSource, raw: Any, size: int) -> np.ndarray:
     if raw is None:
         raise PackingError(f"feature column {source.columns[0]!r} has NULL values")
     if source.decode == "bytea":
@@ -166,10 +167,10 @@ def prepare_dataset(
         raise PackingError(
             f"num_segments must be between 1 and the cluster's {cluster_segments} segments, got {segments}"
         )
-    columns = {row["name"]: row for row in db.query(_COLUMNS_SQL, ["oid"], [relation])}
-    source = _feature_source(db, columns, label_column, feature_columns, feature_shape)
+    columns = {row["name"]: row for row in db.query(COLUMNS_SQL, ["oid"], [relation])}
+    source = feature_source(db, columns, _feature_names(columns, label_column, feature_columns), feature_shape)
 
-    table = _qualified(db, relation)
+    table = qualified(db, relation)
     count = db.query(f"SELECT count(*) AS n FROM {table}")[0]["n"]
     if count == 0:
         raise PackingError(f"source table {source_table!r} is empty")
@@ -181,7 +182,7 @@ def prepare_dataset(
     sql = f"SELECT {source.expression} AS x, {db.quote_ident(label_column)} AS y FROM {table}"
     for rows in db.batches(sql, [], [], FETCH_ROWS):
         for row in rows:
-            values = _decode(source, row["x"], size)
+            values = decode(source, row["x"], size)
             if len(values) != size:
                 raise PackingError(
                     f"a row of {', '.join(source.columns)} has {len(values)} values; feature_shape {list(shape)} "
@@ -240,7 +241,7 @@ def prepare_dataset(
     return list(summary.values())
 
 
-def _qualified(db: Database, relation: int) -> str:
+def qualified(db: Database, relation: int) -> str:
     row = db.query(
         "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.oid = $1",

@@ -11,8 +11,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from cerebro_plpy import custom, dataset, procedures, roster, search_space, training, unit
+from cerebro_plpy import custom, dataset, inference, procedures, roster, search_space, training, unit
 from cerebro_plpy.custom import ScriptError
+from cerebro_plpy.inference import InferenceError
 from cerebro_plpy.packing import PackingError
 from cerebro_plpy.params import ParamError
 from cerebro_plpy.plpy_adapter import PlpyDatabase
@@ -25,6 +26,7 @@ _USER_ERRORS: dict[type[Exception], str] = {
     ScriptError: "create_model(params) must return a compiled keras.Model ending in a softmax over "
     "params['num_classes'] for inputs of shape params['input_shape']",
     unit.UnitError: "units are claimed and run by the scheduler (cerebro-db scheduler)",
+    InferenceError: "SELECT * FROM leaderboard lists the configs and their datasets",
 }
 
 
@@ -42,6 +44,21 @@ def prepare_dataset(plpy: Any, gd: dict[str, Any], **arguments: Any) -> str:
 
 def run_unit(plpy: Any, gd: dict[str, Any], config_id: int, segment: int) -> str:
     return _result(lambda: unit.run_unit(PlpyDatabase(plpy, gd), gd, config_id, segment))
+
+
+def evaluate(plpy: Any, gd: dict[str, Any], config_id: int, dataset_name: str) -> str:
+    return _result(lambda: inference.evaluate(PlpyDatabase(plpy, gd), gd, config_id, dataset_name))
+
+
+def predict_part(plpy: Any, gd: dict[str, Any], **arguments: Any) -> str:
+    return _result(lambda: inference.predict_part(PlpyDatabase(plpy, gd), gd, **arguments))
+
+
+def export_model(plpy: Any, gd: dict[str, Any], config_id: int) -> dict[str, Any]:
+    """``{"outcome": <the usual result JSON>, "model": <.keras bytes or None>}``: bytes do not fit in JSON."""
+    exported: list[bytes] = []
+    outcome = _result(lambda: exported.append(inference.export(PlpyDatabase(plpy, gd), gd, config_id)))
+    return {"outcome": outcome, "model": exported[0] if exported else None}
 
 
 def expand_search_space(

@@ -84,7 +84,7 @@ WHERE config_id = $1
 """
 
 
-def _shard(
+def shard(
     db: Database, gd: dict[str, Any], dataset_id: int, split: str, segment: int | None, shape: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     cache: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = gd.setdefault(GD_SHARDS, OrderedDict())
@@ -125,7 +125,7 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
     epoch = unit["epochs_done"] + 1
 
     tick = time.perf_counter()
-    x, y = _shard(db, gd, unit["dataset_id"], "train", segment, shape)
+    x, y = shard(db, gd, unit["dataset_id"], "train", segment, shape)
     data_load = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -149,7 +149,7 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
     validation = None
     if epoch_done:
         tick = time.perf_counter()
-        val_x, val_y = _shard(db, gd, unit["dataset_id"], "validation", None, shape)
+        val_x, val_y = shard(db, gd, unit["dataset_id"], "validation", None, shape)
         val_loss, val_metric = training.evaluate(gd, model, val_x, val_y, EVALUATION_BATCH, db.check_interrupts)
         validation = time.perf_counter() - tick
         db.query(

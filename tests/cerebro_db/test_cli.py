@@ -61,6 +61,17 @@ def test_up_runs_a_background_scheduler_that_trains_a_workload(home: Path) -> No
     assert cli(home, "psql", "-Atc", "SELECT count(*) FROM epoch_metrics").strip() == "4"  # psql's own options pass
 
 
+def test_export_writes_a_keras_file_of_a_trained_config(home: Path, tmp_path: Path) -> None:
+    import keras
+
+    with psycopg.connect(cli(home, "dsn").strip()) as conn:
+        row = conn.execute("SELECT min(config_id) FROM configs WHERE status = 'completed'").fetchone()
+    assert row is not None and row[0] is not None, "test_up_runs_a_background_scheduler... trains the configs"
+    path = tmp_path / "best.keras"
+    assert f"-> {path}" in cli(home, "export", str(row[0]), "-o", str(path))
+    assert keras.saving.load_model(path).output_shape == (None, 3)
+
+
 @pytest.mark.slow
 def test_demo_reaches_a_sane_accuracy(home: Path) -> None:
     out = cli(home, "demo", timeout=1800)
