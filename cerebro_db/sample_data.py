@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import os
 import struct
+import sys
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -37,17 +40,8 @@ def read_fashion_mnist(split: str = "train", limit: int | None = None) -> tuple[
 
 def load_image_table(conn: psycopg.Connection, table: str, images: np.ndarray, labels: np.ndarray) -> None:
     """Create ``table(id int, label int, pixels bytea)`` holding raw uint8 pixels, if it is missing."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [table]).fetchone()
-    if exists and exists[0]:
-        return
-    name = sql.Identifier(table)
-    conn.execute(
-        sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, label int NOT NULL, pixels bytea NOT NULL)").format(name)
-    )
-    with conn.cursor().copy(sql.SQL("COPY {} (id, label, pixels) FROM STDIN").format(name)) as copy:
-        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-            copy.write_row((i, int(label), image.tobytes()))
-    conn.commit()
+    rows = ((int(label), image.tobytes()) for image, label in zip(images, labels, strict=True))
+    create_table(conn, table, FASHION_COLUMNS, rows)
 
 
 def load_fashion_mnist(conn: psycopg.Connection, table: str, limit: int | None = None) -> None:
@@ -63,20 +57,11 @@ def synthetic_tabular(rows: int, features: int, classes: int, seed: int = 0) -> 
 
 
 def load_tabular_table(conn: psycopg.Connection, table: str, x: np.ndarray, y: np.ndarray) -> None:
-    """Create ``table(id, f0 .. fN real, label int)``."""
-    columns = [sql.Identifier(f"f{i}") for i in range(x.shape[1])]
-    name = sql.Identifier(table)
-    conn.execute(
-        sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, {}, label int NOT NULL)").format(
-            name, sql.SQL(", ").join(sql.SQL("{} real").format(c) for c in columns)
-        )
+    """Create ``table(id, f0 .. fN real, label int)``, if it is missing."""
+    columns = [*((f"f{i}", "real") for i in range(x.shape[1])), ("label", "int")]
+    create_table(
+        conn, table, columns, ((*map(float, features), int(label)) for features, label in zip(x, y, strict=True))
     )
-    with conn.cursor().copy(
-        sql.SQL("COPY {} (id, {}, label) FROM STDIN").format(name, sql.SQL(", ").join(columns))
-    ) as copy:
-        for i, (features, label) in enumerate(zip(x, y, strict=True)):
-            copy.write_row((i, *map(float, features), int(label)))
-    conn.commit()
 
 
 def widedeep_file(name: str) -> Path:
@@ -121,28 +106,69 @@ def create_table(
     conn.commit()
 
 
-def load_clothing_reviews(conn: psycopg.Connection, table: str, limit: int | None = None) -> None:
-    """Women's E-Commerce Clothing Reviews: ``table(id, review text, rating int, recommended int)``.
+REVIEW_COLUMNS = (("review", "text"), ("rating", "int"), ("recommended", "int"))
+ADULT_COLUMNS = (*((name.replace("-", "_"), "real") for name in ADULT_NUMERIC), ("income", "text"))
+FASHION_COLUMNS = (("label", "int"), ("pixels", "bytea"))
 
-    A review without text keeps an empty one (the title is not part of it).
-    """
+
+def clothing_review_rows(limit: int | None = None) -> list[tuple[Any, ...]]:
+    """Women's E-Commerce Clothing Reviews as REVIEW_COLUMNS; a review without text keeps an empty one."""
     rows = _read_parquet(
         "WomensClothingE-CommerceReviews.parquet.brotli", ["Review Text", "Rating", "Recommended IND"], limit
     )
-    create_table(
-        conn,
-        table,
-        [("review", "text"), ("rating", "int"), ("recommended", "int")],
-        ((r["Review Text"] or "", r["Rating"], r["Recommended IND"]) for r in rows),
-    )
+    return [(r["Review Text"] or "", r["Rating"], r["Recommended IND"]) for r in rows]
+
+
+def adult_rows(limit: int | None = None) -> list[tuple[Any, ...]]:
+    """UCI Adult (census income) as ADULT_COLUMNS: its numeric columns and ``income`` ('<=50K' or '>50K')."""
+    rows = _read_parquet("adult.parquet.brotli", [*ADULT_NUMERIC, "income"], limit)
+    return [(*(r[name] for name in ADULT_NUMERIC), r["income"]) for r in rows]
+
+
+def fashion_rows(limit: int | None = None) -> list[tuple[Any, ...]]:
+    """Fashion-MNIST's training images as FASHION_COLUMNS: uint8 pixels, 28x28x1."""
+    images, labels = read_fashion_mnist("train", limit)
+    return [(int(label), image.tobytes()) for image, label in zip(images, labels, strict=True)]
+
+
+def load_clothing_reviews(conn: psycopg.Connection, table: str, limit: int | None = None) -> None:
+    create_table(conn, table, REVIEW_COLUMNS, clothing_review_rows(limit))
 
 
 def load_adult(conn: psycopg.Connection, table: str, limit: int | None = None) -> None:
-    """UCI Adult (census income): its numeric columns (``-`` written ``_``) and ``income`` ('<=50K' or '>50K')."""
-    rows = _read_parquet("adult.parquet.brotli", [*ADULT_NUMERIC, "income"], limit)
-    create_table(
-        conn,
-        table,
-        [*((name.replace("-", "_"), "real") for name in ADULT_NUMERIC), ("income", "text")],
-        ((*(r[name] for name in ADULT_NUMERIC), r["income"]) for r in rows),
-    )
+    create_table(conn, table, ADULT_COLUMNS, adult_rows(limit))
+
+
+#: What ``python -m cerebro_db.sample_data NAME`` prints, as (columns, rows).
+SAMPLES = {
+    "fashion-mnist": (FASHION_COLUMNS, fashion_rows),
+    "clothing-reviews": (REVIEW_COLUMNS, clothing_review_rows),
+    "adult": (ADULT_COLUMNS, adult_rows),
+}
+
+
+def _copy_field(value: Any) -> str:
+    """One field of COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bytes):
+        return "\\\\x" + value.hex()
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print a sample as COPY text rows (id first): ``\\copy t FROM PROGRAM 'python -m cerebro_db.sample_data adult'``.
+
+    The environment variable CEREBRO_SAMPLE_ROWS limits the rows (psql: ``\\setenv``).
+    """
+    parser = argparse.ArgumentParser(prog="python -m cerebro_db.sample_data", description=main.__doc__)
+    parser.add_argument("name", choices=sorted(SAMPLES))
+    args = parser.parse_args(argv)
+    limit = os.environ.get("CEREBRO_SAMPLE_ROWS")
+    _, rows = SAMPLES[args.name]
+    for i, row in enumerate(rows(int(limit) if limit else None)):
+        sys.stdout.write("\t".join(_copy_field(v) for v in (i, *row)) + "\n")
+
+
+if __name__ == "__main__":
+    main()

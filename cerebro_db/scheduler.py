@@ -75,6 +75,8 @@ class Scheduler:
         self.on_unit = on_unit
         self.idle_wait = idle_wait
         self._stop = threading.Event()
+        #: Set once :meth:`run` holds the database's scheduler lock (``scheduler_alive()`` is true).
+        self.ready = threading.Event()
 
     def stop(self) -> None:
         """Finish the units in flight, then return from :meth:`run`."""
@@ -94,6 +96,7 @@ class Scheduler:
                     "another cerebro-db scheduler is running against this database; "
                     "stop it first (cerebro-db down), or leave it to run the units"
                 )
+            self.ready.set()
             segments = [row[0] for row in control.execute("SELECT segment_id FROM segments ORDER BY 1")]
             progress = _Progress(len(segments), max_units)
             threads = [
