@@ -33,23 +33,23 @@ from cerebro_plpy import entry
 return entry.predict_part(plpy, GD, config_id=config_id, relation=relation, id_column=id_column, output_schema=output_schema, output_table=output_table, part=part, parts=parts)
 $$;
 
--- Creates output_table (id_column, label, probabilities real[]) and fills it part by part:
--- the rows are split by the hash of their id into as many parts as the config's dataset has
--- segments, one short PL/Python call each. label is the dataset's original label value;
+-- Creates output_table (id_column, label, probabilities real[]) for predict: label is the
+-- dataset's original label value (its JSON kind: bigint, float8, boolean, else text),
 -- probabilities follow the order of datasets.class_values. An unqualified output_table is
--- created in source_table's schema. Rows with a NULL id are skipped. Returns the rows written.
-CREATE OR REPLACE FUNCTION predict(config_id int, source_table regclass, id_column text, output_table text)
-RETURNS bigint
+-- created in source_table's schema. Returns where it is and into how many parts (the
+-- dataset's segments) the rows are split.
+CREATE OR REPLACE FUNCTION _predict_begin(
+    config_id int, source_table regclass, id_column text, output_table text,
+    OUT output_schema text, OUT output_name text, OUT parts int
+)
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    parts int;
     classes jsonb;
     id_type text;
     label_type text;
     target text[];
-    total bigint := 0;
 BEGIN
     IF config_id IS NULL OR source_table IS NULL OR id_column IS NULL OR output_table IS NULL THEN
         RAISE EXCEPTION 'predict needs config_id, source_table, id_column and output_table'
@@ -72,7 +72,6 @@ BEGIN
         RAISE EXCEPTION 'id column % clashes with the output columns label and probabilities', id_column
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Labels keep their JSON kind: integers, other numbers, booleans, else text.
     label_type := CASE
         WHEN (SELECT bool_and(jsonb_typeof(v) = 'number' AND (v #>> '{}')::numeric % 1 = 0)
               FROM jsonb_array_elements(classes) v) THEN 'bigint'
@@ -90,9 +89,27 @@ BEGIN
     -- id_type and label_type are type names from the catalog or the list above, never user text.
     EXECUTE format('CREATE TABLE %I.%I (%I %s, label %s, probabilities real[])',
                    target[1], target[2], id_column, id_type, label_type);
-    FOR part IN 0 .. parts - 1 LOOP
-        total := total + raise_if_error(_predict_part(config_id, source_table::oid, id_column, target[1], target[2],
-                                                      part, parts))::bigint;
+    output_schema := target[1];
+    output_name := target[2];
+END
+$$;
+
+-- The rows are split by the hash of their id into as many parts as the dataset has segments,
+-- one short PL/Python call each: here one after another, in the caller's transaction;
+-- `cerebro-db predict` runs the parts on the segments side by side. Rows with a NULL id are
+-- skipped. Returns the rows written.
+CREATE OR REPLACE FUNCTION predict(config_id int, source_table regclass, id_column text, output_table text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    target record;
+    total bigint := 0;
+BEGIN
+    SELECT * INTO target FROM _predict_begin(config_id, source_table, id_column, output_table);
+    FOR part IN 0 .. target.parts - 1 LOOP
+        total := total + raise_if_error(_predict_part(config_id, source_table::oid, id_column, target.output_schema,
+                                                      target.output_name, part, target.parts))::bigint;
     END LOOP;
     RETURN total;
 END

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from cerebro_db import sample_data
+from cerebro_db.predict import predict_on_segments
 from cerebro_plpy import text
 from tests.conftest import FASHION_ROWS, REVIEW_ROWS, TINY_CNN, run_until_idle, unique
 
@@ -115,6 +116,24 @@ def test_images_predict_with_per_channel_normalization(conn: Session, cnn_config
     accuracy = np.mean(np.array(labels) == truth)
     validated = conn.execute("SELECT val_metric FROM epoch_metrics WHERE config_id = %s", [cnn_config]).fetchone()
     assert validated is not None and accuracy == pytest.approx(validated[0], abs=0.1) and accuracy > 0.3
+
+
+def test_parts_on_the_segments_side_by_side_predict_the_same(
+    conn: Session, dsn: str, cnn_config: int, fashion_table: str
+) -> None:
+    serial, parallel = unique("fashion_serial"), unique("fashion_parallel")
+    conn.execute("SELECT predict(%s, %s, 'id', %s)", [cnn_config, fashion_table, serial])
+    assert predict_on_segments(dsn, cnn_config, fashion_table, "id", parallel) == FASHION_ROWS
+    ids, labels, probabilities = predictions(conn, serial)
+    assert predictions(conn, parallel)[:2] == (ids, labels)
+    assert np.allclose(predictions(conn, parallel)[2], probabilities, atol=1e-6)
+
+
+def test_a_failed_part_leaves_no_output_table(conn: Session, dsn: str, mlp_config: int, fashion_table: str) -> None:
+    out = unique("half_full")
+    with pytest.raises(psycopg.Error, match="feature column 'f0' does not exist"):
+        predict_on_segments(dsn, mlp_config, fashion_table, "id", out)
+    assert conn.execute("SELECT to_regclass(%s)", [out]).fetchone() == (None,)
 
 
 @pytest.mark.parametrize(
