@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import keras
 import psycopg
 import pytest
 
@@ -36,6 +39,15 @@ def test_registered_script_trains_like_a_roster_model(conn: Session, dsn: str, b
     ).fetchall()
     assert [(status, epochs) for status, epochs, _ in rows] == [("completed", 2), ("completed", 2)]
     assert max(best for *_, best in rows) > 0.5  # blobs are separable: the script really learns
+    # Its winners are used like the roster's: the exported file loads in plain Keras.
+    config = conn.execute("SELECT min(config_id) FROM configs WHERE workload_id = %s", [workload[0]]).fetchone()
+    assert config is not None
+    exported = conn.execute("SELECT export_model(%s)", [config[0]]).fetchone()
+    assert exported is not None
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "model.keras"
+        path.write_bytes(exported[0])
+        assert keras.saving.load_model(path).output_shape == (None, 3)
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload[0]])
 
 
