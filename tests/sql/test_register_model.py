@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import keras
 import psycopg
 import pytest
 
@@ -40,6 +39,8 @@ def test_registered_script_trains_like_a_roster_model(conn: Session, dsn: str, b
     assert [(status, epochs) for status, epochs, _ in rows] == [("completed", 2), ("completed", 2)]
     assert max(best for *_, best in rows) > 0.5  # blobs are separable: the script really learns
     # Its winners are used like the roster's: the exported file loads in plain Keras.
+    import keras
+
     config = conn.execute("SELECT min(config_id) FROM configs WHERE workload_id = %s", [workload[0]]).fetchone()
     assert config is not None
     exported = conn.execute("SELECT export_model(%s)", [config[0]]).fetchone()
