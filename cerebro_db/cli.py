@@ -19,6 +19,7 @@ import psycopg
 
 from cerebro_db import install, sample_data
 from cerebro_db.cluster import PG_BIN, LocalCluster, default_home
+from cerebro_db.predict import predict_on_segments
 from cerebro_db.scheduler import Scheduler, SchedulerBusy
 from cerebro_db.text_table import format_table
 
@@ -214,6 +215,21 @@ def cmd_wait(args: argparse.Namespace) -> None:
         print_leaderboard(conn, args.workload)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    with psycopg.connect(_dsn()) as conn:
+        row = conn.execute("SELECT export_model(%s)", [args.config_id]).fetchone()
+    assert row is not None
+    path = Path(args.output or f"config_{args.config_id}.keras")
+    path.write_bytes(row[0])
+    print(f"config {args.config_id} -> {path} ({len(row[0]):,} bytes; load it with keras.saving.load_model)")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    rows = predict_on_segments(_dsn(), args.config_id, args.source_table, args.id_column, args.output_table)
+    print(f"{rows:,} rows predicted into {args.output_table} in {time.monotonic() - started:.1f} s")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     """Fashion-MNIST, 4 cnn configs x 3 epochs on the cluster's segments."""
     with psycopg.connect(_dsn()) as conn:
@@ -261,6 +277,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     wait = commands.add_parser("wait", help="follow a workload until it finishes, then print its leaderboard")
     wait.add_argument("workload", type=int)
     wait.set_defaults(run=cmd_wait)
+    export = commands.add_parser("export", help="write a config's latest model as a .keras file")
+    export.add_argument("config_id", type=int)
+    export.add_argument("-o", "--output", help="file to write (default: config_<id>.keras)")
+    export.set_defaults(run=cmd_export)
+    predict = commands.add_parser("predict", help="predict(...) with its parts on the segments side by side")
+    predict.add_argument("config_id", type=int)
+    predict.add_argument("source_table")
+    predict.add_argument("id_column")
+    predict.add_argument("output_table")
+    predict.set_defaults(run=cmd_predict)
     demo = commands.add_parser("demo", help="Fashion-MNIST model selection on the running cluster")
     demo.add_argument("--epochs", type=int, default=3)
     demo.set_defaults(run=cmd_demo)

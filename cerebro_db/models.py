@@ -87,6 +87,8 @@ class Dataset(Base):
     validation_rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
     seed: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = _now()
+    #: Text datasets only: the words of token ids 3, 4, ... (fitted on the training split).
+    vocabulary: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
 
 class DatasetBuffer(Base):
@@ -222,3 +224,16 @@ class ConfigEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class RegisteredModel(Base):
+    """A custom Keras script (``register_model``): ``entry_point(params)`` returns a compiled model."""
+
+    __tablename__ = "registered_models"
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    entry_point: Mapped[str] = mapped_column(Text, nullable=False)
+    #: Per-backend caches of the compiled script are keyed by it.
+    source_sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    owner: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
+    created_at: Mapped[datetime] = _now()

@@ -79,6 +79,8 @@ class Scheduler:
         self.on_unit = on_unit
         self.idle_wait = idle_wait
         self._stop = threading.Event()
+        #: Set once :meth:`run` holds the database's scheduler lock (``scheduler_alive()`` is true).
+        self.ready = threading.Event()
 
     def stop(self) -> None:
         """Finish the units in flight, then return from :meth:`run`."""
@@ -92,6 +94,7 @@ class Scheduler:
         """
         self._stop.clear()
         control = self._connect_locked()
+        self.ready.set()
         try:
             segments = [row[0] for row in control.execute("SELECT segment_id FROM segments ORDER BY 1")]
             progress = _Progress(len(segments), max_units)

@@ -2,21 +2,25 @@
 -- returns the workload id at once (the scheduler trains it).
 --   SELECT run_model_selection('fashion', 'cnn', '{"lr":[0.001,0.01],"batch_size":[64,256]}');
 
+-- registered: whether model names a registered script (is_registered_model, 90_register_model.sql).
 DROP FUNCTION IF EXISTS _expand_search_space(text, jsonb, text, int, int, int[]);
+DROP FUNCTION IF EXISTS _expand_search_space(text, jsonb, text, int, int, int[], int);
 CREATE OR REPLACE FUNCTION _expand_search_space(
-    model text, search_space jsonb, procedure text, num_configs int, seed int, feature_shape int[], parallelism int
+    model text, search_space jsonb, procedure text, num_configs int, seed int, feature_shape int[], parallelism int,
+    registered boolean
 ) RETURNS jsonb
 LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
 AS $$
 from cerebro_plpy import entry
-return entry.expand_search_space(model, search_space, procedure, num_configs, seed, feature_shape, parallelism)
+return entry.expand_search_space(model, search_space, procedure, num_configs, seed, feature_shape, parallelism, registered)
 $$;
 
-CREATE OR REPLACE FUNCTION _architecture_key(model text, params jsonb) RETURNS text
+DROP FUNCTION IF EXISTS _architecture_key(text, jsonb);
+CREATE OR REPLACE FUNCTION _architecture_key(model text, params jsonb, registered boolean) RETURNS text
 LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
 AS $$
 from cerebro_plpy import entry
-return entry.architecture_key(model, params)
+return entry.architecture_key(model, params, registered)
 $$;
 
 CREATE OR REPLACE FUNCTION scheduler_alive() RETURNS boolean
@@ -44,7 +48,8 @@ BEGIN
     END IF;
     PERFORM set_config('cerebro.internal', 'on', true);  -- lineage is the system's to write
     WITH parent AS (
-        SELECT p.config_id, _architecture_key(w.model, p.params) AS arch, l.best_val_metric
+        SELECT p.config_id, _architecture_key(w.model, p.params, is_registered_model(w.model)) AS arch,
+               l.best_val_metric
         FROM configs p
         JOIN workloads w USING (workload_id)
         JOIN leaderboard l USING (config_id)
@@ -55,7 +60,7 @@ BEGIN
         FROM configs c
         JOIN workloads w USING (workload_id)
         CROSS JOIN LATERAL (SELECT parent.config_id FROM parent
-                            WHERE parent.arch = _architecture_key(w.model, c.params)
+                            WHERE parent.arch = _architecture_key(w.model, c.params, is_registered_model(w.model))
                             ORDER BY parent.best_val_metric DESC NULLS LAST LIMIT 1) best
         WHERE c.workload_id = warm_start_configs.workload_id
     ), copied AS (
@@ -118,7 +123,7 @@ BEGIN
     END IF;
     seed := coalesce(seed, floor(random() * 2147483647)::int);
     params := raise_if_error(_expand_search_space(model, search_space, procedure, num_configs, seed, shape,
-                                                  (SELECT count(*)::int FROM segments)));
+                                                  (SELECT count(*)::int FROM segments), is_registered_model(model)));
 
     INSERT INTO workloads (name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
                            parent_workload_id, warm_start, unit_timeout)

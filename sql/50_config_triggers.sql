@@ -5,11 +5,13 @@
 --   change max_epochs (not below epochs_done).
 -- The system's own updates (run_unit, fail_config, procedures) run with cerebro.internal = on.
 
-CREATE OR REPLACE FUNCTION _complete_params(model text, params jsonb, feature_shape int[]) RETURNS jsonb
+DROP FUNCTION IF EXISTS _complete_params(text, jsonb, int[]);
+CREATE OR REPLACE FUNCTION _complete_params(model text, params jsonb, feature_shape int[], registered boolean)
+RETURNS jsonb
 LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
 AS $$
 from cerebro_plpy import entry
-return entry.complete_params(model, params, feature_shape)
+return entry.complete_params(model, params, feature_shape, registered)
 $$;
 
 -- INSERT INTO configs (workload_id, params): params are validated against the workload's
@@ -25,7 +27,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown workload %', NEW.workload_id USING ERRCODE = 'undefined_object';
     END IF;
-    NEW.params := raise_if_error(_complete_params(workload.model, NEW.params, workload.feature_shape));
+    NEW.params := raise_if_error(_complete_params(workload.model, NEW.params, workload.feature_shape,
+                                                  is_registered_model(workload.model)));
     NEW.max_epochs := coalesce(NEW.max_epochs, workload.max_epochs);
     IF NOT is_internal() THEN
         NEW.status := 'pending';

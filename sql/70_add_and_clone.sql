@@ -9,12 +9,14 @@ AS $$
     RETURNING config_id
 $$;
 
-CREATE OR REPLACE FUNCTION _clone_params(model text, params jsonb, overrides jsonb, feature_shape int[])
-RETURNS jsonb
+DROP FUNCTION IF EXISTS _clone_params(text, jsonb, jsonb, int[]);
+CREATE OR REPLACE FUNCTION _clone_params(
+    model text, params jsonb, overrides jsonb, feature_shape int[], registered boolean
+) RETURNS jsonb
 LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
 AS $$
 from cerebro_plpy import entry
-return entry.clone_params(model, params, overrides, feature_shape)
+return entry.clone_params(model, params, overrides, feature_shape, registered)
 $$;
 
 -- The clone starts where its source's last committed hop left it (same epoch, same
@@ -58,7 +60,7 @@ BEGIN
     INSERT INTO configs (workload_id, params, status, epochs_done, max_epochs, seed, cloned_from, created_by)
     VALUES (source.workload_id,
             raise_if_error(_clone_params(source.model, source.params, overrides - 'max_epochs',
-                                         source.feature_shape)),
+                                         source.feature_shape, is_registered_model(source.model))),
             'pending', source.epochs_done,
             coalesce((overrides ->> 'max_epochs')::int, source.max_epochs), source.seed, clone_config.config_id,
             session_user)

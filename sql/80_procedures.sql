@@ -49,13 +49,15 @@ BEGIN
 END
 $$;
 
+DROP FUNCTION IF EXISTS _tpe_suggest(text, jsonb, jsonb, int, int, int[], int);
 CREATE OR REPLACE FUNCTION _tpe_suggest(
-    model text, search_space jsonb, history jsonb, count int, seed int, feature_shape int[], startup int
+    model text, search_space jsonb, history jsonb, count int, seed int, feature_shape int[], startup int,
+    registered boolean
 ) RETURNS jsonb
 LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 from cerebro_plpy import entry
-return entry.tpe_suggest(model, search_space, history, count, seed, feature_shape, startup)
+return entry.tpe_suggest(model, search_space, history, count, seed, feature_shape, startup, registered)
 $$;
 
 -- TPE keeps one config per segment in flight until the workload has num_configs configs.
@@ -87,7 +89,7 @@ BEGIN
     SELECT hyperopt_observe.workload_id, p.value, ((w.seed::bigint + total + p.k) % 2147483647)::int
     FROM jsonb_array_elements(raise_if_error(_tpe_suggest(
         w.model, w.search_space, history, wanted, w.seed + total, w.feature_shape,
-        (SELECT count(*)::int FROM segments)))) WITH ORDINALITY AS p(value, k);
+        (SELECT count(*)::int FROM segments), is_registered_model(w.model)))) WITH ORDINALITY AS p(value, k);
     PERFORM set_config('cerebro.reason', '', true);
 END
 $$;

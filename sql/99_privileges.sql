@@ -4,12 +4,13 @@
 -- Row-level security (migrations/v0_3_0) then limits every row to its owner.
 
 REVOKE ALL ON ALL TABLES IN SCHEMA cerebro FROM PUBLIC;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA cerebro FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA cerebro FROM PUBLIC;
 GRANT USAGE ON SCHEMA cerebro TO cerebro_user;
 
 -- Reading: the catalog of one's own work, and the views over it (security_invoker).
 GRANT SELECT ON segments, datasets, dataset_buffers, workloads, configs, units, epoch_metrics, config_events,
-                leaderboard, roster, workload_progress, segment_activity, workload_lineage, active_units
+                registered_models, leaderboard, roster, workload_progress, segment_activity, workload_lineage,
+                active_units
     TO cerebro_user;
 
 -- prepare_dataset runs with the caller's rights, so it reads only tables the caller may read.
@@ -27,7 +28,14 @@ GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_u
 -- without arguments: each is unique, so a changed signature cannot slip through).
 GRANT EXECUTE ON FUNCTION
     prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
+    evaluate, predict, export_model,
     raise_if_error, is_internal, caller_owns, scheduler_alive, roster_params, dataset_name_taken,
+    is_registered_model, config_state,
     _prepare_dataset, _expand_search_space, _complete_params, _clone_params, _architecture_key,
+    _evaluate, _predict_begin, _predict_part, _export_model,
     scheduler_lock_key, config_lock_key, segment_lock_key
     TO cerebro_user;
+GRANT EXECUTE ON PROCEDURE wait_for_workload TO cerebro_user;
+
+-- Custom scripts run as the server's own Python: registering one is the admins' alone.
+GRANT EXECUTE ON FUNCTION register_model TO cerebro_admin;

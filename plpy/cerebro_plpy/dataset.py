@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from cerebro_plpy import packing
+from cerebro_plpy import packing, text
 from cerebro_plpy.packing import PackingError
 from cerebro_plpy.plpy_adapter import Database
 
 FETCH_ROWS = 5000
 
-_COLUMNS_SQL = """
+COLUMNS_SQL = """
 SELECT a.attname AS name, t.typcategory AS category, t.typname AS type, e.typname AS element
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
@@ -26,8 +26,8 @@ ORDER BY a.attnum
 _INSERT_DATASET_SQL = """
 INSERT INTO datasets (name, source_table, label_column, feature_columns, feature_shape, num_classes,
                       class_values, normalize, norm_shift, norm_scale, num_segments, buffer_rows,
-                      validation_fraction, train_rows, validation_rows, seed)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                      validation_fraction, train_rows, validation_rows, seed, vocabulary)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 RETURNING dataset_id
 """
 _INSERT_DATASET_TYPES = (
@@ -47,6 +47,7 @@ _INSERT_DATASET_TYPES = (
     "int8",
     "int8",
     "int4",
+    "text[]",
 )
 
 _INSERT_BUFFER_SQL = """
@@ -64,31 +65,34 @@ class FeatureSource:
 
     columns: list[str]
     expression: str
-    decode: str  # 'float8-array' | 'float4-array' | 'bytea'
+    decode: str  # 'float8-array' | 'float4-array' | 'bytea' | 'text'
     shape: tuple[int, ...] | None
 
 
-def _feature_source(
-    db: Database,
-    columns: dict[str, dict[str, Any]],
-    label: str,
-    feature_columns: list[str] | None,
-    feature_shape: list[int] | None,
-) -> FeatureSource:
+def _feature_names(columns: dict[str, dict[str, Any]], label: str, feature_columns: list[str] | None) -> list[str]:
     if label not in columns:
         raise PackingError(f"label column {label!r} does not exist in the source table")
     names = feature_columns or [name for name in columns if name != label]
     if not names:
         raise PackingError("the source table has no feature columns besides the label")
+    if label in names:
+        raise PackingError(f"column {label!r} cannot be both a feature and the label")
+    return names
+
+
+def feature_source(
+    db: Database, columns: dict[str, dict[str, Any]], names: list[str], feature_shape: list[int] | None
+) -> FeatureSource:
+    """How to read feature columns ``names`` of a table whose columns are ``columns`` (rows of ``COLUMNS_SQL``)."""
     for name in names:
         if name not in columns:
             raise PackingError(f"feature column {name!r} does not exist in the source table")
-        if name == label:
-            raise PackingError(f"column {name!r} cannot be both a feature and the label")
     shape = tuple(feature_shape) if feature_shape else None
     if shape is not None and (not shape or any(d is None or d < 1 for d in shape)):
         raise PackingError(f"feature_shape must list positive dimensions, got {feature_shape}")
     first = columns[names[0]]
+    if len(names) == 1 and first["category"] == "S":
+        return FeatureSource(names, f"{db.quote_ident(names[0])}::text", "text", shape)
     if len(names) == 1 and first["type"] == "bytea":
         if shape is None:
             raise PackingError(f"bytea feature column {names[0]!r} needs feature_shape, e.g. '{{28,28,1}}'")
@@ -121,7 +125,7 @@ def _array_length(db: Database, table: str, column: str) -> tuple[int]:
     return (int(rows[0]["n"]),)
 
 
-def _decode(source: FeatureSource, raw: Any, size: int) -> np.ndarray:
+def decode(source: FeatureSource, raw: Any, size: int) -> np.ndarray:
     if raw is None:
         raise PackingError(f"feature column {source.columns[0]!r} has NULL values")
     if source.decode == "bytea":
@@ -146,11 +150,16 @@ def prepare_dataset(
     normalize: str,
     feature_shape: list[int] | None,
     seed: int,
+    sequence_length: int = 128,
+    vocabulary_size: int = 20000,
 ) -> list[dict[str, Any]]:
     """Pack ``relation`` (the resolved oid of ``source_table``) into dataset ``name``.
 
-    Returns one summary row per segment. Validates everything before it writes,
-    and runs inside the caller's transaction, so a failure leaves nothing behind.
+    A single text column is tokenized (:mod:`cerebro_plpy.text`) with a vocabulary of
+    ``vocabulary_size`` ids fitted on the training split, into ``sequence_length`` token
+    ids per row; token ids are never normalized. Returns one summary row per segment.
+    Validates everything before it writes, and runs inside the caller's transaction, so a
+    failure leaves nothing behind.
     """
     if not name or not name.strip():
         raise PackingError("dataset name must not be empty")
@@ -166,22 +175,32 @@ def prepare_dataset(
         raise PackingError(
             f"num_segments must be between 1 and the cluster's {cluster_segments} segments, got {segments}"
         )
-    columns = {row["name"]: row for row in db.query(_COLUMNS_SQL, ["oid"], [relation])}
-    source = _feature_source(db, columns, label_column, feature_columns, feature_shape)
+    columns = {row["name"]: row for row in db.query(COLUMNS_SQL, ["oid"], [relation])}
+    source = feature_source(db, columns, _feature_names(columns, label_column, feature_columns), feature_shape)
 
-    table = _qualified(db, relation)
+    table = qualified(db, relation)
     count = db.query(f"SELECT count(*) AS n FROM {table}")[0]["n"]
     if count == 0:
         raise PackingError(f"source table {source_table!r} is empty")
 
-    shape = source.shape or _array_length(db, table, source.columns[0])
+    is_text = source.decode == "text"
+    if is_text:
+        shape: tuple[int, ...] = (sequence_length,)
+        normalize = "none"
+    else:
+        shape = source.shape or _array_length(db, table, source.columns[0])
     size = int(np.prod(shape))
-    x = np.empty((count, size), dtype=np.float32)
+    x = np.empty((0 if is_text else count, size), dtype=np.float32)
+    documents: list[list[str]] = []
     labels: list[Any] = []
     sql = f"SELECT {source.expression} AS x, {db.quote_ident(label_column)} AS y FROM {table}"
     for rows in db.batches(sql, [], [], FETCH_ROWS):
         for row in rows:
-            values = _decode(source, row["x"], size)
+            if is_text:
+                documents.append(text.tokenize(row["x"]))
+                labels.append(row["y"])
+                continue
+            values = decode(source, row["x"], size)
             if len(values) != size:
                 raise PackingError(
                     f"a row of {', '.join(source.columns)} has {len(values)} values; feature_shape {list(shape)} "
@@ -192,6 +211,10 @@ def prepare_dataset(
     y, classes = packing.encode_labels(labels)
 
     train_order, validation_order = packing.shuffle_split(len(y), validation_fraction, seed)
+    vocabulary = None
+    if is_text:
+        vocabulary = text.fit_vocabulary([documents[i] for i in train_order], vocabulary_size)
+        x = text.encode(documents, vocabulary, sequence_length)
     norm = packing.Normalization.fit(normalize, x[train_order], shape)
     x = norm.apply(x)
     rows_per_buffer = buffer_rows if buffer_rows is not None else packing.default_buffer_rows(size or 1)
@@ -219,6 +242,7 @@ def prepare_dataset(
             len(train_order),
             len(validation_order),
             seed,
+            vocabulary,
         ],
     )[0]["dataset_id"]
     summary = {s: {"segment": s, "train_rows": 0, "validation_rows": 0} for s in range(segments)}
@@ -240,7 +264,7 @@ def prepare_dataset(
     return list(summary.values())
 
 
-def _qualified(db: Database, relation: int) -> str:
+def qualified(db: Database, relation: int) -> str:
     row = db.query(
         "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.oid = $1",

@@ -11,7 +11,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from cerebro_plpy import dataset, procedures, roster, search_space, unit
+from cerebro_plpy import custom, dataset, inference, procedures, roster, search_space, training, unit
+from cerebro_plpy.custom import ScriptError
+from cerebro_plpy.inference import InferenceError
 from cerebro_plpy.packing import PackingError
 from cerebro_plpy.params import ParamError
 from cerebro_plpy.plpy_adapter import PlpyDatabase
@@ -21,7 +23,10 @@ _USER_ERRORS: dict[type[Exception], str] = {
     ParamError: "check the search space and params against the model's hyper-parameters (SELECT * FROM roster)",
     PackingError: "see prepare_dataset in the README for the accepted table layouts",
     TrainingError: "the config failed; try other hyper-parameters",
+    ScriptError: "create_model(params) must return a compiled keras.Model ending in a softmax over "
+    "params['num_classes'] for inputs of shape params['input_shape']",
     unit.UnitError: "units are claimed and run by the scheduler (cerebro-db scheduler)",
+    InferenceError: "SELECT * FROM leaderboard lists the configs and their datasets",
 }
 
 
@@ -41,6 +46,21 @@ def run_unit(plpy: Any, gd: dict[str, Any], config_id: int, segment: int) -> str
     return _result(lambda: unit.run_unit(PlpyDatabase(plpy, gd), gd, config_id, segment))
 
 
+def evaluate(plpy: Any, gd: dict[str, Any], config_id: int, dataset_name: str) -> str:
+    return _result(lambda: inference.evaluate(PlpyDatabase(plpy, gd), gd, config_id, dataset_name))
+
+
+def predict_part(plpy: Any, gd: dict[str, Any], **arguments: Any) -> str:
+    return _result(lambda: inference.predict_part(PlpyDatabase(plpy, gd), gd, **arguments))
+
+
+def export_model(plpy: Any, gd: dict[str, Any], config_id: int) -> dict[str, Any]:
+    """``{"outcome": <the usual result JSON>, "model": <.keras bytes or None>}``: bytes do not fit in JSON."""
+    exported: list[bytes] = []
+    outcome = _result(lambda: exported.append(inference.export(PlpyDatabase(plpy, gd), gd, config_id)))
+    return {"outcome": outcome, "model": exported[0] if exported else None}
+
+
 def expand_search_space(
     model: str,
     space: str,
@@ -49,28 +69,29 @@ def expand_search_space(
     seed: int,
     feature_shape: list[int],
     parallelism: int,
+    registered: bool,
 ) -> str:
     return _result(
         lambda: search_space.expand(
-            model, json.loads(space), procedure, num_configs, seed, tuple(feature_shape), parallelism
+            model, json.loads(space), procedure, num_configs, seed, tuple(feature_shape), parallelism, registered
         )
     )
 
 
-def complete_params(model: str, params: str, feature_shape: list[int]) -> str:
+def complete_params(model: str, params: str, feature_shape: list[int], registered: bool) -> str:
     """A config's params checked against its model, defaults filled in (add_config, INSERT)."""
-    return _result(lambda: roster.validate(model, json.loads(params), tuple(feature_shape)))
+    return _result(lambda: roster.validate(model, json.loads(params), tuple(feature_shape), registered))
 
 
-def clone_params(model: str, params: str, overrides: str, feature_shape: list[int]) -> str:
+def clone_params(model: str, params: str, overrides: str, feature_shape: list[int], registered: bool) -> str:
     """The params of a clone: ``overrides`` applied, refused where they would change the architecture."""
 
     def merge() -> dict[str, Any]:
         source, changes = json.loads(params), json.loads(overrides)
         if not isinstance(changes, dict):
             raise ParamError(f"overrides must be a JSON object, got {changes!r}")
-        merged = roster.validate(model, {**source, **changes}, tuple(feature_shape))
-        if roster.architecture_key(model, merged) != roster.architecture_key(model, source):
+        merged = roster.validate(model, {**source, **changes}, tuple(feature_shape), registered)
+        if roster.architecture_key(model, merged, registered) != roster.architecture_key(model, source, registered):
             changed = sorted(k for k in changes if k not in ("lr", "batch_size") and changes[k] != source.get(k))
             raise ParamError(
                 f"overrides {changed} would change the model's variables; a clone keeps its source's weights, "
@@ -81,13 +102,20 @@ def clone_params(model: str, params: str, overrides: str, feature_shape: list[in
     return _result(merge)
 
 
-def architecture_key(model: str, params: str) -> str:
+def architecture_key(model: str, params: str, registered: bool) -> str:
     """Configs with the same key can take each other's state (warm start)."""
-    return json.dumps(roster.architecture_key(model, json.loads(params)))
+    return json.dumps(roster.architecture_key(model, json.loads(params), registered))
 
 
 def tpe_suggest(
-    model: str, space: str, history: str, count: int, seed: int, feature_shape: list[int], startup: int
+    model: str,
+    space: str,
+    history: str,
+    count: int,
+    seed: int,
+    feature_shape: list[int],
+    startup: int,
+    registered: bool,
 ) -> str:
     return _result(
         lambda: procedures.tpe_suggest(
@@ -98,8 +126,24 @@ def tpe_suggest(
             seed,
             tuple(feature_shape),
             startup,
+            registered,
         )
     )
+
+
+def check_model_script(gd: dict[str, Any], name: str, source: str, entry_point: str) -> str:
+    """register_model's check: the script builds a working compiled model for a sample dataset."""
+
+    def check() -> dict[str, Any]:
+        if name in roster.ROSTER:
+            raise ScriptError(f"{name!r} is a roster model; register the script under another name")
+        if not name.strip() or not entry_point.strip():
+            raise ScriptError("a registered model needs a non-empty name and entry_point")
+        training.tensorflow(gd)
+        summary = custom.check(gd, custom.Script(name, source, entry_point))
+        return {**summary, "source_sha256": custom.source_sha256(source)}
+
+    return _result(check)
 
 
 def roster_table() -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ def tpe_suggest(
     seed: int,
     feature_shape: tuple[int, ...],
     startup: int,
+    registered: bool = False,
 ) -> list[dict[str, Any]]:
     """``count`` new configs' complete params, from TPE over ``history``.
 
@@ -49,8 +50,9 @@ def tpe_suggest(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dimensions = search_space.parse(model, space)
-    distributions = {key: _distribution(dim, search_space.declared_kind(model, key)) for key, dim in dimensions.items()}
+    dimensions = search_space.parse(model, space, registered)
+    declared = search_space.declared_params(model, space, registered)
+    distributions = {key: _distribution(dim, declared[key].kind) for key, dim in dimensions.items()}
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for params, value in history:
@@ -63,5 +65,5 @@ def tpe_suggest(
     for _ in range(count):
         trial = study.ask(distributions)
         point = {key: value.item() if hasattr(value, "item") else value for key, value in trial.params.items()}
-        suggestions.append(roster.validate(model, point, feature_shape))
+        suggestions.append(roster.validate(model, point, feature_shape, registered))
     return suggestions

@@ -2,6 +2,11 @@
 
 Validation never imports Keras, so ``run_model_selection`` checks a search space
 in milliseconds; only :func:`build` does.
+
+A registered model (a custom script, see :mod:`cerebro_plpy.custom`) has open
+hyper-parameters: the training ones are checked as for the roster, any other key
+with a scalar value is handed to its script as is. Callers say whether a name is
+registered (``registered=True``): only the database knows.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ class RosterModel:
     name: str
     doc: str
     architecture: tuple[Param, ...]
-    builder: Callable[[dict[str, Any], tuple[int, ...], int], keras.Model]
+    builder: Callable[[dict[str, Any], tuple[int, ...], int], keras.Model] | None
     #: Feature ranks the model accepts (1 = flat vectors, 2 = HxW, 3 = HxWxC).
     input_ranks: tuple[int, ...]
+    #: Keys beyond ``params`` are accepted (registered scripts read what they like).
+    open_params: bool = False
+    #: Checks across parameters and the feature shape; raises :class:`ParamError`.
+    check: Callable[[dict[str, Any], tuple[int, ...]], None] | None = None
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -63,6 +72,103 @@ def _build_cnn(params: dict[str, Any], input_shape: tuple[int, ...], num_classes
     return keras.Sequential(layers, name="cnn")
 
 
+#: keras.applications refuse smaller images.
+MIN_IMAGE_SIZE = 32
+
+
+def _image_size(params: dict[str, Any], input_shape: tuple[int, ...]) -> int:
+    return int(params["image_size"]) or max(MIN_IMAGE_SIZE, *input_shape[:2])
+
+
+def _check_image_size(params: dict[str, Any], input_shape: tuple[int, ...]) -> None:
+    if 0 < params["image_size"] < MIN_IMAGE_SIZE:
+        raise ParamError(f"image_size must be 0 (automatic) or at least {MIN_IMAGE_SIZE}, got {params['image_size']}")
+
+
+def _application(
+    name: str,
+    params: dict[str, Any],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    backbone: Callable[[tuple[int, int, int], int], keras.Model],
+) -> keras.Model:
+    """A keras.applications network (no weights) behind a reshape to HxWxC and, if needed, a resize."""
+    import keras
+
+    height, width, channels = input_shape if len(input_shape) == 3 else (*input_shape, 1)
+    size = _image_size(params, input_shape)
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Reshape((height, width, channels))(inputs)
+    if (height, width) != (size, size):
+        x = keras.layers.Resizing(size, size)(x)
+    return keras.Model(inputs, backbone((size, size, channels), num_classes)(x), name=name)
+
+
+def _build_resnet50(params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    import keras
+
+    return _application(
+        "resnet50",
+        params,
+        input_shape,
+        num_classes,
+        lambda shape, classes: keras.applications.ResNet50(weights=None, input_shape=shape, classes=classes),
+    )
+
+
+def _build_mobilenetv2(params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    import keras
+
+    return _application(
+        "mobilenetv2",
+        params,
+        input_shape,
+        num_classes,
+        lambda shape, classes: keras.applications.MobileNetV2(
+            weights=None, input_shape=shape, classes=classes, alpha=params["alpha"]
+        ),
+    )
+
+
+def _check_bert(params: dict[str, Any], input_shape: tuple[int, ...]) -> None:
+    if params["hidden_size"] % params["num_heads"]:
+        raise ParamError(f"hidden_size {params['hidden_size']} must be a multiple of num_heads {params['num_heads']}")
+
+
+def _build_bert(params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """A BERT-style encoder over token ids (stored as float32; 0 pads), classifying from the first position."""
+    import keras
+
+    (length,) = input_shape
+    hidden, dropout, heads = params["hidden_size"], params["dropout"], params["num_heads"]
+    tokens = keras.Input(input_shape)
+    embedded = keras.layers.Embedding(params["vocabulary_size"], hidden, mask_zero=True)(tokens)
+    positions = keras.ops.cumsum(keras.ops.ones_like(tokens), axis=1) - 1  # 0 .. length - 1 in every row
+    x = keras.layers.Add()([embedded, keras.layers.Embedding(length, hidden)(positions)])
+    x = keras.layers.LayerNormalization(epsilon=1e-12)(x)
+    for _ in range(params["num_layers"]):
+        attention = keras.layers.MultiHeadAttention(heads, hidden // heads, dropout=dropout)(x, x)
+        x = keras.layers.LayerNormalization(epsilon=1e-12)(
+            keras.layers.Add()([x, keras.layers.Dropout(dropout)(attention)])
+        )
+        feed_forward = keras.layers.Dense(params["intermediate_size"], activation="gelu")(x)
+        feed_forward = keras.layers.Dropout(dropout)(keras.layers.Dense(hidden)(feed_forward))
+        x = keras.layers.LayerNormalization(epsilon=1e-12)(keras.layers.Add()([x, feed_forward]))
+    # The first position (the text tokenizer's start token) is never padding: a masked mean
+    # over an all-padding row would divide by zero.
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x[:, 0, :])
+    return keras.Model(tokens, outputs, name="bert")
+
+
+_IMAGE_SIZE = Param(
+    "image_size",
+    int,
+    0,
+    f"side the images are resized to; 0 = their own size, at least {MIN_IMAGE_SIZE} (the applications' minimum)",
+    low=0,
+    high=1024,
+)
+
 ROSTER: dict[str, RosterModel] = {
     model.name: model
     for model in (
@@ -97,34 +203,97 @@ ROSTER: dict[str, RosterModel] = {
             _build_cnn,
             (2, 3),
         ),
+        RosterModel(
+            "resnet50",
+            "keras.applications.ResNet50 without pretrained weights, for images (grayscale included)",
+            (_IMAGE_SIZE,),
+            _build_resnet50,
+            (2, 3),
+            check=_check_image_size,
+        ),
+        RosterModel(
+            "mobilenetv2",
+            "keras.applications.MobileNetV2 without pretrained weights, for images (grayscale included)",
+            (
+                Param("alpha", float, 1.0, "width multiplier of every layer", choices=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4)),
+                _IMAGE_SIZE,
+            ),
+            _build_mobilenetv2,
+            (2, 3),
+            check=_check_image_size,
+        ),
+        RosterModel(
+            "bert",
+            "BERT-style transformer encoder over token ids (a text dataset's features); sequence length from the data",
+            (
+                Param("num_layers", int, 2, "transformer blocks", low=1, high=48),
+                Param("num_heads", int, 2, "attention heads per block (must divide hidden_size)", low=1, high=64),
+                Param("hidden_size", int, 64, "width of the embeddings and blocks", low=2, high=4096),
+                Param("intermediate_size", int, 128, "units of each block's feed-forward layer", low=1, high=16384),
+                Param(
+                    "vocabulary_size",
+                    int,
+                    20000,
+                    "token embedding rows: at least the dataset's vocabulary_size (token ids must be below it)",
+                    low=2,
+                    high=2_000_000,
+                ),
+                Param("dropout", float, 0.1, "dropout after attention and feed-forward", low=0.0, high=0.95),
+            ),
+            _build_bert,
+            (1,),
+            check=_check_bert,
+        ),
     )
 }
 
 
-def roster_model(name: str) -> RosterModel:
-    try:
+def roster_model(name: str, registered: bool = False) -> RosterModel:
+    if name in ROSTER:
         return ROSTER[name]
-    except KeyError:
-        raise ParamError(f"unknown model {name!r}; the roster has {', '.join(sorted(ROSTER))}") from None
+    if registered:
+        return RosterModel(name, "registered script (register_model)", (), None, (1, 2, 3), open_params=True)
+    raise ParamError(f"unknown model {name!r}; the roster has {', '.join(sorted(ROSTER))} (or register_model one)")
 
 
-def validate(model: str, params: dict[str, Any], feature_shape: tuple[int, ...]) -> dict[str, Any]:
+def validate(
+    model: str, params: dict[str, Any], feature_shape: tuple[int, ...], registered: bool = False
+) -> dict[str, Any]:
     """Complete, checked params of one config of ``model`` on features of ``feature_shape``."""
-    entry = roster_model(model)
+    entry = roster_model(model, registered)
     if len(feature_shape) not in entry.input_ranks:
         raise ParamError(
             f"model {model!r} needs features of rank {' or '.join(map(str, entry.input_ranks))}, "
             f"the dataset's feature_shape is {list(feature_shape)}"
         )
-    return complete_params(entry.params, params, model)
+    if not entry.open_params:
+        completed = complete_params(entry.params, params, model)
+        if entry.check is not None:
+            entry.check(completed, feature_shape)
+        return completed
+    declared = {p.name for p in entry.params}
+    extra = {key: value for key, value in params.items() if key not in declared}
+    for key, value in extra.items():
+        if isinstance(value, dict | list) or value is None:
+            raise ParamError(f"{key} must be a number, string or boolean for model {model!r}, got {value!r}")
+    given = {key: value for key, value in params.items() if key in declared}
+    return {**complete_params(entry.params, given, model), **dict(sorted(extra.items()))}
 
 
-def architecture_key(model: str, params: dict[str, Any]) -> tuple[Any, ...]:
-    """What decides the variables' structure: configs sharing it can share one compiled model."""
-    entry = roster_model(model)
+def architecture_key(model: str, params: dict[str, Any], registered: bool = False) -> tuple[Any, ...]:
+    """What decides the variables' structure: configs sharing it can share one compiled model.
+
+    A registered script may build anything from any key but lr and batch_size.
+    """
+    entry = roster_model(model, registered)
+    if entry.open_params:
+        fixed = ("lr", "batch_size", "optimizer")
+        return (model, params["optimizer"], *(f"{k}={params[k]!r}" for k in sorted(params) if k not in fixed))
     return (model, params["optimizer"], *(params[p.name] for p in entry.architecture))
 
 
 def build(model: str, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """A freshly initialised, uncompiled Keras model."""
-    return roster_model(model).builder(params, input_shape, num_classes)
+    """A freshly initialised, uncompiled Keras model of the roster."""
+    builder = roster_model(model).builder
+    assert builder is not None, "only roster models have builders"
+    return builder(params, input_shape, num_classes)

@@ -38,11 +38,35 @@ class Range:
 Dimension = Choices | Range
 
 
-def parse(model: str, space: Any) -> dict[str, Dimension]:
+def declared_params(model: str, space: Any, registered: bool = False) -> dict[str, Param]:
+    """The model's parameters; for a registered script also the space's own keys, typed by their values."""
+    entry = roster.roster_model(model, registered)
+    declared = {p.name: p for p in entry.params}
+    if entry.open_params and isinstance(space, dict):
+        for key, spec in space.items():
+            declared.setdefault(key, _inferred(key, spec))
+    return declared
+
+
+def _inferred(key: str, spec: Any) -> Param:
+    """A registered script's own key: ``str`` if all values are strings, ``int`` if all are integers, else ``float``."""
+    if isinstance(spec, dict):
+        values = spec["choices"] if "choices" in spec else [spec.get("min"), spec.get("max")]
+    else:
+        values = spec if isinstance(spec, list) else [spec]
+    if not isinstance(values, list):
+        return Param(key, float, None, "a registered script's parameter")
+    if values and all(isinstance(v, str) for v in values):
+        return Param(key, str, None, "a registered script's parameter")
+    kind = int if all(isinstance(v, int) and not isinstance(v, bool) for v in values) else float
+    return Param(key, kind, None, "a registered script's parameter")
+
+
+def parse(model: str, space: Any, registered: bool = False) -> dict[str, Dimension]:
     """The dimensions of ``space``, each checked against the model's parameters."""
     if not isinstance(space, dict) or not space:
         raise ParamError(f"search_space must be a non-empty JSON object, got {space!r}")
-    declared = {p.name: p for p in roster.roster_model(model).params}
+    declared = declared_params(model, space, registered)
     dimensions: dict[str, Dimension] = {}
     for key, spec in space.items():
         if key not in declared:
@@ -98,6 +122,7 @@ def expand(
     seed: int,
     feature_shape: tuple[int, ...],
     parallelism: int = 1,
+    registered: bool = False,
 ) -> list[dict[str, Any]]:
     """The complete, validated params of each config ``procedure`` starts with.
 
@@ -107,7 +132,8 @@ def expand(
     """
     if procedure not in PROCEDURES:
         raise ParamError(f"unknown procedure {procedure!r}; choose one of {', '.join(PROCEDURES)}")
-    dimensions = parse(model, space)
+    dimensions = parse(model, space, registered)
+    declared = declared_params(model, space, registered)
     if procedure == "hyperband" and num_configs is None:
         procedure = "grid"
     if procedure == "grid":
@@ -127,14 +153,9 @@ def expand(
         count = min(num_configs, max(1, parallelism)) if procedure == "hyperopt" else num_configs
         rng = np.random.default_rng(seed)
         points = [
-            {key: _sample(rng, dimensions[key], declared_kind(model, key)) for key in sorted(dimensions)}
-            for _ in range(count)
+            {key: _sample(rng, dimensions[key], declared[key].kind) for key in sorted(dimensions)} for _ in range(count)
         ]
-    return [roster.validate(model, point, feature_shape) for point in points]
-
-
-def declared_kind(model: str, key: str) -> type:
-    return next(p.kind for p in roster.roster_model(model).params if p.name == key)
+    return [roster.validate(model, point, feature_shape, registered) for point in points]
 
 
 def _sample(rng: np.random.Generator, dim: Dimension, kind: type) -> Any:

@@ -7,6 +7,7 @@ inside the database, a plain dict in tests), under the named keys below.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import OrderedDict
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cerebro_plpy import roster
+from cerebro_plpy import custom, roster
+from cerebro_plpy.custom import Script
 from cerebro_plpy.state import ModelState
 
 if TYPE_CHECKING:
@@ -73,10 +75,32 @@ class ModelSpec:
     input_shape: tuple[int, ...]
     num_classes: int
     seed: int
+    #: Set for a registered model: the script that builds it.
+    script: Script | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ModelSpec:
+        """From a query's ``model, params (text), feature_shape, num_classes, seed, source, entry_point``;
+        ``source`` is NULL unless the model is registered."""
+        script = Script(row["model"], row["source"], row["entry_point"]) if row["source"] is not None else None
+        return cls(
+            row["model"],
+            json.loads(row["params"]),
+            tuple(row["feature_shape"]),
+            row["num_classes"],
+            row["seed"],
+            script,
+        )
 
     @property
     def cache_key(self) -> tuple[Any, ...]:
-        return (*roster.architecture_key(self.model, self.params), self.input_shape, self.num_classes)
+        registered = self.script is not None
+        return (
+            *roster.architecture_key(self.model, self.params, registered),
+            self.script.sha256 if self.script else None,
+            self.input_shape,
+            self.num_classes,
+        )
 
 
 def _optimizer(params: dict[str, Any]) -> Any:
@@ -92,8 +116,13 @@ def build_compiled(gd: dict[str, Any], spec: ModelSpec) -> keras.Model:
     import keras
 
     keras.utils.set_random_seed(spec.seed)
-    model = roster.build(spec.model, spec.params, spec.input_shape, spec.num_classes)
-    model.compile(optimizer=_optimizer(spec.params), loss=LOSS, metrics=[METRIC])
+    if spec.script is None:
+        model = roster.build(spec.model, spec.params, spec.input_shape, spec.num_classes)
+        model.compile(optimizer=_optimizer(spec.params), loss=LOSS, metrics=[METRIC])
+    else:
+        model = custom.create(gd, spec.script, spec.params, spec.input_shape, spec.num_classes)
+        # The script's optimizer and loss, but the one metric every config reports.
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=[METRIC])
     model.optimizer.build(model.trainable_variables)
     return model
 

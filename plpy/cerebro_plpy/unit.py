@@ -8,7 +8,6 @@ lock is held for milliseconds at commit, never while training.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from typing import Any
@@ -36,12 +35,13 @@ SELECT c.params::text AS params, c.seed, c.status, c.epochs_done, c.max_epochs, 
        s.state, coalesce(s.visited_segments, '{}') AS visited,
        coalesce(s.epoch_rows, 0) AS epoch_rows, coalesce(s.epoch_loss_sum, 0) AS epoch_loss_sum,
        coalesce(s.epoch_metric_sum, 0) AS epoch_metric_sum, coalesce(s.epoch_seconds, 0) AS epoch_seconds,
-       unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits,
+       unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits, r.source, r.entry_point,
        current_setting('cerebro.max_model_mb', true) AS max_model_mb
 FROM configs c
 JOIN workloads w USING (workload_id)
 JOIN datasets d ON d.name = w.dataset
 LEFT JOIN model_states s USING (config_id)
+LEFT JOIN registered_models r ON r.name = w.model
 WHERE c.config_id = $1
 """
 
@@ -85,7 +85,7 @@ WHERE config_id = $1
 """
 
 
-def _shard(
+def shard(
     db: Database, gd: dict[str, Any], dataset_id: int, split: str, segment: int | None, shape: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     cache: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = gd.setdefault(GD_SHARDS, OrderedDict())
@@ -131,12 +131,12 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
             f"config {config_id} may not run on segment {segment}: segments visited this epoch "
             f"{unit['visited']}, dataset segments {unit['num_segments']}"
         )
-    shape = tuple(unit["feature_shape"])
-    spec = training.ModelSpec(unit["model"], json.loads(unit["params"]), shape, unit["num_classes"], unit["seed"])
+    spec = training.ModelSpec.from_row(unit)
+    shape = spec.input_shape
     epoch = unit["epochs_done"] + 1
 
     tick = time.perf_counter()
-    x, y = _shard(db, gd, unit["dataset_id"], "train", segment, shape)
+    x, y = shard(db, gd, unit["dataset_id"], "train", segment, shape)
     data_load = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -161,7 +161,7 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
     validation = None
     if epoch_done:
         tick = time.perf_counter()
-        val_x, val_y = _shard(db, gd, unit["dataset_id"], "validation", None, shape)
+        val_x, val_y = shard(db, gd, unit["dataset_id"], "validation", None, shape)
         val_loss, val_metric = training.evaluate(gd, model, val_x, val_y, EVALUATION_BATCH, db.check_interrupts)
         validation = time.perf_counter() - tick
         db.query(

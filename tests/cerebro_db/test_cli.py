@@ -61,6 +61,22 @@ def test_up_runs_a_background_scheduler_that_trains_a_workload(home: Path) -> No
     assert cli(home, "psql", "-Atc", "SELECT count(*) FROM epoch_metrics").strip() == "4"  # psql's own options pass
 
 
+def test_export_writes_a_keras_file_of_a_trained_config(home: Path, tmp_path: Path) -> None:
+    with psycopg.connect(cli(home, "dsn").strip()) as conn:
+        row = conn.execute("SELECT min(config_id) FROM configs WHERE status = 'completed'").fetchone()
+    assert row is not None and row[0] is not None, "test_up_runs_a_background_scheduler... trains the configs"
+    path = tmp_path / "best.keras"
+    assert f"-> {path}" in cli(home, "export", str(row[0]), "-o", str(path))
+    # Loaded in another process: TensorFlow started here would keep its default thread pools, and
+    # the bit-exactness test of test_scheduler needs this process's TensorFlow single-threaded.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, keras; print(keras.saving.load_model(sys.argv[1]).output_shape)", path],
+        capture_output=True,
+        text=True,
+    )
+    assert loaded.stdout.strip() == "(None, 3)", loaded.stderr
+
+
 @pytest.mark.slow
 def test_demo_reaches_a_sane_accuracy(home: Path) -> None:
     out = cli(home, "demo", timeout=1800)

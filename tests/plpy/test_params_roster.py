@@ -188,7 +188,9 @@ def test_validate_rejects_other_models_params() -> None:
 
 
 def test_validate_unknown_model() -> None:
-    with pytest.raises(ParamError, match="unknown model 'resnet'; the roster has cnn, mlp"):
+    with pytest.raises(
+        ParamError, match="unknown model 'resnet'; the roster has bert, cnn, mlp, mobilenetv2, resnet50"
+    ):
         roster.validate("resnet", {}, (4,))
     with pytest.raises(ParamError, match="unknown model 'resnet'"):
         roster.roster_model("resnet")
@@ -223,3 +225,30 @@ def test_architecture_key_differs_across_models() -> None:
     cnn = roster.validate("cnn", {}, (8, 8))
     assert roster.architecture_key("mlp", mlp)[0] == "mlp"
     assert roster.architecture_key("mlp", mlp) != roster.architecture_key("cnn", cnn)
+
+
+# --- the application and text models ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "shape", "error"),
+    [
+        ("resnet50", {"image_size": 16}, (8, 8), r"image_size must be 0 \(automatic\) or at least 32, got 16"),
+        ("mobilenetv2", {"alpha": 0.6}, (8, 8, 3), r"alpha must be one of \[0.35, 0.5, 0.75, 1.0, 1.3, 1.4\]"),
+        ("mobilenetv2", {}, (64,), r"needs features of rank 2 or 3"),
+        ("bert", {"hidden_size": 30, "num_heads": 4}, (16,), "hidden_size 30 must be a multiple of num_heads 4"),
+        ("bert", {}, (8, 8), r"model 'bert' needs features of rank 1"),
+        ("bert", {"vocabulary_size": 1}, (16,), "vocabulary_size must be >= 2"),
+    ],
+)
+def test_new_roster_models_refuse_bad_params(
+    model: str, params: dict[str, Any], shape: tuple[int, ...], error: str
+) -> None:
+    with pytest.raises(ParamError, match=error):
+        roster.validate(model, params, shape)
+
+
+def test_every_roster_parameter_is_documented() -> None:
+    for model in roster.ROSTER.values():
+        assert model.doc
+        assert all(p.doc and (p.choices or p.low is not None or p.kind is str) for p in model.params), model.name

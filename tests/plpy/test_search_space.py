@@ -261,3 +261,28 @@ def test_huge_number_from_json_is_a_param_error() -> None:
     space = json.loads('{"lr": [1' + "0" * 400 + "]}")
     with pytest.raises(ParamError, match="lr"):
         search_space.expand("mlp", space, "grid", None, 0, TABULAR)
+
+
+# --- registered models: open parameters ---------------------------------------------------------------------------
+
+
+def test_registered_models_take_any_key_typed_by_its_values() -> None:
+    space = {"units": {"min": 8, "max": 64}, "rate": {"min": 0.0, "max": 0.5}, "kind": ["a", "b"], "lr": [0.1]}
+    declared = search_space.declared_params("script", space, registered=True)
+    assert {k: declared[k].kind for k in ("units", "rate", "kind", "lr")} == {
+        "units": int,
+        "rate": float,
+        "kind": str,
+        "lr": float,
+    }
+    configs = search_space.expand("script", space, "random", 6, 0, (4,), registered=True)
+    assert all(isinstance(c["units"], int) and 8 <= c["units"] <= 64 for c in configs)
+    assert all(isinstance(c["rate"], float) and c["kind"] in ("a", "b") for c in configs)
+    assert all(c["lr"] == 0.1 and c["optimizer"] == "adam" for c in configs)  # training params still checked
+
+
+def test_registered_models_still_check_the_training_params() -> None:
+    with pytest.raises(ParamError, match="batch_size must be an integer"):
+        search_space.parse("script", {"batch_size": [1.5]}, registered=True)
+    with pytest.raises(ParamError, match="unknown model 'script'"):
+        search_space.parse("script", {"units": [1]})

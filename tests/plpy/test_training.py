@@ -246,3 +246,35 @@ def test_model_size_guard_names_the_size_and_the_setting(gd: dict[str, Any]) -> 
     training.check_model_size(model, max_model_mb=1.0)
     with pytest.raises(TrainingError, match=r"about 0\.0235 MB .* cerebro.max_model_mb = 0\.001"):
         training.check_model_size(model, max_model_mb=0.001)
+
+
+# Each roster model at a tiny size: (params, feature shape, seconds it may take).
+ROSTER_CASES = {
+    "mlp": ({"hidden_units": 8}, (FEATURES,)),
+    "cnn": ({"filters": 2, "dense_units": 8}, (8, 8, 1)),
+    "resnet50": ({"optimizer": "sgd"}, (8, 8)),  # grayscale HxW, resized up to 32x32
+    "mobilenetv2": ({"alpha": 0.35}, (8, 8, 3)),
+    "bert": ({"num_layers": 1, "hidden_size": 16, "intermediate_size": 16, "vocabulary_size": 50}, (12,)),
+}
+
+
+def test_the_cases_cover_the_roster() -> None:
+    assert set(ROSTER_CASES) == set(roster.ROSTER)
+
+
+@pytest.mark.parametrize("model", sorted(ROSTER_CASES))
+def test_every_roster_model_trains_one_hop_and_resumes_its_state(gd: dict[str, Any], model: str) -> None:
+    given, shape = ROSTER_CASES[model]
+    params = roster.validate(model, {"batch_size": 8, **given}, shape)
+    spec = ModelSpec(model, params, shape, CLASSES, seed=1)
+    rng = np.random.default_rng(1)
+    x = rng.integers(1, 50, size=(16, *shape)).astype(np.float32)  # also valid token ids for bert
+    y = rng.integers(0, CLASSES, size=16).astype(np.float32)
+    trained = training.build_compiled(gd, spec)
+    loss, _ = training.train_pass(gd, trained, x, y, 8, noop)
+    assert np.isfinite(loss)
+    state = training.capture(trained)
+    restored = training.build_compiled(gd, spec)
+    training.restore(restored, ModelState.decode(state.encode()))
+    np.testing.assert_array_equal(restored.predict_on_batch(x), trained.predict_on_batch(x))
+    assert trained.output_shape == (None, CLASSES)

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from cerebro_db import sample_data
-from cerebro_plpy import packing
+from cerebro_plpy import packing, text
 from tests.conftest import FASHION_ROWS, unique
 
 Session = psycopg.Connection[Any]
@@ -154,3 +154,46 @@ def test_missing_table_and_duplicate_name(conn: Session, fashion_2seg: str) -> N
         conn.execute("SELECT * FROM prepare_dataset('x', 'no_such_table', 'y')")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="already exists"):
         conn.execute("SELECT * FROM prepare_dataset(%s, 'fashion_small', 'label')", [fashion_2seg])
+
+
+def test_text_is_tokenized_with_a_vocabulary_fitted_on_the_training_split(
+    conn: Session, reviews_table: str, reviews_2seg: str
+) -> None:
+    vocabulary, shape, normalize, validation_fraction, seed = conn.execute(
+        "SELECT vocabulary, feature_shape, normalize, validation_fraction, seed FROM datasets WHERE name = %s",
+        [reviews_2seg],
+    ).fetchone()  # type: ignore[misc]
+    assert shape == [24] and normalize == "none" and len(vocabulary) == 400 - text.FIRST_WORD
+    reviews = [r[0] for r in conn.execute(f"SELECT review FROM {reviews_table} ORDER BY id")]
+    documents = [text.tokenize(review) for review in reviews]
+    # A freshly copied table is read in id order, so the split's row positions are ids.
+    train_order, _ = packing.shuffle_split(len(reviews), validation_fraction, seed)
+    assert vocabulary == text.fit_vocabulary([documents[i] for i in train_order], 400)
+    assert vocabulary != text.fit_vocabulary(documents, 400)  # the validation rows were left out
+    # Round trip: every stored sequence is the start token and its review's first words.
+    x_train, _, _ = buffers(conn, reviews_2seg, "train")
+    x_val, _, _ = buffers(conn, reviews_2seg, "validation")
+    words = ["<pad>", "<unknown>", "<start>", *vocabulary]
+    stored = sorted(" ".join(words[int(i)] for i in row) for row in np.concatenate([x_train, x_val]))
+    ids = {word: i for i, word in enumerate(words)}
+    expected = sorted(
+        " ".join(["<start>", *(w if w in ids else "<unknown>" for w in doc[:23])] + ["<pad>"] * (23 - len(doc[:23])))
+        for doc in documents
+    )
+    assert stored == expected
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ("sequence_length => 1", "sequence_length must be at least 2"),
+        ("vocabulary_size => 3", "vocabulary_size must be more than 3"),
+        ("sequence_length => NULL", "sequence_length and vocabulary_size must not be NULL"),
+    ],
+)
+def test_bad_text_settings_are_refused(conn: Session, reviews_table: str, arguments: str, error: str) -> None:
+    with pytest.raises(psycopg.Error, match=error):
+        conn.execute(
+            f"SELECT * FROM prepare_dataset(%s, %s, 'rating', '{{review}}', {arguments})",
+            [unique("bad_text"), reviews_table],
+        )
