@@ -31,9 +31,13 @@ STATUS_COLORS = {
 }
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
+def _engine(dsn: str) -> Engine:
+    return dashboard.make_engine(dsn)
+
+
 def engine() -> Engine:
-    return dashboard.make_engine(dashboard.default_dsn())
+    return _engine(dashboard.default_dsn())
 
 
 def read(query: Callable[..., T], *args: Any) -> T:

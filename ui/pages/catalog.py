@@ -19,7 +19,7 @@ for model, (doc, params) in common.read(dashboard.roster).items():
                 ]
             ),
             hide_index=True,
-            use_container_width=True,
+            width="stretch",
         )
 
 st.subheader("Prepared datasets")
@@ -49,5 +49,5 @@ for row in found:
                 ]
             ),
             hide_index=True,
-            use_container_width=True,
+            width="stretch",
         )

@@ -194,14 +194,15 @@ entries = space_section(model, models[model][1])
 st.subheader("3 · Procedure")
 proc_col, epochs_col, configs_col = st.columns(3)
 procedure: str = proc_col.selectbox("Procedure", PROCEDURES, key="procedure")
-max_epochs = int(epochs_col.number_input("Max epochs", min_value=1, max_value=1000, value=5, key="max_epochs"))
+st.session_state.setdefault("max_epochs", 5)  # not value=: a drill-down may have set it
+max_epochs = int(epochs_col.number_input("Max epochs", min_value=1, max_value=1000, key="max_epochs"))
 num_configs = None
+st.session_state.setdefault("num_configs", None)
 if procedure != "grid":
     chosen = configs_col.number_input(
         "Number of configs",
         min_value=1,
         max_value=10000,
-        value=None,
         key="num_configs",
         placeholder="grid of the choices" if procedure == "hyperband" else "required",
     )

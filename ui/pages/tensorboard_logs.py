@@ -29,6 +29,10 @@ st.code(
 )
 st.caption("Then open http://localhost:6006. Run the export again to pick up new epochs.")
 if st.button("Export now", icon=":material/download:"):
-    with st.spinner("writing event files ..."):
-        written = common.read(tensorboard.export, workload_id, logdir)
-    st.success(f"event files written to {written}")
+    try:
+        with st.spinner("writing event files ..."):
+            written = common.read(tensorboard.export, workload_id, logdir)
+    except OSError as error:
+        st.error(f"Could not write the event files: {error}")
+    else:
+        st.success(f"event files written to {written}")

@@ -141,8 +141,8 @@ def live(workload_id: int) -> None:
         st.info("No epoch has finished yet — curves appear as each epoch's validation commits.")
     else:
         loss_col, metric_col = st.columns(2)
-        loss_col.altair_chart(curves_chart(metrics, "loss", "loss"), use_container_width=True)
-        metric_col.altair_chart(curves_chart(metrics, "metric", "accuracy"), use_container_width=True)
+        loss_col.altair_chart(curves_chart(metrics, "loss", "loss"), width="stretch")
+        metric_col.altair_chart(curves_chart(metrics, "metric", "accuracy"), width="stretch")
 
     st.subheader("Configs")
     widths = [1, 4, 2, 1, 2, 2, 4]
@@ -183,7 +183,9 @@ def steer(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
         keys = list(space)
         for key in keys:
             st.text_input(key, value=str(best.get(key, "")), key=f"add_{workload_id}_{key}")
-        st.button("Add config", on_click=add_config, args=(workload_id, keys), icon=":material/add:")
+        st.button(
+            "Add config", key=f"add_{workload_id}", on_click=add_config, args=(workload_id, keys), icon=":material/add:"
+        )
     with drill_col.container(border=True):
         st.markdown("**Drill down**")
         st.caption("A new workload searching around the chosen configs, warm-started from this one's best weights.")
@@ -193,7 +195,7 @@ def steer(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
             default=[config["config_id"] for config in configs[:2] if config["best_val_metric"] is not None],
             key=f"drill_{workload_id}",
         )
-        if st.button("Drill down", disabled=not chosen, icon=":material/zoom_in:"):
+        if st.button("Drill down", key=f"drill_down_{workload_id}", disabled=not chosen, icon=":material/zoom_in:"):
             selected = [config["params"] for config in configs if config["config_id"] in chosen]
             st.session_state["launch_prefill"] = {
                 "dataset": row["dataset"],
