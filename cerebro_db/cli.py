@@ -225,6 +225,7 @@ def cmd_ui(args: argparse.Namespace) -> None:
     env = {**os.environ, "CEREBRO_DSN": dashboard.default_dsn()}
     argv = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "ui" / "app.py"), "--server.headless=true"]
     argv += [f"--server.port={args.port}", f"--server.address={args.address}", "--browser.gatherUsageStats=false"]
+    argv += ["--client.toolbarMode=minimal"]  # no "Deploy" button: this app runs beside its database
     print(f"dashboard at http://{args.address}:{args.port}", flush=True)
     os.execve(sys.executable, argv, env)
 

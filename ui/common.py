@@ -19,8 +19,8 @@ T = TypeVar("T")
 #: A repeat of the same create action within this many seconds is a double click, not a new request.
 DOUBLE_CLICK_S = 10.0
 
-DETAIL_PAGE = "pages/workload_detail.py"
-LAUNCH_PAGE = "pages/launch.py"
+DETAIL_PAGE = "views/workload_detail.py"
+LAUNCH_PAGE = "views/launch.py"
 
 STATUS_COLORS = {
     "running": "blue",

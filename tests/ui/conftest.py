@@ -14,10 +14,11 @@ APP = REPO_ROOT / "ui" / "app.py"
 
 
 def open_page(page: str, **query: str) -> AppTest:
-    """The app at ``pages/<page>.py`` (as the navigation runs it), after its first run."""
+    """The app at ``views/<page>.py`` (as the navigation runs it), after its first run."""
     app = AppTest.from_file(str(APP), default_timeout=60)
     app.query_params.update(query)
-    app.switch_page(f"pages/{page}.py")
+    app.run()  # st.navigation registers the pages (and their url paths) on the first run
+    app.switch_page(f"views/{page}.py")
     app.run()
     assert not app.exception, app.exception
     return app

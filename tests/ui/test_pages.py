@@ -147,7 +147,7 @@ def test_add_config_and_drill_down_into_a_warm_started_workload(conn: Session, f
     assert value(conn, "SELECT count(*) FROM configs WHERE workload_id = %s AND params -> 'lr' = '0.002'", parent) == 1
 
     app.button(key=f"drill_down_{parent}").click().run()  # opens Launch, prefilled
-    app.switch_page("pages/launch.py")  # AppTest does not follow a page's own st.switch_page
+    app.switch_page("views/launch.py")  # AppTest does not follow a page's own st.switch_page
     assert not app.exception, app.exception
     assert app.selectbox(key="parent_workload").value == parent
     assert app.selectbox(key="mode_cnn_lr").value == "range"

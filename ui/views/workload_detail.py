@@ -145,7 +145,7 @@ def live(workload_id: int) -> None:
         metric_col.altair_chart(curves_chart(metrics, "metric", "accuracy"), width="stretch")
 
     st.subheader("Configs")
-    widths = [1, 4, 2, 1, 2, 2, 4]
+    widths = [1, 3, 2, 1, 2, 2, 5]
     for cell, header in zip(
         st.columns(widths),
         ["config", "searched params", "status", "epochs", "best val acc", "val loss", ""],
@@ -245,7 +245,7 @@ if not rows:
     st.stop()
 requested = st.query_params.get("workload", "")
 current = int(requested) if requested.isdigit() and int(requested) in rows else next(iter(rows))
-workload_id: int = st.selectbox(
+workload_id: int = st.sidebar.selectbox(
     "Workload",
     list(rows),
     index=list(rows).index(current),
