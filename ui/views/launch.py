@@ -183,12 +183,15 @@ common.show_flashes()
 if "launch_prefill" in st.session_state:
     apply_prefill(st.session_state.pop("launch_prefill"))
 
-dataset = dataset_section()
-
-st.subheader("2 · Model and search space")
-models = roster()
-model: str = st.selectbox("Roster model", list(models), key="model")
-st.caption(models[model][0])
+data_col, model_col = st.columns(2, gap="large")
+with data_col:
+    dataset = dataset_section()
+with model_col:
+    st.subheader("2 · Model")
+    models = roster()
+    model: str = st.selectbox("Roster model", list(models), key="model")
+    st.caption(models[model][0])
+st.subheader("Search space")
 entries = space_section(model, models[model][1])
 
 st.subheader("3 · Procedure")
@@ -225,6 +228,7 @@ with st.expander("Drill down from a parent workload", expanded=st.session_state.
         "Warm start", key="warm_start", help="start from the parent's best config's weights (same architecture)"
     )
 
+space: dict[str, Any] | None
 try:
     space = dashboard.build_search_space(entries, models[model][1])
 except dashboard.SpaceError as error:
