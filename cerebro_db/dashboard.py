@@ -66,27 +66,23 @@ def _rows(conn: Connection, query: str, **params: Any) -> list[Row]:
 # ---------------------------------------------------------------- reads
 
 
-def workloads(conn: Connection) -> list[Row]:
-    """Every workload, newest first, with progress: epochs done / planned (planned counts stopped configs as done)."""
+def workloads(conn: Connection, workload_id: int | None = None) -> list[Row]:
+    """Workloads (all, or one) newest first, with progress: epochs done / planned (stopped configs count as done)."""
     return _rows(
         conn,
         "SELECT p.workload_id, p.name, w.description, p.owner, w.dataset, p.model, p.procedure, p.status,"
-        " w.max_epochs, w.parent_workload_id, w.created_at, p.configs, p.configs_active, p.configs_completed,"
-        " p.configs_stopped, p.configs_failed, p.epochs_done, p.epochs_done + p.epochs_left AS epochs_planned,"
-        " p.best_val_metric, p.eta"
-        " FROM workload_progress p JOIN workloads w USING (workload_id) ORDER BY p.workload_id DESC",
+        " w.max_epochs, w.parent_workload_id, w.search_space, w.created_at, p.configs, p.configs_active,"
+        " p.configs_completed, p.configs_stopped, p.configs_failed, p.epochs_done,"
+        " p.epochs_done + p.epochs_left AS epochs_planned, p.best_val_metric, p.eta"
+        " FROM workload_progress p JOIN workloads w USING (workload_id)"
+        " WHERE CAST(:workload AS int) IS NULL OR p.workload_id = :workload ORDER BY p.workload_id DESC",
+        workload=workload_id,
     )
 
 
 def workload(conn: Connection, workload_id: int) -> Row | None:
-    found = [row for row in workloads(conn) if row["workload_id"] == workload_id]
-    if not found:
-        return None
-    row = found[0]
-    row["search_space"] = conn.execute(
-        select(Workload.search_space).where(Workload.workload_id == workload_id)
-    ).scalar_one()
-    return row
+    found = workloads(conn, workload_id)
+    return found[0] if found else None
 
 
 def configs(conn: Connection, workload_id: int) -> list[Row]:
@@ -266,6 +262,16 @@ def parse_param(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw.strip()
+
+
+def searched_keys(space: dict[str, Any]) -> list[str]:
+    """The keys ``space`` varies (several choices or a range), not those it fixes."""
+    return [
+        key
+        for key, spec in space.items()
+        if (isinstance(spec, list) and len(spec) > 1)
+        or (isinstance(spec, dict) and ("min" in spec or len(spec.get("choices", [])) > 1))
+    ]
 
 
 def grid_size(space: dict[str, Any]) -> int | None:

@@ -53,8 +53,11 @@ def test_bad_editor_input_names_the_parameter(entry: SpaceEntry, message: str) -
 
 
 def test_grid_size_counts_the_combinations_and_refuses_ranges() -> None:
-    assert dashboard.grid_size({"lr": [0.1, 0.01], "batch_size": {"choices": [1, 2, 3]}, "optimizer": "sgd"}) == 6
+    space = {"lr": [0.1, 0.01], "batch_size": {"choices": [1, 2, 3]}, "optimizer": "sgd", "filters": [8]}
+    assert dashboard.grid_size(space) == 6
+    assert dashboard.searched_keys(space) == ["lr", "batch_size"]
     assert dashboard.grid_size({"lr": {"min": 0.1, "max": 1.0}}) is None
+    assert dashboard.searched_keys({"lr": {"min": 0.1, "max": 1.0}}) == ["lr"]
 
 
 def test_refine_space_centres_on_the_chosen_configs() -> None:

@@ -37,6 +37,7 @@ def test_launch_watch_and_stop_from_a_browser(browser: Browser, dsn: str, fashio
     with dashboard_server(dsn) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1900})
         page.set_default_timeout(30_000)
+        expect.set_options(timeout=60_000)  # the first units import TensorFlow in new backends
         page.goto(f"{url}/launch")
         choose(page, "Prepared dataset", fashion_2seg)
         expect(page.get_by_text("Grid creates 2 configs × 5 epochs")).to_be_visible()  # lr 0.001, 0.003; mlp

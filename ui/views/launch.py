@@ -191,10 +191,10 @@ with model_col:
     models = roster()
     model: str = st.selectbox("Roster model", list(models), key="model")
     st.caption(models[model][0])
-st.subheader("Search space")
+st.subheader("3 · Search space")
 entries = space_section(model, models[model][1])
 
-st.subheader("3 · Procedure")
+st.subheader("4 · Procedure")
 proc_col, epochs_col, configs_col = st.columns(3)
 procedure: str = proc_col.selectbox("Procedure", PROCEDURES, key="procedure")
 st.session_state.setdefault("max_epochs", 5)  # not value=: a drill-down may have set it

@@ -51,7 +51,7 @@ def add_config(workload_id: int, keys: list[str]) -> None:
 
 
 def searched(params: dict[str, Any], space: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {params[key]}" for key in space if key in params)
+    return ", ".join(f"{key} {params[key]}" for key in dashboard.searched_keys(space) if key in params)
 
 
 def curves_chart(metrics: list[dict[str, Any]], value: str, title: str) -> alt.Chart:
@@ -122,11 +122,37 @@ def config_row(config: dict[str, Any], space: dict[str, Any], widths: list[int])
         st.caption(f":red[config {config_id} failed: {config['error']}]")
 
 
+def header(row: dict[str, Any]) -> None:
+    workload_id = row["workload_id"]
+    title_col, badge_col, action_col = st.columns([6, 1, 1], vertical_alignment="center")
+    title_col.title(f"#{workload_id} {row['name'] or 'unnamed'}")
+    with badge_col:
+        common.status_badge(row["status"])
+    if row["status"] == "running":
+        action_col.button(
+            "Stop all", on_click=change_workload, args=(workload_id, "stopped", "running"), icon=":material/stop:"
+        )
+    elif row["status"] == "stopped":
+        action_col.button(
+            "Resume all",
+            on_click=change_workload,
+            args=(workload_id, "running", "stopped"),
+            icon=":material/play_arrow:",
+        )
+    st.caption(
+        f"{row['owner']} · model `{row['model']}` · {row['procedure']} · dataset `{row['dataset']}` · "
+        f"{row['max_epochs']} epochs · created {row['created_at']:%Y-%m-%d %H:%M}"
+    )
+    if row["description"]:
+        st.markdown(row["description"])
+
+
 def live(workload_id: int) -> None:
     """What changes while the workload trains; a fragment, so it refreshes without reloading the page."""
-    common.show_flashes()
     row = common.read(dashboard.workload, workload_id)
     assert row is not None
+    header(row)
+    common.show_flashes()
     space = row["search_space"]
     done, best, configs_metric, eta = st.columns(4)
     done.metric("Epochs", f"{row['epochs_done']} / {row['epochs_planned']}")
@@ -146,12 +172,12 @@ def live(workload_id: int) -> None:
 
     st.subheader("Configs")
     widths = [1, 3, 2, 1, 2, 2, 5]
-    for cell, header in zip(
+    for cell, label in zip(
         st.columns(widths),
         ["config", "searched params", "status", "epochs", "best val acc", "val loss", ""],
         strict=True,
     ):
-        cell.caption(header)
+        cell.caption(label)
     for config in common.read(dashboard.configs, workload_id):
         config_row(config, space, widths)
 
@@ -254,25 +280,6 @@ workload_id: int = st.sidebar.selectbox(
 st.query_params["workload"] = str(workload_id)
 row = common.read(dashboard.workload, workload_id)
 assert row is not None
-
-title_col, badge_col, action_col = st.columns([6, 1, 1], vertical_alignment="center")
-title_col.title(f"#{workload_id} {row['name'] or 'unnamed'}")
-with badge_col:
-    common.status_badge(row["status"])
-if row["status"] == "running":
-    action_col.button(
-        "Stop all", on_click=change_workload, args=(workload_id, "stopped", "running"), icon=":material/stop:"
-    )
-elif row["status"] == "stopped":
-    action_col.button(
-        "Resume all", on_click=change_workload, args=(workload_id, "running", "stopped"), icon=":material/play_arrow:"
-    )
-st.caption(
-    f"{row['owner']} · model `{row['model']}` · {row['procedure']} · dataset `{row['dataset']}` · "
-    f"{row['max_epochs']} epochs · created {row['created_at']:%Y-%m-%d %H:%M}"
-)
-if row["description"]:
-    st.markdown(row["description"])
 
 st.fragment(live, run_every=REFRESH_S if row["status"] == "running" else None)(workload_id)
 steer(row, common.read(dashboard.configs, workload_id))
