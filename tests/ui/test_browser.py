@@ -31,7 +31,7 @@ def choose(page: Page, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-@pytest.mark.slow  # about 35 s on 2 cores: new backends import TensorFlow for the roster, the launch and each segment
+@pytest.mark.slow  # 16 s within the suite, 35 s on its own: its new backends import TensorFlow cold
 def test_launch_watch_and_stop_from_a_browser(browser: Browser, dsn: str, fashion_2seg: str, tmp_path: Path) -> None:
     name = unique("browser")
     with dashboard_server(dsn) as url:
