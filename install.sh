@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up cerebro-db on Debian 12, idempotently: PostgreSQL 15 + PL/Python (pinned to the
-# installed server's version), the Fashion-MNIST package, and .venv with the project
-# and TensorFlow. Re-running it only installs what is missing.
+# installed server's version), the Fashion-MNIST package, Chromium (the dashboard's browser
+# test drives it: Playwright cannot download its own browsers here), and .venv with the
+# project and TensorFlow. Re-running it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,7 +10,7 @@ sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
 missing=()
-for package in postgresql-15 dataset-fashion-mnist python3-venv; do
+for package in postgresql-15 dataset-fashion-mnist python3-venv chromium; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
 done
 if ! dpkg-query -W -f='${Status}' postgresql-plpython3-15 2>/dev/null | grep -q "ok installed"; then

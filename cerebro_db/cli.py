@@ -17,8 +17,8 @@ from typing import Any
 
 import psycopg
 
-from cerebro_db import install, sample_data
-from cerebro_db.cluster import PG_BIN, LocalCluster, default_home
+from cerebro_db import dashboard, install, sample_data, tensorboard
+from cerebro_db.cluster import PG_BIN, REPO_ROOT, LocalCluster, default_home
 from cerebro_db.predict import predict_on_segments
 from cerebro_db.scheduler import Scheduler, SchedulerBusy
 from cerebro_db.text_table import format_table
@@ -257,6 +257,27 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print_leaderboard(conn, workload_id)
 
 
+def cmd_ui(args: argparse.Namespace) -> None:
+    """The Streamlit dashboard on the cluster (or on $CEREBRO_DSN), until interrupted."""
+    env = {**os.environ, "CEREBRO_DSN": dashboard.default_dsn()}
+    argv = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "ui" / "app.py"), "--server.headless=true"]
+    argv += [f"--server.port={args.port}", f"--server.address={args.address}", "--browser.gatherUsageStats=false"]
+    argv += ["--client.toolbarMode=minimal"]  # no "Deploy" button: this app runs beside its database
+    print(f"dashboard at http://{args.address}:{args.port}", flush=True)
+    os.execve(sys.executable, argv, env)
+
+
+def cmd_tensorboard(args: argparse.Namespace) -> None:
+    engine = dashboard.make_engine(dashboard.default_dsn())
+    try:
+        with engine.connect() as conn:
+            written = tensorboard.export(conn, args.workload, args.logdir)
+    finally:
+        engine.dispose()
+    print(f"event files of workload {args.workload} written to {written}")
+    print(f"view them with: {Path(sys.executable).parent / 'tensorboard'} --logdir {args.logdir}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cerebro-db", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -287,6 +308,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     predict.add_argument("id_column")
     predict.add_argument("output_table")
     predict.set_defaults(run=cmd_predict)
+    ui = commands.add_parser("ui", help="the Streamlit dashboard: launch, watch and steer workloads in a browser")
+    ui.add_argument("--port", type=int, default=8501)
+    ui.add_argument("--address", default="127.0.0.1", help="listen address (0.0.0.0 to serve other hosts)")
+    ui.set_defaults(run=cmd_ui)
+    board = commands.add_parser("tensorboard", help="write a workload's epoch metrics as TensorBoard event files")
+    board.add_argument("workload", type=int)
+    board.add_argument("--logdir", type=Path, default=tensorboard.default_logdir(), help="TensorBoard's --logdir")
+    board.set_defaults(run=cmd_tensorboard)
     demo = commands.add_parser("demo", help="Fashion-MNIST model selection on the running cluster")
     demo.add_argument("--epochs", type=int, default=3)
     demo.set_defaults(run=cmd_demo)

@@ -1,4 +1,4 @@
-"""The CLI as users run it: up (cluster + background scheduler), wait, status, demo, down."""
+"""The CLI as users run it: up (cluster + background scheduler), wait, status, demo, down, ui, tensorboard."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cerebro_db import sample_data
+from tests.conftest import TINY_CNN, dashboard_server, launch, run_until_idle
 
 
 def cli(home: Path, *args: str, timeout: float = 600) -> str:
@@ -83,3 +87,49 @@ def test_demo_reaches_a_sane_accuracy(home: Path) -> None:
     best = re.search(r"^ *1 \| +\d+ \| \{.*\} +\| completed +\| +3 \| +(0\.\d+) \|", out, re.M)
     assert best is not None, out
     assert float(best.group(1)) >= 0.85, out
+
+
+def test_ui_serves_the_dashboard_on_the_given_port(dsn: str) -> None:
+    with dashboard_server(dsn) as url:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=30) as health:
+            assert health.read() == b"ok"
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert page.status == 200
+
+
+def test_tensorboard_writes_the_epoch_metrics_as_event_files(dsn: str, fashion_2seg: str, tmp_path: Path) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        workload = launch(conn, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=2)
+        run_until_idle(dsn)
+        expected = {
+            (f"config_{config}/{split}", tag, epoch): value
+            for config, epoch, train_loss, train_metric, val_loss, val_metric in conn.execute(
+                "SELECT config_id, epoch, train_loss, train_metric, val_loss, val_metric FROM epoch_metrics"
+                " JOIN configs USING (config_id) WHERE workload_id = %s",
+                [workload],
+            )
+            for split, tag, value in [
+                ("train", "loss", train_loss),
+                ("train", "accuracy", train_metric),
+                ("validation", "loss", val_loss),
+                ("validation", "accuracy", val_metric),
+            ]
+        }
+    result = subprocess.run(
+        [sys.executable, "-m", "cerebro_db.cli", "tensorboard", str(workload), "--logdir", str(tmp_path)],
+        env={**os.environ, "CEREBRO_DSN": dsn},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"tensorboard --logdir {tmp_path}" in result.stdout
+    written = {}
+    for run in (tmp_path / f"workload_{workload}").glob("config_*/*"):
+        accumulator = EventAccumulator(str(run))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["tensors"]:
+            for event in accumulator.Tensors(tag):
+                written[(f"{run.parent.name}/{run.name}", tag, event.step)] = float(tf.make_ndarray(event.tensor_proto))
+    assert written.keys() == expected.keys()
+    assert all(abs(written[key] - expected[key]) < 1e-6 for key in expected)

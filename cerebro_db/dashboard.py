@@ -1,0 +1,458 @@
+"""The dashboard's data access: every read and every action it offers, on an SQLAlchemy connection.
+
+Pages in ``ui/`` stay thin and call only this module. Actions go through the SQL API
+(``run_model_selection``, ``prepare_dataset``, ``add_config``, ``clone_config``) or through
+plain, guarded UPDATEs of ``configs`` / ``workloads`` as users would type them; the
+database's own triggers and validation decide. A status change names the status the page
+showed, so a stale page never overwrites a newer status.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, select, text, update
+from sqlalchemy.exc import DBAPIError
+
+from cerebro_db.cluster import LocalCluster, default_home
+from cerebro_db.models import Config, Workload
+
+Row = dict[str, Any]
+
+
+def default_dsn() -> str:
+    """``$CEREBRO_DSN``, else the embedded cluster's (``cerebro-db dsn``)."""
+    return os.environ.get("CEREBRO_DSN") or LocalCluster(default_home()).config.dsn()
+
+
+def make_engine(dsn: str) -> Engine:
+    """An engine for a libpq URL (``postgresql://``), with psycopg 3 as the driver."""
+    url = dsn.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+
+
+class ActionError(Exception):
+    """An action the database refused, or that a newer change overtook; the message is for users."""
+
+
+def database_message(error: DBAPIError) -> str:
+    """The server's message and hint, without the driver's traceback-style decoration."""
+    diag = getattr(error.orig, "diag", None)
+    message = getattr(diag, "message_primary", None) or str(error.orig).splitlines()[0]
+    hint = getattr(diag, "message_hint", None)
+    return f"{message} (hint: {hint})" if hint else message
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One short transaction; a database error becomes an :class:`ActionError` with its message and hint."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except DBAPIError as error:
+        raise ActionError(database_message(error)) from error
+
+
+def _rows(conn: Connection, query: str, **params: Any) -> list[Row]:
+    return [dict(row) for row in conn.execute(text(query), params).mappings()]
+
+
+# ---------------------------------------------------------------- reads
+
+
+def workloads(conn: Connection, workload_id: int | None = None) -> list[Row]:
+    """Workloads (all, or one) newest first, with progress: epochs done / planned (stopped configs count as done)."""
+    return _rows(
+        conn,
+        "SELECT p.workload_id, p.name, w.description, p.owner, w.dataset, p.model, p.procedure, p.status,"
+        " w.max_epochs, w.parent_workload_id, w.search_space, w.created_at, p.configs, p.configs_active,"
+        " p.configs_completed, p.configs_stopped, p.configs_failed, p.epochs_done,"
+        " p.epochs_done + p.epochs_left AS epochs_planned, p.best_val_metric, p.eta"
+        " FROM workload_progress p JOIN workloads w USING (workload_id)"
+        " WHERE CAST(:workload AS int) IS NULL OR p.workload_id = :workload ORDER BY p.workload_id DESC",
+        workload=workload_id,
+    )
+
+
+def workload(conn: Connection, workload_id: int) -> Row | None:
+    found = workloads(conn, workload_id)
+    return found[0] if found else None
+
+
+def configs(conn: Connection, workload_id: int) -> list[Row]:
+    """The workload's configs in leaderboard order, with lineage and errors."""
+    return _rows(
+        conn,
+        "SELECT l.config_id, l.rank, l.params, l.status, l.epochs_done, l.max_epochs, l.best_val_metric,"
+        " l.best_val_loss, l.best_epoch, c.cloned_from, c.created_by, c.error"
+        " FROM leaderboard l JOIN configs c USING (config_id)"
+        " WHERE l.workload_id = :workload ORDER BY l.rank, l.config_id",
+        workload=workload_id,
+    )
+
+
+def learning_curves(conn: Connection, workload_id: int) -> list[Row]:
+    """One row per finished epoch of each of the workload's configs."""
+    return _rows(
+        conn,
+        "SELECT m.config_id, m.epoch, m.train_loss, m.train_metric, m.val_loss, m.val_metric, m.seconds,"
+        " m.finished_at FROM epoch_metrics m JOIN configs c USING (config_id)"
+        " WHERE c.workload_id = :workload ORDER BY m.config_id, m.epoch",
+        workload=workload_id,
+    )
+
+
+def segment_activity(conn: Connection) -> list[Row]:
+    return _rows(
+        conn,
+        "SELECT segment, workload_id, config_id, epoch, extract(epoch FROM running_for)::float8 AS running_s"
+        " FROM segment_activity ORDER BY segment",
+    )
+
+
+def scheduler_alive(conn: Connection) -> bool:
+    return bool(conn.execute(text("SELECT scheduler_alive()")).scalar_one())
+
+
+def lineage(conn: Connection, workload_id: int) -> Row:
+    """The parent workload, the drill-downs started from this one, and the configs that are clones or warm starts."""
+    parent = conn.execute(
+        select(Workload.parent_workload_id).where(Workload.workload_id == workload_id)
+    ).scalar_one_or_none()
+    children = _rows(
+        conn,
+        "SELECT workload_id, name, status FROM workloads WHERE parent_workload_id = :workload ORDER BY 1",
+        workload=workload_id,
+    )
+    derived = _rows(
+        conn,
+        "SELECT config_id, origin, cloned_from, cloned_from_workload FROM workload_lineage"
+        " WHERE workload_id = :workload AND origin <> 'new' ORDER BY config_id",
+        workload=workload_id,
+    )
+    return {"parent": parent, "children": children, "derived": derived}
+
+
+def datasets(conn: Connection) -> list[Row]:
+    """Prepared datasets with their shards: rows and stored bytes per segment and split."""
+    found = _rows(
+        conn,
+        "SELECT dataset_id, name, owner, source_table, label_column, feature_shape, num_classes, num_segments,"
+        " train_rows, validation_rows, validation_fraction, created_at FROM datasets ORDER BY name",
+    )
+    shards = _rows(
+        conn,
+        "SELECT dataset_id, segment, split, count(*) AS buffers, sum(rows) AS rows,"
+        " sum(octet_length(x) + octet_length(y)) AS bytes"
+        " FROM dataset_buffers GROUP BY dataset_id, segment, split ORDER BY dataset_id, segment, split",
+    )
+    for row in found:
+        row["shards"] = [shard for shard in shards if shard["dataset_id"] == row["dataset_id"]]
+    return found
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One hyper-parameter of a roster model, as the ``roster`` view describes it."""
+
+    name: str
+    type: str  # int, float or str
+    default: Any
+    allowed: str
+    doc: str
+
+
+def roster(conn: Connection) -> dict[str, tuple[str, list[ParamSpec]]]:
+    """Model name -> (its description, its hyper-parameters)."""
+    models: dict[str, tuple[str, list[ParamSpec]]] = {}
+    for row in _rows(conn, "SELECT * FROM roster"):
+        _, params = models.setdefault(row["model"], (row["model_doc"], []))
+        params.append(
+            ParamSpec(row["param"], row["type"], json.loads(row["default_value"]), row["allowed"], row["param_doc"])
+        )
+    return models
+
+
+def source_tables(conn: Connection) -> dict[str, list[str]]:
+    """User tables a dataset can be prepared from (outside the cerebro schema) -> their columns."""
+    tables: dict[str, list[str]] = {}
+    for row in _rows(
+        conn,
+        "SELECT c.table_schema, c.table_name, c.column_name FROM information_schema.columns c"
+        " JOIN information_schema.tables t USING (table_schema, table_name)"
+        " WHERE t.table_type = 'BASE TABLE'"
+        "   AND c.table_schema NOT IN ('cerebro', 'pg_catalog', 'information_schema')"
+        " ORDER BY c.table_schema, c.table_name, c.ordinal_position",
+    ):
+        name = row["table_name"] if row["table_schema"] == "public" else f"{row['table_schema']}.{row['table_name']}"
+        tables.setdefault(name, []).append(row["column_name"])
+    return tables
+
+
+# ---------------------------------------------------------------- search spaces
+
+
+class SpaceError(ValueError):
+    """Search-space input the user must fix; the message names the hyper-parameter."""
+
+
+@dataclass(frozen=True)
+class SpaceEntry:
+    """One row of the search-space editor: a parameter left at its default, given choices, or a range."""
+
+    name: str
+    mode: str  # "default" | "choices" | "range"
+    choices: str = ""  # comma-separated, as typed
+    low: str = ""
+    high: str = ""
+    log: bool = False
+
+
+def _value(spec: ParamSpec, raw: str) -> Any:
+    if not raw:
+        raise SpaceError(f"{spec.name}: a value is missing")
+    if spec.type == "str":
+        return raw
+    try:
+        number = float(raw)
+    except ValueError:
+        raise SpaceError(f"{spec.name}: {raw!r} is not a number") from None
+    if spec.type == "int":
+        if number != int(number):
+            raise SpaceError(f"{spec.name}: {raw!r} is not a whole number")
+        return int(number)
+    return number
+
+
+def build_search_space(entries: Sequence[SpaceEntry], params: Sequence[ParamSpec]) -> dict[str, Any]:
+    """The search_space jsonb for ``run_model_selection``; the database checks legal values and names."""
+    by_name = {spec.name: spec for spec in params}
+    space: dict[str, Any] = {}
+    for entry in entries:
+        spec = by_name[entry.name]
+        if entry.mode == "choices":
+            raw = [part.strip() for part in entry.choices.split(",") if part.strip()]
+            if not raw:
+                raise SpaceError(f"{entry.name}: give at least one value, separated by commas")
+            values = list(dict.fromkeys(_value(spec, part) for part in raw))
+            space[entry.name] = values if len(values) > 1 else values[0]
+        elif entry.mode == "range":
+            if spec.type == "str":
+                raise SpaceError(f"{entry.name} is categorical: give choices, not a range")
+            low, high = _value(spec, entry.low.strip()), _value(spec, entry.high.strip())
+            if not low < high:
+                raise SpaceError(f"{entry.name}: a range needs min < max, got {low} .. {high}")
+            if entry.log and low <= 0:
+                raise SpaceError(f"{entry.name}: a log-scaled range needs min > 0, got {low}")
+            space[entry.name] = {"min": low, "max": high, "log": entry.log}
+    if not space:
+        raise SpaceError("search nothing? give choices or a range for at least one hyper-parameter")
+    return space
+
+
+def parse_param(raw: str) -> Any:
+    """A typed params value: JSON where it parses (``0.01``, ``64``, ``true``), else the text (``adam``)."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.strip()
+
+
+def searched_keys(space: dict[str, Any]) -> list[str]:
+    """The keys ``space`` varies (several choices or a range), not those it fixes."""
+    return [
+        key
+        for key, spec in space.items()
+        if (isinstance(spec, list) and len(spec) > 1)
+        or (isinstance(spec, dict) and ("min" in spec or len(spec.get("choices", [])) > 1))
+    ]
+
+
+def grid_size(space: dict[str, Any]) -> int | None:
+    """How many configs grid creates from ``space``; None if a range makes it impossible."""
+    size = 1
+    for spec in space.values():
+        if isinstance(spec, dict) and "min" in spec:
+            return None
+        choices = spec.get("choices") if isinstance(spec, dict) else spec
+        size *= len(choices) if isinstance(choices, list) else 1
+    return size
+
+
+def space_entries(space: dict[str, Any]) -> list[SpaceEntry]:
+    """The editor rows that show ``space`` (the inverse of :func:`build_search_space`)."""
+    entries = []
+    for name, spec in space.items():
+        if isinstance(spec, dict) and "min" in spec:
+            entries.append(
+                SpaceEntry(name, "range", low=str(spec["min"]), high=str(spec["max"]), log=bool(spec.get("log")))
+            )
+        else:
+            values = spec.get("choices") if isinstance(spec, dict) else spec
+            listed = values if isinstance(values, list) else [values]
+            entries.append(SpaceEntry(name, "choices", ", ".join(str(v) for v in listed)))
+    return entries
+
+
+def refine_space(space: dict[str, Any], selected: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A drill-down space around the ``selected`` configs' params, for each key ``space`` searched.
+
+    Positive floats get a log range from half the smallest to twice the largest selected
+    value; other keys get the selected values as choices.
+    """
+    refined: dict[str, Any] = {}
+    for key in space:
+        values = sorted({config[key] for config in selected if key in config}, key=str)
+        if not values:
+            continue
+        if all(isinstance(v, float) and not isinstance(v, bool) and v > 0 for v in values):
+            low, high = min(values), max(values)
+            refined[key] = {"min": _round(low / 2), "max": _round(high * 2), "log": True}
+        else:
+            refined[key] = values if len(values) > 1 else values[0]
+    return refined
+
+
+def _round(value: float) -> float:
+    """Three significant digits: the editor shows what the user would type."""
+    return float(f"{value:.3g}") if value and math.isfinite(value) else value
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    dataset: str
+    model: str
+    search_space: dict[str, Any]
+    procedure: str = "grid"
+    max_epochs: int = 10
+    num_configs: int | None = None
+    name: str | None = None
+    description: str | None = None
+    parent_workload: int | None = None
+    warm_start: bool = False
+
+
+def launch(conn: Connection, request: LaunchRequest) -> int:
+    """``run_model_selection``; returns the new workload's id."""
+    workload_id: int = conn.execute(
+        text(
+            "SELECT run_model_selection(:dataset, :model, CAST(:space AS jsonb), procedure => :procedure,"
+            " max_epochs => :max_epochs, num_configs => :num_configs, name => :name,"
+            " parent_workload => :parent, warm_start => :warm_start)"
+        ),
+        {
+            "dataset": request.dataset,
+            "model": request.model,
+            "space": json.dumps(request.search_space),
+            "procedure": request.procedure,
+            "max_epochs": request.max_epochs,
+            "num_configs": request.num_configs,
+            "name": request.name or None,
+            "parent": request.parent_workload,
+            "warm_start": request.warm_start,
+        },
+    ).scalar_one()
+    if request.description:
+        conn.execute(
+            update(Workload).where(Workload.workload_id == workload_id).values(description=request.description)
+        )
+    return workload_id
+
+
+def prepare_dataset(
+    conn: Connection,
+    name: str,
+    source_table: str,
+    label_column: str,
+    *,
+    feature_columns: Sequence[str] | None = None,
+    feature_shape: Sequence[int] | None = None,
+    validation_fraction: float = 0.1,
+) -> list[Row]:
+    """``prepare_dataset``; returns its per-segment summary."""
+    return _rows(
+        conn,
+        "SELECT * FROM prepare_dataset(:name, :table, :label, feature_columns => :features,"
+        " validation_fraction => :fraction, feature_shape => :shape)",
+        name=name,
+        table=source_table,
+        label=label_column,
+        features=list(feature_columns) if feature_columns else None,
+        fraction=validation_fraction,
+        shape=list(feature_shape) if feature_shape else None,
+    )
+
+
+def _current_status(conn: Connection, config_id: int) -> str:
+    status = conn.execute(select(Config.status).where(Config.config_id == config_id)).scalar_one_or_none()
+    if status is None:
+        raise ActionError(f"config {config_id} no longer exists")
+    return status
+
+
+def set_config_status(conn: Connection, config_id: int, status: str, seen: str) -> str:
+    """Stop (``stopped``) or resume (``running``) a config the page showed as ``seen``; returns what happened."""
+    changed = conn.execute(
+        update(Config).where(Config.config_id == config_id, Config.status == seen).values(status=status)
+    ).rowcount
+    if changed:
+        return f"config {config_id}: {'stopped' if status == 'stopped' else 'resumed'}"
+    now = _current_status(conn, config_id)
+    if now == status:  # a double click, or someone else did the same
+        return f"config {config_id} is already {now}"
+    raise ActionError(f"config {config_id} changed meanwhile (now {now}); nothing done")
+
+
+def set_max_epochs(conn: Connection, config_id: int, max_epochs: int, seen_status: str, seen_max: int) -> str:
+    """Raise (or lower) a config's epoch budget; a completed config with epochs left continues."""
+    changed = conn.execute(
+        update(Config)
+        .where(Config.config_id == config_id, Config.status == seen_status, Config.max_epochs == seen_max)
+        .values(max_epochs=max_epochs, status="running" if seen_status == "completed" else seen_status)
+    ).rowcount
+    if changed:
+        return f"config {config_id}: max epochs {seen_max} → {max_epochs}"
+    current = conn.execute(select(Config.status, Config.max_epochs).where(Config.config_id == config_id)).one_or_none()
+    if current is not None and current.max_epochs == max_epochs:
+        return f"config {config_id} already has max epochs {max_epochs}"
+    now = _current_status(conn, config_id)
+    raise ActionError(f"config {config_id} changed meanwhile (now {now}); nothing done")
+
+
+def set_workload_status(conn: Connection, workload_id: int, status: str, seen: str) -> str:
+    """Stop or resume all of a workload's unfinished configs (the workloads trigger does the cascade)."""
+    changed = conn.execute(
+        update(Workload).where(Workload.workload_id == workload_id, Workload.status == seen).values(status=status)
+    ).rowcount
+    if changed:
+        return f"workload {workload_id}: {'stopped' if status == 'stopped' else 'resumed'}"
+    now = conn.execute(select(Workload.status).where(Workload.workload_id == workload_id)).scalar_one_or_none()
+    if now == status:
+        return f"workload {workload_id} is already {now}"
+    raise ActionError(f"workload {workload_id} changed meanwhile (now {now}); nothing done")
+
+
+def add_config(conn: Connection, workload_id: int, params: dict[str, Any]) -> int:
+    config_id: int = conn.execute(
+        text("SELECT add_config(:workload, CAST(:params AS jsonb))"),
+        {"workload": workload_id, "params": json.dumps(params)},
+    ).scalar_one()
+    return config_id
+
+
+def clone_config(conn: Connection, config_id: int, overrides: dict[str, Any]) -> int:
+    """``clone_config``: a new config from the source's latest weights, with ``overrides`` (lr, batch_size, ...)."""
+    clone_id: int = conn.execute(
+        text("SELECT clone_config(:config, CAST(:overrides AS jsonb))"),
+        {"config": config_id, "overrides": json.dumps(overrides)},
+    ).scalar_one()
+    return clone_id

@@ -1,0 +1,38 @@
+"""Dashboard pages run with AppTest against the session's cluster (or an empty database beside it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cerebro_db import install
+from cerebro_db.cluster import REPO_ROOT, ClusterConfig
+
+APP = REPO_ROOT / "ui" / "app.py"
+
+
+def open_page(page: str, **query: str) -> AppTest:
+    """The app at ``views/<page>.py`` (as the navigation runs it), after its first run."""
+    app = AppTest.from_file(str(APP), default_timeout=60)
+    app.query_params.update(query)
+    app.run()  # st.navigation registers the pages (and their url paths) on the first run
+    app.switch_page(f"views/{page}.py")
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+@pytest.fixture(autouse=True)
+def dashboard_dsn(dsn: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CEREBRO_DSN", dsn)
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def empty_dsn(cluster: ClusterConfig) -> Iterator[str]:
+    """A database with cerebro-db installed and nothing in it, for the empty states."""
+    install.create_database(cluster.dsn("postgres"), "ui_empty")
+    install.install(cluster.dsn("ui_empty"), segments=2)
+    yield cluster.dsn("ui_empty")

@@ -1,0 +1,220 @@
+"""Every page with AppTest against a real database: what it shows and what its actions change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import TINY_CNN, launch, run_until_idle, unique
+from tests.ui.conftest import open_page
+
+Session = psycopg.Connection[Any]
+
+
+def texts(app: AppTest) -> str:
+    """Everything the page says, for matching messages."""
+    parts = [e.value for kind in ("markdown", "caption", "info", "success", "error", "warning") for e in app.get(kind)]
+    return "\n".join(str(part) for part in parts)
+
+
+def value(conn: Session, query: str, *params: Any) -> Any:
+    row = conn.execute(query, list(params)).fetchone()
+    assert row is not None
+    return row[0] if len(row) == 1 else row
+
+
+@pytest.mark.parametrize("page", ["workloads", "launch", "workload_detail", "catalog", "tensorboard_logs"])
+def test_empty_database_shows_empty_states(page: str, empty_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CEREBRO_DSN", empty_dsn)
+    shown = texts(open_page(page))
+    expected = {
+        "workloads": "No workloads yet — launch one.",
+        "launch": "No prepared datasets yet",
+        "workload_detail": "No workloads yet — launch one.",
+        "catalog": "No prepared datasets yet",
+        "tensorboard_logs": "No workloads yet",
+    }[page]
+    assert expected in shown, shown
+
+
+def fill_tiny_cnn_space(app: AppTest, lr_choices: str) -> None:
+    app.selectbox(key="model").set_value("cnn").run()
+    for param, choice in {**TINY_CNN, "lr": lr_choices}.items():
+        app.selectbox(key=f"mode_cnn_{param}").set_value("choices").run()
+        app.text_input(key=f"choices_cnn_{param}").set_value(str(choice)).run()
+
+
+def test_launch_form_creates_a_workload(conn: Session, fashion_2seg: str) -> None:
+    app = open_page("launch")
+    app.selectbox(key="dataset").set_value(fashion_2seg).run()
+    fill_tiny_cnn_space(app, "0.001, 0.003")
+    app.number_input(key="max_epochs").set_value(1).run()
+    name = unique("launched")
+    app.text_input(key="name").set_value(name).run()
+    app.text_input(key="description").set_value("from the form").run()
+    assert "Grid creates **2 configs** × 1 epochs" in texts(app)
+    app.button[-1].click().run()  # Launch
+    assert not app.exception, app.exception
+    workload, description, space = value(
+        conn, "SELECT workload_id, description, search_space FROM workloads WHERE name = %s", name
+    )
+    assert description == "from the form"
+    assert space == {"lr": [0.001, 0.003], **TINY_CNN}
+    assert value(conn, "SELECT count(*) FROM configs WHERE workload_id = %s", workload) == 2
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_bad_search_space_shows_an_error_and_creates_nothing(conn: Session, fashion_2seg: str) -> None:
+    before = value(conn, "SELECT count(*) FROM workloads")
+    app = open_page("launch")
+    app.selectbox(key="dataset").set_value(fashion_2seg).run()
+    fill_tiny_cnn_space(app, "0.001, abc")
+    assert "Search space: lr: 'abc' is not a number" in texts(app)
+    launch_button = app.button[-1]
+    assert launch_button.disabled
+    # what only the database can judge comes back as its message and hint
+    app.text_input(key="choices_cnn_lr").set_value("-1").run()
+    app.button[-1].click().run()
+    assert not app.exception, app.exception
+    shown = texts(app)
+    assert "lr must be >= 1e-12, got -1.0" in shown and "hint: check the search space" in shown, shown
+    assert value(conn, "SELECT count(*) FROM workloads") == before
+
+
+def configs_of(conn: Session, workload: int) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT config_id FROM configs WHERE workload_id = %s ORDER BY 1", [workload])]
+
+
+def test_stop_on_a_row_stops_that_config_and_a_double_click_is_harmless(conn: Session, fashion_2seg: str) -> None:
+    workload = launch(conn, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=2)
+    first, second = configs_of(conn, workload)
+    app = open_page("workload_detail", workload=str(workload))
+    app.button(key=f"stop_{first}").click().run()
+    assert value(conn, "SELECT status FROM configs WHERE config_id = %s", first) == "stopped"
+    assert value(conn, "SELECT status FROM configs WHERE config_id = %s", second) == "pending"
+    assert f"config {first}: stopped" in texts(app)
+    assert app.button(key=f"resume_{first}")  # the row now offers resume
+    app.button(key=f"resume_{first}").click().run()
+    assert value(conn, "SELECT status FROM configs WHERE config_id = %s", first) == "running"
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_a_stale_row_never_overwrites_a_newer_status(conn: Session, fashion_2seg: str, dsn: str) -> None:
+    workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
+    (config,) = configs_of(conn, workload)
+    app = open_page("workload_detail", workload=str(workload))
+    stop = app.button(key=f"stop_{config}")  # rendered while pending
+    run_until_idle(dsn)  # meanwhile it trains to the end
+    stop.click().run()
+    assert f"config {config} changed meanwhile (now completed); nothing done" in texts(app)
+    assert value(conn, "SELECT status FROM configs WHERE config_id = %s", config) == "completed"
+    # the refreshed page shows curves and lets the completed config continue
+    assert app.get("vega_lite_chart"), "no learning curves"
+    app.number_input(key=f"epochs_{config}").set_value(2).run()
+    app.button(key=f"set_epochs_{config}").click().run()
+    assert value(conn, "SELECT status, max_epochs FROM configs WHERE config_id = %s", config) == ("running", 2)
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_clone_creates_a_config_cloned_from_the_row_with_overrides(conn: Session, fashion_2seg: str, dsn: str) -> None:
+    workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=2)
+    (config,) = configs_of(conn, workload)
+    run_until_idle(dsn, max_units=1)
+    app = open_page("workload_detail", workload=str(workload))
+    app.number_input(key=f"clone_lr_{config}").set_value(0.0005).run()
+    app.number_input(key=f"clone_bs_{config}").set_value(32).run()
+    app.button(key=f"clone_{config}").click().run()
+    app.button(key=f"clone_{config}").click().run()  # a double click
+    clones = conn.execute(
+        "SELECT params ->> 'lr', params ->> 'batch_size' FROM configs WHERE cloned_from = %s", [config]
+    ).fetchall()
+    assert clones == [("0.0005", "32")]
+    assert "the repeated click did nothing" in texts(app)
+    assert f"- config {configs_of(conn, workload)[1]}: clone from config {config}" in texts(app)  # lineage
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_add_config_and_drill_down_into_a_warm_started_workload(conn: Session, fashion_2seg: str, dsn: str) -> None:
+    parent = launch(conn, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=1)
+    run_until_idle(dsn)
+    app = open_page("workload_detail", workload=str(parent))
+    app.text_input(key=f"add_{parent}_lr").set_value("0.002").run()
+    app.button(key=f"add_{parent}").click().run()
+    assert value(conn, "SELECT count(*) FROM configs WHERE workload_id = %s AND params -> 'lr' = '0.002'", parent) == 1
+
+    app.button(key=f"drill_down_{parent}").click().run()  # opens Launch, prefilled
+    app.switch_page("views/launch.py")  # AppTest does not follow a page's own st.switch_page
+    assert not app.exception, app.exception
+    assert app.selectbox(key="parent_workload").value == parent
+    assert app.selectbox(key="mode_cnn_lr").value == "range"
+    assert (app.text_input(key="low_cnn_lr").value, app.text_input(key="high_cnn_lr").value) == ("0.0005", "0.006")
+    name = unique("drill")
+    app.text_input(key="name").set_value(name).run()
+    app.button[-1].click().run()
+    child, parent_id, warm = value(
+        conn, "SELECT workload_id, parent_workload_id, warm_start FROM workloads WHERE name = %s", name
+    )
+    assert (parent_id, warm) == (parent, True)
+    assert value(conn, "SELECT count(*) FROM configs WHERE workload_id = %s AND cloned_from IS NOT NULL", child) == 4
+    conn.execute("DELETE FROM workloads WHERE workload_id IN (%s, %s)", [child, parent])
+
+
+def test_workloads_page_lists_progress_and_links(conn: Session, fashion_2seg: str, dsn: str) -> None:
+    workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
+    conn.execute("UPDATE workloads SET name = 'listed' WHERE workload_id = %s", [workload])
+    run_until_idle(dsn)
+    app = open_page("workloads")
+    assert f"**#{workload} listed**" in texts(app)
+    assert any((bar.value, bar.text) == (100, "1 / 1 epochs") for bar in app.get("progress"))
+    links = [link for link in app.get("page_link") if link.proto.query_string == f"workload={workload}"]
+    assert links, "no link into the workload"
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_catalog_shows_the_roster_and_shards(fashion_2seg: str) -> None:
+    app = open_page("catalog")
+    assert any("**cnn**" in expander.label for expander in app.expander)
+    assert f"**{fashion_2seg}**" in texts(app)
+    shards = [frame.value for frame in app.dataframe if "segment" in frame.value.columns]
+    assert any(set(frame["segment"]) == {0, 1} and set(frame["split"]) == {"train", "validation"} for frame in shards)
+
+
+def test_tensorboard_page_says_how_and_exports(
+    conn: Session, fashion_2seg: str, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CEREBRO_HOME", str(tmp_path))  # where the default logdir lives
+    workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
+    (config,) = configs_of(conn, workload)
+    run_until_idle(dsn)
+    app = open_page("tensorboard_logs")
+    app.selectbox(key="tensorboard_workload").set_value(workload).run()
+    assert f"cerebro-db tensorboard {workload}\n" in app.code[0].value
+    assert f"tensorboard --logdir {tmp_path / 'tensorboard'}" in app.code[0].value
+    app.button[0].click().run()
+    assert not app.exception, app.exception
+    for split in ("train", "validation"):
+        assert list((tmp_path / "tensorboard" / f"workload_{workload}" / f"config_{config}" / split).glob("events.*"))
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_prepare_a_dataset_from_a_table_then_select_it(conn: Session, fashion_table: str) -> None:
+    app = open_page("launch")
+    app.radio(key="dataset_source").set_value("Prepare one from a table").run()
+    app.selectbox(key="prep_table").set_value(fashion_table).run()
+    app.selectbox(key="prep_label").set_value("label").run()
+    app.multiselect(key="prep_features").set_value(["pixels"]).run()
+    name = unique("prepared")
+    app.text_input(key="prep_name").set_value(name).run()
+    app.text_input(key="prep_shape").set_value("28, 28, x").run()
+    app.button[0].click().run()
+    assert "feature shape '28, 28, x': give whole numbers" in texts(app)
+    app.text_input(key="prep_shape").set_value("28,28,1").run()
+    app.button[0].click().run()
+    assert not app.exception, app.exception
+    assert f"dataset '{name}' prepared: 1,080 training and 120 validation rows on 2 segments" in texts(app)
+    assert app.selectbox(key="dataset").value == name  # and chosen for the launch
+    assert value(conn, "SELECT feature_shape FROM datasets WHERE name = %s", name) == [28, 28, 1]

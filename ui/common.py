@@ -1,0 +1,109 @@
+"""What every page shares: the engine, reads that show errors instead of tracebacks, actions, formats."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import streamlit as st
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from cerebro_db import dashboard
+from cerebro_db.cluster import ClusterError
+
+T = TypeVar("T")
+
+#: A repeat of the same create action within this many seconds is a double click, not a new request.
+DOUBLE_CLICK_S = 10.0
+
+DETAIL_PAGE = "views/workload_detail.py"
+LAUNCH_PAGE = "views/launch.py"
+
+STATUS_COLORS = {
+    "running": "blue",
+    "pending": "gray",
+    "stopped": "orange",
+    "completed": "green",
+    "failed": "red",
+}
+
+
+@st.cache_resource(show_spinner=False)
+def _engine(dsn: str) -> Engine:
+    return dashboard.make_engine(dsn)
+
+
+def engine() -> Engine:
+    return _engine(dashboard.default_dsn())
+
+
+def read(query: Callable[..., T], *args: Any) -> T:
+    """``query(conn, *args)`` in its own short read; a database problem stops the page with a message."""
+    try:
+        with engine().connect() as conn:
+            return query(conn, *args)
+    except ClusterError as error:
+        st.error(f"No database to show: {error}. Set CEREBRO_DSN or start the cluster with `cerebro-db up`.")
+    except DBAPIError as error:
+        st.error(f"The database refused a read: {dashboard.database_message(error)}")
+    st.stop()
+
+
+def act(do: Callable[[Connection], str], *, once: str | None = None) -> bool:
+    """Run an action in one transaction and flash its outcome; ``once`` names a create action to dedupe."""
+    recent: dict[str, tuple[float, str]] = st.session_state.setdefault("recent_actions", {})
+    if once is not None and once in recent and time.monotonic() - recent[once][0] < DOUBLE_CLICK_S:
+        flash("info", f"{recent[once][1]} (the repeated click did nothing)")
+        return False
+    try:
+        with dashboard.transaction(engine()) as conn:
+            message = do(conn)
+    except dashboard.ActionError as error:
+        flash("error", str(error))
+        return False
+    if once is not None:
+        recent[once] = (time.monotonic(), message)
+    flash("success", message)
+    return True
+
+
+def flash(kind: str, message: str) -> None:
+    """A message shown by the next :func:`show_flashes` (actions run in callbacks, before the page renders)."""
+    st.session_state.setdefault("flashes", []).append((kind, message))
+
+
+def show_flashes() -> None:
+    for kind, message in st.session_state.pop("flashes", []):
+        {"success": st.success, "info": st.info, "error": st.error}[kind](message)
+
+
+def status_badge(status: str) -> None:
+    st.badge(status, color=STATUS_COLORS.get(status, "gray"))  # type: ignore[arg-type]
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def duration(value: timedelta | float | None) -> str:
+    """``1 h 04 min``, ``3 min 12 s``, ``8 s``."""
+    if value is None:
+        return "—"
+    seconds = int(value.total_seconds() if isinstance(value, timedelta) else value)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+def size(num_bytes: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB")
+    power = 0
+    while num_bytes >= 1024 and power < len(units) - 1:
+        num_bytes /= 1024
+        power += 1
+    return f"{num_bytes:,.0f} B" if power == 0 else f"{num_bytes:,.1f} {units[power]}"

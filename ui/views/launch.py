@@ -1,0 +1,253 @@
+"""Launch a workload: dataset (or prepare one), roster model, search space, procedure; grid preview."""
+
+import json
+from typing import Any
+
+import common
+import streamlit as st
+from sqlalchemy import Connection
+
+from cerebro_db import dashboard
+
+PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
+MODES = ("default", "choices", "range")
+PREPARED, FROM_TABLE = "Prepared dataset", "Prepare one from a table"
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def roster() -> dict[str, tuple[str, list[dashboard.ParamSpec]]]:
+    return common.read(dashboard.roster)
+
+
+def apply_prefill(prefill: dict[str, Any]) -> None:
+    """Widget state for a drill-down (set by the workload page): the refined space around chosen configs."""
+    st.session_state.update(
+        dataset_source=PREPARED,
+        dataset=prefill["dataset"],
+        model=prefill["model"],
+        procedure=prefill["procedure"],
+        num_configs=prefill["num_configs"],
+        max_epochs=prefill["max_epochs"],
+        name=prefill["name"],
+        parent_workload=prefill["parent_workload"],
+        warm_start=True,
+    )
+    model = prefill["model"]
+    for spec in roster()[model][1]:
+        st.session_state[f"mode_{model}_{spec.name}"] = "default"
+    for entry in dashboard.space_entries(prefill["search_space"]):
+        key = f"{model}_{entry.name}"
+        st.session_state.update(
+            {
+                f"mode_{key}": entry.mode,
+                f"choices_{key}": entry.choices,
+                f"low_{key}": entry.low,
+                f"high_{key}": entry.high,
+                f"log_{key}": entry.log,
+            }
+        )
+
+
+def prepare() -> None:
+    """Callback of "Prepare dataset": prepare_dataset, then select the new dataset."""
+    state = st.session_state
+    shape_text = state.get("prep_shape", "").strip()
+    try:
+        shape = [int(part) for part in shape_text.split(",")] if shape_text else None
+    except ValueError:
+        common.flash("error", f"feature shape {shape_text!r}: give whole numbers separated by commas, e.g. 28,28,1")
+        return
+    name = state["prep_name"].strip()
+    if not name:
+        common.flash("error", "give the dataset a name")
+        return
+
+    def run(conn: Connection) -> str:
+        shards = dashboard.prepare_dataset(
+            conn,
+            name,
+            state["prep_table"],
+            state["prep_label"],
+            feature_columns=state.get("prep_features"),
+            feature_shape=shape,
+            validation_fraction=state["prep_fraction"],
+        )
+        train = sum(row["train_rows"] for row in shards)
+        validation = sum(row["validation_rows"] for row in shards)
+        return (
+            f"dataset {name!r} prepared: {train:,} training and {validation:,} validation rows"
+            f" on {len(shards)} segments"
+        )
+
+    if common.act(run, once=f"prepare {name}"):
+        state.update(dataset_source=PREPARED, dataset=name)
+
+
+def dataset_section() -> str | None:
+    st.subheader("1 · Dataset")
+    datasets = common.read(dashboard.datasets)
+    source = st.radio("Dataset", (PREPARED, FROM_TABLE), key="dataset_source", horizontal=True)
+    if source == PREPARED:
+        if not datasets:
+            st.info("No prepared datasets yet — prepare one from a table.")
+            return None
+        by_name = {row["name"]: row for row in datasets}
+        name: str = st.selectbox("Prepared dataset", list(by_name), key="dataset")
+        row = by_name[name]
+        st.caption(
+            f"{row['train_rows']:,} training / {row['validation_rows']:,} validation rows · "
+            f"{row['num_classes']} classes · features {'×'.join(map(str, row['feature_shape']))} · "
+            f"{row['num_segments']} segments · from `{row['source_table']}`"
+        )
+        return name
+    tables = common.read(dashboard.source_tables)
+    if not tables:
+        st.info("No tables to prepare from: load one into the database first (`cerebro-db demo` loads Fashion-MNIST).")
+        return None
+    table_col, label_col = st.columns(2)
+    table = table_col.selectbox("Source table", list(tables), key="prep_table")
+    label_col.selectbox("Label column", tables[table], key="prep_label")
+    st.multiselect(
+        "Feature columns",
+        tables[table],
+        key="prep_features",
+        placeholder="all other columns",
+        help="Numeric columns, or one array / bytea column (then give its shape).",
+    )
+    name_col, shape_col, fraction_col = st.columns(3)
+    name_col.text_input("Dataset name", key="prep_name", placeholder="e.g. fashion")
+    shape_col.text_input("Feature shape", key="prep_shape", placeholder="e.g. 28,28,1 for images")
+    fraction_col.slider("Validation fraction", 0.05, 0.5, 0.1, 0.05, key="prep_fraction")
+    st.button("Prepare dataset", on_click=prepare, icon=":material/database:")
+    return None
+
+
+def space_section(model: str, params: list[dashboard.ParamSpec]) -> list[dashboard.SpaceEntry]:
+    """One row per hyper-parameter: left at the model's default, a list of choices, or a range."""
+    entries = []
+    st.session_state.setdefault(f"mode_{model}_lr", "choices")
+    st.session_state.setdefault(f"choices_{model}_lr", "0.001, 0.003")
+    for spec in params:
+        key = f"{model}_{spec.name}"
+        name_col, mode_col, value_col = st.columns([2, 2, 5], vertical_alignment="bottom")
+        name_col.markdown(f"**{spec.name}**", help=f"{spec.doc}; {spec.type}, allowed {spec.allowed}")
+        mode = mode_col.selectbox(
+            "mode", MODES if spec.type != "str" else MODES[:2], key=f"mode_{key}", label_visibility="collapsed"
+        )
+        if mode == "default":
+            value_col.caption(f"default: `{json.dumps(spec.default)}`")
+        elif mode == "choices":
+            value_col.text_input(
+                "choices", key=f"choices_{key}", placeholder="comma-separated values", label_visibility="collapsed"
+            )
+        else:
+            low, high, log = value_col.columns([2, 2, 1], vertical_alignment="center")
+            low.text_input("min", key=f"low_{key}", placeholder="min", label_visibility="collapsed")
+            high.text_input("max", key=f"high_{key}", placeholder="max", label_visibility="collapsed")
+            log.checkbox("log", key=f"log_{key}", help="sample on a log scale")
+        state = st.session_state
+        entries.append(
+            dashboard.SpaceEntry(
+                spec.name,
+                mode,
+                choices=state.get(f"choices_{key}", ""),
+                low=state.get(f"low_{key}", ""),
+                high=state.get(f"high_{key}", ""),
+                log=state.get(f"log_{key}", False),
+            )
+        )
+    return entries
+
+
+def preview(space: dict[str, Any], procedure: str, max_epochs: int, num_configs: int | None) -> None:
+    size = dashboard.grid_size(space)
+    if procedure == "grid" or (procedure == "hyperband" and num_configs is None):
+        if size is None:
+            st.warning("Grid needs choices only: a range can only be sampled (random, hyperopt, hyperband).")
+        else:
+            st.info(
+                f"Grid creates **{size} config{'s' if size != 1 else ''}** × {max_epochs} epochs = "
+                f"{size * max_epochs:,} config-epochs"
+                + (" (hyperband then stops the weakest at epochs 1, 3, 9, …)." if procedure == "hyperband" else ".")
+            )
+    elif procedure == "hyperopt":
+        st.info(f"Hyperopt starts one config per segment; TPE proposes more up to **{num_configs or '?'}**.")
+    else:
+        st.info(f"{procedure.capitalize()} samples **{num_configs or '?'} configs** × {max_epochs} epochs.")
+    with st.expander("Search space (jsonb)"):
+        st.code(json.dumps(space, indent=2), language="json")
+
+
+st.title("Launch a workload")
+common.show_flashes()
+if "launch_prefill" in st.session_state:
+    apply_prefill(st.session_state.pop("launch_prefill"))
+
+data_col, model_col = st.columns(2, gap="large")
+with data_col:
+    dataset = dataset_section()
+with model_col:
+    st.subheader("2 · Model")
+    models = roster()
+    model: str = st.selectbox("Roster model", list(models), key="model")
+    st.caption(models[model][0])
+st.subheader("3 · Search space")
+entries = space_section(model, models[model][1])
+
+st.subheader("4 · Procedure")
+proc_col, epochs_col, configs_col = st.columns(3)
+procedure: str = proc_col.selectbox("Procedure", PROCEDURES, key="procedure")
+st.session_state.setdefault("max_epochs", 5)  # not value=: a drill-down may have set it
+max_epochs = int(epochs_col.number_input("Max epochs", min_value=1, max_value=1000, key="max_epochs"))
+num_configs = None
+st.session_state.setdefault("num_configs", None)
+if procedure != "grid":
+    chosen = configs_col.number_input(
+        "Number of configs",
+        min_value=1,
+        max_value=10000,
+        key="num_configs",
+        placeholder="grid of the choices" if procedure == "hyperband" else "required",
+    )
+    num_configs = None if chosen is None else int(chosen)
+name_col, description_col = st.columns([1, 2])
+name = name_col.text_input("Name", key="name", placeholder="e.g. cnn lr sweep")
+description = description_col.text_input("Description", key="description", placeholder="what you want to learn")
+with st.expander("Drill down from a parent workload", expanded=st.session_state.get("parent_workload") is not None):
+    parents = {row["workload_id"]: row for row in common.read(dashboard.workloads)}
+    parent_col, warm_col = st.columns(2)
+    parent = parent_col.selectbox(
+        "Parent workload",
+        list(parents),
+        index=None,
+        key="parent_workload",
+        format_func=lambda w: f"#{w} {parents[w]['name'] or ''}",
+        placeholder="none",
+    )
+    warm_start = warm_col.checkbox(
+        "Warm start", key="warm_start", help="start from the parent's best config's weights (same architecture)"
+    )
+
+space: dict[str, Any] | None
+try:
+    space = dashboard.build_search_space(entries, models[model][1])
+except dashboard.SpaceError as error:
+    space = None
+    st.error(f"Search space: {error}")
+if space is not None:
+    preview(space, procedure, max_epochs, num_configs)
+
+if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=dataset is None or space is None):
+    assert dataset is not None and space is not None
+    request = dashboard.LaunchRequest(
+        dataset, model, space, procedure, max_epochs, num_configs, name, description, parent, warm_start
+    )
+    launched: list[int] = []
+
+    def run(conn: Connection) -> str:
+        launched.append(dashboard.launch(conn, request))
+        return f"workload {launched[0]} launched"
+
+    if common.act(run, once=repr(request)):
+        st.switch_page(common.DETAIL_PAGE, query_params={"workload": str(launched[0])})
+    common.show_flashes()

@@ -1,0 +1,286 @@
+"""One workload, live: learning curves, configs with stop / resume / clone / more epochs, segments, lineage."""
+
+from typing import Any
+
+import altair as alt
+import common
+import pandas as pd
+import streamlit as st
+from sqlalchemy import Connection
+
+from cerebro_db import dashboard
+
+#: Seconds between refreshes of the live part while the workload runs.
+REFRESH_S = 2
+
+
+def change_status(config_id: int, status: str, seen: str) -> None:
+    common.act(lambda conn: dashboard.set_config_status(conn, config_id, status, seen))
+
+
+def change_workload(workload_id: int, status: str, seen: str) -> None:
+    common.act(lambda conn: dashboard.set_workload_status(conn, workload_id, status, seen))
+
+
+def clone(config_id: int) -> None:
+    overrides = {
+        "lr": st.session_state[f"clone_lr_{config_id}"],
+        "batch_size": int(st.session_state[f"clone_bs_{config_id}"]),
+    }
+
+    def run(conn: Connection) -> str:
+        new = dashboard.clone_config(conn, config_id, overrides)
+        lr, batch_size = overrides["lr"], overrides["batch_size"]
+        return f"config {new} cloned from config {config_id} (lr {lr:g}, batch size {batch_size})"
+
+    common.act(run, once=f"clone {config_id} {overrides}")
+
+
+def raise_epochs(config_id: int, seen_status: str, seen_max: int) -> None:
+    new_max = int(st.session_state[f"epochs_{config_id}"])
+    common.act(lambda conn: dashboard.set_max_epochs(conn, config_id, new_max, seen_status, seen_max))
+
+
+def add_config(workload_id: int, keys: list[str]) -> None:
+    params = {key: dashboard.parse_param(st.session_state[f"add_{workload_id}_{key}"]) for key in keys}
+
+    def run(conn: Connection) -> str:
+        return f"config {dashboard.add_config(conn, workload_id, params)} added"
+
+    common.act(run, once=f"add {workload_id} {params}")
+
+
+def searched(params: dict[str, Any], space: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {params[key]}" for key in dashboard.searched_keys(space) if key in params)
+
+
+def curves_chart(metrics: list[dict[str, Any]], value: str, title: str) -> alt.Chart:
+    long = pd.DataFrame(
+        [
+            {
+                "config": f"config {row['config_id']}",
+                "epoch": row["epoch"],
+                "split": split,
+                title: row[f"{prefix}_{value}"],
+            }
+            for row in metrics
+            for split, prefix in (("train", "train"), ("validation", "val"))
+        ]
+    )
+    return (
+        alt.Chart(long, title=title)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y(f"{title}:Q", scale=alt.Scale(zero=False)),
+            color=alt.Color("config:N", title="config"),
+            strokeDash=alt.StrokeDash("split:N", title="split"),
+            tooltip=["config", "epoch", "split", alt.Tooltip(f"{title}:Q", format=".4f")],
+        )
+        .properties(height=280)
+    )
+
+
+def config_row(config: dict[str, Any], space: dict[str, Any], widths: list[int]) -> None:
+    config_id, status = config["config_id"], config["status"]
+    cells = st.columns(widths, vertical_alignment="center")
+    cells[0].markdown(f"**{config_id}**" + (f" ← {config['cloned_from']}" if config["cloned_from"] else ""))
+    cells[1].markdown(searched(config["params"], space) or "defaults", help=str(config["params"]))
+    with cells[2]:
+        common.status_badge(status)
+    cells[3].markdown(f"{config['epochs_done']} / {config['max_epochs']}")
+    cells[4].markdown(common.percent(config["best_val_metric"]))
+    cells[5].markdown("—" if config["best_val_loss"] is None else f"{config['best_val_loss']:.4f}")
+    stop_col, clone_col, epochs_col = cells[6].columns(3)
+    if status in ("pending", "running"):
+        stop_col.button("Stop", key=f"stop_{config_id}", on_click=change_status, args=(config_id, "stopped", status))
+    elif status == "stopped" and config["epochs_done"] < config["max_epochs"]:
+        stop_col.button(
+            "Resume", key=f"resume_{config_id}", on_click=change_status, args=(config_id, "running", status)
+        )
+    with clone_col.popover("Clone"):
+        st.number_input("lr", value=float(config["params"].get("lr", 0.001)), format="%g", key=f"clone_lr_{config_id}")
+        st.number_input(
+            "batch size", min_value=1, value=int(config["params"].get("batch_size", 64)), key=f"clone_bs_{config_id}"
+        )
+        st.button("Clone config", key=f"clone_{config_id}", on_click=clone, args=(config_id,), type="primary")
+    with epochs_col.popover("Epochs"):
+        st.number_input(
+            "max epochs",
+            min_value=max(config["epochs_done"], 1),
+            value=config["max_epochs"] + 1,
+            key=f"epochs_{config_id}",
+        )
+        st.button(
+            "Set max epochs",
+            key=f"set_epochs_{config_id}",
+            on_click=raise_epochs,
+            args=(config_id, status, config["max_epochs"]),
+            type="primary",
+        )
+    if config["error"]:
+        st.caption(f":red[config {config_id} failed: {config['error']}]")
+
+
+def header(row: dict[str, Any]) -> None:
+    workload_id = row["workload_id"]
+    title_col, badge_col, action_col = st.columns([6, 1, 1], vertical_alignment="center")
+    title_col.title(f"#{workload_id} {row['name'] or 'unnamed'}")
+    with badge_col:
+        common.status_badge(row["status"])
+    if row["status"] == "running":
+        action_col.button(
+            "Stop all", on_click=change_workload, args=(workload_id, "stopped", "running"), icon=":material/stop:"
+        )
+    elif row["status"] == "stopped":
+        action_col.button(
+            "Resume all",
+            on_click=change_workload,
+            args=(workload_id, "running", "stopped"),
+            icon=":material/play_arrow:",
+        )
+    st.caption(
+        f"{row['owner']} · model `{row['model']}` · {row['procedure']} · dataset `{row['dataset']}` · "
+        f"{row['max_epochs']} epochs · created {row['created_at']:%Y-%m-%d %H:%M}"
+    )
+    if row["description"]:
+        st.markdown(row["description"])
+
+
+def live(workload_id: int) -> None:
+    """What changes while the workload trains; a fragment, so it refreshes without reloading the page."""
+    row = common.read(dashboard.workload, workload_id)
+    assert row is not None
+    header(row)
+    common.show_flashes()
+    space = row["search_space"]
+    done, best, configs_metric, eta = st.columns(4)
+    done.metric("Epochs", f"{row['epochs_done']} / {row['epochs_planned']}")
+    best.metric("Best val accuracy", common.percent(row["best_val_metric"]))
+    configs_metric.metric("Configs active", f"{row['configs_active']} of {row['configs']}")
+    eta.metric("Time left (estimate)", common.duration(row["eta"]) if row["status"] == "running" else "—")
+    st.progress(min(row["epochs_done"] / max(row["epochs_planned"], 1), 1.0))
+
+    st.subheader("Learning curves")
+    metrics = common.read(dashboard.learning_curves, workload_id)
+    if not metrics:
+        st.info("No epoch has finished yet — curves appear as each epoch's validation commits.")
+    else:
+        loss_col, metric_col = st.columns(2)
+        loss_col.altair_chart(curves_chart(metrics, "loss", "loss"), width="stretch")
+        metric_col.altair_chart(curves_chart(metrics, "metric", "accuracy"), width="stretch")
+
+    st.subheader("Configs")
+    widths = [1, 3, 2, 1, 2, 2, 5]
+    for cell, label in zip(
+        st.columns(widths),
+        ["config", "searched params", "status", "epochs", "best val acc", "val loss", ""],
+        strict=True,
+    ):
+        cell.caption(label)
+    for config in common.read(dashboard.configs, workload_id):
+        config_row(config, space, widths)
+
+    st.subheader("Segments now")
+    if not common.read(dashboard.scheduler_alive):
+        st.warning(
+            "No scheduler is running: nothing trains. Start one with `cerebro-db scheduler` (or `cerebro-db up`)."
+        )
+    for segment_col, segment in zip(st.columns(4), common.read(dashboard.segment_activity), strict=False):
+        if segment["config_id"] is None:
+            segment_col.metric(f"Segment {segment['segment']}", "idle")
+        else:
+            mine = "" if segment["workload_id"] == workload_id else f" (workload {segment['workload_id']})"
+            segment_col.metric(
+                f"Segment {segment['segment']}",
+                f"config {segment['config_id']}",
+                f"epoch {segment['epoch']} · {common.duration(segment['running_s'])}{mine}",
+                delta_color="off",
+            )
+
+
+def steer(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
+    """Add a config, and drill down around chosen configs."""
+    workload_id, space = row["workload_id"], row["search_space"]
+    add_col, drill_col = st.columns(2)
+    with add_col.container(border=True):
+        st.markdown("**Add a config**")
+        best = configs[0]["params"] if configs else {}
+        keys = list(space)
+        for key in keys:
+            st.text_input(key, value=str(best.get(key, "")), key=f"add_{workload_id}_{key}")
+        st.button(
+            "Add config", key=f"add_{workload_id}", on_click=add_config, args=(workload_id, keys), icon=":material/add:"
+        )
+    with drill_col.container(border=True):
+        st.markdown("**Drill down**")
+        st.caption("A new workload searching around the chosen configs, warm-started from this one's best weights.")
+        chosen = st.multiselect(
+            "Around configs",
+            [config["config_id"] for config in configs],
+            default=[config["config_id"] for config in configs[:2] if config["best_val_metric"] is not None],
+            key=f"drill_{workload_id}",
+        )
+        if st.button("Drill down", key=f"drill_down_{workload_id}", disabled=not chosen, icon=":material/zoom_in:"):
+            selected = [config["params"] for config in configs if config["config_id"] in chosen]
+            st.session_state["launch_prefill"] = {
+                "dataset": row["dataset"],
+                "model": row["model"],
+                "search_space": dashboard.refine_space(space, selected) or space,
+                "procedure": "random",
+                "num_configs": 4,
+                "max_epochs": row["max_epochs"],
+                "name": f"drill-down of #{workload_id}",
+                "parent_workload": workload_id,
+            }
+            st.switch_page(common.LAUNCH_PAGE)
+
+
+def lineage(workload_id: int) -> None:
+    st.subheader("Lineage")
+    found = common.read(dashboard.lineage, workload_id)
+    if found["parent"] is None and not found["children"] and not found["derived"]:
+        st.caption("A workload of its own: no parent, no drill-downs, no clones yet.")
+        return
+    if found["parent"] is not None:
+        st.page_link(
+            common.DETAIL_PAGE,
+            label=f"Parent: workload #{found['parent']}",
+            icon=":material/north_west:",
+            query_params={"workload": str(found["parent"])},
+        )
+    for child in found["children"]:
+        st.page_link(
+            common.DETAIL_PAGE,
+            label=f"Drill-down: workload #{child['workload_id']} {child['name'] or ''} ({child['status']})",
+            icon=":material/south_east:",
+            query_params={"workload": str(child["workload_id"])},
+        )
+    for config in found["derived"]:
+        source = f"config {config['cloned_from']}"
+        if config["origin"] == "warm start":
+            source += f" of workload #{config['cloned_from_workload']}"
+        st.markdown(f"- config {config['config_id']}: {config['origin']} from {source}")
+
+
+rows = {row["workload_id"]: row for row in common.read(dashboard.workloads)}
+if not rows:
+    st.title("Workload")
+    st.info("No workloads yet — launch one.")
+    st.page_link(common.LAUNCH_PAGE, label="Launch a workload", icon=":material/rocket_launch:")
+    st.stop()
+requested = st.query_params.get("workload", "")
+current = int(requested) if requested.isdigit() and int(requested) in rows else next(iter(rows))
+workload_id: int = st.sidebar.selectbox(
+    "Workload",
+    list(rows),
+    index=list(rows).index(current),
+    format_func=lambda w: f"#{w} {rows[w]['name'] or 'unnamed'} ({rows[w]['status']})",
+)
+st.query_params["workload"] = str(workload_id)
+row = common.read(dashboard.workload, workload_id)
+assert row is not None
+
+st.fragment(live, run_every=REFRESH_S if row["status"] == "running" else None)(workload_id)
+steer(row, common.read(dashboard.configs, workload_id))
+lineage(workload_id)
