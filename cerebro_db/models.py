@@ -114,7 +114,7 @@ class Workload(Base):
         CheckConstraint(_in("status", WORKLOAD_STATUSES), name="status"),
         CheckConstraint(_in("procedure", PROCEDURES), name="procedure"),
         CheckConstraint("max_epochs > 0", name="max_epochs"),
-        CheckConstraint("unit_timeout > interval '0'", name="unit_timeout"),
+        CheckConstraint("unit_timeout > interval '0' AND unit_timeout <= interval '24 days'", name="unit_timeout"),
     )
     workload_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -26,8 +25,12 @@ from psycopg import errors
 log = logging.getLogger("cerebro.scheduler")
 
 CHANNEL = "cerebro_units"
-MILLISECOND = timedelta(milliseconds=1)
 LOCK_WAIT_MS = 5000
+#: The scheduler runs as the schema's owner: resolve names in cerebro only, never in a
+#: schema where users may create objects.
+SEARCH_PATH = "-c search_path=cerebro,pg_temp"
+#: A unit waits this long for a row a user holds locked, then is rolled back and runs later.
+UNIT_LOCK_TIMEOUT = "30s"
 
 
 class SchedulerBusy(RuntimeError):
@@ -117,7 +120,7 @@ class Scheduler:
 
     def _connect_locked(self) -> psycopg.Connection[Any]:
         """The control connection, holding the one-scheduler-per-database lock for its lifetime."""
-        control = psycopg.connect(self.dsn, autocommit=True, application_name="cerebro scheduler")
+        control = psycopg.connect(self.dsn, autocommit=True, application_name="cerebro scheduler", options=SEARCH_PATH)
         # Wait a little: a scheduler that was just killed leaves a backend that needs a
         # moment to notice and release the lock.
         control.execute("SELECT set_config('lock_timeout', %s, false)", [str(LOCK_WAIT_MS)])
@@ -156,13 +159,17 @@ class Scheduler:
                     self.dsn,
                     autocommit=True,
                     application_name=f"cerebro segment {segment}",
-                    # If this process dies mid-unit, the backend notices within a second (at
-                    # its next batch) and rolls back, instead of training on for nobody.
-                    options="-c client_connection_check_interval=1000",
+                    # client_connection_check_interval: if this process dies mid-unit, the backend
+                    # notices within a second (at its next batch) and rolls back.
+                    options=f"{SEARCH_PATH} -c lock_timeout={UNIT_LOCK_TIMEOUT}"
+                    " -c client_connection_check_interval=1000",
                 ) as conn:
                     self._serve(conn, segment, progress, until_idle)
             except psycopg.OperationalError as error:
                 log.warning("segment %s lost its connection (%s); reconnecting", segment, error)
+                self._stop.wait(self.idle_wait)
+            except Exception:  # a bug must not silence a segment for good: log it, start afresh
+                log.exception("segment %s hit an unexpected error; reconnecting", segment)
                 self._stop.wait(self.idle_wait)
         self._wake_all()
 
@@ -200,29 +207,29 @@ class Scheduler:
     def _run_one(self, conn: psycopg.Connection[Any], segment: int) -> dict[str, Any] | None:
         """Claim and run one unit on ``segment`` in one transaction; None if nothing may run."""
         claimed: tuple[Any, ...] | None = None
-        timeout: timedelta | None = None
+        timeout: str | None = None
         started = time.monotonic()
         try:
             with conn.transaction():
+                # The workload's unit_timeout in ms (the table keeps it within statement_timeout's range).
                 claimed = conn.execute(
-                    "SELECT u.config_id, u.epoch, w.unit_timeout FROM claim_unit(%s) u"
-                    " JOIN workloads w USING (workload_id)",
+                    "SELECT u.config_id, u.epoch, w.unit_timeout::text,"
+                    " greatest(1, ceil(extract(epoch FROM w.unit_timeout) * 1000))::bigint"
+                    " FROM claim_unit(%s) u JOIN workloads w USING (workload_id)",
                     [segment],
                 ).fetchone()
                 if claimed is None:
                     return None
-                timeout = claimed[2]
-                if timeout is not None:  # for this transaction only; 0 would mean no limit
-                    conn.execute(
-                        "SELECT set_config('statement_timeout', %s, true)", [str(max(1, timeout // MILLISECOND))]
-                    )
+                timeout, timeout_ms = claimed[2], claimed[3]
+                if timeout is not None:  # for this transaction only
+                    conn.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout_ms)])
                 started = time.monotonic()
                 row = conn.execute("SELECT run_unit(%s, %s)", [claimed[0], segment]).fetchone()
                 assert row is not None
                 result: dict[str, Any] = row[0]
                 return result
         except errors.QueryCanceled:
-            if claimed is not None and timeout is not None and time.monotonic() - started >= timeout.total_seconds():
+            if claimed is not None and timeout is not None and time.monotonic() - started >= claimed[3] / 1000:
                 self._fail(
                     conn,
                     claimed[0],
@@ -234,9 +241,9 @@ class Scheduler:
                 config = claimed[0] if claimed else None
                 log.warning("unit of config %s on segment %s was cancelled; it will run again", config, segment)
             return None
-        except errors.TransactionRollback as error:
-            # A deadlock or serialization failure (e.g. with a user's workload update) is
-            # nobody's fault: rolled back, runs again later.
+        except (errors.TransactionRollback, errors.LockNotAvailable) as error:
+            # A deadlock, a serialization failure or a row a user holds locked is nobody's
+            # fault: rolled back, runs again later.
             config = claimed[0] if claimed else None
             log.warning("unit of config %s on segment %s rolled back (%s); it will run again", config, segment, error)
             return None

@@ -10,11 +10,29 @@ AS $$
        AND pg_has_role(current_user, (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'cerebro'), 'USAGE')
 $$;
 
--- Inside a SECURITY DEFINER function current_user is the definer, so the caller is the
--- session's role: true when it is (or has the rights of) the owner of the rows at stake.
+-- The role a user acts as: inside a SECURITY DEFINER function current_user is the definer,
+-- so this reads the session's role (SET ROLE, else the login role) instead.
+CREATE OR REPLACE FUNCTION acting_role() RETURNS text
+LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
+AS $$ SELECT coalesce(nullif(current_setting('role'), 'none'), session_user) $$;
+
+-- For SECURITY DEFINER functions: whether the caller owns the rows at stake (the same rule as
+-- row-level security, owner = current_user, applied to the caller).
 CREATE OR REPLACE FUNCTION caller_owns(owner text) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
 AS $$
-    SELECT EXISTS (SELECT 1 FROM pg_roles r
-                   WHERE r.rolname = caller_owns.owner AND pg_has_role(session_user, r.oid, 'USAGE'))
+    SELECT caller_owns.owner = acting_role()
+        OR pg_has_role(acting_role(), (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'cerebro'), 'USAGE')
+$$;
+
+-- Called by the configs triggers that run with the statement's own rights (BEFORE INSERT /
+-- UPDATE), where is_internal() cannot be forged: who acts, and the reason only the system may
+-- give. The AFTER trigger, a SECURITY DEFINER that writes config_events, reads them back.
+CREATE OR REPLACE FUNCTION stamp_config_event() RETURNS void
+LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+    SELECT set_config('cerebro.event_actor', CASE WHEN is_internal() THEN 'cerebro' ELSE acting_role() END, true),
+           set_config('cerebro.event_detail',
+                      CASE WHEN is_internal() THEN coalesce(current_setting('cerebro.reason', true), '') ELSE '' END,
+                      true)
 $$;

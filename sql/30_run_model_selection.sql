@@ -28,6 +28,7 @@ LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
 AS $$
     SELECT EXISTS (SELECT 1 FROM pg_locks l
                    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = scheduler_lock_key()::oid
+                     AND l.objid = 0 AND l.objsubid = 2
                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
 $$;
 
@@ -112,10 +113,6 @@ BEGIN
     END IF;
     IF parent_workload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM workloads w WHERE w.workload_id = parent_workload) THEN
         RAISE EXCEPTION 'unknown parent_workload %', parent_workload USING ERRCODE = 'undefined_object';
-    END IF;
-    IF unit_timeout <= interval '0' THEN
-        RAISE EXCEPTION 'unit_timeout must be positive, got %', unit_timeout
-            USING HINT = 'NULL (the default) means no limit', ERRCODE = 'invalid_parameter_value';
     END IF;
     IF warm_start AND parent_workload IS NULL THEN
         RAISE EXCEPTION 'warm_start needs a parent_workload to start from'

@@ -30,6 +30,7 @@ BEGIN
     NEW.params := raise_if_error(_complete_params(workload.model, NEW.params, workload.feature_shape,
                                                   is_registered_model(workload.model)));
     NEW.max_epochs := coalesce(NEW.max_epochs, workload.max_epochs);
+    PERFORM stamp_config_event();
     IF NOT is_internal() THEN
         NEW.status := 'pending';
         NEW.epochs_done := 0;
@@ -49,6 +50,7 @@ LANGUAGE plpgsql SET search_path = cerebro, pg_temp
 AS $$
 BEGIN
     NEW.updated_at := now();
+    PERFORM stamp_config_event();
     IF is_internal() THEN
         RETURN NEW;
     END IF;
@@ -85,9 +87,9 @@ $$;
 CREATE OR REPLACE TRIGGER configs_guard
 BEFORE UPDATE ON configs FOR EACH ROW EXECUTE FUNCTION configs_guard();
 
--- Every status change is logged (who, why); a resumed config reopens its workload
--- (without resuming the workload's other configs). SECURITY DEFINER: users read the log
--- but cannot write it, and session_user names them even inside the API's own functions.
+-- Every status change is logged (who, why: stamped by the BEFORE triggers); a resumed config
+-- reopens its workload (without resuming the workload's other configs). SECURITY DEFINER:
+-- users read the log but cannot write it.
 CREATE OR REPLACE FUNCTION configs_after_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
@@ -97,8 +99,8 @@ BEGIN
     IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status THEN
         INSERT INTO config_events (config_id, kind, epochs_done, detail, actor)
         VALUES (NEW.config_id, CASE WHEN TG_OP = 'INSERT' THEN 'created' ELSE NEW.status END, NEW.epochs_done,
-                nullif(coalesce(current_setting('cerebro.reason', true), ''), ''),
-                CASE WHEN is_internal() THEN 'cerebro' ELSE session_user END);
+                nullif(current_setting('cerebro.event_detail', true), ''),
+                current_setting('cerebro.event_actor', true));
     END IF;
     IF NEW.status IN ('pending', 'running') THEN
         PERFORM set_config('cerebro.internal', 'on', true);
@@ -118,7 +120,12 @@ CREATE OR REPLACE FUNCTION workloads_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = cerebro, pg_temp
 AS $$
 BEGIN
-    IF NOT is_internal() AND NEW.status IS DISTINCT FROM OLD.status AND NEW.status NOT IN ('stopped', 'running') THEN
+    IF NEW.unit_timeout <= interval '0' OR NEW.unit_timeout > interval '24 days' THEN
+        RAISE EXCEPTION 'unit_timeout must be positive and at most 24 days, got %', NEW.unit_timeout
+            USING HINT = 'NULL means no limit', ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NOT is_internal() AND NEW.status IS DISTINCT FROM OLD.status
+       AND NEW.status NOT IN ('stopped', 'running') THEN
         RAISE EXCEPTION 'workload %: cannot change status from % to %', OLD.workload_id, OLD.status, NEW.status
             USING HINT = 'allowed: stopped (stops its unfinished configs), running (resumes its stopped ones)',
                   ERRCODE = 'invalid_parameter_value';
@@ -128,7 +135,7 @@ END
 $$;
 
 CREATE OR REPLACE TRIGGER workloads_guard
-BEFORE UPDATE ON workloads FOR EACH ROW EXECUTE FUNCTION workloads_guard();
+BEFORE INSERT OR UPDATE ON workloads FOR EACH ROW EXECUTE FUNCTION workloads_guard();
 
 CREATE OR REPLACE FUNCTION workloads_after_status() RETURNS trigger
 LANGUAGE plpgsql SET search_path = cerebro, pg_temp

@@ -63,7 +63,7 @@ BEGIN
                                          source.feature_shape, is_registered_model(source.model))),
             'pending', source.epochs_done,
             coalesce((overrides ->> 'max_epochs')::int, source.max_epochs), source.seed, clone_config.config_id,
-            session_user)
+            acting_role())
     RETURNING configs.config_id INTO clone_id;
     IF source.state IS NOT NULL THEN
         INSERT INTO model_states (config_id, state, visited_segments, epoch_rows, epoch_loss_sum,

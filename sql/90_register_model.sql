@@ -43,6 +43,6 @@ BEGIN
     END IF;
     checked := raise_if_error(_check_model_script(name, source, entry_point));
     INSERT INTO registered_models (name, source, entry_point, source_sha256, owner)
-    VALUES (name, source, entry_point, checked ->> 'source_sha256', session_user);
+    VALUES (name, source, entry_point, checked ->> 'source_sha256', acting_role());
 END
 $$;

@@ -8,13 +8,18 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA cerebro FROM PUBLIC;
 GRANT USAGE ON SCHEMA cerebro TO cerebro_user;
 
 -- Reading: the catalog of one's own work, and the views over it (security_invoker).
-GRANT SELECT ON segments, datasets, dataset_buffers, workloads, configs, units, epoch_metrics, config_events,
+GRANT SELECT (segment_id) ON segments TO cerebro_user;  -- not dsn: it may carry credentials
+GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, epoch_metrics, config_events,
                 registered_models, leaderboard, roster, workload_progress, segment_activity, workload_lineage,
                 active_units
     TO cerebro_user;
 
 -- prepare_dataset runs with the caller's rights, so it reads only tables the caller may read.
-GRANT INSERT ON datasets, dataset_buffers TO cerebro_user;
+-- Not dataset_id (taking ids ahead of the sequence would block others) nor owner.
+GRANT INSERT (name, source_table, label_column, feature_columns, feature_shape, num_classes, class_values,
+              "normalize", norm_shift, norm_scale, num_segments, buffer_rows, validation_fraction, train_rows,
+              validation_rows, seed, vocabulary) ON datasets TO cerebro_user;
+GRANT INSERT ON dataset_buffers TO cerebro_user;
 -- run_model_selection / add_config / INSERT INTO configs: owner, status and progress are not
 -- the caller's to set (defaults and the insert trigger decide them).
 GRANT INSERT (name, description, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
@@ -29,9 +34,9 @@ GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_u
 GRANT EXECUTE ON FUNCTION
     prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
     evaluate, predict, export_model,
-    raise_if_error, is_internal, caller_owns, scheduler_alive, roster_params, dataset_name_taken,
-    is_registered_model, config_state,
-    _prepare_dataset, _expand_search_space, _complete_params, _clone_params, _architecture_key,
+    raise_if_error, is_internal, acting_role, stamp_config_event, scheduler_alive, roster_params,
+    dataset_name_taken, is_registered_model, config_state,
+    _prepare_dataset, _expand_search_space, _complete_params,
     _evaluate, _predict_begin, _predict_part, _export_model,
     scheduler_lock_key, config_lock_key, segment_lock_key
     TO cerebro_user;
@@ -39,3 +44,13 @@ GRANT EXECUTE ON PROCEDURE wait_for_workload TO cerebro_user;
 
 -- Custom scripts run as the server's own Python: registering one is the admins' alone.
 GRANT EXECUTE ON FUNCTION register_model TO cerebro_admin;
+
+-- The unit claim, the per-workload procedure lock and the one-scheduler lock are advisory
+-- locks on fixed keys: a user holding one could stall every workload. Nobody but the
+-- scheduler (the schema owner) needs advisory locks in this database.
+REVOKE EXECUTE ON FUNCTION
+    pg_catalog.pg_advisory_lock(int, int), pg_catalog.pg_advisory_lock_shared(int, int),
+    pg_catalog.pg_try_advisory_lock(int, int), pg_catalog.pg_try_advisory_lock_shared(int, int),
+    pg_catalog.pg_advisory_xact_lock(int, int), pg_catalog.pg_advisory_xact_lock_shared(int, int),
+    pg_catalog.pg_try_advisory_xact_lock(int, int), pg_catalog.pg_try_advisory_xact_lock_shared(int, int)
+    FROM PUBLIC;

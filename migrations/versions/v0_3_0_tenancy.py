@@ -21,29 +21,34 @@ down_revision: str | None = "v0_2_0"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Through pg_roles, so that rows of a dropped role are hidden instead of raising an error.
-OWNED = "owner IN (SELECT rolname FROM pg_roles WHERE pg_has_role(current_user, oid, 'USAGE'))"
-#: table -> who may see and write its rows
+# The acting role itself, not roles it belongs to; and new rows only for a login role, so
+# that SET ROLE cerebro_user cannot make rows every member shares.
+OWNED = "owner = current_user"
+OWNED_NEW = "owner = current_user AND (SELECT rolcanlogin FROM pg_roles WHERE rolname = current_user)"
+#: table -> (who may see its rows, who may write them)
 POLICIES = {
-    "datasets": OWNED,
-    "dataset_buffers": "dataset_id IN (SELECT dataset_id FROM cerebro.datasets)",
-    "workloads": OWNED,
-    "configs": "workload_id IN (SELECT workload_id FROM cerebro.workloads)",
-    "model_states": "config_id IN (SELECT config_id FROM cerebro.configs)",
-    "units": "config_id IN (SELECT config_id FROM cerebro.configs)",
-    "epoch_metrics": "config_id IN (SELECT config_id FROM cerebro.configs)",
-    "config_events": "config_id IN (SELECT config_id FROM cerebro.configs)",
+    "datasets": (OWNED, OWNED_NEW),
+    "dataset_buffers": ("dataset_id IN (SELECT dataset_id FROM cerebro.datasets)",) * 2,
+    "workloads": (OWNED, OWNED_NEW),
+    "configs": ("workload_id IN (SELECT workload_id FROM cerebro.workloads)",) * 2,
+    "model_states": ("config_id IN (SELECT config_id FROM cerebro.configs)",) * 2,
+    "units": ("config_id IN (SELECT config_id FROM cerebro.configs)",) * 2,
+    "epoch_metrics": ("config_id IN (SELECT config_id FROM cerebro.configs)",) * 2,
+    "config_events": ("config_id IN (SELECT config_id FROM cerebro.configs)",) * 2,
 }
 
 
 def upgrade() -> None:
     op.add_column("workloads", sa.Column("unit_timeout", sa.Interval(), nullable=True), schema="cerebro")
     op.create_check_constraint(
-        op.f("workloads_unit_timeout_check"), "workloads", "unit_timeout > interval '0'", schema="cerebro"
+        op.f("workloads_unit_timeout_check"),
+        "workloads",
+        "unit_timeout > interval '0' AND unit_timeout <= interval '24 days'",  # statement_timeout's range
+        schema="cerebro",
     )
-    for table, rule in POLICIES.items():
+    for table, (visible, writable) in POLICIES.items():
         op.execute(f"ALTER TABLE cerebro.{table} ENABLE ROW LEVEL SECURITY")
-        op.execute(f"CREATE POLICY owner_only ON cerebro.{table} USING ({rule}) WITH CHECK ({rule})")
+        op.execute(f"CREATE POLICY owner_only ON cerebro.{table} USING ({visible}) WITH CHECK ({writable})")
 
 
 def downgrade() -> None:

@@ -21,6 +21,8 @@ from cerebro_plpy import roster
 from cerebro_plpy.params import Param, ParamError
 
 PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
+#: One workload's configs are rows every claim looks at: keep a search within reason.
+MAX_CONFIGS = 10_000
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ def expand(
         if ranges:
             raise ParamError(f"grid needs choices, but search_space[{ranges[0]!r}] is a range; use procedure 'random'")
         keys = list(dimensions)
+        _check_count(math.prod(len(dim.values) for dim in dimensions.values() if isinstance(dim, Choices)), "grid")
         points = [
             dict(zip(keys, values, strict=True))
             for values in itertools.product(*(dim.values for dim in dimensions.values() if isinstance(dim, Choices)))
@@ -150,12 +153,21 @@ def expand(
     else:
         if num_configs is None or num_configs < 1:
             raise ParamError(f"procedure {procedure!r} needs num_configs >= 1, got {num_configs}")
+        _check_count(num_configs, "num_configs")
         count = min(num_configs, max(1, parallelism)) if procedure == "hyperopt" else num_configs
         rng = np.random.default_rng(seed)
         points = [
             {key: _sample(rng, dimensions[key], declared[key].kind) for key in sorted(dimensions)} for _ in range(count)
         ]
     return [roster.validate(model, point, feature_shape, registered) for point in points]
+
+
+def _check_count(count: int, what: str) -> None:
+    if count > MAX_CONFIGS:
+        raise ParamError(
+            f"{what} would create {count} configs, more than {MAX_CONFIGS} in one workload; "
+            "narrow the search space (or sample it with procedure 'random')"
+        )
 
 
 def _sample(rng: np.random.Generator, dim: Dimension, kind: type) -> Any:

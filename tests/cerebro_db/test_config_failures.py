@@ -12,7 +12,8 @@ import pytest
 from psycopg import sql
 
 from cerebro_db.scheduler import Scheduler
-from tests.conftest import TINY_CNN, launch, run_until_idle
+from tests.conftest import TINY_CNN, launch, run_until_idle, unique
+from tests.plpy.test_custom import GOOD
 
 Session = psycopg.Connection[Any]
 
@@ -44,6 +45,26 @@ def test_a_diverging_config_fails_and_the_others_complete(dsn: str, conn: Sessio
     assert adam == ("completed", None, 2)
     assert sgd[0] == "failed" and "training diverged" in (sgd[1] or "")
     assert conn.execute("SELECT status FROM workloads WHERE workload_id = %s", [workload]).fetchone() == ("completed",)
+
+
+#: Builds fine at registration (no "explode" in the sample params), fails in a unit when asked to.
+EXPLODING = GOOD.replace(
+    "def create_model(params):\n",
+    "def create_model(params):\n    if params.get('explode'):\n        raise RuntimeError('asked to explode')\n",
+)
+
+
+def test_an_exception_in_a_custom_model_fails_only_its_config(dsn: str, conn: Session, blobs_2seg: str) -> None:
+    name = unique("exploding")
+    conn.execute("SELECT register_model(%s, %s)", [name, EXPLODING])
+    workload = conn.execute(
+        "SELECT run_model_selection(%s, %s, %s, max_epochs => 1)",
+        [blobs_2seg, name, json.dumps({"explode": [0, 1]})],
+    ).fetchone()[0]  # type: ignore[index]
+    run_until_idle(dsn)
+    calm, exploded = outcome(conn, workload)
+    assert calm == ("completed", None, 1)
+    assert exploded[0] == "failed" and "asked to explode" in (exploded[1] or ""), exploded
 
 
 @pytest.fixture
@@ -95,7 +116,7 @@ def test_a_stuck_unit_is_cancelled_at_the_unit_timeout_and_the_config_can_be_ret
 
     status, error = conn.execute("SELECT status, error FROM configs WHERE config_id = %s", [stuck]).fetchone()  # type: ignore[misc]
     assert status == "failed"
-    assert "ran longer than unit_timeout (0:00:10) and was cancelled (rolled back)" in error
+    assert "ran longer than unit_timeout (00:00:10) and was cancelled (rolled back)" in error
     assert conn.execute(
         "SELECT count(*) FROM configs WHERE workload_id = %s AND status = 'completed'", [workload]
     ).fetchone() == (1,)

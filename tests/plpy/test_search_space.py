@@ -286,3 +286,17 @@ def test_registered_models_still_check_the_training_params() -> None:
         search_space.parse("script", {"batch_size": [1.5]}, registered=True)
     with pytest.raises(ParamError, match="unknown model 'script'"):
         search_space.parse("script", {"units": [1]})
+
+
+@pytest.mark.parametrize(
+    ("space", "procedure", "num_configs", "message"),
+    [
+        ({"lr": [0.001 * i for i in range(1, 101)], "batch_size": list(range(1, 102))}, "grid", None, "grid would"),
+        ({"lr": [0.01]}, "random", 10_001, "num_configs would create 10001 configs"),
+    ],
+)
+def test_a_search_creating_too_many_configs_is_refused(
+    space: dict[str, Any], procedure: str, num_configs: int | None, message: str
+) -> None:
+    with pytest.raises(ParamError, match=message):
+        search_space.expand("mlp", space, procedure, num_configs, seed=0, feature_shape=(4,))

@@ -55,6 +55,7 @@ CASES = [
     ("UPDATE configs SET params = '{{}}' WHERE config_id = {config}", "only status and max_epochs can be changed"),
     ("UPDATE configs SET max_epochs = 0 WHERE config_id = {config}", "max_epochs must be at least 1"),
     ("UPDATE workloads SET status = 'completed' WHERE workload_id = {workload}", "from stopped to completed"),
+    ("UPDATE workloads SET unit_timeout = '100 days' WHERE workload_id = {workload}", "at most 24 days, got 100 days"),
     ("SELECT run_model_selection({dataset}, 'cnn', '[1, 2]')", "search_space must be a non-empty JSON object"),
     ("SELECT run_model_selection({dataset}, 'cnn', 'null')", "search_space must be a non-empty JSON object"),
     ("SELECT run_model_selection({dataset}, 'cnn', '{{\"lr\": [-0.1]}}')", "lr must be >= 1e-12, got -0.1"),

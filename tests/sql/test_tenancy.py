@@ -14,6 +14,7 @@ from psycopg import errors, sql
 from cerebro_db import install
 from cerebro_db.cluster import ClusterConfig
 from tests.conftest import TINY_CNN, prepare_fashion, run_until_idle
+from tests.plpy.test_custom import GOOD
 
 Session = psycopg.Connection[Any]
 
@@ -117,6 +118,10 @@ def test_another_users_config_cannot_be_stopped_cloned_or_extended(
         "INSERT INTO workloads (owner, dataset, model, search_space, procedure, max_epochs, seed)"
         " VALUES ('alice', 'x', 'cnn', '{}', 'grid', 1, 0)",
         "DELETE FROM configs",
+        "SELECT pg_advisory_lock(1, 2)",  # the scheduler's lock space: a held key could stall every workload
+        "SELECT pg_try_advisory_xact_lock(1, 2)",
+        "SELECT dsn FROM segments",
+        "SELECT register_model('mine', 'def create_model(params): pass')",  # only admins: it runs as the server
     ],
 )
 def test_internals_are_off_limits(alices_work: dict[str, Any], bob: Session, statement: str) -> None:
@@ -135,6 +140,26 @@ def test_a_user_cannot_pose_as_the_system(
         bob.execute("UPDATE configs SET status = 'completed' WHERE workload_id = %s", [workload])
     bob.execute("INSERT INTO configs (workload_id, params) VALUES (%s, '{}')", [workload])
     assert one(bob, "SELECT count(*) FROM configs WHERE workload_id = %s AND status <> 'pending'", workload) == 0
+    # Nor may it put words in the system's mouth in the event log (a hyperband reason would
+    # make the config immune to pruning).
+    bob.execute("SET cerebro.reason = 'hyperband: kept by the system'")
+    bob.execute("UPDATE configs SET status = 'stopped' WHERE workload_id = %s", [workload])
+    events = bob.execute(
+        "SELECT DISTINCT kind, actor, detail FROM config_events e JOIN configs c USING (config_id)"
+        " WHERE c.workload_id = %s",
+        [workload],
+    ).fetchall()
+    assert set(events) == {("created", "bob", None), ("stopped", "bob", None)}
+
+
+def test_a_group_role_owns_nothing(bob: Session, fashion_table: str) -> None:
+    """SET ROLE cerebro_user would otherwise create rows that every member shares."""
+    bob.execute("SET ROLE cerebro_user")
+    with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
+        bob.execute(
+            "SELECT * FROM prepare_dataset('shared', %s, 'label', '{pixels}', feature_shape => '{28,28,1}')",
+            [fashion_table],
+        )
 
 
 def test_a_users_own_actions_work_and_are_logged_under_their_name(alices_work: dict[str, Any], alice: Session) -> None:
@@ -164,3 +189,10 @@ def test_a_dataset_name_taken_by_another_user_is_reported_as_taken(
 ) -> None:
     with pytest.raises(errors.InvalidParameterValue, match="already exists"):
         bob.execute("SELECT * FROM prepare_dataset(%s, %s, 'label')", [alices_work["dataset"], fashion_table])
+
+
+def test_an_admin_may_register_a_model_script(dsn: str, cluster: ClusterConfig) -> None:
+    admin_dsn = dataclasses.replace(cluster, user="carol", password=install.add_user(dsn, "carol", admin=True)).dsn()
+    with psycopg.connect(admin_dsn, autocommit=True) as carol:
+        carol.execute("SELECT register_model('carols_net', %s)", [GOOD])
+        assert one(carol, "SELECT owner FROM registered_models WHERE name = 'carols_net'") == "carol"
