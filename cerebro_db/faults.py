@@ -70,14 +70,14 @@ class Outcome:
         )
 
 
-def cli(home: Path, *args: str) -> str:
+def cli(home: Path, *args: str, timeout: float = DEADLINE) -> str:
     """Run ``cerebro-db`` as an operator would, against the cluster in ``home``."""
     result = subprocess.run(
         [sys.executable, "-m", "cerebro_db.cli", *args],
         env={**os.environ, "CEREBRO_HOME": str(home)},
         capture_output=True,
         text=True,
-        timeout=DEADLINE,
+        timeout=timeout,
     )
     if result.returncode != 0:
         raise RuntimeError(f"cerebro-db {' '.join(args)} failed: {result.stdout}{result.stderr}")

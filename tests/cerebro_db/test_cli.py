@@ -18,19 +18,8 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cerebro_db import sample_data
+from cerebro_db.faults import cli
 from tests.conftest import TINY_CNN, dashboard_server, launch, run_until_idle
-
-
-def cli(home: Path, *args: str, timeout: float = 600) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "cerebro_db.cli", *args],
-        env={**os.environ, "CEREBRO_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
