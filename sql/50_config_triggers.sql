@@ -115,7 +115,8 @@ $$;
 CREATE OR REPLACE TRIGGER configs_after_change
 AFTER INSERT OR UPDATE ON configs FOR EACH ROW EXECUTE FUNCTION configs_after_change();
 
--- UPDATE workloads SET status = 'stopped' / 'running' stops / resumes its unfinished configs.
+-- A workload's unit_timeout stays within statement_timeout's range; users may set its status
+-- to 'stopped' / 'running', which (workloads_after_status) stops / resumes its unfinished configs.
 CREATE OR REPLACE FUNCTION workloads_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = cerebro, pg_temp
 AS $$
