@@ -179,6 +179,29 @@ def roster(conn: Connection) -> dict[str, tuple[str, list[ParamSpec]]]:
     return models
 
 
+def registered_models(conn: Connection) -> list[Row]:
+    """Custom model scripts (``register_model``): name, entry point, source, who registered them, when."""
+    return _rows(conn, "SELECT name, entry_point, source, owner, created_at FROM registered_models ORDER BY name")
+
+
+def may_register_models(conn: Connection) -> bool:
+    """Whether the connected role may register scripts (cerebro_admin, or the cluster's owner)."""
+    return bool(
+        conn.execute(
+            text("SELECT has_function_privilege('cerebro.register_model(text, text, text)', 'EXECUTE')")
+        ).scalar_one()
+    )
+
+
+def register_model(conn: Connection, name: str, source: str, entry_point: str) -> str:
+    """``register_model``: the script is checked (it must build a compiled model) before it is stored."""
+    conn.execute(
+        text("SELECT register_model(:name, :source, :entry_point)"),
+        {"name": name, "source": source, "entry_point": entry_point},
+    )
+    return f"model {name!r} registered: launch it like a roster model"
+
+
 def source_tables(conn: Connection) -> dict[str, list[str]]:
     """User tables a dataset can be prepared from (outside the cerebro schema) -> their columns."""
     tables: dict[str, list[str]] = {}
@@ -253,6 +276,17 @@ def build_search_space(entries: Sequence[SpaceEntry], params: Sequence[ParamSpec
             space[entry.name] = {"min": low, "max": high, "log": entry.log}
     if not space:
         raise SpaceError("search nothing? give choices or a range for at least one hyper-parameter")
+    return space
+
+
+def parse_space_json(raw: str) -> dict[str, Any]:
+    """A search space typed as JSON (registered scripts have no fixed hyper-parameters to offer)."""
+    try:
+        space = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise SpaceError(f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+    if not isinstance(space, dict) or not space:
+        raise SpaceError('give a JSON object of hyper-parameters, e.g. {"lr": [0.001, 0.01]}')
     return space
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,10 @@ import psycopg
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cerebro_db import install
+from cerebro_db.cluster import ClusterConfig
 from tests.conftest import TINY_CNN, launch, run_until_idle, unique
+from tests.plpy.test_custom import BROKEN, GOOD
 from tests.ui.conftest import open_page
 
 Session = psycopg.Connection[Any]
@@ -218,3 +222,63 @@ def test_prepare_a_dataset_from_a_table_then_select_it(conn: Session, fashion_ta
     assert f"dataset '{name}' prepared: 1,080 training and 120 validation rows on 2 segments" in texts(app)
     assert app.selectbox(key="dataset").value == name  # and chosen for the launch
     assert value(conn, "SELECT feature_shape FROM datasets WHERE name = %s", name) == [28, 28, 1]
+
+
+def register_button(app: AppTest) -> Any:
+    return next(button for button in app.button if button.label == "Register")
+
+
+def test_an_admin_registers_a_script_and_launches_it(conn: Session, blobs_2seg: str) -> None:
+    app = open_page("catalog")
+    name = unique("paged_net")
+    app.text_input(key="script_name").set_value(name).run()
+    app.text_area(key="script_source").set_value(GOOD).run()
+    register_button(app).click().run()
+    assert not app.exception, app.exception
+    assert f"model '{name}' registered" in texts(app)
+    assert value(conn, "SELECT entry_point FROM registered_models WHERE name = %s", name) == "create_model"
+
+    launch_page = open_page("launch")
+    launch_page.selectbox(key="dataset").set_value(blobs_2seg).run()
+    launch_page.selectbox(key="model").set_value(name).run()
+    launch_page.text_area(key=f"space_json_{name}").set_value('{"lr": [0.01, 0.03], "units": [4]}').run()
+    workload_name = unique("scripted")
+    launch_page.text_input(key="name").set_value(workload_name).run()
+    launch_page.button[-1].click().run()  # Launch
+    assert not launch_page.exception, launch_page.exception
+    workload, model = value(conn, "SELECT workload_id, model FROM workloads WHERE name = %s", workload_name)
+    assert model == name
+    assert value(conn, "SELECT count(*) FROM configs WHERE workload_id = %s", workload) == 2
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+@pytest.mark.parametrize(("source", "message"), BROKEN[:2])
+def test_a_broken_script_shows_its_error_and_registers_nothing(conn: Session, source: str, message: str) -> None:
+    app = open_page("catalog")
+    name = unique("broken_net")
+    app.text_input(key="script_name").set_value(name).run()
+    app.text_area(key="script_source").set_value(source).run()
+    register_button(app).click().run()
+    assert not app.exception, app.exception
+    assert message in texts(app), texts(app)
+    assert value(conn, "SELECT count(*) FROM registered_models WHERE name = %s", name) == 0
+
+
+def test_a_bad_json_search_space_shows_an_error(conn: Session, fashion_2seg: str) -> None:
+    name = unique("json_net")
+    conn.execute("SELECT register_model(%s, %s)", [name, GOOD])
+    app = open_page("launch")
+    app.selectbox(key="model").set_value(name).run()
+    app.text_area(key=f"space_json_{name}").set_value('{"lr": [0.01,').run()
+    assert "Search space: not valid JSON" in texts(app)
+    assert app.button[-1].disabled
+
+
+def test_only_admins_see_the_register_form(cluster: ClusterConfig, dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = unique("dana")
+    login = dataclasses.replace(cluster, user=user, password=install.add_user(dsn, user))
+    monkeypatch.setenv("CEREBRO_DSN", login.dsn())
+    app = open_page("catalog")
+    assert "**cnn**" in " ".join(expander.label for expander in app.expander)  # the page itself works
+    assert not any(expander.label == "Register a model script" for expander in app.expander)
+    assert app.get("text_area") == []

@@ -1,12 +1,45 @@
-"""The model roster and the prepared datasets with their shards."""
+"""The model roster, registered model scripts (admins register new ones), and the prepared datasets."""
 
 import common
 import pandas as pd
 import streamlit as st
+from sqlalchemy import Connection
 
 from cerebro_db import dashboard
 
+EXAMPLE_SCRIPT = """import keras
+
+def create_model(params):
+    # params: the config's hyper-parameters, plus input_shape and num_classes of the dataset
+    model = keras.Sequential([
+        keras.Input(params["input_shape"]),
+        keras.layers.Flatten(),
+        keras.layers.Dense(params.get("units", 64), activation="relu"),
+        keras.layers.Dense(params["num_classes"], activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(params["lr"]), loss="sparse_categorical_crossentropy")
+    return model
+"""
+
+
+def register() -> None:
+    """Callback of "Register": the server checks the script (it must build a compiled model) before storing it."""
+    state = st.session_state
+    upload = state.get("script_file")
+    source = upload.getvalue().decode() if upload is not None else state["script_source"]
+    name, entry_point = state["script_name"].strip(), state["script_entry"].strip()
+    if not name:
+        common.flash("error", "give the model a name")
+        return
+
+    def run(conn: Connection) -> str:
+        return dashboard.register_model(conn, name, source, entry_point)
+
+    common.act(run, once=f"register {name}")
+
+
 st.title("Models & datasets")
+common.show_flashes()
 
 st.subheader("Roster")
 for model, (doc, params) in common.read(dashboard.roster).items():
@@ -21,6 +54,27 @@ for model, (doc, params) in common.read(dashboard.roster).items():
             hide_index=True,
             width="stretch",
         )
+
+st.subheader("Registered scripts")
+scripts = common.read(dashboard.registered_models)
+if not scripts:
+    st.info("No registered model scripts yet.")
+for row in scripts:
+    with st.expander(f"**{row['name']}** — `{row['entry_point']}(params)` · by {row['owner']}"):
+        st.code(row["source"], language="python")
+if common.read(dashboard.may_register_models):
+    with st.expander("Register a model script", expanded=not scripts):
+        st.caption(
+            "A Python file whose entry point returns a compiled `keras.Model` for a config's params "
+            "(plus the dataset's `input_shape` and `num_classes`). It runs inside the database server, "
+            "so only admins (cerebro_admin) may register one; it is built once here to check it."
+        )
+        name_col, entry_col = st.columns(2)
+        name_col.text_input("Model name", key="script_name", placeholder="e.g. wide_and_deep")
+        entry_col.text_input("Entry point", value="create_model", key="script_entry")
+        st.file_uploader("Script (.py)", type=["py"], key="script_file")
+        st.text_area("… or paste it", value=EXAMPLE_SCRIPT, height=260, key="script_source")
+        st.button("Register", on_click=register, icon=":material/upload:")
 
 st.subheader("Prepared datasets")
 found = common.read(dashboard.datasets)

@@ -33,6 +33,9 @@ def apply_prefill(prefill: dict[str, Any]) -> None:
         warm_start=True,
     )
     model = prefill["model"]
+    if model not in roster():  # a registered script: its space is typed as JSON
+        st.session_state[f"space_json_{model}"] = json.dumps(prefill["search_space"])
+        return
     for spec in roster()[model][1]:
         st.session_state[f"mode_{model}_{spec.name}"] = "default"
     for entry in dashboard.space_entries(prefill["search_space"]):
@@ -189,10 +192,23 @@ with data_col:
 with model_col:
     st.subheader("2 · Model")
     models = roster()
-    model: str = st.selectbox("Roster model", list(models), key="model")
-    st.caption(models[model][0])
+    scripts = [row["name"] for row in common.read(dashboard.registered_models)]
+    model: str = st.selectbox(
+        "Model", [*models, *scripts], key="model", help="the roster, then registered scripts (Models & datasets)"
+    )
+    st.caption(
+        models[model][0] if model in models else "registered script: its own hyper-parameters, plus lr and batch_size"
+    )
 st.subheader("3 · Search space")
-entries = space_section(model, models[model][1])
+if model in models:
+    entries = space_section(model, models[model][1])
+else:
+    space_json = st.text_area(
+        "Search space (JSON)",
+        value='{"lr": [0.001, 0.01]}',
+        key=f"space_json_{model}",
+        help='choices {"units": [32, 64]}, ranges {"lr": {"min": 1e-4, "max": 1e-2, "log": true}}',
+    )
 
 st.subheader("4 · Procedure")
 proc_col, epochs_col, configs_col = st.columns(3)
@@ -230,7 +246,10 @@ with st.expander("Drill down from a parent workload", expanded=st.session_state.
 
 space: dict[str, Any] | None
 try:
-    space = dashboard.build_search_space(entries, models[model][1])
+    if model in models:
+        space = dashboard.build_search_space(entries, models[model][1])
+    else:
+        space = dashboard.parse_space_json(space_json)
 except dashboard.SpaceError as error:
     space = None
     st.error(f"Search space: {error}")
