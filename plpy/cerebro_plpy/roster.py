@@ -11,6 +11,7 @@ registered (``registered=True``): only the database knows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ class RosterModel:
     open_params: bool = False
     #: Checks across parameters and the feature shape; raises :class:`ParamError`.
     check: Callable[[dict[str, Any], tuple[int, ...]], None] | None = None
+    #: The number of weights ``builder`` would create, told without building (None: unknown).
+    count: Callable[[dict[str, Any], tuple[int, ...], int], int] | None = None
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -49,6 +52,14 @@ def _build_mlp(params: dict[str, Any], input_shape: tuple[int, ...], num_classes
             layers.append(keras.layers.Dropout(params["dropout"]))
     layers.append(keras.layers.Dense(num_classes, activation="softmax"))
     return keras.Sequential(layers, name="mlp")
+
+
+def _count_mlp(params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> int:
+    width, total = math.prod(input_shape), 0
+    for _ in range(params["hidden_layers"]):
+        total += width * params["hidden_units"] + params["hidden_units"]
+        width = params["hidden_units"]
+    return total + width * num_classes + num_classes
 
 
 def _build_cnn(params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
@@ -70,6 +81,15 @@ def _build_cnn(params: dict[str, Any], input_shape: tuple[int, ...], num_classes
         layers.append(keras.layers.Dropout(params["dropout"]))
     layers.append(keras.layers.Dense(num_classes, activation="softmax"))
     return keras.Sequential(layers, name="cnn")
+
+
+def _count_cnn(params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> int:
+    filters, kernel, dense = params["filters"], params["kernel_size"], params["dense_units"]
+    height, width, channels = input_shape if len(input_shape) == 3 else (*input_shape, 1)
+    first = kernel * kernel * channels * filters + filters
+    second = kernel * kernel * filters * 2 * filters + 2 * filters
+    flat = (height // 2 // 2) * (width // 2 // 2) * 2 * filters  # after two 2x2 poolings
+    return first + second + flat * dense + dense + dense * num_classes + num_classes
 
 
 #: keras.applications refuse smaller images.
@@ -160,6 +180,20 @@ def _build_bert(params: dict[str, Any], input_shape: tuple[int, ...], num_classe
     return keras.Model(tokens, outputs, name="bert")
 
 
+def _count_bert(params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> int:
+    hidden, inner = params["hidden_size"], params["intermediate_size"]
+    embeddings = (params["vocabulary_size"] + input_shape[0]) * hidden + 2 * hidden
+    # attention (4 projections with biases) + 2 layer norms + the feed-forward pair
+    block = 4 * (hidden * hidden + hidden) + 4 * hidden + hidden * inner + inner + inner * hidden + hidden
+    return embeddings + params["num_layers"] * block + hidden * num_classes + num_classes
+
+
+def parameter_count(model: str, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> int | None:
+    """How many weights a roster model will have, without building it (None where it cannot be told)."""
+    entry = ROSTER.get(model)
+    return None if entry is None or entry.count is None else entry.count(params, input_shape, num_classes)
+
+
 _IMAGE_SIZE = Param(
     "image_size",
     int,
@@ -183,6 +217,7 @@ ROSTER: dict[str, RosterModel] = {
             ),
             _build_mlp,
             (1, 2, 3),
+            count=_count_mlp,
         ),
         RosterModel(
             "cnn",
@@ -202,6 +237,7 @@ ROSTER: dict[str, RosterModel] = {
             ),
             _build_cnn,
             (2, 3),
+            count=_count_cnn,
         ),
         RosterModel(
             "resnet50",
@@ -243,6 +279,7 @@ ROSTER: dict[str, RosterModel] = {
             _build_bert,
             (1,),
             check=_check_bert,
+            count=_count_bert,
         ),
     )
 }

@@ -175,15 +175,27 @@ def initial_state(gd: dict[str, Any], spec: ModelSpec) -> ModelState:
     return capture(build_compiled(gd, spec))
 
 
-def check_model_size(model: keras.Model, max_model_mb: float) -> None:
+def check_model_size(parameters: int, max_model_mb: float) -> None:
     """Refuse, before training, a model whose training state would not fit the memory guard."""
-    needed_mb = model.count_params() * _STATE_BYTES_PER_PARAM / 2**20
+    needed_mb = parameters * _STATE_BYTES_PER_PARAM / 2**20
     if needed_mb > max_model_mb:
         raise TrainingError(
             f"the model needs about {needed_mb:.3g} MB for its weights and optimizer slots, over "
             f"cerebro.max_model_mb = {max_model_mb:g}; choose a smaller model or raise the setting "
             "(ALTER DATABASE ... SET cerebro.max_model_mb = ...)"
         )
+
+
+def guarded_model(gd: dict[str, Any], spec: ModelSpec, max_model_mb: float) -> keras.Model:
+    """:func:`cached_model`, within the memory guard: checked before building where the roster can
+    tell the size from the params (a model too big to build never is), else right after."""
+    known = roster.parameter_count(spec.model, spec.params, spec.input_shape, spec.num_classes)
+    if known is not None:
+        check_model_size(known, max_model_mb)
+    model = cached_model(gd, spec)
+    if known is None:
+        check_model_size(model.count_params(), max_model_mb)
+    return model
 
 
 def make_dataset(gd: dict[str, Any], x: np.ndarray, y: np.ndarray, batch_size: int) -> Any:

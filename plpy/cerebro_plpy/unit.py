@@ -140,8 +140,7 @@ def run_unit(db: Database, gd: dict[str, Any], config_id: int, segment: int) -> 
     data_load = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    model = training.cached_model(gd, spec)
-    training.check_model_size(model, _max_model_mb(unit["max_model_mb"]))
+    model = training.guarded_model(gd, spec, _max_model_mb(unit["max_model_mb"]))
     state = ModelState.decode(unit["state"]) if unit["state"] is not None else training.initial_state(gd, spec)
     training.restore(model, state)
     training.set_learning_rate(model, spec.params["lr"])

@@ -242,10 +242,16 @@ def test_cnn_builds_for_rank_2_and_3(shape: tuple[int, ...]) -> None:
 
 
 def test_model_size_guard_names_the_size_and_the_setting(gd: dict[str, Any]) -> None:
-    model = training.build_compiled(gd, mlp_spec(hidden_units=256))  # 4*256 + 256 + 256*3 + 3 = 2051 params
-    training.check_model_size(model, max_model_mb=1.0)
+    spec = mlp_spec(hidden_units=256)  # 4*256 + 256 + 256*3 + 3 = 2051 params
+    training.guarded_model(gd, spec, max_model_mb=1.0)
     with pytest.raises(TrainingError, match=r"about 0\.0235 MB .* cerebro.max_model_mb = 0\.001"):
-        training.check_model_size(model, max_model_mb=0.001)
+        training.guarded_model(gd, spec, max_model_mb=0.001)
+
+
+def test_a_roster_model_over_the_guard_is_refused_before_it_is_built(gd: dict[str, Any]) -> None:
+    huge = mlp_spec(hidden_units=65536, hidden_layers=64)  # ~275e9 weights: building it would exhaust memory
+    with pytest.raises(TrainingError, match="over cerebro.max_model_mb = 2048"):
+        training.guarded_model(gd, huge, max_model_mb=training.DEFAULT_MAX_MODEL_MB)
 
 
 # Each roster model at a tiny size: (params, feature shape, seconds it may take).
@@ -278,3 +284,25 @@ def test_every_roster_model_trains_one_hop_and_resumes_its_state(gd: dict[str, A
     training.restore(restored, ModelState.decode(state.encode()))
     np.testing.assert_array_equal(restored.predict_on_batch(x), trained.predict_on_batch(x))
     assert trained.output_shape == (None, CLASSES)
+
+
+@pytest.mark.parametrize(
+    ("model", "given", "shape"),
+    [
+        ("mlp", {"hidden_units": 7, "hidden_layers": 3}, (5,)),
+        ("mlp", {"hidden_layers": 0}, (4, 4)),
+        ("cnn", {"filters": 3, "kernel_size": 5, "dense_units": 9}, (28, 28)),
+        ("cnn", {"filters": 2, "dense_units": 4}, (15, 13, 3)),
+        (
+            "bert",
+            {"num_layers": 2, "num_heads": 2, "hidden_size": 8, "intermediate_size": 6, "vocabulary_size": 30},
+            (12,),
+        ),
+    ],
+)
+def test_parameter_count_without_building_matches_the_built_model(
+    gd: dict[str, Any], model: str, given: dict[str, Any], shape: tuple[int, ...]
+) -> None:
+    params = roster.validate(model, given, shape)
+    built = roster.build(model, params, shape, CLASSES)
+    assert roster.parameter_count(model, params, shape, CLASSES) == built.count_params()
