@@ -34,6 +34,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from mop_vs_keras import SOURCE_TABLE, WARMUP_TABLE, prepare, run_mop
+from mop_vs_keras import PHASE_NAMES, SOURCE_TABLE, WARMUP_TABLE, MopRun, breakdown, prepare, run_mop
 
 from cerebro_db import sample_data
 from cerebro_db.cluster import temporary_cluster
@@ -76,7 +77,9 @@ Notes: wall s = from the start of training to the end of the last config's last 
   Model averaging: the averaged weights and optimizer slots (rows-weighted mean) start each epoch on both
   workers; its validation runs on both workers' halves of the validation rows and is combined.
   All approaches train each epoch's rows in the prepared dataset's shuffled order (MOP: shard by shard,
-  in a random segment order per epoch), with the same seeds, so sequential Keras is the SGD reference."""
+  in a random segment order per epoch), with the same seeds, so sequential Keras is the SGD reference.
+  runnable = the machine's mean runnable tasks while the approach trained (/proc/stat procs_running; for MOP over
+  the whole Scheduler.run): 2 workers keep about 2 busy, sequential 1; more means other work shared the cores."""
 
 
 # --------------------------------------------------------------------------- worker processes
@@ -190,6 +193,45 @@ class Pool:
                 process.terminate()
 
 
+# --------------------------------------------------------------------------- machine load
+
+
+class Runnable:
+    """The machine's mean number of runnable tasks (``procs_running`` of /proc/stat) while open.
+
+    An approach keeps its 2 workers (sequential: 1) busy; anything above that is other work competing for
+    the 2 cores. Without /proc/stat the mean stays NaN.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                text = Path("/proc/stat").read_text()
+            except OSError:
+                return
+            for line in text.splitlines():
+                if line.startswith("procs_running "):
+                    self.samples.append(int(line.split()[1]) - 1)  # not this sampling thread
+
+    def __enter__(self) -> Runnable:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.samples) if self.samples else float("nan")
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -203,6 +245,8 @@ class Run:
     #: Per config label: [(epoch, val_loss, val_acc)].
     history: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
     warmup_s: float = 0.0
+    #: Mean runnable tasks on the machine while the approach trained (see Runnable).
+    runnable: float = float("nan")
 
     @property
     def samples_per_s(self) -> float:
@@ -239,28 +283,33 @@ def run_averaging(data: Path, specs: list[Any], epochs: int, samples: int) -> Ru
         held = pool.warm_up(specs)
         warmup_s = time.perf_counter() - started
         run = Run("averaging", 0.0, samples, held, 1, warmup_s=warmup_s)
-        started = time.perf_counter()
-        for spec in specs:
-            raw: bytes | None = None
-            history = []
-            for epoch in range(1, epochs + 1):
-                for pipe in pool.pipes:
-                    pipe.send(("pass", spec, raw))
-                replies = [pool.receive(pipe, "pass") for pipe in pool.pipes]
-                merged = average([ModelState.decode(r[2]) for r in replies], [r[5] for r in replies])
-                raw = merged.encode()
-                for pipe in pool.pipes:
-                    pipe.send(("evaluate", spec, raw))
-                scores = [pool.receive(pipe, "evaluate") for pipe in pool.pipes]
-                rows = sum(s[4] for s in scores)
-                history.append(
-                    (epoch, sum(s[2] * s[4] for s in scores) / rows, sum(s[3] * s[4] for s in scores) / rows)
-                )
-            run.history[label(spec.params)] = history
-        run.wall_s = time.perf_counter() - started
+        with Runnable() as load:
+            started = time.perf_counter()
+            average_configs(pool, specs, epochs, run)
+            run.wall_s = time.perf_counter() - started
+        run.runnable = load.mean
         return run
     finally:
         pool.close()
+
+
+def average_configs(pool: Pool, specs: list[Any], epochs: int, run: Run) -> None:
+    """Each config in turn: per epoch, a pass on each worker's shard from the same state, then the average."""
+    for spec in specs:
+        raw: bytes | None = None
+        history = []
+        for epoch in range(1, epochs + 1):
+            for pipe in pool.pipes:
+                pipe.send(("pass", spec, raw))
+            replies = [pool.receive(pipe, "pass") for pipe in pool.pipes]
+            merged = average([ModelState.decode(r[2]) for r in replies], [r[5] for r in replies])
+            raw = merged.encode()
+            for pipe in pool.pipes:
+                pipe.send(("evaluate", spec, raw))
+            scores = [pool.receive(pipe, "evaluate") for pipe in pool.pipes]
+            rows = sum(s[4] for s in scores)
+            history.append((epoch, sum(s[2] * s[4] for s in scores) / rows, sum(s[3] * s[4] for s in scores) / rows))
+        run.history[label(spec.params)] = history
 
 
 def run_whole_configs(key: str, workers: int, data: Path, specs: list[Any], epochs: int, samples: int) -> Run:
@@ -271,30 +320,37 @@ def run_whole_configs(key: str, workers: int, data: Path, specs: list[Any], epoc
         held = pool.warm_up(specs)
         warmup_s = time.perf_counter() - started
         run = Run(key, 0.0, samples, held, workers, warmup_s=warmup_s)
-        started = time.perf_counter()
-        queue = list(enumerate(specs))
-        busy: dict[Connection, int] = {}
-        for pipe in pool.pipes:
-            if queue:
-                number, spec = queue.pop(0)
-                pipe.send(("config", number, spec, epochs))
-                busy[pipe] = number
-        while busy:
-            for ready in wait(list(busy)):
-                assert isinstance(ready, Connection)
-                _, _, number, history = pool.receive(ready, "config")
-                del busy[ready]
-                run.history[label(specs[number].params)] = [
-                    (epoch, val_loss, val_acc) for epoch, (_, _, val_loss, val_acc) in enumerate(history, start=1)
-                ]
-                if queue:
-                    number, spec = queue.pop(0)
-                    ready.send(("config", number, spec, epochs))
-                    busy[ready] = number
-        run.wall_s = time.perf_counter() - started
+        with Runnable() as load:
+            started = time.perf_counter()
+            whole_configs(pool, specs, epochs, run)
+            run.wall_s = time.perf_counter() - started
+        run.runnable = load.mean
         return run
     finally:
         pool.close()
+
+
+def whole_configs(pool: Pool, specs: list[Any], epochs: int, run: Run) -> None:
+    """Hand the next config to the next free worker until all are trained."""
+    queue = list(enumerate(specs))
+    busy: dict[Connection, int] = {}
+    for pipe in pool.pipes:
+        if queue:
+            number, spec = queue.pop(0)
+            pipe.send(("config", number, spec, epochs))
+            busy[pipe] = number
+    while busy:
+        for ready in wait(list(busy)):
+            assert isinstance(ready, Connection)
+            _, _, number, history = pool.receive(ready, "config")
+            del busy[ready]
+            run.history[label(specs[number].params)] = [
+                (epoch, val_loss, val_acc) for epoch, (_, _, val_loss, val_acc) in enumerate(history, start=1)
+            ]
+            if queue:
+                number, spec = queue.pop(0)
+                ready.send(("config", number, spec, epochs))
+                busy[ready] = number
 
 
 # --------------------------------------------------------------------------- data from the database
@@ -352,7 +408,7 @@ def mop_history(dsn: str, workload_id: int) -> dict[str, list[tuple[int, float, 
 # --------------------------------------------------------------------------- report
 
 
-def report(args: argparse.Namespace, train_rows: int, val_rows: int, runs: list[Run]) -> None:
+def report(args: argparse.Namespace, train_rows: int, val_rows: int, runs: list[Run], mop: MopRun) -> None:
     base = next(r for r in runs if r.key == "sequential")
     print()
     print(
@@ -372,6 +428,7 @@ def report(args: argparse.Namespace, train_rows: int, val_rows: int, runs: list[
             f"{r.data_bytes / base.data_bytes:.2f}",
             f"{r.final_acc:.4f}",
             f"{r.final_acc - base.final_acc:+.4f}",
+            f"{r.runnable:.2f}",
         ]
         for r in runs
     ]
@@ -385,8 +442,17 @@ def report(args: argparse.Namespace, train_rows: int, val_rows: int, runs: list[
         "data vs seq",
         "final val acc",
         "acc - seq",
+        "runnable",
     ]
     print(table(headers, rows))
+    parts = breakdown(mop)
+    unit_s = [u["finished"] - u["started"] for u in mop.units]
+    print()
+    print(
+        f"MOP units: {len(unit_s)}, mean {statistics.fmean(unit_s):.3f} s, segments busy "
+        f"{100 * sum(unit_s) / (mop.window_s * mop.segments):.1f}% of the wall time; share of unit time: "
+        + ", ".join(f"{PHASE_NAMES.get(p, 'other')} {100 * share:.1f}%" for p, (_, share) in parts.items())
+    )
     print()
     print("Validation accuracy per epoch per config:")
     labels = list(base.history)
@@ -412,13 +478,13 @@ def write_results(args: argparse.Namespace, runs: list[Run], out: Path) -> tuple
         writer = csv.writer(f)
         writer.writerow(
             ["approach", "wall_s", "samples", "samples_per_s", "speed_vs_sequential", "data_copies"]
-            + ["data_bytes", "final_val_acc", "warmup_s"]
+            + ["data_bytes", "final_val_acc", "warmup_s", "runnable"]
         )
         for r in runs:
             writer.writerow(
                 [r.key, f"{r.wall_s:.3f}", r.samples, f"{r.samples_per_s:.1f}"]
                 + [f"{r.samples_per_s / base.samples_per_s:.3f}", r.copies, r.data_bytes, f"{r.final_acc:.4f}"]
-                + [f"{r.warmup_s:.2f}"]
+                + [f"{r.warmup_s:.2f}", f"{r.runnable:.2f}"]
             )
     with curves.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -440,9 +506,11 @@ def write_results(args: argparse.Namespace, runs: list[Run], out: Path) -> tuple
     for ax, config in zip(axes[0], labels, strict=True):
         for r in runs:
             points = r.history.get(config, [])
-            ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=r.key)
+            style = "--" if r.key == "task" else "-"  # task parallelism trains exactly as sequential Keras
+            ax.plot([p[0] for p in points], [p[2] for p in points], style, marker="o", label=r.key)
         ax.set_title(config)
         ax.set_xlabel("epoch")
+        ax.set_xticks(range(1, args.epochs + 1))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation accuracy")
     axes[0][-1].legend()
@@ -500,12 +568,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 train_rows = prepare(conn, "bench_2seg", SOURCE_TABLE, WORKERS, args)
                 prepare(conn, "bench_warmup_2seg", WARMUP_TABLE, WORKERS, args)
             step("(a) cerebro-db MOP on 2 segments")
-            mop = run_mop(dsn, WORKERS, "bench_2seg", "bench_warmup_2seg", args)
+            with Runnable() as load:  # over the whole Scheduler.run: the warm-up workload included
+                mop = run_mop(dsn, WORKERS, "bench_2seg", "bench_warmup_2seg", args)
             samples = train_rows * mop.configs * args.epochs
             if mop.samples != samples:
                 raise RuntimeError(f"expected {samples} training samples, MOP's units logged {mop.samples}")
             specs, stored, val_rows = export(dsn, "bench_2seg", mop.workload_id, args.model, data)
-            runs.append(Run("mop", mop.window_s, samples, stored, 1, mop_history(dsn, mop.workload_id)))
+            history = mop_history(dsn, mop.workload_id)
+            runs.append(Run("mop", mop.window_s, samples, stored, 1, history, runnable=load.mean))
         # The cluster is stopped: the baselines have the cores to themselves, as MOP had.
         step("(b) model averaging, 2 worker processes")
         runs.append(run_averaging(data, specs, args.epochs, samples))
@@ -513,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs.append(run_whole_configs("task", WORKERS, data, specs, args.epochs, samples))
         step("(d) sequential Keras, 1 process")
         runs.append(run_whole_configs("sequential", 1, data, specs, args.epochs, samples))
-    report(args, train_rows, val_rows, runs)
+    report(args, train_rows, val_rows, runs, mop)
     paths = write_results(args, runs, args.out)
     step("wrote " + ", ".join(str(p) for p in paths if p is not None))
 
