@@ -18,7 +18,7 @@ backend. It prints wall time, samples/s, training data held, validation accuracy
 and the ratios against sequential Keras, and writes CSV + PNG into bench/results/::
 
     .venv/bin/python bench/approaches.py            # 12000 + 2000 rows, 4 cnn configs, 3 epochs
-    .venv/bin/python bench/approaches.py --small    # 3000 + 500 rows, 2 epochs: about 2 minutes
+    .venv/bin/python bench/approaches.py --small    # 3000 + 500 rows, 2 epochs: about a minute
 """
 
 from __future__ import annotations
@@ -529,7 +529,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-rows", type=int, default=12000)
     parser.add_argument("--val-rows", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--small", action="store_true", help="3000 + 500 rows, 2 epochs (about 2 minutes)")
+    parser.add_argument("--small", action="store_true", help="3000 + 500 rows, 2 epochs (about a minute)")
     parser.add_argument("--configs", default=DEFAULT_SPACE, help="grid search space (jsonb); one config per point")
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--seed", type=int, default=7, help="seeds the split, the shuffle and the configs")
