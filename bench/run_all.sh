@@ -31,4 +31,5 @@ run() {
 run approaches "${small[@]}"
 run hop_overhead "${small[@]}"
 run data_path "${small[@]}"
+run workload "${small[@]}"
 run mop_vs_keras "${mop_vs_keras[@]}"
