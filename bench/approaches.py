@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -276,16 +276,26 @@ def average(states: list[ModelState], weights: list[int]) -> ModelState:
     )
 
 
-def run_averaging(data: Path, specs: list[Any], epochs: int, samples: int) -> Run:
-    pool = Pool(WORKERS, data, "shard")
+def run_baseline(
+    key: str,
+    workers: int,
+    part: str,
+    train: Callable[[Pool, list[Any], int, Run], None],
+    data: Path,
+    specs: list[Any],
+    epochs: int,
+    samples: int,
+) -> Run:
+    """Warm a pool of ``workers`` holding ``part`` of the data, then time ``train`` on it."""
+    pool = Pool(workers, data, part)
     try:
         started = time.perf_counter()
         held = pool.warm_up(specs)
         warmup_s = time.perf_counter() - started
-        run = Run("averaging", 0.0, samples, held, 1, warmup_s=warmup_s)
+        run = Run(key, 0.0, samples, held, workers if part == "all" else 1, warmup_s=warmup_s)
         with Runnable() as load:
             started = time.perf_counter()
-            average_configs(pool, specs, epochs, run)
+            train(pool, specs, epochs, run)
             run.wall_s = time.perf_counter() - started
         run.runnable = load.mean
         return run
@@ -310,24 +320,6 @@ def average_configs(pool: Pool, specs: list[Any], epochs: int, run: Run) -> None
             rows = sum(s[4] for s in scores)
             history.append((epoch, sum(s[2] * s[4] for s in scores) / rows, sum(s[3] * s[4] for s in scores) / rows))
         run.history[label(spec.params)] = history
-
-
-def run_whole_configs(key: str, workers: int, data: Path, specs: list[Any], epochs: int, samples: int) -> Run:
-    """Task parallelism (``workers`` > 1, a full copy each) or sequential Keras (1 worker)."""
-    pool = Pool(workers, data, "all")
-    try:
-        started = time.perf_counter()
-        held = pool.warm_up(specs)
-        warmup_s = time.perf_counter() - started
-        run = Run(key, 0.0, samples, held, workers, warmup_s=warmup_s)
-        with Runnable() as load:
-            started = time.perf_counter()
-            whole_configs(pool, specs, epochs, run)
-            run.wall_s = time.perf_counter() - started
-        run.runnable = load.mean
-        return run
-    finally:
-        pool.close()
 
 
 def whole_configs(pool: Pool, specs: list[Any], epochs: int, run: Run) -> None:
@@ -578,11 +570,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             runs.append(Run("mop", mop.window_s, samples, stored, 1, history, runnable=load.mean))
         # The cluster is stopped: the baselines have the cores to themselves, as MOP had.
         step("(b) model averaging, 2 worker processes")
-        runs.append(run_averaging(data, specs, args.epochs, samples))
+        runs.append(run_baseline("averaging", WORKERS, "shard", average_configs, data, specs, args.epochs, samples))
         step("(c) task parallelism, 2 worker processes")
-        runs.append(run_whole_configs("task", WORKERS, data, specs, args.epochs, samples))
+        runs.append(run_baseline("task", WORKERS, "all", whole_configs, data, specs, args.epochs, samples))
         step("(d) sequential Keras, 1 process")
-        runs.append(run_whole_configs("sequential", 1, data, specs, args.epochs, samples))
+        runs.append(run_baseline("sequential", 1, "all", whole_configs, data, specs, args.epochs, samples))
     report(args, train_rows, val_rows, runs, mop)
     paths = write_results(args, runs, args.out)
     step("wrote " + ", ".join(str(p) for p in paths if p is not None))
