@@ -1,0 +1,39 @@
+"""Execution targets: where a segment's shard lives and how a unit runs there.
+
+The scheduler and every decision (``claim_unit``) live on the coordinator. A backend
+answers only: given a unit the coordinator's open transaction has claimed, how does it
+train on the segment that owns the shard, and how does the new state come back to be
+recorded in that same transaction (so a failure anywhere rolls the hop back whole)?
+
+- ``local``: the segment is a worker backend of the coordinator's own server; one
+  ``run_unit`` call there trains on the local shard and records the hop.
+- ``multi-server``: the segment is another PostgreSQL server holding its shards.
+  The coordinator hands out the unit's context and state (``unit_context``), the
+  segment server trains (``train_hop``) and returns the new state, and the
+  coordinator records it (``record_hop``): segments compute, the coordinator writes.
+- ``greenplum``: the same three steps, with ``train_hop`` as an aggregate over the
+  rows of a ``DISTRIBUTED BY`` table that live on one ``gp_segment_id``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import psycopg
+
+
+class SegmentExecutor(Protocol):
+    """Runs the units of one segment, one at a time."""
+
+    segment: int
+
+    def run_unit(self, coordinator: psycopg.Connection[Any], config_id: int) -> dict[str, Any]:
+        """Train the claimed ``config_id`` for one pass over this segment's shard and record the hop.
+
+        Runs inside ``coordinator``'s open transaction, which holds the claim; returns
+        the unit's summary. Raises ``psycopg.OperationalError`` when the segment cannot
+        be reached: the transaction then rolls back and the unit runs again later.
+        """
+        ...
+
+    def close(self) -> None: ...
