@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from cerebro_db import dashboard, install, sample_data, tensorboard
+from cerebro_db.backends import multi_server
 from cerebro_db.cluster import PG_BIN, REPO_ROOT, LocalCluster, default_home
 from cerebro_db.predict import predict_on_segments
 from cerebro_db.scheduler import Scheduler, SchedulerBusy
@@ -61,13 +62,38 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _segments_passfile() -> Path:
+    """Passwords of the segment servers (libpq passfile format), beside the cluster."""
+    return default_home() / "segments.pgpass"
+
+
+def _segment_spec(value: str) -> int | list[str]:
+    """``--segments``: a count of local segments, or segment servers ``host:port,...`` (or URLs)."""
+    if value.isdigit():
+        return int(value)
+    specs = [spec.strip() for spec in value.split(",") if spec.strip()]
+    if not specs:
+        raise argparse.ArgumentTypeError(f"--segments {value!r}: give a number or host:port,host:port,...")
+    return specs
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     cluster = _cluster()
     config = cluster.init()
     cluster.start()
     install.create_database(config.dsn("postgres"), config.database)
-    install.install(config.dsn(), segments=args.segments)
+    local_count = args.segments if isinstance(args.segments, int) else None
+    install.install(config.dsn(), segments=local_count)
     print(f"cluster running at {config.dsn()}")
+    if isinstance(args.segments, list):
+        try:
+            changed = multi_server.register_segments(config.dsn(), args.segments, _segments_passfile())
+        except (multi_server.MembershipError, psycopg.Error) as error:
+            raise SystemExit(f"cerebro-db up: {error}") from None
+        for segment, dsn in enumerate(multi_server.registered(config.dsn())):
+            print(f"segment {segment}: {dsn}")
+        if changed and _scheduler_pid() is not None:
+            _stop_scheduler()  # it serves the segments it found when it started
     if _scheduler_pid() is None:
         log_path = default_home() / "scheduler.log"
         with open(log_path, "ab") as log_file:
@@ -82,17 +108,22 @@ def cmd_up(args: argparse.Namespace) -> None:
         print(f"scheduler started (pid {process.pid}, log {log_path})")
 
 
-def cmd_down(_args: argparse.Namespace) -> None:
+def _stop_scheduler() -> None:
     pid = _scheduler_pid()
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)  # finishes the units in flight, then exits
-        deadline = time.monotonic() + 120
-        while _scheduler_pid() is not None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _scheduler_pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-        _scheduler_pid_file().unlink(missing_ok=True)
-        print("scheduler stopped")
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)  # finishes the units in flight, then exits
+    deadline = time.monotonic() + 120
+    while _scheduler_pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _scheduler_pid() is not None:
+        os.kill(pid, signal.SIGKILL)
+    _scheduler_pid_file().unlink(missing_ok=True)
+    print("scheduler stopped")
+
+
+def cmd_down(_args: argparse.Namespace) -> None:
+    _stop_scheduler()
     _cluster().stop()
     print("cluster stopped")
 
@@ -130,7 +161,9 @@ def cmd_psql(args: argparse.Namespace) -> None:
 
 def cmd_scheduler(_args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    scheduler = Scheduler(_dsn(), on_unit=lambda unit: print(_hop_line(unit), flush=True))
+    scheduler = Scheduler(
+        _dsn(), on_unit=lambda unit: print(_hop_line(unit), flush=True), passfile=_segments_passfile()
+    )
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
     signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
     try:
@@ -282,7 +315,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cerebro-db", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="create/start the embedded cluster, install the schema, start the scheduler")
-    up.add_argument("--segments", type=int, default=None, help="segments of a new cluster (default: cores)")
+    up.add_argument(
+        "--segments",
+        type=_segment_spec,
+        default=None,
+        help="N: local segments of a new cluster (default: cores); or host:port,host:port,... "
+        "(or postgresql:// URLs): segment servers, each a PostgreSQL 15 + plpython3u that gets the schema "
+        "and holds its shards",
+    )
     up.set_defaults(run=cmd_up)
     commands.add_parser("down", help="stop the scheduler and the cluster").set_defaults(run=cmd_down)
     commands.add_parser("status", help="cluster, scheduler and workloads").set_defaults(run=cmd_status)

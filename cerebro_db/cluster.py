@@ -167,9 +167,9 @@ class LocalCluster:
 
 
 @contextlib.contextmanager
-def temporary_cluster(segments: int = 2) -> Iterator[ClusterConfig]:
-    """A throwaway cluster with cerebro-db installed, for tests and benchmarks; removed afterwards."""
-    from cerebro_db import install
+def temporary_server() -> Iterator[LocalCluster]:
+    """A throwaway running cluster with its database created (nothing installed); removed afterwards."""
+    from cerebro_db import install  # it imports this module
 
     root = Path(tempfile.mkdtemp(prefix="cerebro-"))
     root.chmod(0o755)  # the server user must reach its data directory inside
@@ -178,8 +178,17 @@ def temporary_cluster(segments: int = 2) -> Iterator[ClusterConfig]:
         config = cluster.init()
         cluster.start()
         install.create_database(config.dsn("postgres"), config.database)
-        install.install(config.dsn(), segments=segments)
-        yield config
+        yield cluster
     finally:
         cluster.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def temporary_cluster(segments: int = 2) -> Iterator[ClusterConfig]:
+    """A throwaway cluster with cerebro-db installed, for tests and benchmarks; removed afterwards."""
+    from cerebro_db import install
+
+    with temporary_server() as cluster:
+        install.install(cluster.config.dsn(), segments=segments)
+        yield cluster.config

@@ -96,7 +96,7 @@ def connect(dsn: str) -> Connection:
             time.sleep(POLL)
 
 
-def _poll(what: str, check: Callable[[], Any]) -> Any:
+def poll(what: str, check: Callable[[], Any]) -> Any:
     deadline = time.monotonic() + DEADLINE
     while not (found := check()):
         if time.monotonic() > deadline:
@@ -119,7 +119,7 @@ def wait_for_unit(conn: Connection, workload_id: int, epoch: int) -> list[UnitIn
         ]
         return units if any(unit.epoch == epoch for unit in units) else []
 
-    found: list[UnitInFlight] = _poll(f"a unit of epoch {epoch} in flight", in_flight)
+    found: list[UnitInFlight] = poll(f"a unit of epoch {epoch} in flight", in_flight)
     return found
 
 

@@ -1,26 +1,32 @@
 """The scheduler loop: one connection per segment, each claiming and running units.
 
 All decisions are SQL (``claim_unit``); this loop only keeps every segment busy.
-Each unit is one short transaction on its segment's connection::
+Each unit is one short transaction on the coordinator::
 
-    BEGIN; SELECT * FROM claim_unit(s); SELECT run_unit(config, s); COMMIT;
+    BEGIN; SELECT * FROM claim_unit(s); <train and record the hop>; COMMIT;
 
-so a crash or cancel loses at most the units in flight, which are simply run
-again. Idle segments sleep on LISTEN ``cerebro_units``: a finished unit or a
-changed config wakes them at once.
+where the segment's backend (``cerebro_db.backends``) trains on the shard, on the
+coordinator's own server or on a segment server. A crash or cancel anywhere loses at
+most the units in flight, which are simply run again. Idle segments sleep on LISTEN
+``cerebro_units``: a finished unit or a changed config wakes them at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import errors
+
+from cerebro_db import backends
+from cerebro_db.backends import SegmentExecutor
 
 log = logging.getLogger("cerebro.scheduler")
 
@@ -31,6 +37,9 @@ LOCK_WAIT_MS = 5000
 SEARCH_PATH = "-c search_path=cerebro,pg_temp"
 #: A unit waits this long for a row a user holds locked, then is rolled back and runs later.
 UNIT_LOCK_TIMEOUT = "30s"
+#: If this process dies mid-unit, a backend running the unit notices within a second (at
+#: its next batch) and rolls back.
+CONNECTION_CHECK = "-c client_connection_check_interval=1000"
 
 
 class SchedulerBusy(RuntimeError):
@@ -69,6 +78,7 @@ class Scheduler:
     """Runs units on every registered segment until stopped (or idle, or a unit budget is spent).
 
     ``on_unit`` is called with each committed unit's summary (from any segment thread).
+    ``passfile``: a libpq password file for the segment servers.
     """
 
     def __init__(
@@ -77,8 +87,10 @@ class Scheduler:
         *,
         on_unit: Callable[[dict[str, Any]], None] | None = None,
         idle_wait: float = 1.0,
+        passfile: Path | None = None,
     ) -> None:
         self.dsn = dsn
+        self.passfile = passfile
         self.on_unit = on_unit
         self.idle_wait = idle_wait
         self._stop = threading.Event()
@@ -99,13 +111,13 @@ class Scheduler:
         control = self._connect_locked()
         self.ready.set()
         try:
-            segments = [row[0] for row in control.execute("SELECT segment_id FROM segments ORDER BY 1")]
+            segments = control.execute("SELECT segment_id, dsn FROM segments ORDER BY 1").fetchall()
             progress = _Progress(len(segments), max_units)
             threads = [
                 threading.Thread(
-                    target=self._segment_loop, args=(segment, progress, until_idle), name=f"segment-{segment}"
+                    target=self._segment_loop, args=(segment, dsn, progress, until_idle), name=f"segment-{segment}"
                 )
-                for segment in segments
+                for segment, dsn in segments
             ]
             for thread in threads:
                 thread.start()
@@ -151,29 +163,36 @@ class Scheduler:
             self.stop()
             return control
 
-    def _segment_loop(self, segment: int, progress: _Progress, until_idle: bool) -> None:
-        """Serve one segment; a lost connection (server restart) is re-opened, its unit runs again."""
+    def _segment_loop(self, segment: int, location: str | None, progress: _Progress, until_idle: bool) -> None:
+        """Serve one segment; a lost connection (a server restart) is re-opened, its unit runs again."""
         while not self._stop.is_set():
             try:
-                with psycopg.connect(
-                    self.dsn,
-                    autocommit=True,
-                    application_name=f"cerebro segment {segment}",
-                    # client_connection_check_interval: if this process dies mid-unit, the backend
-                    # notices within a second (at its next batch) and rolls back.
-                    options=f"{SEARCH_PATH} -c lock_timeout={UNIT_LOCK_TIMEOUT}"
-                    " -c client_connection_check_interval=1000",
-                ) as conn:
-                    self._serve(conn, segment, progress, until_idle)
+                with (
+                    psycopg.connect(
+                        self.dsn,
+                        autocommit=True,
+                        application_name=f"cerebro segment {segment}",
+                        options=f"{SEARCH_PATH} -c lock_timeout={UNIT_LOCK_TIMEOUT} {CONNECTION_CHECK}",
+                    ) as conn,
+                    contextlib.closing(self._open_segment(segment, location)) as executor,
+                ):
+                    self._serve(conn, executor, progress, until_idle)
             except psycopg.OperationalError as error:
-                log.warning("segment %s lost its connection (%s); reconnecting", segment, error)
+                log.warning("segment %s lost a connection (%s); reconnecting", segment, error)
                 self._stop.wait(self.idle_wait)
             except Exception:  # a bug must not silence a segment for good: log it, start afresh
                 log.exception("segment %s hit an unexpected error; reconnecting", segment)
                 self._stop.wait(self.idle_wait)
         self._wake_all()
 
-    def _serve(self, conn: psycopg.Connection[Any], segment: int, progress: _Progress, until_idle: bool) -> None:
+    def _open_segment(self, segment: int, location: str | None) -> SegmentExecutor:
+        passfile = {"passfile": str(self.passfile)} if self.passfile and self.passfile.exists() else {}
+        return backends.open_segment(segment, location, options=f"{SEARCH_PATH} {CONNECTION_CHECK}", **passfile)
+
+    def _serve(
+        self, conn: psycopg.Connection[Any], executor: SegmentExecutor, progress: _Progress, until_idle: bool
+    ) -> None:
+        segment = executor.segment
         conn.execute(f"LISTEN {CHANNEL}")
         while not self._stop.is_set():
             if progress.spent():
@@ -182,7 +201,7 @@ class Scheduler:
             if not progress.reserve():  # other segments hold the last slots; they may yet give one back
                 self._wait_for_work(conn)
                 continue
-            result = self._run_one(conn, segment)
+            result = self._run_one(conn, executor)
             if result is not None:
                 with progress.lock:
                     progress.idle.discard(segment)
@@ -204,8 +223,9 @@ class Scheduler:
         for _ in conn.notifies(timeout=self.idle_wait, stop_after=1):
             pass
 
-    def _run_one(self, conn: psycopg.Connection[Any], segment: int) -> dict[str, Any] | None:
-        """Claim and run one unit on ``segment`` in one transaction; None if nothing may run."""
+    def _run_one(self, conn: psycopg.Connection[Any], executor: SegmentExecutor) -> dict[str, Any] | None:
+        """Claim and run one unit on the executor's segment in one transaction; None if nothing may run."""
+        segment = executor.segment
         claimed: tuple[Any, ...] | None = None
         timeout: str | None = None
         started = time.monotonic()
@@ -224,10 +244,7 @@ class Scheduler:
                 if timeout is not None:  # for this transaction only
                     conn.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout_ms)])
                 started = time.monotonic()
-                row = conn.execute("SELECT run_unit(%s, %s)", [claimed[0], segment]).fetchone()
-                assert row is not None
-                result: dict[str, Any] = row[0]
-                return result
+                return executor.run_unit(conn, claimed[0])
         except errors.QueryCanceled:
             if claimed is not None and timeout is not None and time.monotonic() - started >= claimed[3] / 1000:
                 self._fail(

@@ -37,3 +37,16 @@ class SegmentExecutor(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def open_segment(segment: int, dsn: str | None, **connect: Any) -> SegmentExecutor:
+    """The executor of a registered segment: local when ``segments.dsn`` is NULL, else its server.
+
+    ``connect`` goes to the segment server's connection (options, passfile, ...).
+    """
+    from cerebro_db.backends.local import LocalSegment
+    from cerebro_db.backends.multi_server import ServerSegment
+
+    if dsn is None:
+        return LocalSegment(segment)
+    return ServerSegment(segment, dsn, **connect)

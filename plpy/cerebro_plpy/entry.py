@@ -54,11 +54,40 @@ def predict_part(plpy: Any, gd: dict[str, Any], **arguments: Any) -> str:
     return _result(lambda: inference.predict_part(PlpyDatabase(plpy, gd), gd, **arguments))
 
 
+def _result_and_bytes(call: Callable[[], tuple[Any, bytes | None]]) -> tuple[str, bytes | None]:
+    """For functions with ``OUT outcome jsonb`` and a ``bytea`` OUT parameter: bytes do not fit in JSON."""
+    produced: list[bytes | None] = []
+
+    def result() -> Any:
+        value, raw = call()
+        produced.append(raw)
+        return value
+
+    outcome = _result(result)
+    return outcome, produced[0] if produced else None
+
+
 def export_model(plpy: Any, gd: dict[str, Any], config_id: int) -> dict[str, Any]:
-    """``{"outcome": <the usual result JSON>, "model": <.keras bytes or None>}``: bytes do not fit in JSON."""
-    exported: list[bytes] = []
-    outcome = _result(lambda: exported.append(inference.export(PlpyDatabase(plpy, gd), gd, config_id)))
-    return {"outcome": outcome, "model": exported[0] if exported else None}
+    """``{"outcome": ..., "model": <.keras bytes or None>}``."""
+    outcome, model = _result_and_bytes(lambda: (None, inference.export(PlpyDatabase(plpy, gd), gd, config_id)))
+    return {"outcome": outcome, "model": model}
+
+
+def unit_context(plpy: Any, gd: dict[str, Any], config_id: int, segment: int) -> dict[str, Any]:
+    """``{"outcome": <the context>, "state": <the config's state or None>}``."""
+    outcome, state = _result_and_bytes(lambda: unit.unit_context(PlpyDatabase(plpy, gd), config_id, segment))
+    return {"outcome": outcome, "state": state}
+
+
+def train_hop(plpy: Any, gd: dict[str, Any], context: str, state: bytes | None) -> dict[str, Any]:
+    """On a segment server: ``{"outcome": <the hop's summary>, "new_state": ...}``."""
+    db = PlpyDatabase(plpy, gd)
+    outcome, new_state = _result_and_bytes(lambda: unit.train_on_shard(db, gd, json.loads(context), state))
+    return {"outcome": outcome, "new_state": new_state}
+
+
+def record_hop(plpy: Any, gd: dict[str, Any], config_id: int, segment: int, summary: str, state: bytes) -> str:
+    return _result(lambda: unit.record_hop(PlpyDatabase(plpy, gd), config_id, segment, json.loads(summary), state))
 
 
 def expand_search_space(

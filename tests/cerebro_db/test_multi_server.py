@@ -1,0 +1,191 @@
+"""The multi-server backend: a coordinator and two segment servers, each a real PostgreSQL.
+
+Units train on the segment server that holds the shard, the coordinator records them;
+results are bit-identical to the local backend, and a segment server that goes down
+mid-run loses nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from cerebro_db import faults, sample_data, verify
+from cerebro_db.backends import multi_server
+from cerebro_db.backends.multi_server import MembershipError, MultiServerCluster
+from cerebro_db.cluster import temporary_cluster
+from cerebro_db.scheduler import Scheduler
+from tests.conftest import TINY_CNN, launch
+
+ROWS = 600
+SPACE = {"lr": [0.003], **TINY_CNN}
+EPOCHS = 2
+
+
+def _prepare(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        sample_data.load_fashion_mnist(conn, "fashion_ms", limit=ROWS)
+        conn.execute(
+            "SELECT * FROM prepare_dataset('fashion_ms', 'fashion_ms', 'label', feature_columns => '{pixels}',"
+            " feature_shape => '{28,28,1}', num_segments => 2, validation_fraction => 0.2, seed => 3)"
+        )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[MultiServerCluster]:
+    with multi_server.temporary_multi_server(segments=2) as started:
+        _prepare(started.coordinator)
+        yield started
+
+
+def _run(cluster: MultiServerCluster) -> None:
+    Scheduler(cluster.coordinator, idle_wait=0.2, passfile=cluster.passfile).run(until_idle=True)
+
+
+def _hops(conn: psycopg.Connection[Any], config_id: int) -> list[int]:
+    return [
+        r[0] for r in conn.execute("SELECT segment FROM units WHERE config_id = %s ORDER BY started_at", [config_id])
+    ]
+
+
+def _config(conn: psycopg.Connection[Any], workload_id: int) -> int:
+    row = conn.execute("SELECT min(config_id) FROM configs WHERE workload_id = %s", [workload_id]).fetchone()
+    assert row is not None
+    config_id: int = row[0]
+    return config_id
+
+
+def test_segments_are_registered_servers_without_passwords(cluster: MultiServerCluster) -> None:
+    dsns = multi_server.registered(cluster.coordinator)
+    assert dsns == [f"postgresql://cerebro@127.0.0.1:{server.config.port}/cerebro" for server in cluster.servers]
+    assert cluster.passfile.stat().st_mode & 0o077 == 0
+
+
+def test_units_train_on_the_server_that_holds_the_shard_bit_identical_to_local(cluster: MultiServerCluster) -> None:
+    with psycopg.connect(cluster.coordinator, autocommit=True) as conn:
+        workload = launch(conn, "fashion_ms", SPACE, epochs=EPOCHS, seed=11)
+        _run(cluster)
+        assert conn.execute("SELECT status FROM workloads WHERE workload_id = %s", [workload]).fetchone() == (
+            "completed",
+        )
+        assert verify.epochs_lost(conn, workload) == 0
+        assert verify.mop_violations(conn, workload) == []
+        config = _config(conn, workload)
+        hops = _hops(conn, config)
+        state = verify.final_state(conn, config)
+        metrics = conn.execute(
+            "SELECT epoch, train_loss, val_loss, val_metric FROM epoch_metrics WHERE config_id = %s ORDER BY 1",
+            [config],
+        ).fetchall()
+        coordinator_buffers = conn.execute(
+            "SELECT buffer_id, split, segment, x, y FROM dataset_buffers b JOIN datasets d USING (dataset_id)"
+            " WHERE d.name = 'fashion_ms' ORDER BY buffer_id"
+        ).fetchall()
+    assert sorted(hops) == [0, 0, 1, 1]
+
+    # Each server holds its own training shard and the validation set, nothing else.
+    for segment, server in enumerate(cluster.servers):
+        with psycopg.connect(server.config.dsn()) as conn:
+            held = conn.execute(
+                "SELECT buffer_id, split, segment, x, y FROM cerebro.dataset_buffers ORDER BY buffer_id"
+            ).fetchall()
+        assert held == [b for b in coordinator_buffers if b[1] == "validation" or b[2] == segment]
+
+    # The local backend, same dataset and seeds, driven through the same hops in the same order.
+    with temporary_cluster(segments=2) as local, psycopg.connect(local.dsn(), autocommit=True) as conn:
+        _prepare(local.dsn())
+        local_workload = launch(conn, "fashion_ms", SPACE, epochs=EPOCHS, seed=11)
+        local_config = _config(conn, local_workload)
+        for segment in hops:
+            with conn.transaction():
+                claimed = conn.execute("SELECT config_id FROM claim_unit(%s)", [segment]).fetchone()
+                assert claimed == (local_config,)
+                conn.execute("SELECT run_unit(%s, %s)", [local_config, segment])
+        assert _hops(conn, local_config) == hops
+        assert verify.states_equal(verify.final_state(conn, local_config), state)
+        assert (
+            conn.execute(
+                "SELECT epoch, train_loss, val_loss, val_metric FROM epoch_metrics WHERE config_id = %s ORDER BY 1",
+                [local_config],
+            ).fetchall()
+            == metrics
+        )
+
+
+def test_a_segment_server_that_goes_down_mid_run_loses_nothing(cluster: MultiServerCluster) -> None:
+    server = cluster.servers[1]
+    with psycopg.connect(cluster.coordinator, autocommit=True) as conn:
+        workload = launch(conn, "fashion_ms", {**SPACE, "lr": [0.003, 0.01]}, epochs=EPOCHS, seed=12)
+        scheduler = threading.Thread(target=_run, args=(cluster,))
+        scheduler.start()
+        try:
+            # The first unit on a fresh segment backend imports TensorFlow: seconds in flight.
+            config, epoch = faults.poll(
+                "a unit in flight on segment 1",
+                lambda: conn.execute(
+                    "SELECT a.config_id, c.epochs_done + 1 FROM active_units a JOIN configs c USING (config_id)"
+                    " WHERE a.workload_id = %s AND a.segment = 1",
+                    [workload],
+                ).fetchone(),
+            )
+            server.stop("immediate")
+            faults.poll(
+                "the unit on segment 1 to roll back",
+                lambda: (
+                    not conn.execute(
+                        "SELECT 1 FROM active_units WHERE workload_id = %s AND segment = 1", [workload]
+                    ).fetchone()
+                ),
+            )
+            # Meanwhile segment 0 goes on with what it may run; then the server comes back.
+            server.start()
+            restarted = conn.execute("SELECT clock_timestamp()").fetchone()
+        finally:
+            scheduler.join(timeout=faults.DEADLINE)
+        assert not scheduler.is_alive()
+        assert conn.execute("SELECT status FROM workloads WHERE workload_id = %s", [workload]).fetchone() == (
+            "completed",
+        )
+        assert verify.epochs_lost(conn, workload) == 0
+        assert verify.mop_violations(conn, workload) == []
+        # The interrupted unit ran again, once, after the server came back.
+        reruns = conn.execute(
+            "SELECT started_at > %s FROM units WHERE config_id = %s AND epoch = %s AND segment = 1",
+            [restarted[0] if restarted else None, config, epoch],
+        ).fetchall()
+        assert reruns == [(True,)]
+        for (each,) in conn.execute("SELECT config_id FROM configs WHERE workload_id = %s", [workload]).fetchall():
+            assert verify.states_equal(verify.final_state(conn, each), verify.replay(conn, each))
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (["nohost"], "'nohost' is neither host:port nor a postgresql:// URL"),
+        (["db1:port"], "'db1:port' is neither host:port"),
+        (["127.0.0.1:5999", "127.0.0.1:5999"], "listed twice"),
+        ([], "at least one segment server"),
+    ],
+)
+def test_bad_segment_lists_are_refused_by_name(specs: list[str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(MembershipError, match=message):
+        multi_server.register_segments("postgresql://unused", specs, tmp_path / "pgpass")
+
+
+def test_segments_do_not_change_under_a_running_workload(cluster: MultiServerCluster) -> None:
+    with psycopg.connect(cluster.coordinator, autocommit=True) as conn:
+        workload = launch(conn, "fashion_ms", SPACE, epochs=1, seed=13)
+        before = multi_server.registered(cluster.coordinator)
+        with pytest.raises(MembershipError, match=f"workloads {workload} are running"):
+            multi_server.register_segments(
+                cluster.coordinator,
+                [cluster.servers[1].config.dsn(), cluster.servers[0].config.dsn()],
+                cluster.passfile,
+            )
+        assert multi_server.registered(cluster.coordinator) == before
+        conn.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [workload])
