@@ -216,15 +216,17 @@ def unit_context_query(schema: str = SCHEMA) -> sql.Composed:
 def unit_statement(schema: str = SCHEMA) -> sql.Composed:
     """Train one pass over the segment that owns ``dist_key``; returns (summary, new state).
 
-    The aggregate sits in a subquery so it runs once (its row is read twice), and
-    ``raise_if_error`` turns a config's own failure into a plain SQL error with a hint.
+    The key is cast to the column's type: Greenplum dispatches to one segment only on an
+    equality with the distribution key's own type. The aggregate sits in a subquery so it
+    runs once (its row is read twice), and ``raise_if_error`` turns a config's own failure
+    into a plain SQL error with a hint.
     """
     return _sql(
         "SELECT {schema}.raise_if_error((hop.result).outcome) AS summary, (hop.result).state AS state\n"
         "FROM (\n"
         "    SELECT {schema}.train_hop_agg({context}::jsonb, {state}::bytea, b.x, b.y ORDER BY b.buffer_id) AS result\n"
         "    FROM {schema}.gp_train_buffers b\n"
-        "    WHERE b.dist_key = {dist_key} AND b.dataset_id = {dataset_id}\n"
+        "    WHERE b.dist_key = {dist_key}::int AND b.dataset_id = {dataset_id}\n"
         "    GROUP BY b.dist_key\n"
         ") hop",
         schema,
@@ -294,7 +296,7 @@ class GreenplumSegment:
 
     segment: int
     schema: str = SCHEMA
-    # The map changes only when install() runs again (e.g. after gpexpand); so does this process.
+    # Cached: the map changes only when install() runs again (after gpexpand), with the scheduler restarted.
     _dist_key: int | None = field(default=None, init=False, repr=False)
 
     def _key(self, coordinator: Coordinator) -> int:

@@ -6,6 +6,7 @@ No Greenplum runs here: statements are rendered without a connection and
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -155,7 +156,7 @@ def test_loading_joins_train_buffers_to_their_segments_key_and_copies_validation
 def test_the_unit_aggregates_one_segments_rows_grouped_by_the_distribution_key() -> None:
     unit = text(gp.unit_statement())
     assert placeholders(gp.unit_statement()) == {"context", "state", "dist_key", "dataset_id"}
-    assert "WHERE b.dist_key = %(dist_key)s AND b.dataset_id = %(dataset_id)s\n    GROUP BY b.dist_key\n" in unit
+    assert "WHERE b.dist_key = %(dist_key)s::int AND b.dataset_id = %(dataset_id)s\n    GROUP BY b.dist_key\n" in unit
     # Buffers reach the aggregate in the order every epoch sees them; the state is an argument.
     assert '"cerebro".train_hop_agg(%(context)s::jsonb, %(state)s::bytea, b.x, b.y ORDER BY b.buffer_id)' in unit
     assert unit.startswith('SELECT "cerebro".raise_if_error((hop.result).outcome) AS summary, (hop.result).state')
@@ -263,5 +264,7 @@ def test_load_dataset_refuses_a_dataset_prepared_for_another_segment_count() -> 
 
 
 def test_greenplum_segment_is_a_segment_executor() -> None:
-    executor: SegmentExecutor = gp.GreenplumSegment(0)  # type-checked by mypy
-    assert executor.segment == 0
+    # `mypy tests/cerebro_db/test_greenplum.py` checks this assignment against the protocol.
+    executor: SegmentExecutor = gp.GreenplumSegment(0)
+    expected = inspect.signature(SegmentExecutor.run_unit).parameters
+    assert list(inspect.signature(type(executor).run_unit).parameters) == list(expected)
