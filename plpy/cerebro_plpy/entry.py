@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from cerebro_plpy import custom, dataset, inference, procedures, roster, search_space, training, unit
+from cerebro_plpy import custom, dataset, greenplum, inference, procedures, roster, search_space, training, unit
 from cerebro_plpy.custom import ScriptError
 from cerebro_plpy.inference import InferenceError
 from cerebro_plpy.packing import PackingError
@@ -88,6 +88,20 @@ def train_hop(plpy: Any, gd: dict[str, Any], context: str, state: bytes | None) 
 
 def record_hop(plpy: Any, gd: dict[str, Any], config_id: int, segment: int, summary: str, state: bytes) -> str:
     return _result(lambda: unit.record_hop(PlpyDatabase(plpy, gd), config_id, segment, json.loads(summary), state))
+
+
+def greenplum_hop(plpy: Any, gd: dict[str, Any], train: greenplum.TrainHop) -> dict[str, Any]:
+    """The ``gp_hop`` row of a Greenplum unit: ``{"outcome": <the usual result JSON of the
+    summary>, "state": <the new state or None>}``; the coordinator raises the outcome's error."""
+    states: list[bytes] = []
+
+    def hop() -> dict[str, Any]:
+        summary, state = greenplum.finish(PlpyDatabase(plpy, gd), gd, train)
+        states.append(state)
+        return summary
+
+    outcome = _result(hop)
+    return {"outcome": outcome, "state": states[0] if states else None}
 
 
 def expand_search_space(
