@@ -93,15 +93,8 @@ def record_hop(plpy: Any, gd: dict[str, Any], config_id: int, segment: int, summ
 def greenplum_hop(plpy: Any, gd: dict[str, Any], train: greenplum.TrainHop) -> dict[str, Any]:
     """The ``gp_hop`` row of a Greenplum unit: ``{"outcome": <the usual result JSON of the
     summary>, "state": <the new state or None>}``; the coordinator raises the outcome's error."""
-    states: list[bytes] = []
-
-    def hop() -> dict[str, Any]:
-        summary, state = greenplum.finish(PlpyDatabase(plpy, gd), gd, train)
-        states.append(state)
-        return summary
-
-    outcome = _result(hop)
-    return {"outcome": outcome, "state": states[0] if states else None}
+    outcome, state = _result_and_bytes(lambda: greenplum.finish(PlpyDatabase(plpy, gd), gd, train))
+    return {"outcome": outcome, "state": state}
 
 
 def expand_search_space(

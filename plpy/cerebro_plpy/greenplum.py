@@ -12,14 +12,13 @@ never a distributed one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
 from cerebro_plpy import packing
 from cerebro_plpy.plpy_adapter import Database
+from cerebro_plpy.unit import Arrays
 
 #: The hop being collected by this segment process (one per statement: the unit groups one dist key).
 GD_HOP = "cerebro.gp_hop"
@@ -29,14 +28,18 @@ GD_VALIDATION = "cerebro.gp_validation"
 # Unqualified: the function's own search_path names the schema the adapter installed into.
 _VALIDATION_SQL = "SELECT x, y FROM gp_validation_buffers WHERE dataset_id = $1 ORDER BY buffer_id"
 
-Arrays = tuple[np.ndarray, np.ndarray]
-
 
 class TrainHop(Protocol):
     """``cerebro_plpy.unit.train_hop``: one pass over a shard from a state, evaluated if asked."""
 
     def __call__(
-        self, gd: dict[str, Any], context: dict[str, Any], state: bytes | None, shard: Arrays, validation: Arrays | None
+        self,
+        gd: dict[str, Any],
+        context: dict[str, Any],
+        state: bytes | None,
+        shard: Arrays,
+        validation: Arrays | None,
+        check_interrupts: Callable[[], None],
     ) -> tuple[dict[str, Any], bytes]: ...
 
 
@@ -45,14 +48,6 @@ class _Hop:
     context: dict[str, Any]
     state: bytes | None
     buffers: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
-def _arrays(buffers: Iterable[tuple[bytes, bytes]], shape: tuple[int, ...]) -> Arrays:
-    pairs = list(buffers)
-    return (
-        np.concatenate([packing.from_bytes(x, shape) for x, _ in pairs]),
-        np.concatenate([packing.from_bytes(y, ()) for _, y in pairs]),
-    )
 
 
 def collect(gd: dict[str, Any], collected: int, context: str, state: bytes | None, x: bytes, y: bytes) -> int:
@@ -72,7 +67,7 @@ def _validation(db: Database, gd: dict[str, Any], dataset_id: int, shape: tuple[
     cached = gd.get(GD_VALIDATION)
     if cached is None or cached[0] != dataset_id:
         rows = db.query(_VALIDATION_SQL, ["int4"], [dataset_id])
-        cached = gd[GD_VALIDATION] = (dataset_id, _arrays(((r["x"], r["y"]) for r in rows), shape))
+        cached = gd[GD_VALIDATION] = (dataset_id, packing.from_buffers(((r["x"], r["y"]) for r in rows), shape))
     arrays: Arrays = cached[1]
     return arrays
 
@@ -83,4 +78,4 @@ def finish(db: Database, gd: dict[str, Any], train: TrainHop) -> tuple[dict[str,
     hop: _Hop = gd.pop(GD_HOP)
     shape = tuple(hop.context["feature_shape"])
     validation = _validation(db, gd, hop.context["dataset_id"], shape) if hop.context["epoch_done"] else None
-    return train(gd, hop.context, hop.state, _arrays(hop.buffers, shape), validation)
+    return train(gd, hop.context, hop.state, packing.from_buffers(hop.buffers, shape), validation, db.check_interrupts)

@@ -8,6 +8,7 @@ the float32 class indices.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,3 +166,12 @@ def to_bytes(array: np.ndarray) -> bytes:
 def from_bytes(raw: bytes, shape: tuple[int, ...]) -> np.ndarray:
     """Zero-copy float32 view of a stored buffer, reshaped to ``(-1, *shape)``."""
     return np.frombuffer(raw, dtype=FLOAT32).reshape((-1, *shape))
+
+
+def from_buffers(buffers: Iterable[tuple[bytes, bytes]], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of ``(x, y)`` buffers, concatenated in the order given."""
+    pairs = list(buffers)
+    return (
+        np.concatenate([from_bytes(x, shape) for x, _ in pairs]),
+        np.concatenate([from_bytes(y, ()) for _, y in pairs]),
+    )

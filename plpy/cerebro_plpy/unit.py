@@ -124,10 +124,7 @@ def shard(
         rows = db.query(_SHARD_SQL, ["int4", "text", "int4"], [dataset_id, split, segment])
         if not rows:
             raise UnitError(f"no {split} buffers of dataset {dataset_id} here (segment {segment})")
-        cache[key] = (
-            np.concatenate([packing.from_bytes(r["x"], shape) for r in rows]),
-            np.concatenate([packing.from_bytes(r["y"], ()) for r in rows]),
-        )
+        cache[key] = packing.from_buffers(((r["x"], r["y"]) for r in rows), shape)
         while len(cache) > SHARD_CACHE_SIZE:
             cache.popitem(last=False)
     cache.move_to_end(key)

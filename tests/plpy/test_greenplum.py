@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,13 @@ class FakeTrain:
         self.calls: list[tuple[dict[str, Any], bytes | None, Arrays, Arrays | None]] = []
 
     def __call__(
-        self, gd: dict[str, Any], context: dict[str, Any], state: bytes | None, shard: Arrays, validation: Arrays | None
+        self,
+        gd: dict[str, Any],
+        context: dict[str, Any],
+        state: bytes | None,
+        shard: Arrays,
+        validation: Arrays | None,
+        check_interrupts: Callable[[], None],
     ) -> tuple[dict[str, Any], bytes]:
         if self.error:
             raise self.error
