@@ -65,8 +65,8 @@ Notes: all times are one machine's clock (server clock_timestamp() and the backe
       config found in active_units (i.e. holding its unit lock) just before.
   (b) stop commit: it lies between the UPDATE's RETURNING clock_timestamp() (t0) and a SELECT clock_timestamp()
       right after it returned (t1). 'started after stop' counts units of the config with started_at > t1 and
-      before its resume (started_at is the start of the unit's transaction, whose first statement is
-      claim_unit), other than the one in flight; 'ending after stop' counts units of it ending after t0
+      before its resume (started_at is taken when the unit's context is read, just after claim_unit in the same
+      transaction), other than the one in flight; 'ending after stop' counts units of it ending after t0
       (the unit in flight: the first unit of the config ending after t0, if it still held the config's lock at
       t1 or started before t1). 'stop -> config idle' = its finished_at - t0 (0 if none was in flight);
       units.finished_at is taken inside the unit's transaction, a few ms before its commit. 'x its unit in flight'

@@ -231,8 +231,13 @@ def check_completed(conn: psycopg.Connection[Any], workload_id: int, what: str) 
         raise RuntimeError(f"{what} (workload {workload_id}) did not complete: {details}")
 
 
-def run_mop(dsn: str, segments: int, dataset: str, warmup_dataset: str, args: argparse.Namespace) -> MopRun:
-    """Warm every backend with a 1-epoch workload, then time the measured workload on the warm backends."""
+def run_mop(
+    dsn: str, segments: int, dataset: str, warmup_dataset: str, args: argparse.Namespace, passfile: Path | None = None
+) -> MopRun:
+    """Warm every backend with a 1-epoch workload, then time the measured workload on the warm backends.
+
+    ``passfile``: the segment servers' passwords, when the segments are servers of their own.
+    """
     with psycopg.connect(dsn, autocommit=True) as conn:
         warmup, _ = launch(conn, warmup_dataset, args, 1, f"bench warm-up {segments} seg")
         measured, configs = launch(conn, dataset, args, args.epochs, f"bench {segments} seg")
@@ -241,7 +246,7 @@ def run_mop(dsn: str, segments: int, dataset: str, warmup_dataset: str, args: ar
         chain = _Chain(dsn, warmup, measured)
         try:
             cold_start = time.perf_counter()
-            Scheduler(dsn, on_unit=chain.on_unit, idle_wait=0.05).run(until_idle=True)
+            Scheduler(dsn, on_unit=chain.on_unit, idle_wait=0.05, passfile=passfile).run(until_idle=True)
             finished = time.perf_counter()
         finally:
             chain.close()

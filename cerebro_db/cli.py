@@ -73,7 +73,12 @@ def _segment_spec(value: str) -> int | list[str]:
         return int(value)
     specs = [spec.strip() for spec in value.split(",") if spec.strip()]
     if not specs:
-        raise argparse.ArgumentTypeError(f"--segments {value!r}: give a number or host:port,host:port,...")
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number or host:port,host:port,...")
+    for spec in specs:  # before anything starts
+        try:
+            multi_server.parse_segment(spec)
+        except multi_server.MembershipError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
     return specs
 
 
@@ -137,6 +142,8 @@ def cmd_status(_args: argparse.Namespace) -> None:
     pid = _scheduler_pid()
     print(f"scheduler: running (pid {pid})" if pid else "scheduler: not running")
     with psycopg.connect(cluster.config.dsn()) as conn:
+        segments = conn.execute("SELECT segment_id, coalesce(dsn, 'local') FROM segments ORDER BY 1").fetchall()
+        print("segments: " + ", ".join(f"{segment} ({where})" for segment, where in segments))
         rows = conn.execute(
             "SELECT w.workload_id, coalesce(w.name, ''), w.model, w.status,"
             " count(c.*) FILTER (WHERE c.status = 'completed'), count(c.*)"

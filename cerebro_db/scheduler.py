@@ -26,15 +26,12 @@ import psycopg
 from psycopg import errors
 
 from cerebro_db import backends
-from cerebro_db.backends import SegmentExecutor
+from cerebro_db.backends import SEARCH_PATH, SegmentExecutor
 
 log = logging.getLogger("cerebro.scheduler")
 
 CHANNEL = "cerebro_units"
 LOCK_WAIT_MS = 5000
-#: The scheduler runs as the schema's owner: resolve names in cerebro only, never in a
-#: schema where users may create objects.
-SEARCH_PATH = "-c search_path=cerebro,pg_temp"
 #: A unit waits this long for a row a user holds locked, then is rolled back and runs later.
 UNIT_LOCK_TIMEOUT = "30s"
 #: If this process dies mid-unit, a backend running the unit notices within a second (at

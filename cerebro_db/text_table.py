@@ -13,7 +13,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: S
     """
     aligned_right = right if right is not None else [i > 0 for i in range(len(headers))]
     cells = [["" if value is None else str(value) for value in row] for row in rows]
-    widths = [max(len(headers[i]), *(len(row[i]) for row in cells)) for i in range(len(headers))]
+    widths = [max([len(headers[i]), *(len(row[i]) for row in cells)]) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
         return " | ".join(

@@ -21,6 +21,10 @@ from typing import Any, Protocol
 
 import psycopg
 
+#: The scheduler runs as the schema's owner: resolve names in cerebro only, never in a
+#: schema where users may create objects.
+SEARCH_PATH = "-c search_path=cerebro,pg_temp"
+
 
 class SegmentExecutor(Protocol):
     """Runs the units of one segment, one at a time."""

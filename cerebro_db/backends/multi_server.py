@@ -32,6 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from cerebro_db import install
+from cerebro_db.backends import SEARCH_PATH
 from cerebro_db.cluster import LocalCluster, temporary_cluster, temporary_server
 
 DEFAULT_PORT = 5432
@@ -75,35 +76,54 @@ class ServerSegment:
         return result
 
     def _ensure_dataset(self, coordinator: psycopg.Connection[Any], dataset_id: int) -> None:
-        if dataset_id in self._held:
-            return
-        with self._conn.transaction():
-            if not self._conn.execute("SELECT 1 FROM datasets WHERE dataset_id = %s", [dataset_id]).fetchone():
-                copy_dataset(coordinator, self._conn, dataset_id, self.segment)
-        self._held.add(dataset_id)
+        if dataset_id not in self._held:
+            send_dataset(coordinator, self._conn, dataset_id, self.segment)
+            self._held.add(dataset_id)
 
     def close(self) -> None:
         self._conn.close()
 
 
-def copy_dataset(
+def send_dataset(
     coordinator: psycopg.Connection[Any], server: psycopg.Connection[Any], dataset_id: int, segment: int
 ) -> int:
-    """Stream dataset ``dataset_id``'s row, ``segment``'s training buffers and the validation buffers
-    from the coordinator to a segment server (in the caller's transaction there); returns bytes sent."""
-    name = coordinator.execute("SELECT name FROM datasets WHERE dataset_id = %s", [dataset_id]).fetchone()
-    if name is None:
+    """Give a segment server dataset ``dataset_id``'s row, ``segment``'s training buffers and the
+    validation buffers, unless it has them; returns the bytes sent."""
+    found = coordinator.execute("SELECT name, created_at FROM datasets WHERE dataset_id = %s", [dataset_id]).fetchone()
+    if found is None:
         raise LookupError(f"dataset {dataset_id} is not on the coordinator")
-    # A dataset of the same name here is an older one the coordinator has since replaced.
-    server.execute("DELETE FROM datasets WHERE name = %s", [name[0]])
-    dataset = sql.Literal(dataset_id)
-    sent = _copy(coordinator, server, "datasets", sql.SQL("dataset_id = {}").format(dataset))
-    sent += _copy(
-        coordinator,
-        server,
-        "dataset_buffers",
-        sql.SQL("dataset_id = {} AND (split = 'validation' OR segment = {})").format(dataset, sql.Literal(segment)),
-    )
+    name, created_at = found
+    with server.transaction():
+        if server.execute(
+            "SELECT 1 FROM datasets WHERE dataset_id = %s AND name = %s AND created_at = %s",
+            [dataset_id, name, created_at],
+        ).fetchone():
+            return 0
+        # Whatever holds the id or the name here is a dataset the coordinator has since replaced.
+        server.execute("DELETE FROM datasets WHERE dataset_id = %s OR name = %s", [dataset_id, name])
+        dataset = sql.Literal(dataset_id)
+        sent = _copy(coordinator, server, "datasets", sql.SQL("dataset_id = {}").format(dataset))
+        return sent + _copy(
+            coordinator,
+            server,
+            "dataset_buffers",
+            sql.SQL("dataset_id = {} AND (split = 'validation' OR segment = {})").format(dataset, sql.Literal(segment)),
+        )
+
+
+def distribute(coordinator_dsn: str, dataset: str, passfile: Path | None = None) -> int:
+    """Send ``dataset``'s shards to the segment servers now rather than at each one's first
+    unit of it (so that no unit pays for it); returns the bytes sent."""
+    with psycopg.connect(coordinator_dsn, options=SEARCH_PATH) as coordinator:
+        found = coordinator.execute("SELECT dataset_id FROM datasets WHERE name = %s", [dataset]).fetchone()
+        if found is None:
+            raise LookupError(f"no dataset named {dataset!r}")
+        sent = 0
+        servers = coordinator.execute("SELECT segment_id, dsn FROM segments WHERE dsn IS NOT NULL").fetchall()
+        extra: dict[str, Any] = {"passfile": str(passfile)} if passfile else {}
+        for segment, dsn in servers:
+            with psycopg.connect(dsn, autocommit=True, options=SEARCH_PATH, **extra) as server:
+                sent += send_dataset(coordinator, server, found[0], segment)
     return sent
 
 
@@ -204,6 +224,8 @@ def _write_passfile(path: Path, parsed: list[tuple[str, str | None]]) -> None:
     def entry(*fields: Any) -> str:
         return ":".join(str(field).replace("\\", "\\\\").replace(":", "\\:") for field in fields)
 
+    if all(password is None for _, password in parsed):
+        return  # libpq's own PGPASSWORD / ~/.pgpass apply
     lines = path.read_text().splitlines() if path.exists() else []
     for dsn, password in parsed:
         if password is None:

@@ -61,12 +61,16 @@ LEFT JOIN registered_models r ON r.name = w.model
 WHERE c.config_id = $1
 """
 
-# The unit started with its transaction (claim_unit is its first statement).
-_PROGRESS_SQL = """
+# A unit starts when unit_context hands it out (right after its claim, in the same transaction).
+_STARTED = "current_setting('cerebro.unit_started', true)::timestamptz"
+_MARK_STARTED_SQL = "SELECT set_config('cerebro.unit_started', clock_timestamp()::text, true)"
+
+_PROGRESS_SQL = f"""
 SELECT c.epochs_done, c.workload_id, d.num_segments,
-       coalesce(s.visited_segments, '{}') AS visited, coalesce(s.epoch_rows, 0) AS epoch_rows,
+       coalesce(s.visited_segments, '{{}}') AS visited, coalesce(s.epoch_rows, 0) AS epoch_rows,
        coalesce(s.epoch_loss_sum, 0) AS epoch_loss_sum, coalesce(s.epoch_metric_sum, 0) AS epoch_metric_sum,
-       coalesce(s.epoch_seconds, 0) AS epoch_seconds, extract(epoch FROM clock_timestamp() - now()) AS unit_seconds,
+       coalesce(s.epoch_seconds, 0) AS epoch_seconds,
+       extract(epoch FROM clock_timestamp() - {_STARTED}) AS unit_seconds,
        unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits
 FROM configs c
 JOIN workloads w USING (workload_id)
@@ -91,10 +95,10 @@ ON CONFLICT (config_id) DO UPDATE SET
     epoch_seconds = excluded.epoch_seconds, updated_at = excluded.updated_at
 """
 
-_LOG_UNIT_SQL = """
+_LOG_UNIT_SQL = f"""
 INSERT INTO units (config_id, segment, epoch, started_at, finished_at, rows, train_loss, train_metric,
                    data_load_s, state_load_s, train_s, state_save_s, validation_s, backend_pid)
-VALUES ($1, $2, $3, now(), clock_timestamp(), $4, $5, $6, $7, $8, $9, $10, $11, pg_backend_pid())
+VALUES ($1, $2, $3, {_STARTED}, clock_timestamp(), $4, $5, $6, $7, $8, $9, $10, $11, pg_backend_pid())
 """
 
 _EPOCH_METRICS_SQL = """
@@ -157,6 +161,7 @@ def _claimed_row(db: Database, sql: str, config_id: int, segment: int) -> dict[s
 def unit_context(db: Database, config_id: int, segment: int) -> tuple[dict[str, Any], bytes | None]:
     """What the claimed unit of ``config_id`` on ``segment`` trains (JSON-able), and the config's state."""
     row = _claimed_row(db, _CONTEXT_SQL, config_id, segment)
+    db.query(_MARK_STARTED_SQL)
     state = row.pop("state")
     for key in ("claimed", "fits"):
         del row[key]
@@ -229,6 +234,8 @@ def record_hop(db: Database, config_id: int, segment: int, summary: dict[str, An
     # Marks this transaction's config updates as the system's (the status guard lets them through).
     db.query("SELECT set_config('cerebro.internal', 'on', true)")
     progress = _claimed_row(db, _PROGRESS_SQL, config_id, segment)
+    if progress["unit_seconds"] is None:
+        raise UnitError(f"record_hop of config {config_id} needs unit_context first, in the same transaction")
     epoch = progress["epochs_done"] + 1
     visited = [*progress["visited"], segment]
     epoch_done = len(visited) == progress["num_segments"]

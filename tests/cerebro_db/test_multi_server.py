@@ -7,6 +7,8 @@ mid-run loses nothing.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,3 +191,39 @@ def test_segments_do_not_change_under_a_running_workload(cluster: MultiServerClu
             )
         assert multi_server.registered(cluster.coordinator) == before
         conn.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [workload])
+
+
+def test_up_with_segment_servers_trains_there_and_status_lists_them(cluster: MultiServerCluster) -> None:
+    """As an operator runs it: a new coordinator, the servers given with their passwords on the command line."""
+    home = Path(tempfile.mkdtemp(prefix="cerebro-ms-cli-"))
+    home.chmod(0o755)
+    urls = [server.config.dsn() for server in cluster.servers]
+    try:
+        out = faults.cli(home, "up", "--segments", ",".join(urls))
+        for segment, server in enumerate(cluster.servers):
+            assert f"segment {segment}: postgresql://cerebro@127.0.0.1:{server.config.port}/cerebro" in out
+        assert "password" not in out and all(s.config.password not in out for s in cluster.servers)
+        assert "(local)" not in faults.cli(home, "status")
+        with psycopg.connect(faults.cli(home, "dsn").strip()) as conn:
+            x, y = sample_data.synthetic_tabular(200, 4, 3)
+            sample_data.load_tabular_table(conn, "blobs_cli", x, y)
+            conn.execute("SELECT * FROM prepare_dataset('blobs_cli', 'blobs_cli', 'label', '{f0,f1,f2,f3}')")
+            space = '{"lr": [0.01], "hidden_units": 8}'
+            row = conn.execute(
+                "SELECT run_model_selection('blobs_cli', 'mlp', %s, max_epochs => 1)", [space]
+            ).fetchone()
+            assert row is not None
+            conn.commit()
+        assert "-> val acc" in faults.cli(home, "wait", str(row[0]))
+        for server in cluster.servers:
+            with psycopg.connect(server.config.dsn()) as conn:
+                assert conn.execute("SELECT 1 FROM cerebro.datasets WHERE name = 'blobs_cli'").fetchone()
+    finally:
+        faults.cli(home, "down")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_up_refuses_a_bad_segment_list_by_name(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="segment 'db1:x' is neither host:port nor a postgresql:// URL"):
+        faults.cli(tmp_path, "up", "--segments", "db1:x,db2:5432")
+    assert list(tmp_path.iterdir()) == []  # refused before anything started
