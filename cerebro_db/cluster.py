@@ -12,7 +12,6 @@ PYTHONPATH the postmaster is started with.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import secrets
@@ -23,7 +22,7 @@ import subprocess
 import sysconfig
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -118,8 +117,8 @@ class LocalCluster:
             wanted = (port or config.port, listen_addresses or config.listen_addresses)
             if wanted != (config.port, config.listen_addresses):
                 raise ClusterError(
-                    f"the cluster at {self.root} listens on {config.listen_addresses} port {config.port}; "
-                    "these are settings of a new cluster"
+                    f"the cluster at {self.root} listens on {config.listen_addresses} port {config.port}:"
+                    " --listen and --port apply to a new cluster only"
                 )
             return config
         self.root.mkdir(parents=True, exist_ok=True)
@@ -193,7 +192,7 @@ class LocalCluster:
         """
         if self.running():
             raise ClusterError(f"the cluster at {self.root} is already running (`cerebro-db down` stops it)")
-        private = dataclasses.replace(self.config, port=free_port(), listen_addresses=LOOPBACK)
+        private = replace(self.config, port=free_port(), listen_addresses=LOOPBACK)
         self.start(f"-c listen_addresses={private.listen_addresses} -c port={private.port}")
         try:
             setup(private)
