@@ -180,10 +180,13 @@ def test_serve_listens_on_all_addresses_with_the_schema_installed(served: Served
 def test_up_with_cerebro_dsn_installs_into_that_database(
     served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CEREBRO_DSN", served.config.dsn())
+    # As docker-compose.yml's scheduler: no password in the URL, libpq takes it from the environment.
+    dsn = f"postgresql://{served.config.user}@{own_address()}:{served.config.port}/{served.config.database}"
+    monkeypatch.setenv("CEREBRO_DSN", dsn)
+    monkeypatch.setenv("PGPASSWORD", served.config.password)
     assert "scheduler started" not in cli(tmp_path, "up", "--no-scheduler")
     assert not (tmp_path / "pgdata").exists()  # no embedded cluster beside it
-    assert cli(tmp_path, "dsn").strip() == served.config.dsn()
+    assert cli(tmp_path, "dsn").strip() == dsn
 
 
 def test_serve_stops_with_a_fast_shutdown_on_sigterm(served: Served) -> None:
