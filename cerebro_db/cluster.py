@@ -1,10 +1,12 @@
-"""The embedded PostgreSQL cluster: initdb, start, stop, in a project-local directory.
+"""The embedded PostgreSQL cluster: initdb, start, stop, serve, in a project-local directory.
 
-The server listens on a free loopback port only, with password (SCRAM) auth; the
-password lives in ``cluster.json`` (mode 0600) beside the data directory. As
-root, the server runs as the ``postgres`` OS user (PostgreSQL refuses root).
-PL/Python finds ``cerebro_plpy`` and TensorFlow through the PYTHONPATH the
-postmaster is started with.
+By default the server listens on a free loopback port only, with password (SCRAM)
+auth; the password lives in ``cluster.json`` (mode 0600) beside the data directory.
+A cluster created with other listen addresses (a container's server) also accepts
+SCRAM logins from its own subnets, and ``$CEREBRO_PASSWORD`` gives a new cluster a
+known password. As root, the server runs as the ``postgres`` OS user (PostgreSQL
+refuses root). PL/Python finds ``cerebro_plpy`` and TensorFlow through the
+PYTHONPATH the postmaster is started with.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sysconfig
 import tempfile
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,9 +30,9 @@ PG_BIN = Path(os.environ.get("CEREBRO_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PLPY_PATH = REPO_ROOT / "plpy"
 SERVER_USER = "postgres"
+LOOPBACK = "127.0.0.1"
 
 SERVER_SETTINGS = {
-    "listen_addresses": "'127.0.0.1'",
     "unix_socket_directories": "''",
     "max_connections": "64",
     "shared_buffers": "'256MB'",
@@ -55,10 +58,11 @@ class ClusterConfig:
     password: str
     user: str = "cerebro"
     database: str = "cerebro"
+    listen_addresses: str = LOOPBACK
 
     def dsn(self, database: str | None = None) -> str:
         credentials = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-        return f"postgresql://{credentials}@127.0.0.1:{self.port}/{quote(database or self.database, safe='')}"
+        return f"postgresql://{credentials}@{LOOPBACK}:{self.port}/{quote(database or self.database, safe='')}"
 
 
 def free_port() -> int:
@@ -102,12 +106,27 @@ class LocalCluster:
     def exists(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
 
-    def init(self) -> ClusterConfig:
-        """initdb a new cluster (idempotent: an existing one is kept)."""
+    def init(self, listen_addresses: str | None = None, port: int | None = None) -> ClusterConfig:
+        """initdb a new cluster (idempotent: an existing one is kept).
+
+        A new cluster listens on ``listen_addresses`` (default: loopback only) at ``port``
+        (default: a free one); its password is ``$CEREBRO_PASSWORD``, else a random one.
+        """
         if self.exists():
-            return self.config
+            config = self.config
+            wanted = (port or config.port, listen_addresses or config.listen_addresses)
+            if wanted != (config.port, config.listen_addresses):
+                raise ClusterError(
+                    f"the cluster at {self.root} listens on {config.listen_addresses} port {config.port}:"
+                    " --listen and --port apply to a new cluster only"
+                )
+            return config
         self.root.mkdir(parents=True, exist_ok=True)
-        config = ClusterConfig(port=free_port(), password=secrets.token_urlsafe(18))
+        config = ClusterConfig(
+            port=port or free_port(),
+            password=os.environ.get("CEREBRO_PASSWORD") or secrets.token_urlsafe(18),
+            listen_addresses=listen_addresses or LOOPBACK,
+        )
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         _hand_to_server_user(self.data_dir)
         password_file = self.root / "initdb.pw"
@@ -131,9 +150,14 @@ class LocalCluster:
             )
         finally:
             password_file.unlink()
-        settings = {**SERVER_SETTINGS, "port": str(config.port)}
+        settings = {**SERVER_SETTINGS, "listen_addresses": f"'{config.listen_addresses}'", "port": str(config.port)}
         with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        if config.listen_addresses != LOOPBACK:
+            # Reachable from elsewhere: let in the hosts of the server's own subnets (a
+            # container network's peers, the host through a published port), by password.
+            with open(self.data_dir / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet scram-sha-256\n")
         self.config_file.write_text(json.dumps(asdict(config)))
         self.config_file.chmod(0o600)
         return config
@@ -145,15 +169,47 @@ class LocalCluster:
         )
         return result.returncode == 0
 
-    def start(self) -> None:
+    def start(self, options: str = "") -> None:
+        """Start the server in the background (if it is not running); ``options`` go to postgres."""
         if self.running():
             return
         self.log_file.touch()
         _hand_to_server_user(self.log_file)
         self._run(
-            [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file)],
+            [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file)]
+            + ["-o", options],
             env=server_environment(),
         )
+
+    def serve(self, setup: Callable[[ClusterConfig], None]) -> int:
+        """Run the server in the foreground until it exits; returns its exit status.
+
+        ``setup`` runs first, against the server started on a free loopback port: nothing
+        else (a health check, another container) can connect before it is done. Then the
+        server runs on its own addresses as this process's child, and SIGTERM or SIGINT
+        stop it with a fast shutdown (PostgreSQL's own SIGTERM waits for every client,
+        a scheduler included, to leave). Its log goes to stderr.
+        """
+        if self.running():
+            raise ClusterError(f"the cluster at {self.root} is already running (`cerebro-db down` stops it)")
+        private = replace(self.config, port=free_port(), listen_addresses=LOOPBACK)
+        self.start(f"-c listen_addresses={private.listen_addresses} -c port={private.port}")
+        try:
+            setup(private)
+        finally:
+            self.stop()
+        as_root = os.geteuid() == 0
+        # Popen switches the user itself: runuser would SIGKILL the server 2 s after passing a signal on.
+        server = subprocess.Popen(
+            [str(PG_BIN / "postgres"), "-D", str(self.data_dir)],
+            env=server_environment(),
+            user=SERVER_USER if as_root else None,
+            group=SERVER_USER if as_root else None,
+            extra_groups=[] if as_root else None,
+        )
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: server.send_signal(signal.SIGINT))
+        return server.wait()
 
     def stop(self, mode: str = "fast") -> None:
         if self.exists() and self.running():

@@ -1,16 +1,19 @@
-"""The CLI as users run it: up (cluster + background scheduler), wait, status, demo, down, ui, tensorboard."""
+"""The CLI as users run it: up (cluster + background scheduler), wait, status, demo, down, ui, tensorboard, serve."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 import pytest
@@ -18,7 +21,8 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cerebro_db import sample_data
-from cerebro_db.faults import cli
+from cerebro_db.cluster import ClusterConfig, free_port
+from cerebro_db.faults import cli, connect
 from tests.conftest import TINY_CNN, dashboard_server, launch, run_until_idle
 
 
@@ -122,3 +126,75 @@ def test_tensorboard_writes_the_epoch_metrics_as_event_files(dsn: str, fashion_2
                 written[(f"{run.parent.name}/{run.name}", tag, event.step)] = float(tf.make_ndarray(event.tensor_proto))
     assert written.keys() == expected.keys()
     assert all(abs(written[key] - expected[key]) < 1e-6 for key in expected)
+
+
+class Served(NamedTuple):
+    process: subprocess.Popen[bytes]
+    config: ClusterConfig
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    """``cerebro-db serve`` as a container runs it: all addresses, a fixed port, the password from the environment."""
+    root = Path(tempfile.mkdtemp(prefix="cerebro-serve-"))
+    root.chmod(0o755)
+    config = ClusterConfig(port=free_port(), password="p@ss:word/ with spaces")
+    log = root / "serve.log"  # a file, not a pipe nobody reads while the server writes its log
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cerebro_db.cli", "serve", "--listen", "0.0.0.0", "--port", str(config.port)],
+            env={**os.environ, "CEREBRO_HOME": str(root), "CEREBRO_PASSWORD": config.password},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield Served(process, config, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def own_address() -> str:
+    """This host's address on its default route (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("198.51.100.1", 9))  # TEST-NET-2: routed, never reached
+        address: str = probe.getsockname()[0]
+        return address
+
+
+def test_serve_listens_on_all_addresses_with_the_schema_installed(served: Served) -> None:
+    config = served.config
+    with connect(config.dsn()) as conn:  # waits until the server listens: after its schema is in place
+        assert conn.execute("SELECT to_regclass('cerebro.configs') IS NOT NULL").fetchone() == (True,)
+        assert conn.execute("SHOW listen_addresses").fetchone() == ("0.0.0.0",)
+    address = own_address()
+    with psycopg.connect(host=address, port=config.port, user=config.user, password=config.password) as conn:
+        assert conn.execute("SELECT inet_client_addr() = %s::inet", [address]).fetchone() == (True,)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host=address, port=config.port, user=config.user, password="wrong")
+
+
+def test_up_with_cerebro_dsn_installs_into_that_database(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As docker-compose.yml's scheduler: no password in the URL, libpq takes it from the environment.
+    dsn = f"postgresql://{served.config.user}@{own_address()}:{served.config.port}/{served.config.database}"
+    monkeypatch.setenv("CEREBRO_DSN", dsn)
+    monkeypatch.setenv("PGPASSWORD", served.config.password)
+    assert "scheduler started" not in cli(tmp_path, "up", "--no-scheduler")
+    assert not (tmp_path / "pgdata").exists()  # no embedded cluster beside it
+    assert cli(tmp_path, "dsn").strip() == dsn
+
+
+def test_serve_stops_with_a_fast_shutdown_on_sigterm(served: Served) -> None:
+    with connect(served.config.dsn()) as client:  # PostgreSQL's own SIGTERM would wait for it to leave
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=60) == 0
+        with pytest.raises(psycopg.OperationalError):
+            client.execute("SELECT 1")
+    assert "database system is shut down" in served.log.read_text()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(served.config.dsn(), connect_timeout=5)

@@ -1,0 +1,94 @@
+"""docker-compose.yml and the Dockerfile hold together (checked with docker-compose, no Docker engine)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from cerebro_db.cluster import REPO_ROOT
+
+SERVERS = {"coordinator", "segment1", "segment2"}
+
+
+def compose_config(*options: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config`` on the repository's file, with only ``env`` of our variables set."""
+    executable = shutil.which("docker-compose")
+    assert executable, "docker-compose is missing: ./install.sh installs it"
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("CEREBRO_")}
+    return subprocess.run(
+        [executable, "--project-directory", str(REPO_ROOT), "-f", str(REPO_ROOT / "docker-compose.yml"), "config"]
+        + list(options),
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    result = compose_config(CEREBRO_PASSWORD="not the default")
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
+    return parsed
+
+
+def test_the_compose_file_validates() -> None:
+    result = compose_config("--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+def test_servers_serve_with_a_health_check_and_their_own_volume(services: dict[str, Any]) -> None:
+    assert services.keys() == SERVERS | {"scheduler", "dashboard"}
+    volumes = set()
+    for name in SERVERS:
+        server = services[name]
+        assert server["command"][:2] == ["cerebro-db", "serve"]
+        assert "pg_isready" in " ".join(server["healthcheck"]["test"])
+        (volume,) = server["volumes"]
+        assert volume.startswith(f"{name}:/var/lib/cerebro")
+        volumes.add(volume)
+    assert len(volumes) == len(SERVERS)
+
+
+def test_the_scheduler_registers_every_segment_server_then_runs(services: dict[str, Any]) -> None:
+    scheduler = services["scheduler"]
+    script = scheduler["command"][-1]
+    up, run = script.split(" && ")
+    assert run == "exec cerebro-db scheduler"
+    argv = shlex.split(up)
+    assert argv[:2] == ["cerebro-db", "up"] and "--no-scheduler" in argv
+    segments = {f"{name}:{option(services[name]['command'], '--port')}" for name in SERVERS - {"coordinator"}}
+    assert sorted(option(argv, "--segments").split(",")) == sorted(segments)
+    assert scheduler["depends_on"] == {name: {"condition": "service_healthy"} for name in SERVERS}
+    assert scheduler["environment"]["CEREBRO_DSN"].startswith("postgresql://cerebro@coordinator:5432/")
+
+
+def test_the_dashboard_is_published_on_8501(services: dict[str, Any]) -> None:
+    dashboard = services["dashboard"]
+    assert dashboard["command"][:4] == ["cerebro-db", "ui", "--address", "0.0.0.0"]
+    assert any(port.endswith(":8501:8501/tcp") for port in dashboard["ports"])
+
+
+def test_every_service_gets_the_password(services: dict[str, Any]) -> None:
+    for service in services.values():
+        assert service["environment"]["CEREBRO_PASSWORD"] == "not the default"
+        assert service["environment"]["PGPASSWORD"] == "not the default"  # libpq's, for the clients
+
+
+def test_the_dockerfile_refers_to_files_that_exist(services: dict[str, Any]) -> None:
+    assert {service["build"]["context"] for service in services.values()} == {str(REPO_ROOT)}
+    lines = (REPO_ROOT / "Dockerfile").read_text().splitlines()
+    copied = [source for line in lines if line.startswith("COPY ") for source in line.split()[1:-1]]
+    assert copied and all((REPO_ROOT / source).exists() for source in copied)
+    assert any(line.startswith("RUN ./install.sh --no-dev") for line in lines)
+    assert os.access(REPO_ROOT / "install.sh", os.X_OK)
