@@ -39,7 +39,9 @@ from simulation import (
     Overheads,
     Profile,
     Result,
+    Unit,
     draw_mix,
+    overhead_gaps,
     relative_error,
     simulate,
     simulate_mop,
@@ -105,20 +107,15 @@ def profiles_from_units(units: Sequence[dict[str, float]], segments: int) -> lis
     return profiles
 
 
-def overheads_from_units(units: Sequence[dict[str, float]], started: float) -> Overheads:
-    """Between units on a segment (median, so waits for a legal unit, which the simulator models
-    itself, do not count); the start is from resuming the workload to its first unit."""
-    by_segment: dict[int, list[dict[str, float]]] = defaultdict(list)
-    for unit in units:
-        by_segment[int(unit["segment"])].append(unit)
-    gaps = [
-        b["started"] - a["finished"]
-        for own in by_segment.values()
-        for a, b in itertools.pairwise(sorted(own, key=lambda u: u["started"]))
-    ]
+def overheads_from_units(units: Sequence[dict[str, float]], segments: int, epochs: int, started: float) -> Overheads:
+    """The mean time between units on a segment while a legal unit was available (commit, notify,
+    claim: a wait for a legal unit is left out, the simulator models it); the start is from
+    resuming the workload to its first unit."""
+    log = [Unit(int(u["config_id"]), int(u["segment"]), int(u["epoch"]), u["started"], u["finished"]) for u in units]
+    gaps = overhead_gaps(log, segments, epochs)
     return Overheads(
-        gap_s=statistics.median(gaps) if gaps else 0.0,
-        start_s=min(u["started"] for u in units) - started,
+        gap_s=statistics.fmean(gaps) if gaps else 0.0,
+        start_s=min(u.start for u in log) - started,
     )
 
 
@@ -133,7 +130,7 @@ def validate(run: MopRun, validation_rows: int, seeds: int) -> Validation:
     """Simulate the run's own workload with its own measured costs; compare makespans."""
     started = max(u["finished"] for u in run.units) - run.window_s  # when the workload was resumed
     profiles = profiles_from_units(run.units, run.segments)
-    overheads = overheads_from_units(run.units, started)
+    overheads = overheads_from_units(run.units, run.segments, run.epochs, started)
     results = [simulate_mop(profiles, run.segments, run.epochs, overheads, seed) for seed in range(seeds)]
     makespans = [r.makespan_s for r in results]
     busy = sum(u["finished"] - u["started"] for u in run.units)
@@ -178,13 +175,22 @@ def sweep(
     epochs: int,
     overheads: Overheads,
     seed: int,
+    mop_seeds: int,
 ) -> list[Result]:
+    """Every schedule on every (segments, configs); MOP's makespan and busy time are means over
+    ``mop_seeds`` runs, its random tie-breaks make single runs vary by up to a few tens of percent."""
     results = []
     for configs in config_counts:
         mix = draw_mix(profiles, configs, seed + configs)  # the same mix for every schedule and segment count
         for segments in segment_counts:
             for schedule in SCHEDULES:
-                result = simulate(schedule, mix, segments, epochs, overheads, seed)
+                runs = [
+                    simulate(schedule, mix, segments, epochs, overheads, seed + k)
+                    for k in range(mop_seeds if schedule == "mop" else 1)
+                ]
+                result = runs[0]
+                result.makespan_s = statistics.fmean(r.makespan_s for r in runs)
+                result.busy_s = statistics.fmean(r.busy_s for r in runs)
                 result.log = []  # not kept: 100k units per cell
                 results.append(result)
     return results
@@ -313,6 +319,16 @@ def write_csv(path: Path, results: Sequence[Result], validations: Sequence[Valid
             )
 
 
+def write_unit_log(path: Path, runs: Sequence[MopRun]) -> None:
+    """The validation runs' units, to check the simulator's inputs later."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    columns = list(runs[0].units[0])
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["segments", *columns])
+        writer.writerows([run.segments, *(unit[c] for c in columns)] for run in runs for unit in run.units)
+
+
 def plot(path: Path, results: Sequence[Result], validations: Sequence[Validation], shown: Sequence[int]) -> None:
     import matplotlib
 
@@ -369,6 +385,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--segments", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
     parser.add_argument("--config-counts", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
     parser.add_argument("--sweep-epochs", type=int, default=5)
+    parser.add_argument("--sweep-seeds", type=int, default=3, help="MOP simulations per scale cell (mean)")
     parser.add_argument("--dataset-rows", type=int, default=DATASET_ROWS, help="rows of the simulated dataset")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
@@ -385,28 +402,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     validations: list[Validation] = []
     if not args.no_real:
         validation_rows = round(args.rows * args.validation_fraction)
+        runs = []
         for segments in (1, 2):
             print(f"[{time.strftime('%H:%M:%S')}] real run on {segments} segment(s)", file=sys.stderr, flush=True)
-            validations.append(validate(measure(segments, args), validation_rows, args.seeds))
+            runs.append(measure(segments, args))
+            validations.append(validate(runs[-1], validation_rows, args.seeds))
+        write_unit_log(RESULTS_DIR / f"simulate_scale_units{'_small' if args.small else ''}.csv", runs)
         print(
             f"Validation: the same workload (cnn, {args.configs}, {args.rows} Fashion-MNIST rows) measured by"
             f" cerebro-db and simulated (MOP, mean ± sd of {args.seeds} seeds) from that run's own unit log\n"
         )
         print(validation_table(validations))
         print(
-            "\ngap: median time on a segment between a unit's end and its next unit's start (commit, notify,"
-            " claim); start: from resuming the workload to its first unit. Both are inputs, as are each config's"
-            " mean unit time (hop = state load + save), its validation time, the segments and epochs.\n"
+            "\ngap: mean time on a segment from a unit's end to its next unit's start while a legal unit was"
+            " available (commit, notify, claim); start: from resuming the workload to its first unit. Both are"
+            " inputs, as are each config's mean unit time (hop = state load + save), its validation time, the"
+            " segments and epochs.\n"
         )
     overheads = validations[-1].overheads if validations else DEFAULT_OVERHEADS
     ratio = statistics.fmean(v.eval_ratio for v in validations) if validations else DEFAULT_EVAL_RATIO
     profiles = roster_profiles(HOP_OVERHEAD_CSV, args.dataset_rows, ratio)
     dataset_bytes = (args.dataset_rows - args.dataset_rows // 10) * ROW_BYTES
     started = time.perf_counter()
-    results = sweep(profiles, args.segments, args.config_counts, args.sweep_epochs, overheads, args.seed)
+    results = sweep(
+        profiles, args.segments, args.config_counts, args.sweep_epochs, overheads, args.seed, args.sweep_seeds
+    )
     print(
         f"Scale: {args.sweep_epochs} epochs, a {args.dataset_rows}-row dataset ({dataset_bytes / 2**20:.0f} MiB of"
-        f" training data), configs drawn (seed {args.seed}) from the roster models measured by hop_overhead.py:"
+        f" training data), configs drawn (seed {args.seed}) from the roster models measured by hop_overhead.py;"
+        f" MOP: mean of {args.sweep_seeds} seeds:"
     )
     print(
         format_table(

@@ -13,6 +13,7 @@ from simulation import (
     Result,
     bsp_queues,
     draw_mix,
+    overhead_gaps,
     simulate,
     simulate_bsp,
     simulate_mop,
@@ -133,3 +134,17 @@ def test_unit_time_scales_with_the_shard() -> None:
         simulate("gossip", MIX, 2, 1)
     with pytest.raises(ValueError, match="segments >= 1"):
         simulate_mop(MIX, 0, 1)
+
+
+def test_overhead_gaps_leave_out_waits_for_a_legal_unit() -> None:
+    one = simulate_mop(MIX, 1, 2, OVERHEADS, seed=4)
+    assert overhead_gaps(one.log, 1, 2) == pytest.approx([OVERHEADS.gap_s] * (len(one.log) - 1))
+    # one big and one small config on 2 segments: the small one's segment must wait for the big one
+    two = simulate_mop([BIG, SMALL], 2, 2, OVERHEADS, seed=4)
+    all_gaps = [
+        b.start - a.end
+        for s in (0, 1)
+        for a, b in itertools.pairwise(sorted((u for u in two.log if u.segment == s), key=lambda u: u.start))
+    ]
+    assert max(all_gaps) > 1.0
+    assert overhead_gaps(two.log, 2, 2) == pytest.approx([OVERHEADS.gap_s] * 3)
