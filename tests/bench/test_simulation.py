@@ -148,3 +148,12 @@ def test_overhead_gaps_leave_out_waits_for_a_legal_unit() -> None:
     ]
     assert max(all_gaps) > 1.0
     assert overhead_gaps(two.log, 2, 2) == pytest.approx([OVERHEADS.gap_s] * 3)
+
+
+def test_mop_never_idles_a_segment_while_a_legal_unit_exists() -> None:
+    # Without overheads, any gap on a segment while some config could legally run there is a bug.
+    mix = draw_mix([SMALL, BIG, Profile("tiny", 0.5, 0.01, 0.05)], 20, seed=8)
+    result = simulate_mop(mix, 6, 3, Overheads(), seed=3)
+    assert any(u.start > 0 for u in result.log)
+    assert overhead_gaps(result.log, 6, 3) == pytest.approx([0.0] * len(overhead_gaps(result.log, 6, 3)))
+    assert len(overhead_gaps(result.log, 6, 3)) > 100
