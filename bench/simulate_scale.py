@@ -12,7 +12,7 @@
    the time between units come from the validation run. See ``simulation.py`` for the model.
 
     .venv/bin/python bench/simulate_scale.py            # 6000 rows, 16 configs x 3 epochs real runs
-    .venv/bin/python bench/simulate_scale.py --small    # 2000 rows, 8 configs x 2 epochs
+    .venv/bin/python bench/simulate_scale.py --small    # 2000 rows, 8 configs x 2 epochs; 1 seed per scale cell
     .venv/bin/python bench/simulate_scale.py --no-real  # scale only, default overheads (no database)
 
 Writes bench/results/simulate_scale[_small].csv and .png (bench/run_all.sh keeps the printed
@@ -385,13 +385,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--segments", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
     parser.add_argument("--config-counts", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
     parser.add_argument("--sweep-epochs", type=int, default=5)
-    parser.add_argument("--sweep-seeds", type=int, default=3, help="MOP simulations per scale cell (mean)")
+    parser.add_argument(
+        "--sweep-seeds", type=int, default=None, help="MOP simulations per scale cell, averaged (3; --small: 1)"
+    )
     parser.add_argument("--dataset-rows", type=int, default=DATASET_ROWS, help="rows of the simulated dataset")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     args.configs = SPACE
     if args.small:
         args.rows, args.epochs, args.configs = 2000, 2, SMALL_SPACE
+    if args.sweep_seeds is None:
+        args.sweep_seeds = 1 if args.small else 3
     # what workload.measure (mop_vs_keras.run_mop and prepare) reads
     args.model, args.validation_fraction, args.warmup_rows = "cnn", 0.1, 600
     return args
