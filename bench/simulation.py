@@ -129,9 +129,18 @@ def _check(profiles: Sequence[Profile], segments: int, epochs: int) -> None:
 
 
 def simulate_mop(
-    profiles: Sequence[Profile], segments: int, epochs: int, overheads: Overheads = Overheads(), seed: int = 0
+    profiles: Sequence[Profile],
+    segments: int,
+    epochs: int,
+    overheads: Overheads = Overheads(),
+    seed: int = 0,
+    unit_samples: Sequence[Sequence[float]] | None = None,
 ) -> Result:
-    """cerebro-db's asynchronous randomized MOP schedule (see the module docstring)."""
+    """cerebro-db's asynchronous randomized MOP schedule (see the module docstring).
+
+    ``unit_samples``: per config, measured unit times (without validation) to draw each unit's
+    time from, instead of the profile's fixed ``unit_s``: real units vary, which lengthens the tail.
+    """
     _check(profiles, segments, epochs)
     rng = random.Random(seed)
     n = len(profiles)
@@ -166,7 +175,8 @@ def simulate_mop(
                 continue
             config = rng.choice(best)
             last = len(visited[config]) == segments - 1
-            end = now + unit_s[config] + (profiles[config].validation_s if last else 0.0)
+            duration = rng.choice(unit_samples[config]) if unit_samples else unit_s[config]
+            end = now + duration + (profiles[config].validation_s if last else 0.0)
             log.append(Unit(config, segment, done[config] + 1, now, end))
             running[config] = True
             order += 1

@@ -157,3 +157,13 @@ def test_mop_never_idles_a_segment_while_a_legal_unit_exists() -> None:
     assert any(u.start > 0 for u in result.log)
     assert overhead_gaps(result.log, 6, 3) == pytest.approx([0.0] * len(overhead_gaps(result.log, 6, 3)))
     assert len(overhead_gaps(result.log, 6, 3)) > 100
+
+
+def test_mop_draws_unit_times_from_samples() -> None:
+    samples = [[1.0, 3.0], [2.0], [0.5, 0.7, 0.9]]
+    profiles = [Profile(f"c{i}", 0.0, 0.0, 0.0) for i in range(3)]
+    result = simulate_mop(profiles, 2, 4, seed=1, unit_samples=samples)
+    for unit in result.log:
+        assert any(unit.end - unit.start == pytest.approx(t) for t in samples[unit.config])
+    assert {round(u.end - u.start, 6) for u in result.log if u.config == 0} == {1.0, 3.0}
+    assert result.log == simulate_mop(profiles, 2, 4, seed=1, unit_samples=samples).log
