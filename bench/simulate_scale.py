@@ -15,8 +15,9 @@
     .venv/bin/python bench/simulate_scale.py --small    # 2000 rows, 8 configs x 2 epochs; 1 seed per scale cell
     .venv/bin/python bench/simulate_scale.py --no-real  # scale only, default overheads (no database)
 
-Writes bench/results/simulate_scale[_small].csv and .png (bench/run_all.sh keeps the printed
-tables as .txt).
+Writes bench/results/simulate_scale[_small].csv and .png, and the real runs' unit logs as
+simulate_scale_units[_small].csv (bench/run_all.sh keeps the printed tables as .txt). Exits 1 if
+a prediction misses the measured makespan by more than 10%.
 """
 
 from __future__ import annotations
