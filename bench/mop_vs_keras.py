@@ -204,7 +204,7 @@ class _Chain:
 
 
 _UNITS_SQL = """
-SELECT u.segment, u.backend_pid, u.rows,
+SELECT u.config_id, u.epoch, u.segment, u.backend_pid, u.rows,
        extract(epoch FROM u.started_at)::float8 AS started, extract(epoch FROM u.finished_at)::float8 AS finished,
        u.data_load_s, u.state_load_s, u.train_s, u.state_save_s, coalesce(u.validation_s, 0) AS validation_s
 FROM units u JOIN configs c USING (config_id)
@@ -214,7 +214,7 @@ ORDER BY u.started_at
 
 
 def unit_log(conn: psycopg.Connection[Any], workload_id: int) -> list[dict[str, float]]:
-    columns = ("segment", "backend_pid", "rows", "started", "finished", *PHASES)
+    columns = ("config_id", "epoch", "segment", "backend_pid", "rows", "started", "finished", *PHASES)
     return [
         dict(zip(columns, map(float, row), strict=True)) for row in conn.execute(_UNITS_SQL, [workload_id]).fetchall()
     ]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the side-by-side benchmarks one after the other (they each want the 2 cores to themselves) and keeps
-# their output in bench/results/. Small sizes by default (about 4 minutes on 2 cores); --full runs the
-# default sizes (about 10 minutes on 2 cores, see bench/README.md).
+# their output in bench/results/. Small sizes by default (about 6 minutes on 2 cores); --full runs the
+# default sizes (about 13 minutes on 2 cores, see bench/README.md).
 #
 #   bench/run_all.sh            # small
 #   bench/run_all.sh --full     # default sizes
@@ -33,3 +33,4 @@ run hop_overhead "${small[@]}"
 run data_path "${small[@]}"
 run workload "${small[@]}"
 run mop_vs_keras "${mop_vs_keras[@]}"
+run simulate_scale "${small[@]}"

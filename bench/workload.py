@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
-from mop_vs_keras import SOURCE_TABLE, WARMUP_TABLE, prepare, run_mop
+from mop_vs_keras import SOURCE_TABLE, WARMUP_TABLE, MopRun, prepare, run_mop
 
 from cerebro_db import sample_data
 from cerebro_db.cluster import temporary_cluster
@@ -49,17 +49,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    with temporary_cluster(segments=SEGMENTS) as cluster:
+def measure(segments: int, args: argparse.Namespace) -> MopRun:
+    """A fresh cluster of ``segments`` segments; ``args.rows`` Fashion-MNIST rows; the workload timed on warm backends.
+
+    ``args``: what ``mop_vs_keras.run_mop`` and ``prepare`` read (see :func:`parse_args`).
+    """
+    with temporary_cluster(segments=segments) as cluster:
         dsn = cluster.dsn()
         with psycopg.connect(dsn) as conn:
             sample_data.load_fashion_mnist(conn, SOURCE_TABLE, limit=args.rows)
             sample_data.load_fashion_mnist(conn, WARMUP_TABLE, limit=args.warmup_rows)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            prepare(conn, "workload", SOURCE_TABLE, SEGMENTS, args)
-            prepare(conn, "workload_warmup", WARMUP_TABLE, SEGMENTS, args)
-        run = run_mop(dsn, SEGMENTS, "workload", "workload_warmup", args)
+            prepare(conn, "workload", SOURCE_TABLE, segments, args)
+            prepare(conn, "workload_warmup", WARMUP_TABLE, segments, args)
+        return run_mop(dsn, segments, "workload", "workload_warmup", args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = measure(SEGMENTS, args)
 
     work = sum(unit["finished"] - unit["started"] for unit in run.units)
     ideal = work / SEGMENTS

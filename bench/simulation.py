@@ -1,0 +1,303 @@
+"""A discrete-event model of three model-selection schedules on S segments (pure, no database).
+
+Every config trains ``epochs`` passes over a dataset cut into ``segments`` equal shards.
+Its cost is a :class:`Profile` measured on this machine:
+
+* a *unit* (one pass over one shard) takes ``epoch_train_s / segments + unit_fixed_s``:
+  training scales with the shard's rows, the hop (state load + save) does not;
+* the last unit of an epoch also validates (``validation_s``, on all validation rows);
+* between two units a segment spends ``Overheads.gap_s`` outside any unit (commit, wake-up,
+  the next claim) and the config is not released before its unit's commit, that is ``gap_s``
+  after the unit ends; the first units start ``Overheads.start_s`` after the workload does.
+
+The schedules:
+
+``mop``
+    cerebro-db's asynchronous, randomized model hopper (``claim_unit`` in ``sql/10_units.sql``):
+    a free segment at once takes a legal unit (config not running elsewhere, this segment not
+    yet visited in the config's epoch, epochs left), preferring the least progress
+    (``epochs_done * segments + visited``), ties at random. A segment with no legal unit waits
+    for the next commit.
+``bsp``
+    MADlib ``fit_multiple``'s bulk-synchronous rotation: configs are dealt round-robin into
+    ``segments`` queues (config i into queue i mod S); in round r segment s trains every config
+    of queue (s + r) mod S one after another, and the next round starts when the slowest
+    segment is done (barrier). S rounds make an epoch, so each config visits each segment once
+    per epoch, as in MOP. With fewer configs than segments, some segments idle every round.
+``task``
+    Task parallelism with full replication: every segment holds the whole training set; a free
+    segment takes the next config (in the given order) and trains all of its epochs there. An
+    epoch is ``epoch_train_s + validation_s``: the model stays in memory, so no hop is paid,
+    only one ``gap_s`` per config (its claim and commit).
+
+Busy time counts units only (training, hops, validation), not gaps or waits, so utilization
+= busy / (segments * makespan) <= 1.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+SCHEDULES = ("mop", "bsp", "task")
+SCHEDULE_NAMES = {
+    "mop": "MOP async (cerebro-db)",
+    "bsp": "MOP bulk-synchronous (MADlib)",
+    "task": "task parallelism (replicated)",
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one config costs, independent of the number of segments."""
+
+    name: str
+    #: Training one full epoch (all training rows) on one segment, seconds.
+    epoch_train_s: float
+    #: Per unit, whatever the shard size: state load + save (the hop), data access.
+    unit_fixed_s: float
+    #: Validation at each epoch end, on all validation rows.
+    validation_s: float
+
+    def unit_s(self, segments: int) -> float:
+        """One unit (one pass over one of ``segments`` equal shards), without validation."""
+        return self.epoch_train_s / segments + self.unit_fixed_s
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """Time outside the units, from the scheduler's unit log."""
+
+    #: On a segment, from a unit's end to the start of its next unit (commit, claim).
+    gap_s: float = 0.0
+    #: From starting the workload to the first units.
+    start_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One entry of a simulation's event log (for task parallelism: a whole epoch)."""
+
+    config: int
+    segment: int
+    epoch: int
+    start: float
+    end: float
+
+
+@dataclass
+class Result:
+    schedule: str
+    segments: int
+    configs: int
+    epochs: int
+    makespan_s: float
+    busy_s: float
+    #: Copies of the training set held by the segments together.
+    data_copies: int
+    log: list[Unit] = field(default_factory=list, repr=False)
+
+    @property
+    def utilization(self) -> float:
+        """Mean segment utilization: unit time / (segments * makespan)."""
+        return self.busy_s / (self.segments * self.makespan_s) if self.makespan_s > 0 else 0.0
+
+    def storage_bytes(self, dataset_bytes: int) -> int:
+        return self.data_copies * dataset_bytes
+
+
+def _result(
+    schedule: str, profiles: Sequence[Profile], segments: int, epochs: int, log: list[Unit], copies: int
+) -> Result:
+    return Result(
+        schedule=schedule,
+        segments=segments,
+        configs=len(profiles),
+        epochs=epochs,
+        makespan_s=max((u.end for u in log), default=0.0),
+        busy_s=sum(u.end - u.start for u in log),
+        data_copies=copies,
+        log=log,
+    )
+
+
+def _check(profiles: Sequence[Profile], segments: int, epochs: int) -> None:
+    if segments < 1 or epochs < 1:
+        raise ValueError(f"need segments >= 1 and epochs >= 1, got {segments} and {epochs}")
+
+
+def simulate_mop(
+    profiles: Sequence[Profile],
+    segments: int,
+    epochs: int,
+    overheads: Overheads = Overheads(),
+    seed: int = 0,
+    unit_samples: Sequence[Sequence[float]] | None = None,
+) -> Result:
+    """cerebro-db's asynchronous randomized MOP schedule (see the module docstring).
+
+    ``unit_samples``: per config, measured unit times (without validation) to draw each unit's
+    time from, instead of the profile's fixed ``unit_s``: real units vary, which lengthens the tail.
+    """
+    _check(profiles, segments, epochs)
+    rng = random.Random(seed)
+    n = len(profiles)
+    done = [0] * n
+    visited: list[set[int]] = [set() for _ in range(n)]
+    running = [False] * n
+    unit_s = [p.unit_s(segments) for p in profiles]
+    log: list[Unit] = []
+    # (time, tie-breaker, segment, config or -1): the segment is free again and the config
+    # released, both at the unit's commit.
+    events: list[tuple[float, int, int, int]] = []
+    idle = list(range(segments))
+    rng.shuffle(idle)
+    now = overheads.start_s
+    order = 0
+    while True:
+        waiting = []
+        for segment in idle:
+            # Least progress first, ties at random: the claim's ORDER BY.
+            best: list[int] = []
+            best_progress = -1
+            for c in range(n):
+                if running[c] or done[c] >= epochs or segment in visited[c]:
+                    continue
+                progress = done[c] * segments + len(visited[c])
+                if not best or progress < best_progress:
+                    best, best_progress = [c], progress
+                elif progress == best_progress:
+                    best.append(c)
+            if not best:
+                waiting.append(segment)
+                continue
+            config = rng.choice(best)
+            last = len(visited[config]) == segments - 1
+            duration = rng.choice(unit_samples[config]) if unit_samples else unit_s[config]
+            end = now + duration + (profiles[config].validation_s if last else 0.0)
+            log.append(Unit(config, segment, done[config] + 1, now, end))
+            running[config] = True
+            order += 1
+            heapq.heappush(events, (end + overheads.gap_s, order, segment, config))
+        if not events:
+            break
+        # Advance to the next commit(s); committed units free their segment and config.
+        now = events[0][0]
+        idle = waiting
+        while events and events[0][0] == now:
+            _, _, segment, config = heapq.heappop(events)
+            running[config] = False
+            visited[config].add(segment)
+            if len(visited[config]) == segments:
+                visited[config].clear()
+                done[config] += 1
+            idle.append(segment)
+        rng.shuffle(idle)  # which waiting segment claims first is a race
+    if any(d < epochs for d in done):
+        raise AssertionError("MOP simulation stopped with work left")  # cannot happen: a free config always fits
+    return _result("mop", profiles, segments, epochs, log, copies=1)
+
+
+def bsp_queues(configs: int, segments: int) -> list[list[int]]:
+    """MADlib-style groups: config i goes to queue i mod segments."""
+    return [list(range(q, configs, segments)) for q in range(segments)]
+
+
+def simulate_bsp(profiles: Sequence[Profile], segments: int, epochs: int, overheads: Overheads = Overheads()) -> Result:
+    """Bulk-synchronous round-robin MOP (MADlib fit_multiple), with a barrier after every round."""
+    _check(profiles, segments, epochs)
+    queues = bsp_queues(len(profiles), segments)
+    log: list[Unit] = []
+    now = overheads.start_s
+    for epoch in range(1, epochs + 1):
+        for round_ in range(segments):
+            last_round = round_ == segments - 1
+            round_end = now
+            for segment in range(segments):
+                t = now
+                for config in queues[(segment + round_) % segments]:
+                    p = profiles[config]
+                    end = t + p.unit_s(segments) + (p.validation_s if last_round else 0.0)
+                    log.append(Unit(config, segment, epoch, t, end))
+                    t = end + overheads.gap_s
+                round_end = max(round_end, t)
+            now = round_end  # the barrier: everyone waits for the slowest segment
+    return _result("bsp", profiles, segments, epochs, log, copies=1)
+
+
+def simulate_task(
+    profiles: Sequence[Profile], segments: int, epochs: int, overheads: Overheads = Overheads()
+) -> Result:
+    """Task parallelism on fully replicated data: a free segment trains the next whole config."""
+    _check(profiles, segments, epochs)
+    free = [(overheads.start_s, s) for s in range(segments)]
+    heapq.heapify(free)
+    log: list[Unit] = []
+    for config, p in enumerate(profiles):
+        t, segment = heapq.heappop(free)
+        for epoch in range(1, epochs + 1):
+            end = t + p.epoch_train_s + p.validation_s
+            log.append(Unit(config, segment, epoch, t, end))
+            t = end
+        heapq.heappush(free, (t + overheads.gap_s, segment))
+    return _result("task", profiles, segments, epochs, log, copies=segments)
+
+
+def simulate(
+    schedule: str,
+    profiles: Sequence[Profile],
+    segments: int,
+    epochs: int,
+    overheads: Overheads = Overheads(),
+    seed: int = 0,
+) -> Result:
+    if schedule == "mop":
+        return simulate_mop(profiles, segments, epochs, overheads, seed)
+    if schedule == "bsp":
+        return simulate_bsp(profiles, segments, epochs, overheads)
+    if schedule == "task":
+        return simulate_task(profiles, segments, epochs, overheads)
+    raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+
+
+def overhead_gaps(log: Sequence[Unit], segments: int, epochs: int) -> list[float]:
+    """The gaps between consecutive units on a segment while some config could legally run there.
+
+    Those gaps are overhead (commit, wake-up, claim). The others include a wait for a legal
+    unit, which the MOP simulation models itself, so they must not count as overhead.
+    """
+    by_config: dict[int, list[Unit]] = {}
+    by_segment: dict[int, list[Unit]] = {}
+    for unit in log:
+        by_config.setdefault(unit.config, []).append(unit)
+        by_segment.setdefault(unit.segment, []).append(unit)
+
+    def legal(config: int, segment: int, t: float) -> bool:
+        own = by_config[config]
+        if any(u.start <= t < u.end for u in own):
+            return False  # running elsewhere
+        ended = [u for u in own if u.end <= t]
+        if len(ended) >= segments * epochs:
+            return False  # completed
+        epoch = len(ended) // segments + 1
+        return all(u.segment != segment for u in ended if u.epoch == epoch)
+
+    gaps = []
+    for segment, own in by_segment.items():
+        own = sorted(own, key=lambda u: u.start)
+        for a, b in zip(own, own[1:], strict=False):
+            if any(legal(config, segment, a.end) for config in by_config if config != a.config):
+                gaps.append(b.start - a.end)
+    return gaps
+
+
+def draw_mix(profiles: Sequence[Profile], configs: int, seed: int) -> list[Profile]:
+    """``configs`` configs whose costs are drawn uniformly from ``profiles``, reproducibly."""
+    rng = random.Random(seed)
+    return [rng.choice(list(profiles)) for _ in range(configs)]
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    return (predicted - measured) / measured

@@ -1,0 +1,169 @@
+"""The schedule simulator of bench/simulate_scale.py, without a database."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+
+import pytest
+from simulation import (
+    SCHEDULES,
+    Overheads,
+    Profile,
+    Result,
+    bsp_queues,
+    draw_mix,
+    overhead_gaps,
+    simulate,
+    simulate_bsp,
+    simulate_mop,
+    simulate_task,
+)
+
+SMALL = Profile("small", epoch_train_s=4.0, unit_fixed_s=0.05, validation_s=0.3)
+BIG = Profile("big", epoch_train_s=40.0, unit_fixed_s=0.2, validation_s=2.0)
+MIX = draw_mix([SMALL, BIG], 12, seed=3)
+OVERHEADS = Overheads(gap_s=0.01, start_s=0.1)
+
+
+def overlaps(result: Result, key: str) -> bool:
+    """Whether two log entries with the same config (or segment) overlap in time."""
+    by_key = defaultdict(list)
+    for unit in result.log:
+        by_key[getattr(unit, key)].append((unit.start, unit.end))
+    for spans in by_key.values():
+        spans.sort()
+        if any(end > next_start for (_, end), (next_start, _) in itertools.pairwise(spans)):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("segments", [1, 3, 8])
+def test_mop_one_config_is_the_sum_of_its_units(segments: int) -> None:
+    epochs = 3
+    result = simulate_mop([BIG], segments, epochs, OVERHEADS, seed=1)
+    units = segments * epochs * BIG.unit_s(segments) + epochs * BIG.validation_s
+    gaps = (segments * epochs - 1) * OVERHEADS.gap_s  # the last commit is outside the makespan
+    assert result.makespan_s == pytest.approx(OVERHEADS.start_s + units + gaps)
+    assert len(result.log) == segments * epochs
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("segments", [1, 2, 5, 16])
+def test_utilization_is_at_most_one(schedule: str, segments: int) -> None:
+    result = simulate(schedule, MIX, segments, 2, OVERHEADS, seed=2)
+    assert 0 < result.utilization <= 1 + 1e-12
+    assert not overlaps(result, "segment")
+
+
+@pytest.mark.parametrize("segments", [2, 4, 7])
+def test_mop_invariants(segments: int) -> None:
+    epochs = 3
+    result = simulate_mop(MIX, segments, epochs, OVERHEADS, seed=5)
+    assert not overlaps(result, "config"), "a config ran on two segments at once"
+    visits = defaultdict(list)
+    for unit in result.log:
+        visits[(unit.config, unit.epoch)].append(unit.segment)
+    assert set(visits) == {(c, e) for c in range(len(MIX)) for e in range(1, epochs + 1)}
+    for segments_visited in visits.values():
+        assert sorted(segments_visited) == list(range(segments)), "not every segment once per epoch"
+    # an epoch starts only after the config's previous epoch ended
+    for c in range(len(MIX)):
+        units = sorted((u for u in result.log if u.config == c), key=lambda u: u.start)
+        assert [u.epoch for u in units] == sorted(u.epoch for u in units)
+
+
+def test_bsp_visits_each_segment_once_per_epoch_and_queues_cover_the_configs() -> None:
+    assert bsp_queues(5, 2) == [[0, 2, 4], [1, 3]]
+    result = simulate_bsp(MIX, 4, 2, OVERHEADS)
+    visits = defaultdict(list)
+    for unit in result.log:
+        visits[(unit.config, unit.epoch)].append(unit.segment)
+    assert all(sorted(v) == [0, 1, 2, 3] for v in visits.values())
+    assert not overlaps(result, "config")
+
+
+def test_bsp_waits_for_stragglers() -> None:
+    # Queue 0 holds both big configs: every round waits for two big units; MOP runs them side by side.
+    configs = [BIG, SMALL, SMALL, SMALL] * 2
+    mop = simulate_mop(configs, 4, 3, OVERHEADS, seed=0)
+    bsp = simulate_bsp(configs, 4, 3, OVERHEADS)
+    assert bsp.makespan_s > 1.5 * mop.makespan_s
+    assert bsp.utilization < mop.utilization
+
+
+@pytest.mark.parametrize("segments", [4, 8])
+def test_bsp_slower_on_a_random_mix(segments: int) -> None:
+    mop = simulate_mop(MIX, segments, 3, OVERHEADS, seed=0)
+    bsp = simulate_bsp(MIX, segments, 3, OVERHEADS)
+    assert bsp.makespan_s > mop.makespan_s
+
+
+def test_bsp_equals_mop_for_equal_units_and_one_config_per_segment() -> None:
+    equal = [SMALL] * 4
+    bsp = simulate_bsp(equal, 4, 2)
+    mop = simulate_mop(equal, 4, 2, seed=9)
+    assert bsp.makespan_s == pytest.approx(mop.makespan_s)
+
+
+def test_task_parallelism_storage_and_makespan() -> None:
+    result = simulate_task([BIG, SMALL, SMALL], 2, 2, Overheads())
+    assert result.data_copies == 2
+    assert result.storage_bytes(1000) == 2000
+    # BIG on one segment, both SMALL one after the other on the other
+    big = 2 * (BIG.epoch_train_s + BIG.validation_s)
+    small = 4 * (SMALL.epoch_train_s + SMALL.validation_s)
+    assert result.makespan_s == pytest.approx(max(big, small))
+    for schedule in ("mop", "bsp"):
+        assert simulate(schedule, MIX, 8, 1).data_copies == 1
+
+
+def test_deterministic_for_a_seed() -> None:
+    a = simulate_mop(MIX, 4, 2, OVERHEADS, seed=11)
+    b = simulate_mop(MIX, 4, 2, OVERHEADS, seed=11)
+    c = simulate_mop(MIX, 4, 2, OVERHEADS, seed=12)
+    assert a.log == b.log
+    assert a.log != c.log
+    assert draw_mix([SMALL, BIG], 20, seed=1) == draw_mix([SMALL, BIG], 20, seed=1)
+    assert draw_mix([SMALL, BIG], 20, seed=1) != draw_mix([SMALL, BIG], 20, seed=2)
+
+
+def test_unit_time_scales_with_the_shard() -> None:
+    assert BIG.unit_s(4) == pytest.approx(40.0 / 4 + 0.2)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        simulate("gossip", MIX, 2, 1)
+    with pytest.raises(ValueError, match="segments >= 1"):
+        simulate_mop(MIX, 0, 1)
+
+
+def test_overhead_gaps_leave_out_waits_for_a_legal_unit() -> None:
+    one = simulate_mop(MIX, 1, 2, OVERHEADS, seed=4)
+    assert overhead_gaps(one.log, 1, 2) == pytest.approx([OVERHEADS.gap_s] * (len(one.log) - 1))
+    # one big and one small config on 2 segments: the small one's segment must wait for the big one
+    two = simulate_mop([BIG, SMALL], 2, 2, OVERHEADS, seed=4)
+    all_gaps = [
+        b.start - a.end
+        for s in (0, 1)
+        for a, b in itertools.pairwise(sorted((u for u in two.log if u.segment == s), key=lambda u: u.start))
+    ]
+    assert max(all_gaps) > 1.0
+    assert overhead_gaps(two.log, 2, 2) == pytest.approx([OVERHEADS.gap_s] * 3)
+
+
+def test_mop_never_idles_a_segment_while_a_legal_unit_exists() -> None:
+    # Without overheads, any gap on a segment while some config could legally run there is a bug.
+    mix = draw_mix([SMALL, BIG, Profile("tiny", 0.5, 0.01, 0.05)], 20, seed=8)
+    result = simulate_mop(mix, 6, 3, Overheads(), seed=3)
+    assert any(u.start > 0 for u in result.log)
+    assert overhead_gaps(result.log, 6, 3) == pytest.approx([0.0] * len(overhead_gaps(result.log, 6, 3)))
+    assert len(overhead_gaps(result.log, 6, 3)) > 100
+
+
+def test_mop_draws_unit_times_from_samples() -> None:
+    samples = [[1.0, 3.0], [2.0], [0.5, 0.7, 0.9]]
+    profiles = [Profile(f"c{i}", 0.0, 0.0, 0.0) for i in range(3)]
+    result = simulate_mop(profiles, 2, 4, seed=1, unit_samples=samples)
+    for unit in result.log:
+        assert any(unit.end - unit.start == pytest.approx(t) for t in samples[unit.config])
+    assert {round(u.end - u.start, 6) for u in result.log if u.config == 0} == {1.0, 3.0}
+    assert result.log == simulate_mop(profiles, 2, 4, seed=1, unit_samples=samples).log
