@@ -136,6 +136,33 @@ class KerasRun:
 # --------------------------------------------------------------------------- cerebro-db side
 
 
+def parse_workload_args(
+    argv: Sequence[str] | None, description: str, *, rows: int, epochs: int, small: tuple[int, int], configs: str
+) -> argparse.Namespace:
+    """``--small``, ``--rows``, ``--epochs`` of a script that times a workload with :func:`run_mop`, plus the
+    rest of what :func:`run_mop` and :func:`prepare` read (cnn ``configs``, seed 7, 10% validation)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help=f"{small[0]} rows and {small[1]} epochs")
+    parser.add_argument("--rows", type=int, default=rows, help="Fashion-MNIST rows (train + validation)")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    args = parser.parse_args(argv)
+    if args.small:
+        args.rows, args.epochs = small
+    args.model, args.configs, args.seed, args.validation_fraction, args.warmup_rows = "cnn", configs, 7, 0.1, 600
+    return args
+
+
+def load_workload_data(dsn: str, dataset: str, segments: int, args: argparse.Namespace) -> None:
+    """``args.rows`` Fashion-MNIST rows as ``dataset`` and ``args.warmup_rows`` as ``dataset``_warmup
+    (for :func:`run_mop`), on ``segments`` segments."""
+    with psycopg.connect(dsn) as conn:
+        sample_data.load_fashion_mnist(conn, SOURCE_TABLE, limit=args.rows)
+        sample_data.load_fashion_mnist(conn, WARMUP_TABLE, limit=args.warmup_rows)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        prepare(conn, dataset, SOURCE_TABLE, segments, args)
+        prepare(conn, f"{dataset}_warmup", WARMUP_TABLE, segments, args)
+
+
 def prepare(conn: psycopg.Connection[Any], name: str, table: str, segments: int, args: argparse.Namespace) -> int:
     """Prepare ``table`` as dataset ``name`` on ``segments`` segments; returns its training rows."""
     rows = conn.execute(

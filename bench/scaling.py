@@ -32,10 +32,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-from mop_vs_keras import SOURCE_TABLE, WARMUP_TABLE, MopRun, prepare, run_mop
+from mop_vs_keras import MopRun, load_workload_data, parse_workload_args, run_mop
 
-from cerebro_db import sample_data
 from cerebro_db.backends import multi_server
 from cerebro_db.cluster import temporary_cluster
 from cerebro_db.text_table import format_table
@@ -86,12 +84,7 @@ def started(setup: Setup) -> Iterator[tuple[str, Path | None]]:
 
 def measure(setup: Setup, args: argparse.Namespace) -> Result:
     with started(setup) as (dsn, passfile):
-        with psycopg.connect(dsn) as conn:
-            sample_data.load_fashion_mnist(conn, SOURCE_TABLE, limit=args.rows)
-            sample_data.load_fashion_mnist(conn, WARMUP_TABLE, limit=args.warmup_rows)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            prepare(conn, "scaling", SOURCE_TABLE, setup.segments, args)
-            prepare(conn, "scaling_warmup", WARMUP_TABLE, setup.segments, args)
+        load_workload_data(dsn, "scaling", setup.segments, args)
         tick = time.perf_counter()
         sent = sum(multi_server.distribute(dsn, name, passfile) for name in ("scaling", "scaling_warmup"))
         send_s = time.perf_counter() - tick if setup.servers else 0.0
@@ -142,21 +135,8 @@ def report(results: list[Result]) -> None:
     )
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="3000 rows and 2 epochs")
-    parser.add_argument("--rows", type=int, default=12000, help="Fashion-MNIST rows (train + validation)")
-    parser.add_argument("--epochs", type=int, default=3)
-    args = parser.parse_args(argv)
-    if args.small:
-        args.rows, args.epochs = 3000, 2
-    # what mop_vs_keras.run_mop and prepare read
-    args.model, args.configs, args.seed, args.validation_fraction, args.warmup_rows = "cnn", SPACE, 7, 0.1, 600
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_workload_args(argv, __doc__, rows=12000, epochs=3, small=(3000, 2), configs=SPACE)
     results = [measure(setup, args) for setup in SETUPS]
     report(results)
     RESULTS_DIR.mkdir(exist_ok=True)

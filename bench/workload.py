@@ -23,10 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import psycopg
-from mop_vs_keras import SOURCE_TABLE, WARMUP_TABLE, MopRun, prepare, run_mop
+from mop_vs_keras import MopRun, load_workload_data, parse_workload_args, run_mop
 
-from cerebro_db import sample_data
 from cerebro_db.cluster import temporary_cluster
 from cerebro_db.text_table import format_table
 
@@ -37,16 +35,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="2000 rows and 2 epochs")
-    parser.add_argument("--rows", type=int, default=6000, help="Fashion-MNIST rows (train + validation)")
-    parser.add_argument("--epochs", type=int, default=5)
-    args = parser.parse_args(argv)
-    if args.small:
-        args.rows, args.epochs = 2000, 2
-    # what mop_vs_keras.run_mop and prepare read
-    args.model, args.configs, args.seed, args.validation_fraction, args.warmup_rows = "cnn", SPACE, 7, 0.1, 600
-    return args
+    return parse_workload_args(argv, __doc__, rows=6000, epochs=5, small=(2000, 2), configs=SPACE)
 
 
 def measure(segments: int, args: argparse.Namespace) -> MopRun:
@@ -55,14 +44,8 @@ def measure(segments: int, args: argparse.Namespace) -> MopRun:
     ``args``: what ``mop_vs_keras.run_mop`` and ``prepare`` read (see :func:`parse_args`).
     """
     with temporary_cluster(segments=segments) as cluster:
-        dsn = cluster.dsn()
-        with psycopg.connect(dsn) as conn:
-            sample_data.load_fashion_mnist(conn, SOURCE_TABLE, limit=args.rows)
-            sample_data.load_fashion_mnist(conn, WARMUP_TABLE, limit=args.warmup_rows)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            prepare(conn, "workload", SOURCE_TABLE, segments, args)
-            prepare(conn, "workload_warmup", WARMUP_TABLE, segments, args)
-        return run_mop(dsn, segments, "workload", "workload_warmup", args)
+        load_workload_data(cluster.dsn(), "workload", segments, args)
+        return run_mop(cluster.dsn(), segments, "workload", "workload_warmup", args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

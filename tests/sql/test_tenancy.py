@@ -111,6 +111,9 @@ def test_another_users_config_cannot_be_stopped_cloned_or_extended(
         "SELECT state FROM model_states",
         "SELECT * FROM claim_unit(0)",
         "SELECT run_unit(1, 0)",
+        "SELECT * FROM unit_context(1, 0)",  # hands out model state
+        "SELECT * FROM train_hop('{}', NULL)",
+        "SELECT record_hop(1, 0, '{}', ''::bytea)",  # would write any state as a hop
         "SELECT fail_config(1, 'x')",
         "SELECT on_epoch_end(1, 1)",
         "INSERT INTO config_events (config_id, kind, epochs_done) VALUES (1, 'completed', 1)",
