@@ -101,6 +101,11 @@ def _register_segments(dsn: str, specs: list[str]) -> None:
         raise SystemExit(f"cerebro-db up: {error}") from None
     for segment, location in enumerate(multi_server.registered(dsn)):
         print(f"segment {segment}: {location}")
+    for name, segments in multi_server.datasets_beyond(dsn):
+        print(
+            f"warning: dataset {name} is spread over {segments} segments, more than are registered; "
+            "prepare it again (prepare_dataset) before training on it"
+        )
     if changed:
         _stop_scheduler()  # a running one serves the segments it found when it started
 

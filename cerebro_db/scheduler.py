@@ -26,7 +26,7 @@ import psycopg
 from psycopg import errors
 
 from cerebro_db import backends
-from cerebro_db.backends import SEARCH_PATH, SegmentExecutor
+from cerebro_db.backends import SEARCH_PATH, SegmentExecutor, SegmentUnavailable
 
 log = logging.getLogger("cerebro.scheduler")
 
@@ -169,13 +169,15 @@ class Scheduler:
                         self.dsn,
                         autocommit=True,
                         application_name=f"cerebro segment {segment}",
-                        options=f"{SEARCH_PATH} -c lock_timeout={UNIT_LOCK_TIMEOUT} {CONNECTION_CHECK}",
+                        # A unit's transaction idles while a segment server trains: no idle timeout.
+                        options=f"{SEARCH_PATH} -c lock_timeout={UNIT_LOCK_TIMEOUT} {CONNECTION_CHECK}"
+                        " -c idle_in_transaction_session_timeout=0",
                     ) as conn,
                     contextlib.closing(self._open_segment(segment, location)) as executor,
                 ):
                     self._serve(conn, executor, progress, until_idle)
-            except psycopg.OperationalError as error:
-                log.warning("segment %s lost a connection (%s); reconnecting", segment, error)
+            except (psycopg.OperationalError, SegmentUnavailable) as error:
+                log.warning("segment %s is unavailable (%s); its unit runs again, reconnecting", segment, error)
                 self._stop.wait(self.idle_wait)
             except Exception:  # a bug must not silence a segment for good: log it, start afresh
                 log.exception("segment %s hit an unexpected error; reconnecting", segment)
@@ -198,7 +200,11 @@ class Scheduler:
             if not progress.reserve():  # other segments hold the last slots; they may yet give one back
                 self._wait_for_work(conn)
                 continue
-            result = self._run_one(conn, executor)
+            try:
+                result = self._run_one(conn, executor)
+            except BaseException:  # the unit did not commit: its slot of the budget is free again
+                progress.release()
+                raise
             if result is not None:
                 with progress.lock:
                     progress.idle.discard(segment)

@@ -20,3 +20,9 @@ AS $$ SELECT 1129468419 $$;
 CREATE OR REPLACE FUNCTION procedure_lock_key() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
 AS $$ SELECT 1129468420 $$;
+
+-- On a segment server: held (transaction level) while a dataset is sent to it, so two
+-- senders (two segments on one server, or distribute() beside a running scheduler) take turns.
+CREATE OR REPLACE FUNCTION dataset_lock_key() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
+AS $$ SELECT 1129468421 $$;

@@ -26,6 +26,11 @@ import psycopg
 SEARCH_PATH = "-c search_path=cerebro,pg_temp"
 
 
+class SegmentUnavailable(RuntimeError):
+    """The segment cannot run units now (its server is down, lacks the schema, ...): not the
+    config's fault. The unit rolls back and runs again once the segment is back."""
+
+
 class SegmentExecutor(Protocol):
     """Runs the units of one segment, one at a time."""
 
@@ -35,8 +40,9 @@ class SegmentExecutor(Protocol):
         """Train the claimed ``config_id`` for one pass over this segment's shard and record the hop.
 
         Runs inside ``coordinator``'s open transaction, which holds the claim; returns
-        the unit's summary. Raises ``psycopg.OperationalError`` when the segment cannot
-        be reached: the transaction then rolls back and the unit runs again later.
+        the unit's summary. Raises :class:`SegmentUnavailable` (or ``psycopg.OperationalError``)
+        when the segment cannot run it: the transaction then rolls back and the unit runs
+        again later. A database error raised for the config itself fails the config.
         """
         ...
 
@@ -48,6 +54,7 @@ def open_segment(segment: int, dsn: str | None, **connect: Any) -> SegmentExecut
 
     ``connect`` goes to the segment server's connection (options, passfile, ...).
     """
+    # Here, not at the top: multi_server imports this module's names.
     from cerebro_db.backends.local import LocalSegment
     from cerebro_db.backends.multi_server import ServerSegment
 

@@ -135,6 +135,13 @@ def install_statements(schema: str = SCHEMA) -> list[sql.Composed]:
             ")",
             schema,
         ),
+        # The context names the model's source, which these run as the server's own Python:
+        # only the scheduler (the schema's owner) may call them.
+        _sql(
+            "REVOKE ALL ON FUNCTION {schema}._train_hop_collect(bigint, jsonb, bytea, bytea, bytea),"
+            " {schema}._train_hop_finish(bigint), {schema}.train_hop_agg(jsonb, bytea, bytea, bytea) FROM PUBLIC",
+            schema,
+        ),
     ]
 
 

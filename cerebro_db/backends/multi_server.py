@@ -20,6 +20,7 @@ libpq URL without its password (the scheduler's passfile or environment has it).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,12 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
-from psycopg import sql
+from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from cerebro_db import install
-from cerebro_db.backends import SEARCH_PATH
+from cerebro_db.backends import SEARCH_PATH, SegmentUnavailable
 from cerebro_db.cluster import LocalCluster, temporary_cluster, temporary_server
 
 DEFAULT_PORT = 5432
@@ -60,13 +61,18 @@ class ServerSegment:
         ).fetchone()
         assert found is not None
         context, state, timeout = found
-        self._ensure_dataset(coordinator, context["dataset_id"])
-        with self._conn.transaction():
-            # The unit's time limit holds on both servers.
-            self._conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
-            trained = self._conn.execute(
-                "SELECT summary, new_state FROM train_hop(%s, %s)", [Jsonb(context), state]
-            ).fetchone()
+        try:
+            self._ensure_dataset(coordinator, context["dataset_id"], timeout)
+            with self._conn.transaction():
+                # The unit's time limit holds on both servers.
+                self._conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
+                trained = self._conn.execute(
+                    "SELECT summary, new_state FROM train_hop(%s, %s)", [Jsonb(context), state]
+                ).fetchone()
+        except (errors.InvalidParameterValue, errors.QueryCanceled):
+            raise  # the config's own failure (raise_if_error), or its unit_timeout: the scheduler decides
+        except psycopg.Error as error:
+            raise SegmentUnavailable(f"segment {self.segment}'s server: {error}") from error
         assert trained is not None
         recorded = coordinator.execute(
             "SELECT record_hop(%s, %s, %s, %s)", [config_id, self.segment, Jsonb(trained[0]), trained[1]]
@@ -75,10 +81,14 @@ class ServerSegment:
         result: dict[str, Any] = recorded[0]
         return result
 
-    def _ensure_dataset(self, coordinator: psycopg.Connection[Any], dataset_id: int) -> None:
-        if dataset_id not in self._held:
-            send_dataset(coordinator, self._conn, dataset_id, self.segment)
-            self._held.add(dataset_id)
+    def _ensure_dataset(self, coordinator: psycopg.Connection[Any], dataset_id: int, timeout: str) -> None:
+        if dataset_id in self._held:
+            return
+        # Sending is not the unit's work: no unit_timeout for it on the coordinator.
+        coordinator.execute("SELECT set_config('statement_timeout', '0', true)")
+        send_dataset(coordinator, self._conn, dataset_id, self.segment)
+        coordinator.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
+        self._held.add(dataset_id)
 
     def close(self) -> None:
         self._conn.close()
@@ -87,28 +97,38 @@ class ServerSegment:
 def send_dataset(
     coordinator: psycopg.Connection[Any], server: psycopg.Connection[Any], dataset_id: int, segment: int
 ) -> int:
-    """Give a segment server dataset ``dataset_id``'s row, ``segment``'s training buffers and the
-    validation buffers, unless it has them; returns the bytes sent."""
+    """Give a segment server what ``segment`` needs of dataset ``dataset_id`` (its row, the segment's
+    training buffers, the validation buffers) unless it has it; returns the bytes sent.
+
+    A dataset here by the same id or name but created at another time is one the coordinator
+    has since replaced: it goes first. A server may serve several segments (or be listed anew
+    in another order): each segment's training buffers are checked on their own.
+    """
     found = coordinator.execute("SELECT name, created_at FROM datasets WHERE dataset_id = %s", [dataset_id]).fetchone()
     if found is None:
         raise LookupError(f"dataset {dataset_id} is not on the coordinator")
     name, created_at = found
+    dataset = sql.Literal(dataset_id)
+    validation = sql.SQL("dataset_id = {} AND split = 'validation'").format(dataset)
+    training = sql.SQL("dataset_id = {} AND split = 'train' AND segment = {}").format(dataset, sql.Literal(segment))
+    sent = 0
     with server.transaction():
-        if server.execute(
+        server.execute("SELECT pg_advisory_xact_lock(dataset_lock_key(), %s)", [dataset_id])
+        current = server.execute(
             "SELECT 1 FROM datasets WHERE dataset_id = %s AND name = %s AND created_at = %s",
             [dataset_id, name, created_at],
-        ).fetchone():
-            return 0
-        # Whatever holds the id or the name here is a dataset the coordinator has since replaced.
-        server.execute("DELETE FROM datasets WHERE dataset_id = %s OR name = %s", [dataset_id, name])
-        dataset = sql.Literal(dataset_id)
-        sent = _copy(coordinator, server, "datasets", sql.SQL("dataset_id = {}").format(dataset))
-        return sent + _copy(
-            coordinator,
-            server,
-            "dataset_buffers",
-            sql.SQL("dataset_id = {} AND (split = 'validation' OR segment = {})").format(dataset, sql.Literal(segment)),
-        )
+        ).fetchone()
+        if not current:
+            server.execute("DELETE FROM datasets WHERE dataset_id = %s OR name = %s", [dataset_id, name])
+            sent += _copy(coordinator, server, "datasets", sql.SQL("dataset_id = {}").format(dataset))
+            sent += _copy(coordinator, server, "dataset_buffers", validation)
+        has_shard = server.execute(
+            "SELECT 1 FROM dataset_buffers WHERE dataset_id = %s AND split = 'train' AND segment = %s",
+            [dataset_id, segment],
+        ).fetchone()
+        if not has_shard:
+            sent += _copy(coordinator, server, "dataset_buffers", training)
+    return sent
 
 
 def distribute(coordinator_dsn: str, dataset: str, passfile: Path | None = None) -> int:
@@ -142,18 +162,23 @@ def _copy(source: psycopg.Connection[Any], target: psycopg.Connection[Any], tabl
 
 
 def parse_segment(spec: str) -> tuple[str, str | None]:
-    """``host:port`` or a ``postgresql://`` URL -> (libpq URL without password, password or None)."""
+    """``host:port`` or a ``postgresql://`` URL -> (libpq URL without password, password or None).
+
+    Error messages never repeat a spec that may hold a password.
+    """
     if "://" in spec or "=" in spec:
-        params = {key: str(value) for key, value in conninfo_to_dict(spec).items()}
-    else:
-        host, _, port = spec.rpartition(":")
-        if not host or not port.isdigit():
-            raise MembershipError(f"segment {spec!r} is neither host:port nor a postgresql:// URL")
-        params = {"host": host, "port": port}
-    if not params.get("host"):
-        raise MembershipError(f"segment {spec!r} names no host")
-    password = params.pop("password", None)
-    return _url(params), password
+        try:
+            params = {key: str(value) for key, value in conninfo_to_dict(spec).items()}
+        except psycopg.ProgrammingError:
+            raise MembershipError("a segment is neither host:port nor a valid postgresql:// URL") from None
+        password = params.pop("password", None)
+        if not params.get("host"):
+            raise MembershipError(f"segment {_url({**params, 'host': '?'})} names no host")
+        return _url(params), password
+    host, _, port = spec.rpartition(":")
+    if not host or not port.isdigit():
+        raise MembershipError(f"segment {spec!r} is neither host:port nor a postgresql:// URL")
+    return _url({"host": host, "port": port}), None
 
 
 def _url(params: dict[str, str]) -> str:
@@ -172,8 +197,8 @@ def _with(dsn: str, **params: str) -> str:
 
 def registered(coordinator_dsn: str) -> list[str | None]:
     """The coordinator's segments in order: each one's server DSN, or None for a local segment."""
-    with psycopg.connect(coordinator_dsn) as conn:
-        return [row[0] for row in conn.execute("SELECT dsn FROM cerebro.segments ORDER BY segment_id")]
+    with psycopg.connect(coordinator_dsn, options=SEARCH_PATH) as conn:
+        return _current(conn)
 
 
 def register_segments(coordinator_dsn: str, specs: Sequence[str], passfile: Path) -> bool:
@@ -184,34 +209,50 @@ def register_segments(coordinator_dsn: str, specs: Sequence[str], passfile: Path
     the current segments). Returns whether the membership changed.
     """
     parsed = [parse_segment(spec) for spec in specs]
-    if not parsed:
+    wanted = [dsn for dsn, _ in parsed]
+    if not wanted:
         raise MembershipError("--segments needs at least one segment server")
-    if len({dsn for dsn, _ in parsed}) != len(parsed):
-        raise MembershipError(f"a segment server is listed twice in {list(specs)}")
-    _write_passfile(passfile, parsed)
-    for dsn, _ in parsed:
+    if len(set(wanted)) != len(wanted):
+        raise MembershipError(f"a segment server is listed twice in {wanted}")
+    _write_passfile(passfile, parsed)  # new passwords for the same servers count too
+    with psycopg.connect(coordinator_dsn, options=SEARCH_PATH) as conn:
+        if _current(conn) == wanted:
+            return False
+        _refuse_while_running(conn)
+    for dsn in wanted:
         install.create_database(_with(dsn, dbname="postgres", passfile=str(passfile)), _database(dsn))
         install.install(_with(dsn, passfile=str(passfile)), segments=1)
-    with psycopg.connect(coordinator_dsn) as conn:
-        conn.execute("SET search_path = cerebro, pg_temp")
+    with psycopg.connect(coordinator_dsn, options=SEARCH_PATH) as conn:
         conn.execute("LOCK TABLE segments")
-        current = [row[0] for row in conn.execute("SELECT dsn FROM segments ORDER BY segment_id")]
-        wanted = [dsn for dsn, _ in parsed]
-        if current == wanted:
-            return False
-        running = conn.execute("SELECT string_agg(workload_id::text, ', ') FROM workloads WHERE status = 'running'")
-        busy = running.fetchone()
-        if busy and busy[0]:
-            raise MembershipError(
-                f"workloads {busy[0]} are running over the current segments; "
-                "let them finish (or UPDATE workloads SET status = 'stopped') before changing the segments"
-            )
+        _refuse_while_running(conn)  # again, under the lock
         conn.execute("DELETE FROM segments")
         with conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO segments (segment_id, dsn) VALUES (%s, %s)", [(k, dsn) for k, dsn in enumerate(wanted)]
             )
     return True
+
+
+def datasets_beyond(coordinator_dsn: str) -> list[tuple[str, int]]:
+    """Datasets spread over more segments than are registered: no epoch of theirs can finish
+    until they are prepared again for the segments there are."""
+    with psycopg.connect(coordinator_dsn, options=SEARCH_PATH) as conn:
+        return conn.execute(
+            "SELECT name, num_segments FROM datasets WHERE num_segments > (SELECT count(*) FROM segments) ORDER BY 1"
+        ).fetchall()
+
+
+def _current(conn: psycopg.Connection[Any]) -> list[str | None]:
+    return [row[0] for row in conn.execute("SELECT dsn FROM segments ORDER BY segment_id")]
+
+
+def _refuse_while_running(conn: psycopg.Connection[Any]) -> None:
+    busy = conn.execute("SELECT string_agg(workload_id::text, ', ') FROM workloads WHERE status = 'running'").fetchone()
+    if busy and busy[0]:
+        raise MembershipError(
+            f"workloads {busy[0]} are running over the current segments; "
+            "let them finish (or UPDATE workloads SET status = 'stopped') before changing the segments"
+        )
 
 
 def _database(dsn: str) -> str:
@@ -235,8 +276,11 @@ def _write_passfile(path: Path, parsed: list[tuple[str, str | None]]) -> None:
         keys = [entry(params["host"], params["port"], db, params["user"]) for db in (params["dbname"], "postgres")]
         lines = [line for line in lines if not any(line.startswith(key + ":") for key in keys)]
         lines += [f"{key}:{entry(password)}" for key in keys]
-    path.touch(mode=0o600)
-    path.write_text("".join(f"{line}\n" for line in lines))
+    # Mode 0600 whatever the file was: libpq ignores a passfile others may read.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write("".join(f"{line}\n" for line in lines))
 
 
 @dataclass

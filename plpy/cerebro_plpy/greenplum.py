@@ -12,6 +12,7 @@ never a distributed one.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -77,5 +78,9 @@ def finish(db: Database, gd: dict[str, Any], train: TrainHop) -> tuple[dict[str,
     whole validation set only when this hop ends the config's epoch."""
     hop: _Hop = gd.pop(GD_HOP)
     shape = tuple(hop.context["feature_shape"])
+    tick = time.perf_counter()
+    shard = packing.from_buffers(hop.buffers, shape)
     validation = _validation(db, gd, hop.context["dataset_id"], shape) if hop.context["epoch_done"] else None
-    return train(gd, hop.context, hop.state, packing.from_buffers(hop.buffers, shape), validation, db.check_interrupts)
+    data_load = time.perf_counter() - tick
+    summary, state = train(gd, hop.context, hop.state, shard, validation, db.check_interrupts)
+    return {**summary, "data_load_s": data_load}, state

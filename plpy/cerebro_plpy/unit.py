@@ -62,7 +62,8 @@ WHERE c.config_id = $1
 """
 
 # A unit starts when unit_context hands it out (right after its claim, in the same transaction).
-_STARTED = "current_setting('cerebro.unit_started', true)::timestamptz"
+# A session that ran an earlier unit still has the setting, reset to '' at that transaction's end.
+_STARTED = "nullif(current_setting('cerebro.unit_started', true), '')::timestamptz"
 _MARK_STARTED_SQL = "SELECT set_config('cerebro.unit_started', clock_timestamp()::text, true)"
 
 _PROGRESS_SQL = f"""

@@ -179,6 +179,16 @@ def test_the_aggregate_collects_on_the_segment_and_trains_in_its_final_function(
     assert rendered.index('DROP TYPE IF EXISTS "cerebro".gp_hop CASCADE') < rendered.index(aggregate)
 
 
+def test_only_the_scheduler_may_run_the_aggregate_that_runs_a_models_source() -> None:
+    rendered = [text(s) for s in gp.install_statements()]
+    revoke = next(s for s in rendered if s.startswith("REVOKE"))
+    assert revoke.endswith("FROM PUBLIC")
+    for function in ("_train_hop_collect(", "_train_hop_finish(", "train_hop_agg("):
+        assert f'"cerebro".{function}' in revoke
+        # After the functions exist (CREATE OR REPLACE keeps grants, a new function has PUBLIC's).
+        assert rendered.index(revoke) > max(i for i, s in enumerate(rendered) if function in s and "CREATE" in s)
+
+
 def test_run_unit_reads_the_context_trains_on_the_segment_then_records() -> None:
     coordinator = FakeCoordinator(unit_rows())
     result = gp.GreenplumSegment(2).run_unit(coordinator, 1)

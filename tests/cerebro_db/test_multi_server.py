@@ -7,6 +7,7 @@ mid-run loses nothing.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
@@ -66,6 +67,24 @@ def test_segments_are_registered_servers_without_passwords(cluster: MultiServerC
     dsns = multi_server.registered(cluster.coordinator)
     assert dsns == [f"postgresql://cerebro@127.0.0.1:{server.config.port}/cerebro" for server in cluster.servers]
     assert cluster.passfile.stat().st_mode & 0o077 == 0
+
+
+def test_passwords_go_to_a_private_passfile_even_if_it_existed_readable(tmp_path: Path) -> None:
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("other:5432:cerebro:cerebro:kept\n")
+    passfile.chmod(0o644)
+    url = "postgresql://u:p%3Aw@h:7/db"
+    with pytest.raises(MembershipError, match="listed twice"):  # an invalid list writes nothing
+        multi_server.register_segments("postgresql://127.0.0.1:1/none", [url, url], passfile)
+    assert passfile.read_text() == "other:5432:cerebro:cerebro:kept\n"
+    with pytest.raises(psycopg.OperationalError):  # the coordinator does not answer; the passwords are kept
+        multi_server.register_segments("postgresql://127.0.0.1:1/none", [url], passfile)
+    assert passfile.stat().st_mode & 0o777 == 0o600
+    assert passfile.read_text().splitlines() == [
+        "other:5432:cerebro:cerebro:kept",
+        "h:7:db:u:p\\:w",
+        "h:7:postgres:u:p\\:w",
+    ]
 
 
 def test_units_train_on_the_server_that_holds_the_shard_bit_identical_to_local(cluster: MultiServerCluster) -> None:
@@ -136,6 +155,7 @@ def test_a_segment_server_that_goes_down_mid_run_loses_nothing(cluster: MultiSer
                 ).fetchone(),
             )
             server.stop("immediate")
+            down = conn.execute("SELECT clock_timestamp()").fetchone()
             faults.poll(
                 "the unit on segment 1 to roll back",
                 lambda: (
@@ -146,7 +166,6 @@ def test_a_segment_server_that_goes_down_mid_run_loses_nothing(cluster: MultiSer
             )
             # Meanwhile segment 0 goes on with what it may run; then the server comes back.
             server.start()
-            restarted = conn.execute("SELECT clock_timestamp()").fetchone()
         finally:
             scheduler.join(timeout=faults.DEADLINE)
         assert not scheduler.is_alive()
@@ -155,14 +174,64 @@ def test_a_segment_server_that_goes_down_mid_run_loses_nothing(cluster: MultiSer
         )
         assert verify.epochs_lost(conn, workload) == 0
         assert verify.mop_violations(conn, workload) == []
-        # The interrupted unit ran again, once, after the server came back.
+        # The interrupted unit ran again, once, after the server went down.
         reruns = conn.execute(
             "SELECT started_at > %s FROM units WHERE config_id = %s AND epoch = %s AND segment = 1",
-            [restarted[0] if restarted else None, config, epoch],
+            [down[0] if down else None, config, epoch],
         ).fetchall()
         assert reruns == [(True,)]
         for (each,) in conn.execute("SELECT config_id FROM configs WHERE workload_id = %s", [workload]).fetchall():
             assert verify.states_equal(verify.final_state(conn, each), verify.replay(conn, each))
+
+
+def test_a_segment_server_without_the_function_keeps_its_units_until_it_is_repaired(
+    cluster: MultiServerCluster,
+) -> None:
+    """Not the config's fault: the units wait (and no config fails) until the server is fixed."""
+    server = cluster.servers[0]
+    with psycopg.connect(server.config.dsn(), autocommit=True) as broken:
+        broken.execute("ALTER FUNCTION cerebro.train_hop(jsonb, bytea) RENAME TO train_hop_away")
+    with psycopg.connect(cluster.coordinator, autocommit=True) as conn:
+        workload = launch(conn, "fashion_ms", SPACE, epochs=1, seed=14)
+        scheduler = threading.Thread(target=_run, args=(cluster,))
+        scheduler.start()
+        try:
+            # Segment 1 trains its unit; the config then waits for segment 0, whose unit keeps rolling back.
+            faults.poll(
+                "the unit on segment 1",
+                lambda: conn.execute(
+                    "SELECT 1 FROM units u JOIN configs c USING (config_id) WHERE c.workload_id = %s", [workload]
+                ).fetchone(),
+            )
+            assert conn.execute("SELECT status FROM configs WHERE workload_id = %s", [workload]).fetchall() == [
+                ("running",)
+            ]
+        finally:
+            with psycopg.connect(server.config.dsn(), autocommit=True) as repaired:
+                repaired.execute("ALTER FUNCTION cerebro.train_hop_away(jsonb, bytea) RENAME TO train_hop")
+            scheduler.join(timeout=faults.DEADLINE)
+        assert not scheduler.is_alive()
+        assert conn.execute("SELECT status FROM configs WHERE workload_id = %s", [workload]).fetchall() == [
+            ("completed",)
+        ]
+        assert verify.mop_violations(conn, workload) == []
+
+
+def test_unit_timeout_cancels_the_training_on_the_segment_server(cluster: MultiServerCluster) -> None:
+    with psycopg.connect(cluster.coordinator, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT run_model_selection('fashion_ms', 'cnn', %s, max_epochs => 1, seed => 15, unit_timeout => '1.5 s')",
+            [json.dumps(SPACE)],
+        ).fetchone()
+        assert row is not None
+        # A fresh segment backend imports TensorFlow first (over 2 s): the first unit runs over.
+        _run(cluster)
+        failed = conn.execute("SELECT status, error FROM configs WHERE workload_id = %s", [row[0]]).fetchone()
+        assert failed is not None and failed[0] == "failed"
+        assert "ran longer than unit_timeout (00:00:01.5)" in failed[1]
+        assert conn.execute(
+            "SELECT count(*) FROM units u JOIN configs c USING (config_id) WHERE c.workload_id = %s", [row[0]]
+        ).fetchone() == (0,)
 
 
 @pytest.mark.parametrize(
@@ -171,12 +240,15 @@ def test_a_segment_server_that_goes_down_mid_run_loses_nothing(cluster: MultiSer
         (["nohost"], "'nohost' is neither host:port nor a postgresql:// URL"),
         (["db1:port"], "'db1:port' is neither host:port"),
         (["127.0.0.1:5999", "127.0.0.1:5999"], "listed twice"),
+        (["postgresql://u:secret@/db"], r"^segment postgresql://u@\?:5432/db names no host$"),  # no password shown
+        (["postgresql://u:secret@h:5432/db?bad_option=1"], "nor a valid postgresql:// URL$"),
         ([], "at least one segment server"),
     ],
 )
 def test_bad_segment_lists_are_refused_by_name(specs: list[str], message: str, tmp_path: Path) -> None:
-    with pytest.raises(MembershipError, match=message):
+    with pytest.raises(MembershipError, match=message) as refused:
         multi_server.register_segments("postgresql://unused", specs, tmp_path / "pgpass")
+    assert "secret" not in str(refused.value)
 
 
 def test_segments_do_not_change_under_a_running_workload(cluster: MultiServerCluster) -> None:
