@@ -114,7 +114,7 @@ def report(results: list[Result]) -> None:
         format_table(
             [
                 "setup",
-                "servers",
+                "PostgreSQL servers",
                 "makespan s",
                 "samples/s",
                 "speed vs local 1",
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             [
                 "setup",
                 "segments",
-                "servers",
+                "segment_servers",
                 "makespan_s",
                 "samples_per_s",
                 "busy",

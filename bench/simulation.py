@@ -123,7 +123,7 @@ def _result(
     )
 
 
-def _check(profiles: Sequence[Profile], segments: int, epochs: int) -> None:
+def _check(segments: int, epochs: int) -> None:
     if segments < 1 or epochs < 1:
         raise ValueError(f"need segments >= 1 and epochs >= 1, got {segments} and {epochs}")
 
@@ -141,7 +141,7 @@ def simulate_mop(
     ``unit_samples``: per config, measured unit times (without validation) to draw each unit's
     time from, instead of the profile's fixed ``unit_s``: real units vary, which lengthens the tail.
     """
-    _check(profiles, segments, epochs)
+    _check(segments, epochs)
     rng = random.Random(seed)
     n = len(profiles)
     done = [0] * n
@@ -150,7 +150,7 @@ def simulate_mop(
     unit_s = [p.unit_s(segments) for p in profiles]
     log: list[Unit] = []
     # (time, tie-breaker, segment, config or -1): the segment is free again and the config
-    # released, both at the unit's commit.
+    # released, both ``gap_s`` after the unit's end (its commit, notify and the next claim).
     events: list[tuple[float, int, int, int]] = []
     idle = list(range(segments))
     rng.shuffle(idle)
@@ -207,7 +207,7 @@ def bsp_queues(configs: int, segments: int) -> list[list[int]]:
 
 def simulate_bsp(profiles: Sequence[Profile], segments: int, epochs: int, overheads: Overheads = Overheads()) -> Result:
     """Bulk-synchronous round-robin MOP (MADlib fit_multiple), with a barrier after every round."""
-    _check(profiles, segments, epochs)
+    _check(segments, epochs)
     queues = bsp_queues(len(profiles), segments)
     log: list[Unit] = []
     now = overheads.start_s
@@ -231,7 +231,7 @@ def simulate_task(
     profiles: Sequence[Profile], segments: int, epochs: int, overheads: Overheads = Overheads()
 ) -> Result:
     """Task parallelism on fully replicated data: a free segment trains the next whole config."""
-    _check(profiles, segments, epochs)
+    _check(segments, epochs)
     free = [(overheads.start_s, s) for s in range(segments)]
     heapq.heapify(free)
     log: list[Unit] = []

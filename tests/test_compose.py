@@ -42,9 +42,11 @@ def services() -> dict[str, Any]:
     return parsed
 
 
-def test_the_compose_file_validates() -> None:
-    result = compose_config("--quiet")
+def test_the_compose_file_validates_and_wants_a_password() -> None:
+    result = compose_config("--quiet", CEREBRO_PASSWORD="x")
     assert result.returncode == 0, result.stderr
+    refused = compose_config("--quiet")  # no default password for servers every container can reach
+    assert refused.returncode != 0 and "set CEREBRO_PASSWORD" in refused.stderr
 
 
 def test_servers_serve_with_a_health_check_and_their_own_volume(services: dict[str, Any]) -> None:

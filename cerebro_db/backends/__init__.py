@@ -49,15 +49,23 @@ class SegmentExecutor(Protocol):
     def close(self) -> None: ...
 
 
+#: ``segments.dsn`` of a Greenplum / Cloudberry segment: its units run through the coordinator.
+GREENPLUM = "greenplum"
+
+
 def open_segment(segment: int, dsn: str | None, **connect: Any) -> SegmentExecutor:
-    """The executor of a registered segment: local when ``segments.dsn`` is NULL, else its server.
+    """The executor of a registered segment, by ``segments.dsn``: NULL for a local segment,
+    ``'greenplum'`` for a Greenplum segment (content id = segment), else its server's URL.
 
     ``connect`` goes to the segment server's connection (options, passfile, ...).
     """
-    # Here, not at the top: multi_server imports this module's names.
+    # Here, not at the top: these modules import this one's names.
+    from cerebro_db.backends.greenplum import GreenplumSegment
     from cerebro_db.backends.local import LocalSegment
     from cerebro_db.backends.multi_server import ServerSegment
 
     if dsn is None:
         return LocalSegment(segment)
+    if dsn == GREENPLUM:
+        return GreenplumSegment(segment)
     return ServerSegment(segment, dsn, **connect)

@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from cerebro_db.backends import SegmentExecutor
+from cerebro_db.backends import GREENPLUM, SegmentExecutor, open_segment
 from cerebro_db.backends import greenplum as gp
 
 ODD_SCHEMA = 'my "odd" schema'
@@ -278,3 +278,8 @@ def test_greenplum_segment_is_a_segment_executor() -> None:
     executor: SegmentExecutor = gp.GreenplumSegment(0)
     expected = inspect.signature(SegmentExecutor.run_unit).parameters
     assert list(inspect.signature(type(executor).run_unit).parameters) == list(expected)
+
+
+def test_segments_registered_as_greenplum_run_as_greenplum_segments() -> None:
+    executor = open_segment(3, GREENPLUM)
+    assert isinstance(executor, gp.GreenplumSegment) and executor.segment == 3

@@ -234,6 +234,28 @@ def test_unit_timeout_cancels_the_training_on_the_segment_server(cluster: MultiS
         ).fetchone() == (0,)
 
 
+def test_a_config_that_diverges_on_a_segment_server_fails_with_its_reason(cluster: MultiServerCluster) -> None:
+    # As in test_config_failures: raw features around 1e12 overflow SGD with lr 10 to NaN; Adam copes.
+    with psycopg.connect(cluster.coordinator, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE unscaled AS SELECT g % 3 AS y, g * 5e9 AS a, (g % 7) * 1e11 AS b"
+            " FROM generate_series(1, 200) g"
+        )
+        conn.execute("SELECT * FROM prepare_dataset('unscaled', 'unscaled', 'y', \"normalize\" => 'none')")
+        adam = {"optimizer": "adam", "lr": 0.001, "hidden_units": 16}
+        row = conn.execute(
+            "SELECT run_model_selection('unscaled', 'mlp', %s, max_epochs => 1, seed => 1)", [json.dumps(adam)]
+        ).fetchone()
+        assert row is not None
+        conn.execute("SELECT add_config(%s, %s)", [row[0], json.dumps({**adam, "optimizer": "sgd", "lr": 10})])
+        _run(cluster)
+        outcomes = conn.execute(
+            "SELECT status, error FROM configs WHERE workload_id = %s ORDER BY config_id", [row[0]]
+        ).fetchall()
+    assert outcomes[0] == ("completed", None)
+    assert outcomes[1][0] == "failed" and "training diverged" in outcomes[1][1]
+
+
 @pytest.mark.parametrize(
     ("specs", "message"),
     [
