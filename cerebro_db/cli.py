@@ -22,7 +22,7 @@ import psycopg
 
 from cerebro_db import dashboard, install, sample_data, tensorboard
 from cerebro_db.backends import multi_server
-from cerebro_db.cluster import PG_BIN, REPO_ROOT, ClusterConfig, LocalCluster, default_home
+from cerebro_db.cluster import PG_BIN, REPO_ROOT, ClusterConfig, ClusterError, LocalCluster, default_home
 from cerebro_db.predict import predict_on_segments
 from cerebro_db.scheduler import Scheduler, SchedulerBusy
 from cerebro_db.text_table import format_table
@@ -428,7 +428,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if extra and args.command != "psql":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    args.run(args)
+    try:
+        args.run(args)
+    except ClusterError as error:  # the cluster's own complaint says what to do; no traceback
+        raise SystemExit(f"cerebro-db {args.command}: {error}") from None
 
 
 if __name__ == "__main__":

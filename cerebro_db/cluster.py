@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -121,6 +122,9 @@ class LocalCluster:
                     " --listen and --port apply to a new cluster only"
                 )
             return config
+        # It goes into postgresql.auto.conf quoted: host names, addresses, '*', commas only.
+        if listen_addresses is not None and not re.fullmatch(r"[\w.:*,\-]+", listen_addresses):
+            raise ClusterError(f"--listen {listen_addresses!r}: give host names or addresses, comma-separated, or *")
         self.root.mkdir(parents=True, exist_ok=True)
         config = ClusterConfig(
             port=port or free_port(),

@@ -198,3 +198,10 @@ def test_serve_stops_with_a_fast_shutdown_on_sigterm(served: Served) -> None:
     assert "database system is shut down" in served.log.read_text()
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(served.config.dsn(), connect_timeout=5)
+
+
+def test_up_refuses_a_listen_address_that_is_not_one(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match='--listen "0.0.0.0\'; x": give host names or addresses') as refused:
+        cli(tmp_path, "up", "--listen", "0.0.0.0'; x")
+    assert "Traceback" not in str(refused.value)
+    assert not (tmp_path / "pgdata").exists()
