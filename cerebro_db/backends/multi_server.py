@@ -11,7 +11,8 @@ transaction that claimed it::
 A segment server receives a dataset's shards at its first unit of that dataset: its
 own training buffers and the validation buffers (the epoch's last hop evaluates on
 all of them), streamed with binary COPY from the coordinator in one transaction, so
-a server has a dataset whole or not at all.
+a server has a shard whole or not at all. A server belongs to one coordinator: it
+knows datasets by the coordinator's ids.
 
 Membership is the coordinator's ``segments`` table: ``dsn`` is the segment server's
 libpq URL without its password (the scheduler's passfile or environment has it).
