@@ -98,14 +98,22 @@ AS $$
 #variable_conflict use_variable
 DECLARE
     shape int[];
+    spread int;
     new_workload int;
     params jsonb;
 BEGIN
-    SELECT d.feature_shape INTO shape FROM datasets d WHERE d.name = dataset;
+    SELECT d.feature_shape, d.num_segments INTO shape, spread FROM datasets d WHERE d.name = dataset;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown dataset %', quote_nullable(dataset)
             USING HINT = 'prepare it with prepare_dataset(...); SELECT name FROM datasets lists them',
                   ERRCODE = 'undefined_object';
+    END IF;
+    -- After the segments changed (cerebro-db up --segments): no epoch of it could ever finish.
+    IF spread > (SELECT count(*) FROM segments) THEN
+        RAISE EXCEPTION 'dataset % is spread over % segments, but % are registered', dataset, spread,
+                        (SELECT count(*) FROM segments)
+            USING HINT = 'prepare it again for the segments there are (prepare_dataset under a new name)',
+                  ERRCODE = 'invalid_parameter_value';
     END IF;
     IF max_epochs IS NULL OR max_epochs < 1 THEN
         RAISE EXCEPTION 'max_epochs must be at least 1, got %', coalesce(max_epochs::text, 'NULL')

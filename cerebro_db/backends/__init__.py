@@ -17,9 +17,12 @@ recorded in that same transaction (so a failure anywhere rolls the hop back whol
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import psycopg
+from psycopg import errors
 
 #: The scheduler runs as the schema's owner: resolve names in cerebro only, never in a
 #: schema where users may create objects.
@@ -29,6 +32,18 @@ SEARCH_PATH = "-c search_path=cerebro,pg_temp"
 class SegmentUnavailable(RuntimeError):
     """The segment cannot run units now (its server is down, lacks the schema, ...): not the
     config's fault. The unit rolls back and runs again once the segment is back."""
+
+
+@contextlib.contextmanager
+def on_the_segment(where: str) -> Iterator[None]:
+    """Around what runs where the segment computes: the config's own errors (``raise_if_error``'s)
+    and its ``unit_timeout`` pass as they are; any other database error is the segment's."""
+    try:
+        yield
+    except (errors.InvalidParameterValue, errors.QueryCanceled):
+        raise
+    except psycopg.Error as error:
+        raise SegmentUnavailable(f"{where}: {error}") from error
 
 
 class SegmentExecutor(Protocol):

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from cerebro_db.backends import on_the_segment
+
 SCHEMA = "cerebro"
 #: Candidate keys spread over the segments to find one per segment: n segments all get
 #: one unless some misses every candidate (about n * exp(-candidates / n)); MADlib uses 1e6 too.
@@ -320,8 +322,11 @@ class GreenplumSegment:
         )
         hop = {"context": Jsonb(context), "state": state, "dist_key": self._key(coordinator)}
         coordinator.execute(_PLANNER)
+        # Greenplum reports a segment lost mid-statement as a plain ERROR: not the config's fault.
+        with on_the_segment(f"Greenplum segment {self.segment}"):
+            trained = coordinator.execute(unit_statement(self.schema), {**hop, "dataset_id": context["dataset_id"]})
         summary, new_state = _row(
-            coordinator.execute(unit_statement(self.schema), {**hop, "dataset_id": context["dataset_id"]}),
+            trained,
             f"segment {self.segment} holds no training buffers of dataset {context['dataset_id']}; "
             "greenplum.load_dataset() places a prepared dataset on the segments",
         )

@@ -29,12 +29,12 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
-from psycopg import errors, sql
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from cerebro_db import install
-from cerebro_db.backends import SEARCH_PATH, SegmentUnavailable
+from cerebro_db.backends import SEARCH_PATH, on_the_segment
 from cerebro_db.cluster import LocalCluster, temporary_cluster, temporary_server
 
 DEFAULT_PORT = 5432
@@ -62,7 +62,7 @@ class ServerSegment:
         ).fetchone()
         assert found is not None
         context, state, timeout = found
-        try:
+        with on_the_segment(f"segment {self.segment}'s server"):
             self._ensure_dataset(coordinator, context["dataset_id"], timeout)
             with self._conn.transaction():
                 # The unit's time limit holds on both servers.
@@ -70,10 +70,6 @@ class ServerSegment:
                 trained = self._conn.execute(
                     "SELECT summary, new_state FROM train_hop(%s, %s)", [Jsonb(context), state]
                 ).fetchone()
-        except (errors.InvalidParameterValue, errors.QueryCanceled):
-            raise  # the config's own failure (raise_if_error), or its unit_timeout: the scheduler decides
-        except psycopg.Error as error:
-            raise SegmentUnavailable(f"segment {self.segment}'s server: {error}") from error
         assert trained is not None
         recorded = coordinator.execute(
             "SELECT record_hop(%s, %s, %s, %s)", [config_id, self.segment, Jsonb(trained[0]), trained[1]]

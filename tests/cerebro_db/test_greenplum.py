@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from psycopg import sql
+from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 
-from cerebro_db.backends import GREENPLUM, SegmentExecutor, open_segment
+from cerebro_db.backends import GREENPLUM, SegmentExecutor, SegmentUnavailable, open_segment
 from cerebro_db.backends import greenplum as gp
 
 ODD_SCHEMA = 'my "odd" schema'
@@ -63,7 +63,7 @@ class FakeCoordinator:
     """Records each statement with its parameters; answers the first canned row whose marker the
     statement contains. Like psycopg, refuses a statement whose placeholders lack parameters."""
 
-    def __init__(self, rows: Mapping[str, tuple[Any, ...] | None]) -> None:
+    def __init__(self, rows: Mapping[str, tuple[Any, ...] | Exception | None]) -> None:
         self.rows = rows
         self.executed: list[tuple[str, dict[str, Any]]] = []
         self.transactions = 0
@@ -73,7 +73,10 @@ class FakeCoordinator:
         assert not missing, f"no parameter for {missing} in {text(query)}"
         rendered = text(query)
         self.executed.append((rendered, dict(params or {})))
-        return FakeCursor(next((row for marker, row in self.rows.items() if marker in rendered), None))
+        row = next((row for marker, row in self.rows.items() if marker in rendered), None)
+        if isinstance(row, Exception):
+            raise row
+        return FakeCursor(row)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -245,6 +248,16 @@ def test_a_segment_without_buffers_names_the_loading_step() -> None:
     with pytest.raises(gp.GreenplumError, match="holds no training buffers of dataset 7.*load_dataset"):
         gp.GreenplumSegment(1).run_unit(coordinator, 1)
     assert coordinator.sent("record_hop(") == []
+
+
+def test_a_lost_segment_is_the_segments_fault_and_a_configs_own_error_stays_the_configs() -> None:
+    lost = FakeCoordinator({**unit_rows(), "train_hop_agg(": errors.InternalError("gang was lost")})
+    with pytest.raises(SegmentUnavailable, match="Greenplum segment 1: gang was lost"):
+        gp.GreenplumSegment(1).run_unit(lost, 1)
+    diverged = FakeCoordinator({**unit_rows(), "train_hop_agg(": errors.InvalidParameterValue("training diverged")})
+    with pytest.raises(errors.InvalidParameterValue, match="training diverged"):
+        gp.GreenplumSegment(1).run_unit(diverged, 1)
+    assert lost.sent("record_hop(") == diverged.sent("record_hop(") == []
 
 
 def test_a_segment_without_a_key_asks_for_install() -> None:

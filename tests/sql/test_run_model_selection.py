@@ -95,3 +95,16 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(
     assert raised.value.sqlstate == errcode
     assert error in (raised.value.diag.message_primary or ""), raised.value.diag.message_primary
     assert (count(conn, "workloads"), count(conn, "configs")) == before
+
+
+def test_a_dataset_spread_over_more_segments_than_registered_is_refused(dsn: str, fashion_2seg: str) -> None:
+    """After the segments changed, no epoch of it could finish: say so instead of waiting forever."""
+    with psycopg.connect(dsn) as conn:  # one transaction, rolled back: the session's segments stay
+        conn.execute("DELETE FROM cerebro.segments WHERE segment_id = 1")
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as raised:
+            conn.execute("SELECT run_model_selection(%s, 'cnn', '{\"lr\": [0.1]}')", [fashion_2seg])
+        assert (
+            raised.value.diag.message_primary
+            == f"dataset {fashion_2seg} is spread over 2 segments, but 1 are registered"
+        )
+        conn.rollback()
