@@ -30,15 +30,8 @@ $$;
 
 -- What the claimed unit trains (model, params, dataset, epoch, ...) and the config's state.
 CREATE OR REPLACE FUNCTION unit_context(config_id int, segment int) RETURNS TABLE (context jsonb, state bytea)
-LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
-AS $$
-DECLARE
-    found record;
-BEGIN
-    SELECT * INTO found FROM _unit_context(config_id, segment);
-    RETURN QUERY SELECT raise_if_error(found.outcome), found.state;
-END
-$$;
+LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
+AS $$ SELECT raise_if_error(u.outcome), u.state FROM _unit_context(config_id, segment) u $$;
 
 CREATE OR REPLACE FUNCTION _train_hop(context jsonb, state bytea, OUT outcome jsonb, OUT new_state bytea)
 LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
@@ -49,15 +42,8 @@ $$;
 
 -- On a segment server: one pass over its shard of context's segment; writes nothing.
 CREATE OR REPLACE FUNCTION train_hop(context jsonb, state bytea) RETURNS TABLE (summary jsonb, new_state bytea)
-LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
-AS $$
-DECLARE
-    trained record;
-BEGIN
-    SELECT * INTO trained FROM _train_hop(context, state);
-    RETURN QUERY SELECT raise_if_error(trained.outcome), trained.new_state;
-END
-$$;
+LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
+AS $$ SELECT raise_if_error(t.outcome), t.new_state FROM _train_hop(context, state) t $$;
 
 CREATE OR REPLACE FUNCTION _record_hop(config_id int, segment int, summary jsonb, state bytea) RETURNS jsonb
 LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp

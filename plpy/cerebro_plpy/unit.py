@@ -46,17 +46,22 @@ class UnitError(RuntimeError):
     """A call that breaks the unit protocol (not claimed, not legal, incomplete hop)."""
 
 
-# The context travels as JSON to the segment that trains: only what training needs.
-_CONTEXT_SQL = """
-SELECT c.config_id, c.params::text AS params, c.seed, c.epochs_done + 1 AS epoch, w.model,
-       d.dataset_id, d.feature_shape, d.num_classes, d.num_segments, r.source, r.entry_point,
-       cardinality(coalesce(s.visited_segments, '{}')) + 1 = d.num_segments AS epoch_done,
-       current_setting('cerebro.max_model_mb', true) AS max_model_mb,
-       s.state, unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits
+# Both queries of a unit read the config, its workload, dataset and state, and whether this
+# transaction claimed it and it may run on the segment ($2).
+_UNIT_FROM = """
+       unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits
 FROM configs c
 JOIN workloads w USING (workload_id)
 JOIN datasets d ON d.name = w.dataset
 LEFT JOIN model_states s USING (config_id)
+"""
+
+# The context travels as JSON to the segment that trains: only what training needs.
+_CONTEXT_SQL = f"""
+SELECT c.config_id, c.params::text AS params, c.seed, c.epochs_done + 1 AS epoch, w.model,
+       d.dataset_id, d.feature_shape, d.num_classes, d.num_segments, r.source, r.entry_point,
+       cardinality(coalesce(s.visited_segments, '{{}}')) + 1 = d.num_segments AS epoch_done,
+       current_setting('cerebro.max_model_mb', true) AS max_model_mb, s.state,{_UNIT_FROM}
 LEFT JOIN registered_models r ON r.name = w.model
 WHERE c.config_id = $1
 """
@@ -71,12 +76,7 @@ SELECT c.epochs_done, c.workload_id, d.num_segments,
        coalesce(s.visited_segments, '{{}}') AS visited, coalesce(s.epoch_rows, 0) AS epoch_rows,
        coalesce(s.epoch_loss_sum, 0) AS epoch_loss_sum, coalesce(s.epoch_metric_sum, 0) AS epoch_metric_sum,
        coalesce(s.epoch_seconds, 0) AS epoch_seconds,
-       extract(epoch FROM clock_timestamp() - {_STARTED}) AS unit_seconds,
-       unit_claimed(c.config_id) AS claimed, unit_fits(c.config_id, $2) AS fits
-FROM configs c
-JOIN workloads w USING (workload_id)
-JOIN datasets d ON d.name = w.dataset
-LEFT JOIN model_states s USING (config_id)
+       extract(epoch FROM clock_timestamp() - {_STARTED}) AS unit_seconds,{_UNIT_FROM}
 WHERE c.config_id = $1
 """
 
