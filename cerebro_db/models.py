@@ -226,6 +226,32 @@ class ConfigEvent(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
+UNIT_OUTCOMES = ("committed", "crashed", "bystander", "retried", "failed", "unavailable", "abandoned")
+
+
+class UnitAttempt(Base):
+    """A claimed unit as the scheduler saw it end (NULL ``outcome``: in flight, or not yet settled).
+
+    Committed before the unit trains, on a connection of its own, so that a unit which ends
+    its server process still leaves its attempt: the crash and retry budgets count these.
+    """
+
+    __tablename__ = "unit_attempts"
+    __table_args__ = (
+        Index("unit_attempts_config_idx", "config_id", "attempt_id"),
+        Index("unit_attempts_open_idx", "config_id", postgresql_where=text("outcome IS NULL")),
+        CheckConstraint(_in("outcome", UNIT_OUTCOMES), name="outcome"),
+    )
+    attempt_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    config_id: Mapped[int] = mapped_column(ForeignKey("configs.config_id", ondelete="CASCADE"), nullable=False)
+    segment: Mapped[int] = mapped_column(Integer, nullable=False)
+    epoch: Mapped[int] = mapped_column(Integer, nullable=False)
+    started_at: Mapped[datetime] = _now()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
 class RegisteredModel(Base):
     """A custom Keras script (``register_model``): ``entry_point(params)`` returns a compiled model."""
 

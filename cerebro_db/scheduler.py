@@ -26,7 +26,8 @@ import psycopg
 from psycopg import errors
 
 from cerebro_db import backends
-from cerebro_db.backends import SEARCH_PATH, SegmentExecutor, SegmentUnavailable
+from cerebro_db.backends import SEARCH_PATH, SegmentExecutor
+from cerebro_db.unit_failures import Farewell, UnitFailure, classify
 
 log = logging.getLogger("cerebro.scheduler")
 
@@ -71,6 +72,71 @@ class _Progress:
             self.reserved -= 1
 
 
+class AttemptLog:
+    """``unit_attempts``, written on a connection of its own (one per segment thread).
+
+    An attempt begun here is committed before its unit trains, so a unit that ends its server
+    process cannot roll it back. Settling one needs the server: while it restarts, the attempt
+    waits here (and its config takes no unit) until the next try.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: psycopg.Connection[Any] | None = None
+        self._unsettled: list[tuple[int, UnitFailure]] = []
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(
+                self.dsn, autocommit=True, application_name="cerebro unit attempts", options=SEARCH_PATH
+            )
+        return self._conn
+
+    def begin(self, config_id: int, segment: int, epoch: int) -> int:
+        row = (
+            self._connection().execute("SELECT begin_unit_attempt(%s, %s, %s)", [config_id, segment, epoch]).fetchone()
+        )
+        assert row is not None
+        attempt: int = row[0]
+        return attempt
+
+    def end(self, attempt: int, failure: UnitFailure) -> None:
+        """Settle an attempt that did not commit (now, or at the next :meth:`settle`)."""
+        self._unsettled.append((attempt, failure))
+        self.settle()
+
+    def settle(self) -> None:
+        while self._unsettled:
+            attempt, failure = self._unsettled[0]
+            try:
+                row = (
+                    self._connection()
+                    .execute(
+                        "SELECT a.config_id, end_unit_attempt(a.attempt_id, %s, %s)"
+                        " FROM unit_attempts a WHERE a.attempt_id = %s",
+                        [failure.outcome.value, failure.message, attempt],
+                    )
+                    .fetchone()
+                )
+            except psycopg.OperationalError as error:
+                log.warning("attempt %s stays unsettled until the server answers (%s)", attempt, error)
+                self.close()
+                return
+            self._unsettled.pop(0)
+            if row is None:
+                continue  # its config was deleted meanwhile
+            config_id, reason = row
+            if reason is not None:
+                log.error("config %s failed: %s", config_id, reason)
+            else:
+                log.warning("unit of config %s did not commit (%s); it will run again", config_id, failure)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class Scheduler:
     """Runs units on every registered segment until stopped (or idle, or a unit budget is spent).
 
@@ -106,6 +172,8 @@ class Scheduler:
         """
         self._stop.clear()
         control = self._connect_locked()
+        # Units a dead scheduler left open ended unseen: they cost their configs nothing.
+        control.execute("SELECT abandon_unit_attempts()")
         self.ready.set()
         try:
             segments = control.execute("SELECT segment_id, dsn FROM segments ORDER BY 1").fetchall()
@@ -162,26 +230,30 @@ class Scheduler:
 
     def _segment_loop(self, segment: int, location: str | None, progress: _Progress, until_idle: bool) -> None:
         """Serve one segment; a lost connection (a server restart) is re-opened, its unit runs again."""
-        while not self._stop.is_set():
-            try:
-                with (
-                    psycopg.connect(
-                        self.dsn,
-                        autocommit=True,
-                        application_name=f"cerebro segment {segment}",
-                        # A unit's transaction idles while a segment server trains: no idle timeout.
-                        options=f"{SEARCH_PATH} -c lock_timeout={UNIT_LOCK_TIMEOUT} {CONNECTION_CHECK}"
-                        " -c idle_in_transaction_session_timeout=0",
-                    ) as conn,
-                    contextlib.closing(self._open_segment(segment, location)) as executor,
-                ):
-                    self._serve(conn, executor, progress, until_idle)
-            except (psycopg.OperationalError, SegmentUnavailable) as error:
-                log.warning("segment %s is unavailable (%s); its unit runs again, reconnecting", segment, error)
-                self._stop.wait(self.idle_wait)
-            except Exception:  # a bug must not silence a segment for good: log it, start afresh
-                log.exception("segment %s hit an unexpected error; reconnecting", segment)
-                self._stop.wait(self.idle_wait)
+        attempts = AttemptLog(self.dsn)
+        try:
+            while not self._stop.is_set():
+                try:
+                    with (
+                        psycopg.connect(
+                            self.dsn,
+                            autocommit=True,
+                            application_name=f"cerebro segment {segment}",
+                            # A unit's transaction idles while a segment server trains: no idle timeout.
+                            options=f"{SEARCH_PATH} -c lock_timeout={UNIT_LOCK_TIMEOUT} {CONNECTION_CHECK}"
+                            " -c idle_in_transaction_session_timeout=0",
+                        ) as conn,
+                        contextlib.closing(self._open_segment(segment, location)) as executor,
+                    ):
+                        self._serve(conn, Farewell.watch(conn), executor, attempts, progress, until_idle)
+                except (psycopg.OperationalError, UnitFailure) as error:
+                    log.warning("segment %s is unavailable (%s); its unit runs again, reconnecting", segment, error)
+                    self._stop.wait(self.idle_wait)
+                except Exception:  # a bug must not silence a segment for good: log it, start afresh
+                    log.exception("segment %s hit an unexpected error; reconnecting", segment)
+                    self._stop.wait(self.idle_wait)
+        finally:
+            attempts.close()
         self._wake_all()
 
     def _open_segment(self, segment: int, location: str | None) -> SegmentExecutor:
@@ -189,7 +261,13 @@ class Scheduler:
         return backends.open_segment(segment, location, options=f"{SEARCH_PATH} {CONNECTION_CHECK}", **passfile)
 
     def _serve(
-        self, conn: psycopg.Connection[Any], executor: SegmentExecutor, progress: _Progress, until_idle: bool
+        self,
+        conn: psycopg.Connection[Any],
+        farewell: Farewell,
+        executor: SegmentExecutor,
+        attempts: AttemptLog,
+        progress: _Progress,
+        until_idle: bool,
     ) -> None:
         segment = executor.segment
         conn.execute(f"LISTEN {CHANNEL}")
@@ -201,7 +279,7 @@ class Scheduler:
                 self._wait_for_work(conn)
                 continue
             try:
-                result = self._run_one(conn, executor)
+                result = self._run_one(conn, farewell, executor, attempts)
             except BaseException:  # the unit did not commit: its slot of the budget is free again
                 progress.release()
                 raise
@@ -226,11 +304,20 @@ class Scheduler:
         for _ in conn.notifies(timeout=self.idle_wait, stop_after=1):
             pass
 
-    def _run_one(self, conn: psycopg.Connection[Any], executor: SegmentExecutor) -> dict[str, Any] | None:
-        """Claim and run one unit on the executor's segment in one transaction; None if nothing may run."""
+    def _run_one(
+        self, conn: psycopg.Connection[Any], farewell: Farewell, executor: SegmentExecutor, attempts: AttemptLog
+    ) -> dict[str, Any] | None:
+        """Claim and run one unit on the executor's segment in one transaction; None if nothing ran.
+
+        The claimed unit's attempt is committed first, on the attempt log's own connection; a unit
+        that does not commit is classified (:func:`classify`) and its attempt settled, which may fail
+        the config. Raises :class:`UnitFailure` when the connection that ran it is gone.
+        """
+        attempts.settle()  # attempts left unsettled by a lost connection count before anything runs
         segment = executor.segment
-        claimed: tuple[Any, ...] | None = None
+        attempt: int | None = None
         timeout: str | None = None
+        timeout_ms = 0
         started = time.monotonic()
         try:
             with conn.transaction():
@@ -243,41 +330,23 @@ class Scheduler:
                 ).fetchone()
                 if claimed is None:
                     return None
-                timeout, timeout_ms = claimed[2], claimed[3]
+                config_id, epoch, timeout, timeout_ms = claimed
+                attempt = attempts.begin(config_id, segment, epoch)
                 if timeout is not None:  # for this transaction only
                     conn.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout_ms)])
                 started = time.monotonic()
-                return executor.run_unit(conn, claimed[0])
-        except errors.QueryCanceled:
-            if claimed is not None and timeout is not None and time.monotonic() - started >= claimed[3] / 1000:
-                self._fail(
-                    conn,
-                    claimed[0],
-                    segment,
-                    f"unit of epoch {claimed[1]} on segment {segment} ran longer than unit_timeout ({timeout})"
-                    " and was cancelled (rolled back); raise workloads.unit_timeout and resume the config",
-                )
-            else:  # pg_cancel_backend: rolled back, runs again later
-                config = claimed[0] if claimed else None
-                log.warning("unit of config %s on segment %s was cancelled; it will run again", config, segment)
-            return None
-        except (errors.TransactionRollback, errors.LockNotAvailable) as error:
-            # A deadlock, a serialization failure or a row a user holds locked is nobody's
-            # fault: rolled back, runs again later.
-            config = claimed[0] if claimed else None
-            log.warning("unit of config %s on segment %s rolled back (%s); it will run again", config, segment, error)
-            return None
-        except psycopg.DatabaseError as error:
-            if isinstance(error, psycopg.OperationalError):
+                result = executor.run_unit(conn, config_id)
+                conn.execute("SELECT commit_unit_attempt(%s)", [attempt])
+                return result
+        except Exception as error:
+            if attempt is None:  # the claim itself failed: not a config's doing
                 raise
-            if claimed is None:  # claim_unit failed: not a config's fault
-                raise
-            self._fail(conn, claimed[0], segment, error.diag.message_primary or str(error))
+            timed_out = timeout if timeout is not None and time.monotonic() - started >= timeout_ms / 1000 else None
+            failure = classify(error, farewell, where=f"segment {segment}", timed_out=timed_out)
+            attempts.end(attempt, failure)
+            if failure.segment_lost:
+                raise failure from error
             return None
-
-    def _fail(self, conn: psycopg.Connection[Any], config_id: int, segment: int, message: str) -> None:
-        log.error("config %s failed on segment %s: %s", config_id, segment, message)
-        conn.execute("SELECT fail_config(%s, %s)", [config_id, message])
 
     def _work_left(self, conn: psycopg.Connection[Any]) -> bool:
         row = conn.execute(

@@ -91,6 +91,9 @@ BEGIN
                USING (workload_id)
         WHERE c.status IN ('pending', 'running')
           AND c.config_id NOT IN (SELECT a.config_id FROM active_units a)
+          -- Not while an attempt of it is unsettled (sql/42_unit_attempts.sql): a crash must be
+          -- counted against its budget before it runs again.
+          AND NOT EXISTS (SELECT 1 FROM unit_attempts a WHERE a.config_id = c.config_id AND a.outcome IS NULL)
           AND unit_is_legal(c.config_id, claim_unit.segment)
         ORDER BY coalesce(busy.n, 0),
                  c.epochs_done * d.num_segments + cardinality(coalesce(s.visited_segments, '{}')),

@@ -9,7 +9,7 @@ GRANT USAGE ON SCHEMA cerebro TO cerebro_user;
 
 -- Reading: the catalog of one's own work, and the views over it (security_invoker).
 GRANT SELECT (segment_id) ON segments TO cerebro_user;  -- not dsn: it may carry credentials
-GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, epoch_metrics, config_events,
+GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, unit_attempts, epoch_metrics, config_events,
                 registered_models, leaderboard, roster, workload_progress, segment_activity, workload_lineage,
                 active_units
     TO cerebro_user;

@@ -24,26 +24,25 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import errors
 
+from cerebro_db.unit_failures import Farewell, classify
+
 #: The scheduler runs as the schema's owner: resolve names in cerebro only, never in a
 #: schema where users may create objects.
 SEARCH_PATH = "-c search_path=cerebro,pg_temp"
 
 
-class SegmentUnavailable(RuntimeError):
-    """The segment cannot run units now (its server is down, lacks the schema, ...): not the
-    config's fault. The unit rolls back and runs again once the segment is back."""
-
-
 @contextlib.contextmanager
-def on_the_segment(where: str) -> Iterator[None]:
-    """Around what runs where the segment computes: the config's own errors (``raise_if_error``'s)
-    and its ``unit_timeout`` pass as they are; any other database error is the segment's."""
+def on_the_segment(where: str, farewell: Farewell | None = None) -> Iterator[None]:
+    """Around what runs where the segment computes: a database error raised there is classified
+    there (:func:`classify`, with the segment connection's ``farewell``) and raised as a
+    :class:`UnitFailure`; a cancel passes as it is (the scheduler knows whether it was the
+    unit's ``unit_timeout``)."""
     try:
         yield
-    except (errors.InvalidParameterValue, errors.QueryCanceled):
+    except errors.QueryCanceled:
         raise
     except psycopg.Error as error:
-        raise SegmentUnavailable(f"{where}: {error}") from error
+        raise classify(error, farewell, where=where) from error
 
 
 class SegmentExecutor(Protocol):
@@ -55,9 +54,10 @@ class SegmentExecutor(Protocol):
         """Train the claimed ``config_id`` for one pass over this segment's shard and record the hop.
 
         Runs inside ``coordinator``'s open transaction, which holds the claim; returns
-        the unit's summary. Raises :class:`SegmentUnavailable` (or ``psycopg.OperationalError``)
-        when the segment cannot run it: the transaction then rolls back and the unit runs
-        again later. A database error raised for the config itself fails the config.
+        the unit's summary. Errors raised where the segment computes come classified
+        (:func:`on_the_segment`); the scheduler classifies the rest the same way, so every backend's
+        failures mean the same: the segment's (the unit runs again), a crash or a retry (budgeted),
+        or the config's own (it fails).
         """
         ...
 

@@ -36,6 +36,7 @@ from psycopg.types.json import Jsonb
 from cerebro_db import install
 from cerebro_db.backends import SEARCH_PATH, on_the_segment
 from cerebro_db.cluster import LocalCluster, temporary_cluster, temporary_server
+from cerebro_db.unit_failures import Farewell
 
 DEFAULT_PORT = 5432
 DEFAULT_USER = "cerebro"
@@ -52,6 +53,8 @@ class ServerSegment:
     def __init__(self, segment: int, dsn: str, **connect: Any) -> None:
         self.segment = segment
         self._conn = psycopg.connect(dsn, autocommit=True, application_name=f"cerebro segment {segment}", **connect)
+        #: Whether the segment server said why, if it ends the connection (crash or shutdown).
+        self._farewell = Farewell.watch(self._conn)
         #: Datasets this server is known to hold (it keeps them across reconnects; this only saves a query).
         self._held: set[int] = set()
 
@@ -62,7 +65,7 @@ class ServerSegment:
         ).fetchone()
         assert found is not None
         context, state, timeout = found
-        with on_the_segment(f"segment {self.segment}'s server"):
+        with on_the_segment(f"segment {self.segment}'s server", self._farewell):
             self._ensure_dataset(coordinator, context["dataset_id"], timeout)
             with self._conn.transaction():
                 # The unit's time limit holds on both servers.

@@ -8,6 +8,7 @@ the float32 class indices.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -165,6 +166,12 @@ def to_bytes(array: np.ndarray) -> bytes:
 
 def from_bytes(raw: bytes, shape: tuple[int, ...]) -> np.ndarray:
     """Zero-copy float32 view of a stored buffer, reshaped to ``(-1, *shape)``."""
+    row_bytes = FLOAT32.itemsize * math.prod(shape)
+    if len(raw) % row_bytes:
+        raise PackingError(
+            f"a stored buffer of {len(raw)} bytes does not decode into rows of shape {shape} "
+            f"({row_bytes} bytes each): the dataset is damaged; prepare it again"
+        )
     return np.frombuffer(raw, dtype=FLOAT32).reshape((-1, *shape))
 
 

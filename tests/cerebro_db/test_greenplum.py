@@ -16,8 +16,9 @@ import pytest
 from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 
-from cerebro_db.backends import GREENPLUM, SegmentExecutor, SegmentUnavailable, open_segment
+from cerebro_db.backends import GREENPLUM, SegmentExecutor, open_segment
 from cerebro_db.backends import greenplum as gp
+from cerebro_db.unit_failures import Outcome, UnitFailure
 
 ODD_SCHEMA = 'my "odd" schema'
 QUOTED_ODD_SCHEMA = '"my ""odd"" schema"'
@@ -251,12 +252,14 @@ def test_a_segment_without_buffers_names_the_loading_step() -> None:
 
 
 def test_a_lost_segment_is_the_segments_fault_and_a_configs_own_error_stays_the_configs() -> None:
-    lost = FakeCoordinator({**unit_rows(), "train_hop_agg(": errors.InternalError("gang was lost")})
-    with pytest.raises(SegmentUnavailable, match="Greenplum segment 1: gang was lost"):
+    lost = FakeCoordinator({**unit_rows(), "train_hop_agg(": errors.ConnectionFailure("gang was lost")})
+    with pytest.raises(UnitFailure, match="Greenplum segment 1: gang was lost") as unavailable:
         gp.GreenplumSegment(1).run_unit(lost, 1)
+    assert unavailable.value.outcome is Outcome.UNAVAILABLE
     diverged = FakeCoordinator({**unit_rows(), "train_hop_agg(": errors.InvalidParameterValue("training diverged")})
-    with pytest.raises(errors.InvalidParameterValue, match="training diverged"):
+    with pytest.raises(UnitFailure, match="training diverged") as failed:
         gp.GreenplumSegment(1).run_unit(diverged, 1)
+    assert failed.value.outcome is Outcome.FAILED
     assert lost.sent("record_hop(") == diverged.sent("record_hop(") == []
 
 

@@ -321,3 +321,33 @@ def test_up_refuses_a_bad_segment_list_by_name(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="segment 'db1:x' is neither host:port nor a postgresql:// URL"):
         faults.cli(tmp_path, "up", "--segments", "db1:x,db2:5432")
     assert list(tmp_path.iterdir()) == []  # refused before anything started
+
+
+def test_a_buffer_that_does_not_decode_on_a_segment_server_fails_the_config_not_the_segment(
+    cluster: MultiServerCluster,
+) -> None:
+    with psycopg.connect(cluster.coordinator, autocommit=True) as conn:
+        conn.execute(
+            "SELECT * FROM prepare_dataset('fashion_torn', 'fashion_ms', 'label', feature_columns => '{pixels}',"
+            " feature_shape => '{28,28,1}', num_segments => 2, validation_fraction => 0.2, seed => 3)"
+        )
+        multi_server.distribute(cluster.coordinator, "fashion_torn", cluster.passfile)
+        with psycopg.connect(cluster.servers[0].config.dsn(), autocommit=True) as server:
+            server.execute(
+                "UPDATE cerebro.dataset_buffers SET x = '\\x000102'::bytea"
+                " WHERE split = 'train' AND dataset_id = (SELECT dataset_id FROM cerebro.datasets"
+                " WHERE name = 'fashion_torn')"
+            )
+        torn = launch(conn, "fashion_torn", SPACE, epochs=1, seed=16)
+        _run(cluster)
+        status, error = conn.execute("SELECT status, error FROM configs WHERE workload_id = %s", [torn]).fetchone() or (
+            None,
+            None,
+        )
+        assert status == "failed" and "does not decode into rows of shape (28, 28, 1)" in error, error
+        # Failed at its first attempt on segment 0, at once: no retries, no blame on the segment.
+        assert conn.execute(
+            "SELECT a.segment, a.outcome FROM unit_attempts a JOIN configs c USING (config_id)"
+            " WHERE c.workload_id = %s AND a.outcome <> 'committed'",
+            [torn],
+        ).fetchall() == [(0, "failed")]

@@ -375,3 +375,8 @@ def test_default_buffer_rows() -> None:
     assert packing.default_buffer_rows(784) == (16 * 1024 * 1024) // (4 * 784)
     assert packing.default_buffer_rows(0) == 4 * 1024 * 1024
     assert packing.default_buffer_rows(10**9) == 1
+
+
+def test_a_damaged_buffer_is_refused_with_its_size_and_the_row_shape() -> None:
+    with pytest.raises(packing.PackingError, match=r"3 bytes does not decode into rows of shape \(2, 2\)"):
+        packing.from_bytes(b"\x00\x01\x02", (2, 2))

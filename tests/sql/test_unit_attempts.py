@@ -1,0 +1,123 @@
+"""The crash and retry budgets (sql/42_unit_attempts.sql), driven as the scheduler drives them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors
+
+Session = psycopg.Connection[Any]
+
+
+def one(conn: Session, query: str, *params: Any) -> Any:
+    row = conn.execute(query, list(params)).fetchone()
+    assert row is not None
+    return row[0] if len(row) == 1 else row
+
+
+@pytest.fixture
+def config(conn: Session, blobs_2seg: str) -> Iterator[int]:
+    """A pending config nobody trains (its workload is stopped again afterwards)."""
+    workload = one(conn, "SELECT run_model_selection(%s, 'mlp', '{\"lr\": [0.01]}', max_epochs => 2)", blobs_2seg)
+    yield one(conn, "SELECT config_id FROM configs WHERE workload_id = %s", workload)
+    conn.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s AND status = 'running'", [workload])
+
+
+def attempt(conn: Session, config: int, outcome: str, detail: str = "why") -> str | None:
+    """One attempt of ``config`` on segment 1, epoch 1, settled as ``outcome``; the failure reason, if any."""
+    attempt_id = one(conn, "SELECT begin_unit_attempt(%s, 1, 1)", config)
+    if outcome == "committed":
+        conn.execute("SELECT commit_unit_attempt(%s)", [attempt_id])
+        return None
+    reason: str | None = one(conn, "SELECT end_unit_attempt(%s, %s, %s)", attempt_id, outcome, detail)
+    return reason
+
+
+def status(conn: Session, config: int) -> tuple[str, str | None]:
+    result: tuple[str, str | None] = one(conn, "SELECT status, error FROM configs WHERE config_id = %s", config)
+    return result
+
+
+def test_three_crashes_in_a_row_fail_the_config_with_the_reason(conn: Session, config: int) -> None:
+    assert attempt(conn, config, "crashed") is None
+    assert attempt(conn, config, "crashed") is None
+    assert status(conn, config)[0] == "pending"
+    reason = attempt(conn, config, "crashed")
+    assert reason is not None and "ended the server process 3 times in a row" in reason
+    assert "epoch 1 on segment 1" in reason
+    assert status(conn, config) == ("failed", reason)
+    assert one(conn, "SELECT detail FROM config_events WHERE config_id = %s AND kind = 'failed'", config) == reason
+
+
+def test_a_committed_unit_and_a_resume_each_give_a_fresh_budget(conn: Session, config: int) -> None:
+    for _ in range(2):
+        attempt(conn, config, "crashed")
+    attempt(conn, config, "committed")
+    for _ in range(2):
+        attempt(conn, config, "crashed")
+    assert status(conn, config)[0] == "pending"
+    assert attempt(conn, config, "crashed") is not None  # three since the commit
+    conn.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [config])
+    for _ in range(2):
+        assert attempt(conn, config, "crashed") is None
+    assert status(conn, config) == ("running", None)
+
+
+@pytest.mark.parametrize("outcome", ["bystander", "unavailable"])
+def test_what_is_not_the_configs_doing_costs_nothing(conn: Session, config: int, outcome: str) -> None:
+    for _ in range(5):
+        assert attempt(conn, config, outcome) is None
+    attempt(conn, config, "crashed")
+    attempt(conn, config, outcome)
+    attempt(conn, config, "crashed")
+    assert status(conn, config)[0] == "pending"  # two crashes in a row, bystanders between them
+
+
+def test_transient_errors_are_retried_up_to_their_own_budget(conn: Session, config: int) -> None:
+    conn.execute("SET cerebro.max_unit_retries = 2")
+    assert attempt(conn, config, "retried", "deadlock detected") is None
+    reason = attempt(conn, config, "retried", "deadlock detected")
+    assert reason is not None
+    assert "rolled back 2 times in a row (cerebro.max_unit_retries = 2)" in reason and "deadlock detected" in reason
+    assert status(conn, config)[0] == "failed"
+
+
+def test_the_configs_own_error_fails_it_at_once(conn: Session, config: int) -> None:
+    assert attempt(conn, config, "failed", "training diverged") == "training diverged"
+    assert status(conn, config) == ("failed", "training diverged")
+
+
+def test_a_bad_budget_setting_is_refused_by_name(conn: Session, config: int) -> None:
+    conn.execute("SET cerebro.max_unit_crashes = 'lots'")
+    attempt_id = one(conn, "SELECT begin_unit_attempt(%s, 0, 1)", config)
+    with pytest.raises(errors.InvalidParameterValue, match="cerebro.max_unit_crashes must be a whole number") as bad:
+        conn.execute("SELECT end_unit_attempt(%s, 'crashed', 'x')", [attempt_id])
+    assert bad.value.diag.message_hint and "ALTER DATABASE" in bad.value.diag.message_hint
+    assert one(conn, "SELECT outcome FROM unit_attempts WHERE attempt_id = %s", attempt_id) is None
+
+
+def claimable(dsn: str, config: int) -> bool:
+    """Whether segment 0 would ever take ``config`` now: claims there one after another, in one
+    transaction that is rolled back (each claim holds its config, so the next one moves on)."""
+    with psycopg.connect(dsn) as claimer:
+        while (row := claimer.execute("SELECT config_id FROM claim_unit(0)").fetchone()) is not None:
+            if row[0] == config:
+                return True
+    return False
+
+
+def test_an_unsettled_attempt_keeps_its_config_from_being_claimed(conn: Session, config: int, dsn: str) -> None:
+    open_attempt = one(conn, "SELECT begin_unit_attempt(%s, 0, 1)", config)
+    assert not claimable(dsn, config)
+    conn.execute("SELECT end_unit_attempt(%s, 'bystander', 'restarted')", [open_attempt])
+    assert claimable(dsn, config)
+
+
+def test_a_new_scheduler_abandons_what_a_dead_one_left_open(conn: Session, config: int) -> None:
+    open_attempt = one(conn, "SELECT begin_unit_attempt(%s, 0, 1)", config)
+    assert one(conn, "SELECT abandon_unit_attempts()") >= 1
+    assert one(conn, "SELECT outcome FROM unit_attempts WHERE attempt_id = %s", open_attempt) == "abandoned"
+    assert status(conn, config) == ("pending", None)
