@@ -32,6 +32,40 @@ from cerebro_db.verify import epochs_lost, final_state, mop_violations, replay, 
 
 Connection = psycopg.Connection[Any]
 
+#: A registered model script (``register_model``) whose unit ends its own server process in
+#: its first training step when its config's ``kill`` param is 1, as the OOM killer would.
+#: Building it (registration, the memory guard) never trains, so only its units die.
+CRASHING_SCRIPT = """
+import os
+import signal
+
+import keras
+
+SAMPLE_INPUT_SHAPE = (28, 28, 1)
+
+
+class KillOnTrain(keras.layers.Layer):
+    def __init__(self, kill=False, **kwargs):
+        super().__init__(**kwargs)
+        self.kill = kill
+
+    def call(self, x, training=None):
+        if training and self.kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+
+def create_model(params):
+    model = keras.Sequential([
+        keras.Input(params["input_shape"]),
+        keras.layers.Flatten(),
+        KillOnTrain(bool(params.get("kill", 0))),
+        keras.layers.Dense(params["num_classes"], activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+"""
+
 #: Small enough that a scenario takes seconds; two configs keep both segments busy.
 SEARCH_SPACE = {"lr": [0.003, 0.01], "filters": 4, "dense_units": 16}
 EPOCHS = 2

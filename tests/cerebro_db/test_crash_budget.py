@@ -15,43 +15,10 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from cerebro_db import install, sample_data, verify
+from cerebro_db import faults, install, sample_data, verify
 from cerebro_db.cluster import ClusterConfig, temporary_cluster
 from cerebro_db.scheduler import Scheduler
 from tests.conftest import TINY_CNN
-
-#: A model that ends its own backend in a training step when its config asks for it. Building it
-#: (registration, the memory guard) never trains, so only a unit dies.
-CRASHER = """
-import os
-import signal
-
-import keras
-
-SAMPLE_INPUT_SHAPE = (28, 28, 1)
-
-
-class KillOnTrain(keras.layers.Layer):
-    def __init__(self, kill=False, **kwargs):
-        super().__init__(**kwargs)
-        self.kill = kill
-
-    def call(self, x, training=None):
-        if training and self.kill:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return x
-
-
-def create_model(params):
-    model = keras.Sequential([
-        keras.Input(params["input_shape"]),
-        keras.layers.Flatten(),
-        KillOnTrain(bool(params.get("kill", 0))),
-        keras.layers.Dense(params["num_classes"], activation="softmax"),
-    ])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    return model
-"""
 
 #: Generous: only a hang (the crash loop this guards against) comes near it.
 HANG = 900
@@ -69,7 +36,7 @@ def crash_cluster() -> Iterator[ClusterConfig]:
         with psycopg.connect(config.dsn(), autocommit=True) as owner:
             sample_data.load_fashion_mnist(owner, "fashion", limit=600)
             owner.execute("GRANT SELECT ON fashion TO cerebro_user")
-            owner.execute("SELECT register_model('crasher', %s)", [CRASHER])
+            owner.execute("SELECT register_model('crasher', %s)", [faults.CRASHING_SCRIPT])
         yield config
 
 
