@@ -23,7 +23,7 @@ from cerebro_db.backends import multi_server
 from cerebro_db.backends.multi_server import MembershipError, MultiServerCluster
 from cerebro_db.cluster import temporary_cluster
 from cerebro_db.scheduler import Scheduler
-from tests.conftest import TINY_CNN, launch
+from tests.conftest import TINY_CNN, assert_nothing_stranded, launch
 
 ROWS = 600
 SPACE = {"lr": [0.003], **TINY_CNN}
@@ -48,6 +48,7 @@ def cluster() -> Iterator[MultiServerCluster]:
 
 def _run(cluster: MultiServerCluster) -> None:
     Scheduler(cluster.coordinator, idle_wait=0.2, passfile=cluster.passfile).run(until_idle=True)
+    assert_nothing_stranded(cluster.coordinator)
 
 
 def _hops(conn: psycopg.Connection[Any], config_id: int) -> list[int]:
