@@ -30,6 +30,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     source record;
+    new_params jsonb;
     clone_id int;
     was_internal text := coalesce(current_setting('cerebro.internal', true), '');
 BEGIN
@@ -60,6 +61,9 @@ BEGIN
                                 clone_config.config_id),
                   ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Params first: the hint below must name a call that works.
+    new_params := raise_if_error(_clone_params(source.model, source.params, overrides - 'max_epochs',
+                                               source.feature_shape, is_registered_model(source.model)));
     IF NOT overrides ? 'max_epochs' AND source.epochs_done >= source.max_epochs THEN
         RAISE EXCEPTION 'config % has finished its % epochs; a clone would start with none left to train',
             clone_config.config_id, source.epochs_done
@@ -73,9 +77,7 @@ BEGIN
     PERFORM set_config('cerebro.reason', format('clone of config %s', clone_config.config_id), true);
     INSERT INTO configs (workload_id, params, status, epochs_done, max_epochs, seed, cloned_from, created_by)
     VALUES (source.workload_id,
-            raise_if_error(_clone_params(source.model, source.params, overrides - 'max_epochs',
-                                         source.feature_shape, is_registered_model(source.model))),
-            'pending', source.epochs_done,
+            new_params, 'pending', source.epochs_done,
             coalesce((overrides ->> 'max_epochs')::int, source.max_epochs), source.seed, clone_config.config_id,
             acting_role())
     RETURNING configs.config_id INTO clone_id;
