@@ -48,7 +48,9 @@ def as_system(conn: Session, query: str, *params: Any) -> None:
 
 def last_event(conn: Session, config: int) -> tuple[str, str, str | None]:
     event: tuple[str, str, str | None] = one(
-        conn, "SELECT kind, actor, detail FROM config_events WHERE config_id = %s ORDER BY event_id DESC LIMIT 1", config
+        conn,
+        "SELECT kind, actor, detail FROM config_events WHERE config_id = %s ORDER BY event_id DESC LIMIT 1",
+        config,
     )
     return event
 
@@ -64,10 +66,11 @@ def test_a_clone_of_a_finished_config_is_refused_with_the_call_that_works(conn: 
     conn.execute("SELECT settle_unrunnable_configs()")  # as the scheduler does: the workload is finished
     before = one(conn, "SELECT count(*) FROM configs WHERE workload_id = %s", workload)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=f"config {source} has finished its 2 epochs") as e:
-        conn.execute('SELECT clone_config(%s, \'{"lr": 0.0005}\')', [source])
-    assert e.value.diag.message_hint == f'pass max_epochs, e.g. clone_config({source}, \'{{"lr": 0.0005, "max_epochs": 4}}\')'
+        conn.execute("SELECT clone_config(%s, '{\"lr\": 0.0005}')", [source])
+    works = f'clone_config({source}, \'{{"lr": 0.0005, "max_epochs": 4}}\')'  # its 2 epochs + the workload's 2
+    assert e.value.diag.message_hint == f"pass max_epochs, e.g. {works}"
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="clone max_epochs must be a number >= 3, got 2"):
-        conn.execute('SELECT clone_config(%s, \'{"max_epochs": 2}\')', [source])
+        conn.execute("SELECT clone_config(%s, '{\"max_epochs\": 2}')", [source])
     assert one(conn, "SELECT count(*) FROM configs WHERE workload_id = %s", workload) == before  # nothing changed
     assert one(conn, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
 
