@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from cerebro_db import verify
+from cerebro_db import cli, verify
 from tests.conftest import TINY_CNN, launch
 
 Session = psycopg.Connection[Any]
@@ -94,8 +94,14 @@ def test_lowering_max_epochs_to_the_epochs_done_completes_the_config_and_its_wor
     assert (kind, actor) == ("completed", conn.info.user)
     assert detail == "max_epochs lowered to the 1 epochs done: nothing left to train"
     assert one(conn, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
-    conn.execute("CALL wait_for_workload(%s)", [workload])  # returns at once (no scheduler runs here)
+    conn.execute("CALL wait_for_workload(%s)", [workload])  # both return at once (no scheduler runs here)
+    cli.wait_for(conn, workload)
     assert about(verify.stranded(conn), config, workload) == []
+
+
+def test_waiting_for_a_running_workload_without_a_scheduler_says_so(conn: Session, workload: int) -> None:
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="has 1 configs to train, but no scheduler"):
+        conn.execute("CALL wait_for_workload(%s)", [workload])
 
 
 def test_stopping_the_last_active_config_finishes_the_workload_and_resuming_reopens_it(
