@@ -195,7 +195,8 @@ AFTER UPDATE ON workloads FOR EACH STATEMENT EXECUTE FUNCTION notify_work();
 -- unrunnable_configs: the cases no trigger sees), with the reason in configs.error (failures)
 -- and config_events, and finishes the workloads left with nothing to run. The scheduler calls
 -- it whenever a segment finds nothing to claim: with nothing to settle it is two reads (of the
--- active configs and of the running workloads) and takes no lock. Returns the configs settled.
+-- active configs and of the running workloads) and takes no lock. Returns how many configs it
+-- found unrunnable.
 CREATE OR REPLACE FUNCTION settle_unrunnable_configs() RETURNS int
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$

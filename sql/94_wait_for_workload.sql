@@ -1,8 +1,9 @@
 -- CALL wait_for_workload(1): block until the workload is no longer running (finish_workload
 -- decides that none of its configs can take another unit), for SQL scripts; clients can also
--- run `cerebro-db wait`. It commits between polls, so no snapshot is held while the scheduler trains. PostgreSQL forbids SET on a procedure
--- that commits: instead of a pinned search_path, its tables and functions are schema-qualified
--- (pg_catalog, implicitly searched first, provides the rest).
+-- run `cerebro-db wait`. It commits between polls, so no snapshot is held while the scheduler
+-- trains. PostgreSQL forbids SET on a procedure that commits: instead of a pinned search_path,
+-- its tables and functions are schema-qualified (pg_catalog, implicitly searched first,
+-- provides the rest).
 CREATE OR REPLACE PROCEDURE wait_for_workload(workload_id int, poll_seconds float8 DEFAULT 1)
 LANGUAGE plpgsql
 AS $$
