@@ -229,7 +229,7 @@ def _hop_line(unit: dict[str, Any]) -> str:
 
 
 def wait_for(conn: psycopg.Connection, workload_id: int, *, poll: float = 0.5) -> None:
-    """Print each committed hop and epoch of a workload until none of its configs can run."""
+    """Print each committed hop and epoch of a workload until it is no longer running."""
     last_unit = 0
     started = time.monotonic()
     while True:
@@ -250,12 +250,10 @@ def wait_for(conn: psycopg.Connection, workload_id: int, *, poll: float = 0.5) -
                 f"{epoch_end}",
                 flush=True,
             )
-        row = conn.execute(
-            "SELECT count(*) FILTER (WHERE status IN ('pending', 'running')) FROM configs WHERE workload_id = %s",
-            [workload_id],
-        ).fetchone()
+        # finish_workload (SQL) decides when a workload is done; its status says so.
+        row = conn.execute("SELECT status FROM workloads WHERE workload_id = %s", [workload_id]).fetchone()
         conn.commit()  # end the read's transaction: never hold a snapshot while waiting
-        if row is None or row[0] == 0:
+        if row is None or row[0] != "running":
             return
         time.sleep(poll)
 

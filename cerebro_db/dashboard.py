@@ -483,8 +483,15 @@ def add_config(conn: Connection, workload_id: int, params: dict[str, Any]) -> in
     return config_id
 
 
+def clone_max_epochs(epochs_done: int, max_epochs: int, workload_max_epochs: int) -> int:
+    """The Clone form's max_epochs: the source's, or, once the source has trained them all (a clone
+    starts at its epochs and needs some left), a workload's worth of epochs beyond them."""
+    return max_epochs if epochs_done < max_epochs else epochs_done + workload_max_epochs
+
+
 def clone_config(conn: Connection, config_id: int, overrides: dict[str, Any]) -> int:
-    """``clone_config``: a new config from the source's latest weights, with ``overrides`` (lr, batch_size, ...)."""
+    """``clone_config``: a new config from the source's latest weights, with ``overrides``
+    (lr, batch_size, max_epochs, ...)."""
     clone_id: int = conn.execute(
         text("SELECT clone_config(:config, CAST(:overrides AS jsonb))"),
         {"config": config_id, "overrides": json.dumps(overrides)},

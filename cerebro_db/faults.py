@@ -6,9 +6,9 @@ launches a workload, waits until a unit of the chosen epoch is in flight, inject
 brings the system back the way an operator would (``cerebro-db up``), waits for the workload
 to finish, and then checks it:
 
-every config completed, no epoch lost, the MOP invariants hold over the unit log, the
-units rolled back by the fault ran again, and the final states are bit-identical to an
-undisturbed replay (:mod:`cerebro_db.verify`).
+every config completed, no epoch lost, the MOP invariants hold over the unit log, nothing is
+left running with nothing to run, the units rolled back by the fault ran again, and the final
+states are bit-identical to an undisturbed replay (:mod:`cerebro_db.verify`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from cerebro_db.cluster import LocalCluster
-from cerebro_db.verify import epochs_lost, final_state, mop_violations, replay, states_equal
+from cerebro_db.verify import epochs_lost, final_state, mop_violations, replay, states_equal, stranded
 
 Connection = psycopg.Connection[Any]
 
@@ -211,7 +211,7 @@ def run_scenario(home: Path, dataset: str, fault: str, point: str, *, seed: int 
             epochs_lost=epochs_lost(conn, workload_id),
             units_in_flight=len(units),
             units_rerun=sum(_ran_again(conn, unit, injected_at) for unit in units),
-            invariant_violations=mop_violations(conn, workload_id),
+            invariant_violations=mop_violations(conn, workload_id) + stranded(conn),
             weights_identical=all(
                 states_equal(final_state(conn, config), replay(conn, config)) for config in _configs(conn, workload_id)
             ),
@@ -242,11 +242,9 @@ def _server_now(conn: Connection) -> datetime:
 
 
 def _finished(conn: Connection, workload_id: int) -> str | None:
-    """The workload's final status, once none of its configs can take another unit."""
+    """The workload's final status, once it is no longer running (finish_workload decides)."""
     row = conn.execute(
-        "SELECT w.status FROM workloads w WHERE w.workload_id = %s AND NOT EXISTS"
-        " (SELECT 1 FROM configs c WHERE c.workload_id = w.workload_id AND c.status IN ('pending', 'running'))",
-        [workload_id],
+        "SELECT status FROM workloads WHERE workload_id = %s AND status <> 'running'", [workload_id]
     ).fetchone()
     return None if row is None else str(row[0])
 

@@ -4,7 +4,8 @@
 - the MOP invariants over the committed unit log (:func:`mop_violations`);
 - bit-identical state to a plain-Keras replay of the same hops in the same order
   (:func:`replay`, :func:`states_equal`): state is committed per hop, so a run that was
-  interrupted, resumed or disturbed by faults must end exactly where an undisturbed one does.
+  interrupted, resumed or disturbed by faults must end exactly where an undisturbed one does;
+- nothing left ``running`` with nothing to run, in the whole database (:func:`stranded`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,29 @@ def epochs_lost(conn: Connection, workload_id: int) -> int:
     assert row is not None
     lost: int = row[0]
     return lost
+
+
+def stranded(conn: Connection) -> list[str]:
+    """Configs pending or running that can never get a unit (``unrunnable_configs()``: e.g. no epoch
+    left, a dataset over unregistered segments), and workloads running while none of their configs
+    can get one. Anything here would keep ``cerebro-db wait`` waiting for ever."""
+    problems = [
+        f"config {config} of workload {workload} is {status} but can never get a unit: {reason}"
+        for config, workload, status, reason in conn.execute(
+            "SELECT u.config_id, u.workload_id, c.status, u.reason"
+            " FROM unrunnable_configs() u JOIN configs c USING (config_id) ORDER BY 1"
+        )
+    ]
+    problems += [
+        f"workload {workload} is running, but none of its configs can get a unit"
+        for (workload,) in conn.execute(
+            "SELECT w.workload_id FROM workloads w WHERE w.status = 'running' AND NOT EXISTS"
+            " (SELECT 1 FROM configs c WHERE c.workload_id = w.workload_id AND c.status IN ('pending', 'running')"
+            "  AND c.config_id NOT IN (SELECT u.config_id FROM unrunnable_configs() u))"
+            " ORDER BY 1"
+        )
+    ]
+    return problems
 
 
 def mop_violations(conn: Connection, workload_id: int) -> list[str]:

@@ -2,8 +2,12 @@
 --   stop:    pending | running -> stopped        (lands at the next hop; the unit in flight commits)
 --   resume:  stopped | completed | failed -> running   (from the last committed state, mid-epoch
 --                                 included; needs max_epochs above epochs_done: raise it to continue)
---   change max_epochs (not below epochs_done).
+--   change max_epochs (not below epochs_done; down to epochs_done completes a pending or running
+--                      config at once: it has nothing left to train).
 -- The system's own updates (run_unit, fail_config, procedures) run with cerebro.internal = on.
+-- A config that can never get a unit does not stay pending or running: the triggers below
+-- complete it (max_epochs lowered) and finish its workload (the user stopped its last active
+-- config); settle_unrunnable_configs() handles what no trigger sees.
 
 DROP FUNCTION IF EXISTS _complete_params(text, jsonb, int[]);
 CREATE OR REPLACE FUNCTION _complete_params(model text, params jsonb, feature_shape int[], registered boolean)
@@ -80,6 +84,12 @@ BEGIN
         END IF;
         NEW.error := NULL;
     END IF;
+    IF NEW.status IN ('pending', 'running') AND NEW.epochs_done >= NEW.max_epochs THEN
+        NEW.status := 'completed';
+        PERFORM set_config('cerebro.event_detail',
+                           format('max_epochs lowered to the %s epochs done: nothing left to train', NEW.epochs_done),
+                           true);
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -88,8 +98,11 @@ CREATE OR REPLACE TRIGGER configs_guard
 BEFORE UPDATE ON configs FOR EACH ROW EXECUTE FUNCTION configs_guard();
 
 -- Every status change is logged (who, why: stamped by the BEFORE triggers); a resumed config
--- reopens its workload (without resuming the workload's other configs). SECURITY DEFINER:
--- users read the log but cannot write it.
+-- reopens its workload (without resuming the workload's other configs), and a user's change
+-- that leaves a config unable to run may finish its workload (the system's own changes call
+-- finish_workload themselves, after the procedure's hook: taking the workload's row lock here,
+-- mid-unit, would invert the lock order with a user's stop). SECURITY DEFINER: users read the
+-- log but cannot write it, and finishing must see every config of the workload.
 CREATE OR REPLACE FUNCTION configs_after_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
@@ -106,6 +119,11 @@ BEGIN
         PERFORM set_config('cerebro.internal', 'on', true);
         UPDATE workloads w SET status = 'running'
         WHERE w.workload_id = NEW.workload_id AND w.status <> 'running';
+        PERFORM set_config('cerebro.internal', was_internal, true);
+    ELSIF TG_OP = 'UPDATE' AND OLD.status IN ('pending', 'running') AND was_internal <> 'on' THEN
+        -- (A user who sets cerebro.internal only skips this; settle_unrunnable_configs finishes it.)
+        PERFORM set_config('cerebro.internal', 'on', true);
+        PERFORM finish_workload(NEW.workload_id);
         PERFORM set_config('cerebro.internal', was_internal, true);
     END IF;
     RETURN NULL;
@@ -172,3 +190,41 @@ AFTER INSERT OR UPDATE ON configs FOR EACH STATEMENT EXECUTE FUNCTION notify_wor
 
 CREATE OR REPLACE TRIGGER workloads_notify_work
 AFTER UPDATE ON workloads FOR EACH STATEMENT EXECUTE FUNCTION notify_work();
+
+-- Completes or fails every pending or running config that can never get a unit (see
+-- unrunnable_configs: the cases no trigger sees), with the reason in configs.error (failures)
+-- and config_events, and finishes the workloads left with nothing to run. The scheduler calls
+-- it whenever a segment finds nothing to claim: with nothing to settle it is two reads (of the
+-- active configs and of the running workloads) and takes no lock. Returns how many configs it
+-- found unrunnable.
+CREATE OR REPLACE FUNCTION settle_unrunnable_configs() RETURNS int
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    was_internal text := coalesce(current_setting('cerebro.internal', true), '');
+    stuck record;
+    settled int := 0;
+BEGIN
+    FOR stuck IN SELECT * FROM unrunnable_configs() ORDER BY config_id LOOP
+        IF stuck.outcome = 'failed' THEN
+            PERFORM fail_config(stuck.config_id, stuck.reason);
+        ELSE
+            PERFORM set_config('cerebro.internal', 'on', true), set_config('cerebro.reason', stuck.reason, true);
+            -- Re-checked on the row's latest version: a user may have raised max_epochs meanwhile.
+            UPDATE configs c SET status = 'completed'
+            WHERE c.config_id = stuck.config_id AND c.status IN ('pending', 'running')
+              AND c.epochs_done >= c.max_epochs;
+            PERFORM finish_workload(stuck.workload_id);
+        END IF;
+        settled := settled + 1;
+    END LOOP;
+    -- Workloads whose configs all stopped or finished without a finish_workload call.
+    PERFORM set_config('cerebro.internal', 'on', true);
+    PERFORM finish_workload(w.workload_id)
+    FROM workloads w
+    WHERE w.status = 'running'
+      AND NOT EXISTS (SELECT 1 FROM configs c WHERE c.workload_id = w.workload_id AND c.status IN ('pending', 'running'));
+    PERFORM set_config('cerebro.internal', was_internal, true), set_config('cerebro.reason', '', true);
+    RETURN settled;
+END
+$$;

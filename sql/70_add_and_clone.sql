@@ -21,7 +21,8 @@ $$;
 
 -- The clone starts where its source's last committed hop left it (same epoch, same
 -- segments still to visit), as a new config of the same workload; the source is untouched.
--- overrides: lr, batch_size (and other keys that keep the architecture), max_epochs.
+-- overrides: lr, batch_size (and other keys that keep the architecture), max_epochs (required
+-- when the source has finished its epochs: the clone must have some left).
 -- SECURITY DEFINER: it copies model_states, which users cannot touch, so it checks itself
 -- that the caller owns the source.
 CREATE OR REPLACE FUNCTION clone_config(config_id int, overrides jsonb DEFAULT '{}') RETURNS int
@@ -29,12 +30,14 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     source record;
+    new_params jsonb;
     clone_id int;
     was_internal text := coalesce(current_setting('cerebro.internal', true), '');
 BEGIN
     -- One statement reads config progress and state together: a unit committing
     -- meanwhile cannot tear them apart.
-    SELECT c.workload_id, c.params, c.epochs_done, c.max_epochs, c.seed, w.model, d.feature_shape,
+    SELECT c.workload_id, c.params, c.epochs_done, c.max_epochs, c.seed, w.model, w.max_epochs AS workload_epochs,
+           d.feature_shape,
            s.state, s.visited_segments, s.epoch_rows, s.epoch_loss_sum, s.epoch_metric_sum, s.epoch_seconds
     INTO source
     FROM configs c
@@ -49,19 +52,32 @@ BEGIN
         RAISE EXCEPTION 'overrides must be a JSON object, got %', coalesce(overrides::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- A clone starts at its source's epochs_done: it needs epochs left, or it could never train.
     IF overrides ? 'max_epochs' AND (jsonb_typeof(overrides -> 'max_epochs') <> 'number'
-                                     OR (overrides ->> 'max_epochs')::numeric < greatest(source.epochs_done, 1)) THEN
-        RAISE EXCEPTION 'clone max_epochs must be a number >= %, got %', greatest(source.epochs_done, 1),
-            overrides -> 'max_epochs' USING ERRCODE = 'invalid_parameter_value';
+                                     OR (overrides ->> 'max_epochs')::numeric < source.epochs_done + 1) THEN
+        RAISE EXCEPTION 'clone max_epochs must be a number >= %, got %', source.epochs_done + 1,
+            overrides -> 'max_epochs'
+            USING HINT = format('the clone continues from the %s epochs config %s has trained', source.epochs_done,
+                                clone_config.config_id),
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Params first: the hint below must name a call that works.
+    new_params := raise_if_error(_clone_params(source.model, source.params, overrides - 'max_epochs',
+                                               source.feature_shape, is_registered_model(source.model)));
+    IF NOT overrides ? 'max_epochs' AND source.epochs_done >= source.max_epochs THEN
+        RAISE EXCEPTION 'config % has finished its % epochs; a clone would start with none left to train',
+            clone_config.config_id, source.epochs_done
+            USING HINT = format('pass max_epochs, e.g. clone_config(%s, %L)', clone_config.config_id,
+                                overrides || jsonb_build_object('max_epochs',
+                                                                source.epochs_done + source.workload_epochs)),
+                  ERRCODE = 'invalid_parameter_value';
     END IF;
 
     PERFORM set_config('cerebro.internal', 'on', true);
     PERFORM set_config('cerebro.reason', format('clone of config %s', clone_config.config_id), true);
     INSERT INTO configs (workload_id, params, status, epochs_done, max_epochs, seed, cloned_from, created_by)
     VALUES (source.workload_id,
-            raise_if_error(_clone_params(source.model, source.params, overrides - 'max_epochs',
-                                         source.feature_shape, is_registered_model(source.model))),
-            'pending', source.epochs_done,
+            new_params, 'pending', source.epochs_done,
             coalesce((overrides ->> 'max_epochs')::int, source.max_epochs), source.seed, clone_config.config_id,
             acting_role())
     RETURNING configs.config_id INTO clone_id;

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from cerebro_db import sample_data
+from cerebro_db import sample_data, verify
 from cerebro_db.cluster import ClusterConfig, free_port, temporary_cluster
 from cerebro_db.scheduler import Scheduler
 
@@ -103,7 +103,16 @@ def launch(conn: psycopg.Connection[Any], dataset: str, space: dict[str, Any], *
 
 
 def run_until_idle(dsn: str, **options: Any) -> list[dict[str, Any]]:
-    return Scheduler(dsn, idle_wait=0.2).run(until_idle=True, **options)
+    """Run units until no segment can start one (or ``max_units`` ran); then nothing in the database
+    may be left pending or running with nothing it could ever run."""
+    units = Scheduler(dsn, idle_wait=0.2).run(until_idle=True, **options)
+    assert_nothing_stranded(dsn)
+    return units
+
+
+def assert_nothing_stranded(dsn: str) -> None:
+    with psycopg.connect(dsn) as connection:
+        assert verify.stranded(connection) == []
 
 
 REVIEW_ROWS = 600

@@ -7,6 +7,7 @@ mid-run loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -17,13 +18,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from cerebro_db import faults, sample_data, verify
 from cerebro_db.backends import multi_server
 from cerebro_db.backends.multi_server import MembershipError, MultiServerCluster
 from cerebro_db.cluster import temporary_cluster
 from cerebro_db.scheduler import Scheduler
-from tests.conftest import TINY_CNN, launch
+from tests.conftest import TINY_CNN, assert_nothing_stranded, launch
 
 ROWS = 600
 SPACE = {"lr": [0.003], **TINY_CNN}
@@ -48,6 +50,7 @@ def cluster() -> Iterator[MultiServerCluster]:
 
 def _run(cluster: MultiServerCluster) -> None:
     Scheduler(cluster.coordinator, idle_wait=0.2, passfile=cluster.passfile).run(until_idle=True)
+    assert_nothing_stranded(cluster.coordinator)
 
 
 def _hops(conn: psycopg.Connection[Any], config_id: int) -> list[int]:
@@ -218,20 +221,34 @@ def test_a_segment_server_without_the_function_keeps_its_units_until_it_is_repai
 
 
 def test_unit_timeout_cancels_the_training_on_the_segment_server(cluster: MultiServerCluster) -> None:
-    with psycopg.connect(cluster.coordinator, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT run_model_selection('fashion_ms', 'cnn', %s, max_epochs => 1, seed => 15, unit_timeout => '1.5 s')",
-            [json.dumps(SPACE)],
-        ).fetchone()
-        assert row is not None
-        # A fresh segment backend imports TensorFlow first (over 2 s): the first unit runs over.
-        _run(cluster)
-        failed = conn.execute("SELECT status, error FROM configs WHERE workload_id = %s", [row[0]]).fetchone()
-        assert failed is not None and failed[0] == "failed"
-        assert "ran longer than unit_timeout (00:00:01.5)" in failed[1]
-        assert conn.execute(
-            "SELECT count(*) FROM units u JOIN configs c USING (config_id) WHERE c.workload_id = %s", [row[0]]
-        ).fetchone() == (0,)
+    """Independent of the machine's speed: on each segment server this test holds the TOAST index of
+    dataset_buffers (REINDEX in an open transaction). Reading a shard's packed buffers needs it; checking
+    that the server holds the shard does not. So the unit waits on the segment server, for certain, until
+    the time limit cancels it there."""
+    multi_server.distribute(cluster.coordinator, "fashion_ms", cluster.passfile)  # the unit then writes nothing
+    with contextlib.ExitStack() as held:
+        for server in cluster.servers:
+            holder = held.enter_context(psycopg.connect(server.config.dsn()))
+            held.callback(holder.rollback)  # before the connection closes (and would commit)
+            (index,) = holder.execute(
+                "SELECT ic.relname FROM pg_class t JOIN pg_index i ON i.indrelid = t.reltoastrelid"
+                " JOIN pg_class ic ON ic.oid = i.indexrelid WHERE t.oid = 'cerebro.dataset_buffers'::regclass"
+            ).fetchone()  # type: ignore[misc]
+            holder.execute(sql.SQL("REINDEX INDEX {}").format(sql.Identifier("pg_toast", index)))
+        with psycopg.connect(cluster.coordinator, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT run_model_selection('fashion_ms', 'cnn', %s, max_epochs => 1, seed => 15,"
+                " unit_timeout => '1 s')",
+                [json.dumps(SPACE)],
+            ).fetchone()
+            assert row is not None
+            _run(cluster)
+            failed = conn.execute("SELECT status, error FROM configs WHERE workload_id = %s", [row[0]]).fetchone()
+            assert failed is not None and failed[0] == "failed"
+            assert "ran longer than unit_timeout (00:00:01)" in failed[1]
+            assert conn.execute(
+                "SELECT count(*) FROM units u JOIN configs c USING (config_id) WHERE c.workload_id = %s", [row[0]]
+            ).fetchone() == (0,)
 
 
 def test_a_config_that_diverges_on_a_segment_server_fails_with_its_reason(cluster: MultiServerCluster) -> None:

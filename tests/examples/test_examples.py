@@ -10,6 +10,7 @@ import pytest
 
 from cerebro_db.cluster import PG_BIN, REPO_ROOT
 from cerebro_db.scheduler import Scheduler
+from tests.conftest import assert_nothing_stranded
 
 EXAMPLES = REPO_ROOT / "examples"
 #: Rows each example loads in the test: enough for its splits and segments, quick to train.
@@ -58,3 +59,4 @@ def test_example_runs_as_is(dsn: str, scheduler: Scheduler, example: str) -> Non
         assert "ERROR" not in result.stderr, result.stderr
     assert "predicted_rows" in result.stdout
     assert "completed" in result.stdout, result.stdout
+    assert_nothing_stranded(dsn)

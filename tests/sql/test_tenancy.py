@@ -115,6 +115,8 @@ def test_another_users_config_cannot_be_stopped_cloned_or_extended(
         "SELECT * FROM train_hop('{}', NULL)",
         "SELECT record_hop(1, 0, '{}', ''::bytea)",  # would write any state as a hop
         "SELECT fail_config(1, 'x')",
+        "SELECT settle_unrunnable_configs()",  # the scheduler's: it fails and completes anyone's configs
+        "SELECT * FROM unrunnable_configs()",
         "SELECT on_epoch_end(1, 1)",
         "INSERT INTO config_events (config_id, kind, epochs_done) VALUES (1, 'completed', 1)",
         "UPDATE configs SET epochs_done = 9",

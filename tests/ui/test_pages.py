@@ -129,6 +129,7 @@ def test_clone_creates_a_config_cloned_from_the_row_with_overrides(conn: Session
     (config,) = configs_of(conn, workload)
     run_until_idle(dsn, max_units=1)
     app = open_page("workload_detail", workload=str(workload))
+    assert app.number_input(key=f"clone_epochs_{config}").value == 2  # the source's max_epochs
     app.number_input(key=f"clone_lr_{config}").set_value(0.0005).run()
     app.number_input(key=f"clone_bs_{config}").set_value(32).run()
     app.button(key=f"clone_{config}").click().run()
@@ -139,6 +140,25 @@ def test_clone_creates_a_config_cloned_from_the_row_with_overrides(conn: Session
     assert clones == [("0.0005", "32")]
     assert "the repeated click did nothing" in texts(app)
     assert f"- config {configs_of(conn, workload)[1]}: clone from config {config}" in texts(app)  # lineage
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_clone_of_a_finished_config_offers_epochs_beyond_its_own(conn: Session, fashion_2seg: str) -> None:
+    workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=2)
+    (config,) = configs_of(conn, workload)
+    with conn.transaction():  # as if it had trained its 2 epochs
+        conn.execute("SET LOCAL cerebro.internal = on")
+        conn.execute("UPDATE configs SET epochs_done = 2, status = 'completed' WHERE config_id = %s", [config])
+    app = open_page("workload_detail", workload=str(workload))
+    epochs = app.number_input(key=f"clone_epochs_{config}")
+    assert (epochs.value, epochs.min) == (4, 3)  # its 2 epochs and the workload's 2 more
+    app.button(key=f"clone_{config}").click().run()
+    assert f"cloned from config {config} (lr 0.003, batch size 64, 4 epochs)" in texts(app)
+    assert value(conn, "SELECT status, epochs_done, max_epochs FROM configs WHERE cloned_from = %s", config) == (
+        "pending",
+        2,
+        4,
+    )
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 
 

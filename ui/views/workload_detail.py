@@ -26,12 +26,13 @@ def clone(config_id: int) -> None:
     overrides = {
         "lr": st.session_state[f"clone_lr_{config_id}"],
         "batch_size": int(st.session_state[f"clone_bs_{config_id}"]),
+        "max_epochs": int(st.session_state[f"clone_epochs_{config_id}"]),
     }
 
     def run(conn: Connection) -> str:
         new = dashboard.clone_config(conn, config_id, overrides)
-        lr, batch_size = overrides["lr"], overrides["batch_size"]
-        return f"config {new} cloned from config {config_id} (lr {lr:g}, batch size {batch_size})"
+        lr, batch_size, epochs = overrides["lr"], overrides["batch_size"], overrides["max_epochs"]
+        return f"config {new} cloned from config {config_id} (lr {lr:g}, batch size {batch_size}, {epochs} epochs)"
 
     common.act(run, once=f"clone {config_id} {overrides}")
 
@@ -81,7 +82,7 @@ def curves_chart(metrics: list[dict[str, Any]], value: str, title: str) -> alt.C
     )
 
 
-def config_row(config: dict[str, Any], space: dict[str, Any], widths: list[int]) -> None:
+def config_row(config: dict[str, Any], space: dict[str, Any], widths: list[int], workload_epochs: int) -> None:
     config_id, status = config["config_id"], config["status"]
     cells = st.columns(widths, vertical_alignment="center")
     cells[0].markdown(f"**{config_id}**" + (f" ← {config['cloned_from']}" if config["cloned_from"] else ""))
@@ -102,6 +103,12 @@ def config_row(config: dict[str, Any], space: dict[str, Any], widths: list[int])
         st.number_input("lr", value=float(config["params"].get("lr", 0.001)), format="%g", key=f"clone_lr_{config_id}")
         st.number_input(
             "batch size", min_value=1, value=int(config["params"].get("batch_size", 64)), key=f"clone_bs_{config_id}"
+        )
+        st.number_input(
+            "max epochs",
+            min_value=config["epochs_done"] + 1,  # the clone starts at the source's epochs
+            value=dashboard.clone_max_epochs(config["epochs_done"], config["max_epochs"], workload_epochs),
+            key=f"clone_epochs_{config_id}",
         )
         st.button("Clone config", key=f"clone_{config_id}", on_click=clone, args=(config_id,), type="primary")
     with epochs_col.popover("Epochs"):
@@ -179,7 +186,7 @@ def live(workload_id: int) -> None:
     ):
         cell.caption(label)
     for config in common.read(dashboard.configs, workload_id):
-        config_row(config, space, widths)
+        config_row(config, space, widths, row["max_epochs"])
 
     st.subheader("Segments now")
     if not common.read(dashboard.scheduler_alive):
