@@ -291,6 +291,9 @@ class Scheduler:
                     self.on_unit(result)
                 continue
             progress.release()
+            # Nothing to claim: configs that can never get a unit (no epoch left, dataset gone)
+            # are completed or failed with a reason, so no workload stays running for ever.
+            conn.execute("SELECT settle_unrunnable_configs()")
             with progress.lock:
                 progress.idle.add(segment)
                 everyone_idle = len(progress.idle) == progress.segments
@@ -316,6 +319,7 @@ class Scheduler:
         attempts.settle()  # attempts left unsettled by a lost connection count before anything runs
         segment = executor.segment
         attempt: int | None = None
+        epoch = 0
         timeout: str | None = None
         timeout_ms = 0
         started = time.monotonic()
@@ -342,7 +346,9 @@ class Scheduler:
             if attempt is None:  # the claim itself failed: not a config's doing
                 raise
             timed_out = timeout if timeout is not None and time.monotonic() - started >= timeout_ms / 1000 else None
-            failure = classify(error, farewell, where=f"segment {segment}", timed_out=timed_out)
+            failure = classify(
+                error, farewell, where=f"unit of epoch {epoch} on segment {segment}", timed_out=timed_out
+            )
             attempts.end(attempt, failure)
             if failure.segment_lost:
                 raise failure from error

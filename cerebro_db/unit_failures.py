@@ -120,7 +120,7 @@ def classify(
     if isinstance(error, errors.QueryCanceled) and timed_out is not None:
         return UnitFailure(
             Outcome.FAILED,
-            f"{place}the unit ran longer than unit_timeout ({timed_out}) and was cancelled (rolled back); "
+            f"{where or 'the unit'} ran longer than unit_timeout ({timed_out}) and was cancelled (rolled back); "
             "raise workloads.unit_timeout and resume the config",
         )
     if sqlstate in _MAY_PASS:
