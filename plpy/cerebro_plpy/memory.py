@@ -39,9 +39,8 @@ from cerebro_plpy.plpy_adapter import Database
 if TYPE_CHECKING:
     import keras
 
+#: Read with its old name, cerebro.max_model_mb, when unset (training_memory_limit in sql/45).
 SETTING = "cerebro.max_training_mb"
-#: Read when ``cerebro.max_training_mb`` is unset (it counted weights and optimizer slots only).
-OLD_SETTING = "cerebro.max_model_mb"
 #: Every segment backend trains one config at a time beside its shard; 4 GB holds every roster
 #: default and demo config on the bundled datasets with room to spare (see the README).
 DEFAULT_MAX_TRAINING_MB = 4096.0

@@ -130,7 +130,10 @@ def test_the_limit_setting() -> None:
 
 
 def test_the_roster_defaults_fit_the_default_limit() -> None:
-    """On 28x28 images (text: 128 tokens) with a 1024-row validation set, every roster default trains."""
+    """On 28x28 images (text: 128 tokens) with a 1024-row validation set, every roster default trains.
+
+    keras.applications are measured in a child process, as at launch: its counts are Keras' own.
+    """
     gd: dict[str, Any] = {}
     for model in roster.ROSTER:
         shape = (128,) if model == "bert" else (28, 28)
@@ -138,18 +141,9 @@ def test_the_roster_defaults_fit_the_default_limit() -> None:
         profile = memory.profile(gd, model, params, shape, 10, None)
         assert profile is not None
         memory.check(model, params, profile, 50_000, 1024, memory.DEFAULT_MAX_TRAINING_MB)
-
-
-def test_a_huge_application_is_measured_without_building_its_weights_in_this_process() -> None:
-    gd: dict[str, Any] = {}
-    params = validated("resnet50", (28, 28), image_size=1024)
-    profile = memory.profile(gd, "resnet50", params, (28, 28), 10, None)
-    assert profile is not None
-    assert profile.weights == 23_601_930  # ResNet50 for 1 channel and 10 classes, as Keras counts it
-    assert profile.activations > 1024 * 1024 * 64  # the first conv alone: 512 x 512 x 64 per image, and more
-    assert memory.profile(gd, "resnet50", {**params, "lr": 0.5}, (28, 28), 10, None) is profile  # cached
-    with pytest.raises(MemoryGuardError, match=r"training needs about \d+ GB .* lower batch_size, image_size"):
-        memory.check("resnet50", params, profile, 540, 120, memory.DEFAULT_MAX_TRAINING_MB)
+        if model == "resnet50":
+            assert profile.weights == 23_601_930  # ResNet50 for 1 channel and 10 classes
+            assert memory.profile(gd, model, {**params, "lr": 0.5}, shape, 10, None) is profile  # cached
 
 
 def test_scripts_are_measured_in_a_child_that_allocates_nothing_and_is_limited() -> None:

@@ -111,32 +111,12 @@ def test_a_config_just_under_the_limit_trains_and_bigger_ones_are_refused(
     ).fetchone() == (["completed"], 2)
 
 
-@pytest.fixture
-def old_setting(conn: Session) -> Iterator[None]:
-    """The setting's old name, for the segment backends the next scheduler opens (not this session)."""
-    database = sql.Identifier(conn.info.dbname)
-    conn.execute(sql.SQL("ALTER DATABASE {} SET cerebro.max_model_mb = 8").format(database))
-    try:
-        yield
-    finally:
-        conn.execute(sql.SQL("ALTER DATABASE {} RESET cerebro.max_model_mb").format(database))
-
-
-def test_the_old_setting_still_counts_and_the_unit_checks_again(
-    dsn: str, conn: Session, fashion_2seg: str, old_setting: None
-) -> None:
-    # This session predates the setting: the launch passes at the default, the units refuse the
-    # bigger config (dense_units 1024: ~0.4M weights, 6.3 MB with Adam, and 7.4 MB of activations).
-    workload = launch(conn, fashion_2seg, {**TINY_CNN, "dense_units": [16, 1024]}, epochs=1)
-    run_until_idle(dsn)
-    rows = conn.execute(
-        "SELECT c.status, c.error, (SELECT count(*) FROM units u WHERE u.config_id = c.config_id) FROM configs c"
-        " WHERE c.workload_id = %s ORDER BY c.config_id",
-        [workload],
-    ).fetchall()
-    assert rows[0] == ("completed", None, 2)
-    assert rows[1][0] == "failed" and rows[1][2] == 0
-    assert "training needs about 13.7 MB" in rows[1][1] and "over cerebro.max_training_mb = 8" in rows[1][1]
+def test_the_old_setting_still_counts(conn: Session, fashion_2seg: str) -> None:
+    conn.execute("SET cerebro.max_model_mb = 1")
+    message = refused(conn, "SELECT run_model_selection(%s, 'cnn', %s)", fashion_2seg, json.dumps(TINY_CNN))
+    assert message.endswith("over cerebro.max_training_mb = 1; lower batch_size, filters, dense_units")
+    conn.execute("SET cerebro.max_training_mb = 1000")  # the new name wins
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [launch(conn, fashion_2seg, TINY_CNN, epochs=1)])
 
 
 @pytest.fixture
