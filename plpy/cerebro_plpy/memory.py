@@ -190,6 +190,10 @@ def _size(size_bytes: float) -> str:
     return f"{megabytes / 1024:.3g} GB" if megabytes < 1000 * 1024 else f"{megabytes / 1024:,.0f} GB"
 
 
+def _size_params(model: str) -> tuple[str, ...]:
+    return _SIZE_PARAMS.get(model, ("the script's size parameters",))
+
+
 def check(
     model: str, params: dict[str, Any], profile: Profile, train_rows: int, validation_rows: int, limit_mb: float
 ) -> Estimate:
@@ -197,7 +201,7 @@ def check(
     found = estimate(profile, params["batch_size"], train_rows, validation_rows)
     if found.total_bytes <= limit_mb * 2**20:
         return found
-    sizes = _SIZE_PARAMS.get(model, ("the script's size parameters",))
+    sizes = _size_params(model)
     where = f"the evaluation batch {found.batch}" if found.evaluation else f"batch_size {found.batch}"
     lower = (*sizes, "batch_size") if found.state_bytes > found.activation_bytes else ("batch_size", *sizes)
     raise MemoryGuardError(
@@ -278,6 +282,8 @@ def check_config(db: Database, gd: dict[str, Any], workload_id: int, params: dic
     limit = limit_mb(row["max_training_mb"])
     script = Script(row["model"], row["source"], row["entry_point"]) if row["source"] is not None else None
     shape = tuple(row["feature_shape"])
+    # Completed already in the trigger; checked again for a direct call.
+    params = roster.validate(row["model"], params, shape, script is not None)
     found = profile(gd, row["model"], params, shape, row["num_classes"], script)
     if found is not None:
         check(row["model"], params, found, int(row["train_rows"]), int(row["validation_rows"]), limit)
@@ -286,7 +292,14 @@ def check_config(db: Database, gd: dict[str, Any], workload_id: int, params: dic
 def _measure_in_child(request: dict[str, Any], model: str, params: dict[str, Any]) -> Profile | None:
     # The embedded interpreter's sys.executable is not Python; its base installation's is.
     interpreter = os.path.join(sys.base_exec_prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}")
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        # Thread pools reserve address space per core; the child computes nothing.
+        "TF_NUM_INTEROP_THREADS": "1",
+        "TF_NUM_INTRAOP_THREADS": "1",
+    }
     try:
         done = subprocess.run(  # noqa: S603 - a fixed module of this package, the request on stdin
             [interpreter, "-m", "cerebro_plpy.memory"],
@@ -312,7 +325,7 @@ def _measure_in_child(request: dict[str, Any], model: str, params: dict[str, Any
     reason = answer.get("memory") or f"exit status {done.returncode}: {done.stderr.strip()[-300:]}"
     raise MemoryGuardError(
         f"config {json.dumps(params, sort_keys=True)} of model {model!r}: building it to estimate its memory "
-        f"failed within {CHILD_ADDRESS_SPACE / 2**30:g} GB ({reason}); lower the script's size parameters"
+        f"failed within {CHILD_ADDRESS_SPACE / 2**30:g} GB ({reason}); lower {', '.join(_size_params(model))}"
     )
 
 
@@ -325,7 +338,6 @@ def _defer(variable: Any, initializer: Any) -> None:
 def measure(request: dict[str, Any]) -> Profile:
     """Build the requested model with no variable allocated and profile it (in the child process only:
     its variables stay unusable)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     from keras.src import backend
 

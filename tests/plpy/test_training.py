@@ -256,6 +256,18 @@ def test_a_roster_model_over_the_guard_is_refused_before_it_is_built(gd: dict[st
         training.guarded_model(gd, huge, memory.DEFAULT_MAX_TRAINING_MB, ROWS, ROWS)
 
 
+def test_an_application_is_checked_once_built(gd: dict[str, Any]) -> None:
+    """keras.applications' weights are bounded by their params: the unit measures the built model."""
+    params = roster.validate("mobilenetv2", {"alpha": 0.35, "batch_size": 4}, (8, 8, 3))
+    spec = ModelSpec("mobilenetv2", params, (8, 8, 3), CLASSES, 1)
+    model = training.guarded_model(gd, spec, 64.0, ROWS, 8)
+    trainable = sum(v.numpy().size for v in model.trainable_variables)
+    found = memory.estimate(memory.keras_profile(model, model.optimizer), 4, ROWS, 8)
+    assert 0 < found.state_bytes == 4 * (model.count_params() + 3 * trainable)  # + gradients, 2 Adam slots
+    with pytest.raises(MemoryGuardError, match=r"about 12.2 MB .* = 1; lower image_size, alpha, batch_size$"):
+        training.guarded_model(gd, spec, 1.0, ROWS, 8)
+
+
 # Each roster model at a tiny size: (params, feature shape, seconds it may take).
 ROSTER_CASES = {
     "mlp": ({"hidden_units": 8}, (FEATURES,)),
