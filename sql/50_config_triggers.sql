@@ -33,6 +33,11 @@ BEGIN
     END IF;
     NEW.params := raise_if_error(_complete_params(workload.model, NEW.params, workload.feature_shape,
                                                   is_registered_model(workload.model)));
+    -- The memory guard (45_memory_guard.sql): user inserts and clones are refused here; configs a
+    -- procedure suggests during a hop are left to their first unit (refusing would undo the hop).
+    IF NOT is_internal() OR NEW.cloned_from IS NOT NULL THEN
+        PERFORM raise_if_error(_check_training_memory(NEW.workload_id, NEW.params));
+    END IF;
     NEW.max_epochs := coalesce(NEW.max_epochs, workload.max_epochs);
     PERFORM stamp_config_event();
     IF NOT is_internal() THEN

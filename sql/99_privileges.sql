@@ -36,7 +36,7 @@ GRANT EXECUTE ON FUNCTION
     evaluate, predict, export_model,
     raise_if_error, is_internal, acting_role, stamp_config_event, scheduler_alive, roster_params,
     dataset_name_taken, is_registered_model, config_state,
-    _prepare_dataset, _expand_search_space, _complete_params,
+    _prepare_dataset, _expand_search_space, _complete_params, _check_training_memory, training_memory_limit,
     _evaluate, _predict_begin, _predict_part, _export_model,
     scheduler_lock_key, config_lock_key, segment_lock_key
     TO cerebro_user;

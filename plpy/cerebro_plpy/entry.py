@@ -11,9 +11,21 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from cerebro_plpy import custom, dataset, greenplum, inference, procedures, roster, search_space, training, unit
+from cerebro_plpy import (
+    custom,
+    dataset,
+    greenplum,
+    inference,
+    memory,
+    procedures,
+    roster,
+    search_space,
+    training,
+    unit,
+)
 from cerebro_plpy.custom import ScriptError
 from cerebro_plpy.inference import InferenceError
+from cerebro_plpy.memory import MemoryGuardError
 from cerebro_plpy.packing import PackingError
 from cerebro_plpy.params import ParamError
 from cerebro_plpy.plpy_adapter import PlpyDatabase
@@ -23,6 +35,9 @@ _USER_ERRORS: dict[type[Exception], str] = {
     ParamError: "check the search space and params against the model's hyper-parameters (SELECT * FROM roster)",
     PackingError: "see prepare_dataset in the README for the accepted table layouts",
     TrainingError: "the config failed; try other hyper-parameters",
+    MemoryGuardError: "the memory guard estimates a config's peak training memory before it trains (README, "
+    "When things go wrong); lower what the message names, or an admin raises cerebro.max_training_mb "
+    "(ALTER DATABASE ... SET cerebro.max_training_mb = ...)",
     ScriptError: "create_model(params) must return a compiled keras.Model ending in a softmax over "
     "params['num_classes'] for inputs of shape params['input_shape']",
     unit.UnitError: "units are claimed and run by the scheduler (cerebro-db scheduler)",
@@ -117,6 +132,11 @@ def expand_search_space(
 def complete_params(model: str, params: str, feature_shape: list[int], registered: bool) -> str:
     """A config's params checked against its model, defaults filled in (add_config, INSERT)."""
     return _result(lambda: roster.validate(model, json.loads(params), tuple(feature_shape), registered))
+
+
+def check_training_memory(plpy: Any, gd: dict[str, Any], workload_id: int, params: str) -> str:
+    """The memory guard for a new config of ``workload_id`` (INSERT INTO configs, add_config, clone_config)."""
+    return _result(lambda: memory.check_config(PlpyDatabase(plpy, gd), gd, workload_id, json.loads(params)))
 
 
 def clone_params(model: str, params: str, overrides: str, feature_shape: list[int], registered: bool) -> str:

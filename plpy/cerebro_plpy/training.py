@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cerebro_plpy import custom, roster
+from cerebro_plpy import custom, memory, roster
 from cerebro_plpy.custom import Script
 from cerebro_plpy.state import ModelState
 
@@ -29,12 +29,6 @@ GD_TENSORFLOW = "cerebro.tensorflow"
 GD_MODELS = "cerebro.models"
 #: Compiled models kept per backend; each holds its variables and traced graphs.
 MODEL_CACHE_SIZE = 8
-
-#: Ceiling on a config's training state in memory unless ``cerebro.max_model_mb`` says
-#: otherwise: every segment backend holds one such model at a time, beside its shard.
-DEFAULT_MAX_MODEL_MB = 2048.0
-#: float32 weights plus the optimizer's slots (Adam keeps two per weight).
-_STATE_BYTES_PER_PARAM = 4 * 3
 
 LOSS = "sparse_categorical_crossentropy"
 METRIC = "accuracy"
@@ -175,26 +169,25 @@ def initial_state(gd: dict[str, Any], spec: ModelSpec) -> ModelState:
     return capture(build_compiled(gd, spec))
 
 
-def check_model_size(parameters: int, max_model_mb: float) -> None:
-    """Refuse, before training, a model whose training state would not fit the memory guard."""
-    needed_mb = parameters * _STATE_BYTES_PER_PARAM / 2**20
-    if needed_mb > max_model_mb:
-        raise TrainingError(
-            f"the model needs about {needed_mb:.3g} MB for its weights and optimizer slots, over "
-            f"cerebro.max_model_mb = {max_model_mb:g}; choose a smaller model or raise the setting "
-            "(ALTER DATABASE ... SET cerebro.max_model_mb = ...)"
-        )
+def guarded_model(
+    gd: dict[str, Any], spec: ModelSpec, max_training_mb: float, train_rows: int, validation_rows: int
+) -> keras.Model:
+    """:func:`cached_model`, within the memory guard (:mod:`cerebro_plpy.memory`).
 
-
-def guarded_model(gd: dict[str, Any], spec: ModelSpec, max_model_mb: float) -> keras.Model:
-    """:func:`cached_model`, within the memory guard: checked before building where the roster can
-    tell the size from the params (a model too big to build never is), else right after."""
-    known = roster.parameter_count(spec.model, spec.params, spec.input_shape, spec.num_classes)
-    if known is not None:
-        check_model_size(known, max_model_mb)
+    mlp, cnn and bert are counted, and a registered script (any width) measured in a child
+    process, before they are built; keras.applications, whose weights their params bound, and a
+    script that failed to build for measuring (building it here reports its error), once built.
+    """
+    if spec.script is None:
+        profile = memory.roster_profile(spec.model, spec.params, spec.input_shape, spec.num_classes)
+    else:
+        profile = memory.profile(gd, spec.model, spec.params, spec.input_shape, spec.num_classes, spec.script)
+    if profile is not None:
+        memory.check(spec.model, spec.params, profile, train_rows, validation_rows, max_training_mb)
     model = cached_model(gd, spec)
-    if known is None:
-        check_model_size(model.count_params(), max_model_mb)
+    if profile is None:
+        measured = memory.keras_profile(model, model.optimizer)
+        memory.check(spec.model, spec.params, measured, train_rows, validation_rows, max_training_mb)
     return model
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from cerebro_plpy import packing, training
+from cerebro_plpy import memory, packing, training
 from cerebro_plpy.plpy_adapter import Database
 from cerebro_plpy.state import ModelState
 
@@ -33,7 +33,7 @@ GD_SHARDS = "cerebro.shards"
 #: Shards kept in memory per backend: the training shard and validation set of
 #: the datasets in use. Datasets never change once prepared, so no invalidation.
 SHARD_CACHE_SIZE = 4
-EVALUATION_BATCH = 1024
+EVALUATION_BATCH = memory.EVALUATION_BATCH
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -59,9 +59,9 @@ LEFT JOIN model_states s USING (config_id)
 # The context travels as JSON to the segment that trains: only what training needs.
 _CONTEXT_SQL = f"""
 SELECT c.config_id, c.params::text AS params, c.seed, c.epochs_done + 1 AS epoch, w.model,
-       d.dataset_id, d.feature_shape, d.num_classes, d.num_segments, r.source, r.entry_point,
+       d.dataset_id, d.feature_shape, d.num_classes, d.num_segments, d.validation_rows, r.source, r.entry_point,
        cardinality(coalesce(s.visited_segments, '{{}}')) + 1 = d.num_segments AS epoch_done,
-       current_setting('cerebro.max_model_mb', true) AS max_model_mb, s.state,{_UNIT_FROM}
+       training_memory_limit() AS max_training_mb, s.state,{_UNIT_FROM}
 LEFT JOIN registered_models r ON r.name = w.model
 WHERE c.config_id = $1
 """
@@ -136,16 +136,6 @@ def shard(
     return cache[key]
 
 
-def _max_model_mb(setting: str | None) -> float:
-    """The ``cerebro.max_model_mb`` setting (database, role or session level), or the default."""
-    if not setting:
-        return training.DEFAULT_MAX_MODEL_MB
-    try:
-        return float(setting)
-    except ValueError:
-        raise UnitError(f"cerebro.max_model_mb must be a number of megabytes, got {setting!r}") from None
-
-
 def _claimed_row(db: Database, sql: str, config_id: int, segment: int) -> dict[str, Any]:
     """The unit's row of ``sql``, after checking that this transaction claimed it and that it fits."""
     rows = db.query(sql, ["int4", "int4"], [config_id, segment])
@@ -167,7 +157,8 @@ def unit_context(db: Database, config_id: int, segment: int) -> tuple[dict[str, 
     for key in ("claimed", "fits"):
         del row[key]
     row["segment"] = segment
-    row["max_model_mb"] = _max_model_mb(row["max_model_mb"])
+    # The scheduler's setting: a user's own SET only reaches the check at launch.
+    row["max_training_mb"] = memory.limit_mb(row["max_training_mb"])
     return row, state
 
 
@@ -185,14 +176,14 @@ def train_hop(
         raise UnitError(f"the last hop of epoch {context['epoch']} needs the validation set")
     spec = training.ModelSpec.from_row(context)
 
+    x, y = train
     tick = time.perf_counter()
-    model = training.guarded_model(gd, spec, context["max_model_mb"])
+    model = training.guarded_model(gd, spec, context["max_training_mb"], len(y), context["validation_rows"])
     training.restore(model, ModelState.decode(state) if state is not None else training.initial_state(gd, spec))
     training.set_learning_rate(model, spec.params["lr"])
     state_load = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    x, y = train
     loss, metric = training.train_pass(gd, model, x, y, spec.params["batch_size"], check_interrupts)
     summary: dict[str, Any] = {
         "rows": len(y),

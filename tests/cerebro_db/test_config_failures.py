@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
-from psycopg import sql
 
 from cerebro_db.scheduler import Scheduler
 from tests.conftest import TINY_CNN, launch, run_until_idle, unique
@@ -65,34 +62,6 @@ def test_an_exception_in_a_custom_model_fails_only_its_config(dsn: str, conn: Se
     calm, exploded = outcome(conn, workload)
     assert calm == ("completed", None, 1)
     assert exploded[0] == "failed" and "asked to explode" in (exploded[1] or ""), exploded
-
-
-@pytest.fixture
-def max_model_mb(conn: Session) -> Iterator[None]:
-    """A memory guard of 1 MB for the segment backends the next scheduler opens."""
-    database = sql.Identifier(conn.info.dbname)
-    conn.execute(sql.SQL("ALTER DATABASE {} SET cerebro.max_model_mb = 1").format(database))
-    try:
-        yield
-    finally:
-        conn.execute(sql.SQL("ALTER DATABASE {} RESET cerebro.max_model_mb").format(database))
-
-
-def test_a_model_over_the_memory_guard_fails_before_training(
-    dsn: str, conn: Session, fashion_2seg: str, max_model_mb: None
-) -> None:
-    # dense_units 1024 after 7x7x8 features: ~0.4M params, ~4.6 MB with Adam's slots.
-    workload = launch(conn, fashion_2seg, {**TINY_CNN, "dense_units": [16, 1024]}, epochs=1)
-    run_until_idle(dsn)
-    small, big = outcome(conn, workload)
-    assert small == ("completed", None, 1)
-    assert big[0] == "failed" and big[2] == 0
-    assert "over cerebro.max_model_mb = 1" in (big[1] or "")
-    assert conn.execute(
-        "SELECT count(*) FROM units u JOIN configs c USING (config_id)"
-        " WHERE c.workload_id = %s AND c.status = 'failed'",
-        [workload],
-    ).fetchone() == (0,)
 
 
 def test_a_stuck_unit_is_cancelled_at_the_unit_timeout_and_the_config_can_be_retried(

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cerebro_plpy import roster, training
+from cerebro_plpy import memory, roster, training
+from cerebro_plpy.memory import MemoryGuardError
 from cerebro_plpy.state import ModelState
 from cerebro_plpy.training import ModelSpec, TrainingError
 
@@ -241,17 +242,30 @@ def test_cnn_builds_for_rank_2_and_3(shape: tuple[int, ...]) -> None:
     assert tuple(model.input_shape) == (None, *shape)
 
 
-def test_model_size_guard_names_the_size_and_the_setting(gd: dict[str, Any]) -> None:
-    spec = mlp_spec(hidden_units=256)  # 4*256 + 256 + 256*3 + 3 = 2051 params
-    training.guarded_model(gd, spec, max_model_mb=1.0)
-    with pytest.raises(TrainingError, match=r"about 0\.0235 MB .* cerebro.max_model_mb = 0\.001"):
-        training.guarded_model(gd, spec, max_model_mb=0.001)
+def test_the_memory_guard_names_the_estimate_and_the_setting(gd: dict[str, Any]) -> None:
+    spec = mlp_spec(hidden_units=256)  # weights 4*256 + 256 + 256*3 + 3 = 2051; outputs 4 + 256 + 3 per example
+    training.guarded_model(gd, spec, 1.0, ROWS, 8)
+    # (2051 weights + gradients + 2 Adam slots) + 2 x 263 outputs x batch 16 (> 263 x 8 validation rows), float32
+    with pytest.raises(MemoryGuardError, match=r"about 0\.0634 MB .* cerebro.max_training_mb = 0\.001"):
+        training.guarded_model(gd, spec, 0.001, ROWS, 8)
 
 
 def test_a_roster_model_over_the_guard_is_refused_before_it_is_built(gd: dict[str, Any]) -> None:
     huge = mlp_spec(hidden_units=65536, hidden_layers=64)  # ~275e9 weights: building it would exhaust memory
-    with pytest.raises(TrainingError, match="over cerebro.max_model_mb = 2048"):
-        training.guarded_model(gd, huge, max_model_mb=training.DEFAULT_MAX_MODEL_MB)
+    with pytest.raises(MemoryGuardError, match="over cerebro.max_training_mb = 4096"):
+        training.guarded_model(gd, huge, memory.DEFAULT_MAX_TRAINING_MB, ROWS, ROWS)
+
+
+def test_an_application_is_checked_once_built(gd: dict[str, Any]) -> None:
+    """keras.applications' weights are bounded by their params: the unit measures the built model."""
+    params = roster.validate("mobilenetv2", {"alpha": 0.35, "batch_size": 4}, (8, 8, 3))
+    spec = ModelSpec("mobilenetv2", params, (8, 8, 3), CLASSES, 1)
+    model = training.guarded_model(gd, spec, 64.0, ROWS, 8)
+    trainable = sum(v.numpy().size for v in model.trainable_variables)
+    found = memory.estimate(memory.keras_profile(model, model.optimizer), 4, ROWS, 8)
+    assert 0 < found.state_bytes == 4 * (model.count_params() + 3 * trainable)  # + gradients, 2 Adam slots
+    with pytest.raises(MemoryGuardError, match=r"about 12.2 MB .* = 1; lower image_size, alpha, batch_size$"):
+        training.guarded_model(gd, spec, 1.0, ROWS, 8)
 
 
 # Each roster model at a tiny size: (params, feature shape, seconds it may take).
