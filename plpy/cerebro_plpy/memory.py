@@ -30,6 +30,7 @@ import resource
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cerebro_plpy import custom, roster
@@ -294,7 +295,8 @@ def _measure_in_child(request: dict[str, Any], model: str, params: dict[str, Any
     interpreter = os.path.join(sys.base_exec_prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}")
     environment = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        # This package's own directory first: an editable install finds it by an import hook, not sys.path.
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), *(p for p in sys.path if p)]),
         "TF_CPP_MIN_LOG_LEVEL": "3",
         # Thread pools reserve address space per core; the child computes nothing.
         "TF_NUM_INTEROP_THREADS": "1",
