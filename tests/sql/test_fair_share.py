@@ -31,7 +31,8 @@ def owners(cluster: ClusterConfig, dsn: str, blobs_2seg: str) -> Iterator[dict[s
         for login in logins.values():
             with psycopg.connect(login, autocommit=True) as user:
                 user.execute(
-                    "SELECT * FROM prepare_dataset(%s, %s, 'label', '{f0,f1,f2,f3,f4,f5}', validation_fraction => 0.25)",
+                    "SELECT * FROM prepare_dataset(%s, %s, 'label', '{f0,f1,f2,f3,f4,f5}',"
+                    " validation_fraction => 0.25)",
                     [unique("blobs"), blobs_2seg],
                 )
         yield logins
