@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,10 +92,12 @@ def test_a_user_starting_later_gets_a_segment_within_one_unit(dsn: str, conn: Se
     start after ben's workload exists, one of the first two is ben's (the next segment that frees, or the other)."""
     ann = [launch(owners["fair_ann"], 8) for _ in range(3)]
     started: list[int] = []
+    once = threading.Lock()
 
     def ben_starts(unit: dict[str, Any]) -> None:
-        if not started:
-            started.append(launch(owners["fair_ben"], 2))
+        with once:  # the segments' threads report units side by side
+            if not started:
+                started.append(launch(owners["fair_ben"], 2))
 
     try:
         Scheduler(dsn, on_unit=ben_starts, idle_wait=0.2).run(until_idle=True, max_units=10)
