@@ -39,6 +39,9 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
+_TIMEOUT_RANGE = "{0} > interval '0' AND {0} <= interval '24 days'"  # statement_timeout's range
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(
         schema=SCHEMA,
@@ -114,7 +117,7 @@ class Workload(Base):
         CheckConstraint(_in("status", WORKLOAD_STATUSES), name="status"),
         CheckConstraint(_in("procedure", PROCEDURES), name="procedure"),
         CheckConstraint("max_epochs > 0", name="max_epochs"),
-        CheckConstraint("unit_timeout > interval '0' AND unit_timeout <= interval '24 days'", name="unit_timeout"),
+        CheckConstraint(_TIMEOUT_RANGE.format("unit_timeout"), name="unit_timeout"),
     )
     workload_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
@@ -131,8 +134,9 @@ class Workload(Base):
     warm_start: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'running'"))
     created_at: Mapped[datetime] = _now()
-    #: A unit running longer is cancelled (rolled back) and its config fails; NULL: no limit.
-    unit_timeout: Mapped[timedelta | None] = mapped_column(Interval)
+    #: A unit running longer is cancelled (rolled back) and its config fails. Left out (or set to NULL),
+    #: the owner's ``limits.default_unit_timeout`` (a trigger fills it).
+    unit_timeout: Mapped[timedelta] = mapped_column(Interval, nullable=False)
 
 
 class Config(Base):
@@ -141,6 +145,14 @@ class Config(Base):
         CheckConstraint(_in("status", CONFIG_STATUSES), name="status"),
         CheckConstraint("max_epochs > 0", name="max_epochs"),
         CheckConstraint("epochs_done >= 0", name="epochs_done"),
+        # claim_unit walks a workload's runnable configs by progress; the per-user quota counts them.
+        Index(
+            "configs_claim_idx",
+            "workload_id",
+            "epochs_done",
+            "config_id",
+            postgresql_where=text("status IN ('pending', 'running')"),
+        ),
     )
     config_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     workload_id: Mapped[int] = mapped_column(
@@ -263,3 +275,27 @@ class RegisteredModel(Base):
     source_sha256: Mapped[str] = mapped_column(Text, nullable=False)
     owner: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
     created_at: Mapped[datetime] = _now()
+
+
+class Limit(Base):
+    """Admin-set limits: the row ``'*'`` applies to everyone, a role's own row overrides its non-NULL columns."""
+
+    __tablename__ = "limits"
+    __table_args__ = (
+        CheckConstraint(
+            "role_name <> '*' OR (max_active_configs IS NOT NULL AND max_epochs IS NOT NULL"
+            " AND default_unit_timeout IS NOT NULL AND max_unit_timeout IS NOT NULL)",
+            name="everyone",
+        ),
+        CheckConstraint("max_active_configs >= 0", name="max_active_configs"),
+        CheckConstraint("max_epochs > 0", name="max_epochs"),
+        CheckConstraint(_TIMEOUT_RANGE.format("default_unit_timeout"), name="default_unit_timeout"),
+        CheckConstraint(_TIMEOUT_RANGE.format("max_unit_timeout"), name="max_unit_timeout"),
+    )
+    role_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    #: Configs pending or running, counted across all the role's workloads.
+    max_active_configs: Mapped[int | None] = mapped_column(Integer)
+    #: The most max_epochs a workload or config may have.
+    max_epochs: Mapped[int | None] = mapped_column(Integer)
+    default_unit_timeout: Mapped[timedelta | None] = mapped_column(Interval)
+    max_unit_timeout: Mapped[timedelta | None] = mapped_column(Interval)

@@ -26,3 +26,9 @@ AS $$ SELECT 1129468420 $$;
 CREATE OR REPLACE FUNCTION dataset_lock_key() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
 AS $$ SELECT 1129468421 $$;
+
+-- Serializes the count of a role's configs in flight against its limit (transaction level,
+-- second int: hashtext(role)): two inserts at once cannot both pass on the same headroom.
+CREATE OR REPLACE FUNCTION quota_lock_key() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
+AS $$ SELECT 1129468422 $$;

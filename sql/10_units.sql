@@ -96,15 +96,29 @@ $$;
 
 -- Claim the next legal unit for a segment; the caller then runs run_unit() in the same
 -- transaction, and the locks taken here end with it. Returns no row when nothing may run.
--- Order: the workload with the fewest units in flight (fair share of segments across
--- workloads), then the config with the least progress (configs advance together),
--- then at random (each config visits segments in a random order).
+-- Order: the owner with the fewest units in flight (fair share of segments across users),
+-- then their workload with the fewest units in flight, then the config with the least
+-- progress (configs advance together), then at random (each config visits segments in a
+-- random order). In small steps, from the configs_claim_idx index: workloads in that order
+-- (ranked by their least epochs done), and in each, its runnable configs a window of
+-- claim_window() at a time by epochs done; a window is ordered by exact progress (epochs done,
+-- then segments visited this epoch), then at random. The first window holding a legal,
+-- unclaimed config wins, and every runnable config is reached before the claim gives up.
+CREATE OR REPLACE FUNCTION claim_window() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
+AS $$ SELECT 64 $$;
+
 CREATE OR REPLACE FUNCTION claim_unit(segment int)
 RETURNS TABLE (config_id int, workload_id int, epoch int)
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
+    workload record;
+    last_epochs int;
+    last_config int;
+    seen int;
+    legal int[];
     candidate int;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM segments s WHERE s.segment_id = claim_unit.segment) THEN
@@ -114,32 +128,62 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(segment_lock_key(), claim_unit.segment) THEN
         RETURN;  -- another session is running a unit on this segment
     END IF;
-    FOR candidate IN
-        SELECT c.config_id
-        FROM configs c
-        JOIN datasets d ON d.name = (SELECT w.dataset FROM workloads w WHERE w.workload_id = c.workload_id)
-        LEFT JOIN model_states s USING (config_id)
-        LEFT JOIN (SELECT a.workload_id, count(*) AS n FROM active_units a GROUP BY a.workload_id) busy
-               USING (workload_id)
-        WHERE c.status IN ('pending', 'running')
-          AND c.config_id NOT IN (SELECT a.config_id FROM active_units a)
-          -- Not while an attempt of it is unsettled (sql/42_unit_attempts.sql): a crash must be
-          -- counted against its budget before it runs again.
-          AND NOT EXISTS (SELECT 1 FROM unit_attempts a WHERE a.config_id = c.config_id AND a.outcome IS NULL)
-          AND unit_is_legal(c.config_id, claim_unit.segment)
-        ORDER BY coalesce(busy.n, 0),
-                 c.epochs_done * d.num_segments + cardinality(coalesce(s.visited_segments, '{}')),
-                 random()
+    FOR workload IN
+        WITH in_flight AS (
+            SELECT a.workload_id, w.owner FROM active_units a JOIN workloads w USING (workload_id)
+        ), runnable AS (
+            SELECT w.workload_id, w.owner, d.num_segments,
+                   (SELECT min(c.epochs_done) FROM configs c
+                    WHERE c.workload_id = w.workload_id AND c.status IN ('pending', 'running')) AS least_epochs
+            FROM workloads w
+            JOIN datasets d ON d.name = w.dataset
+            WHERE w.status = 'running' AND claim_unit.segment < d.num_segments
+        )
+        SELECT r.workload_id, r.num_segments
+        FROM runnable r
+        WHERE r.least_epochs IS NOT NULL
+        ORDER BY (SELECT count(*) FROM in_flight f WHERE f.owner = r.owner),
+                 (SELECT count(*) FROM in_flight f WHERE f.workload_id = r.workload_id),
+                 r.least_epochs, random()
     LOOP
-        CONTINUE WHEN NOT pg_try_advisory_xact_lock(config_lock_key(), candidate);
-        -- A new statement sees units committed since the candidates were read. If the
-        -- config stopped being legal meanwhile, it can run nowhere now, so keeping its
-        -- (unreleasable) transaction lock until this transaction ends costs nothing.
-        IF unit_is_legal(candidate, claim_unit.segment) THEN
-            RETURN QUERY SELECT c.config_id, c.workload_id, c.epochs_done + 1
-                         FROM configs c WHERE c.config_id = candidate;
-            RETURN;
-        END IF;
+        last_epochs := -1;
+        last_config := 0;
+        LOOP
+            SELECT count(*),
+                   (array_agg(win.config_id ORDER BY win.progress, random())
+                       FILTER (WHERE win.epochs_done < win.max_epochs
+                               AND NOT (claim_unit.segment = ANY (win.visited)))),
+                   (array_agg(win.epochs_done ORDER BY win.epochs_done DESC, win.config_id DESC))[1],
+                   (array_agg(win.config_id ORDER BY win.epochs_done DESC, win.config_id DESC))[1]
+            INTO seen, legal, last_epochs, last_config
+            FROM (
+                SELECT page.*, page.epochs_done * workload.num_segments + cardinality(page.visited) AS progress
+                FROM (SELECT c.config_id, c.epochs_done, c.max_epochs,
+                             coalesce((SELECT s.visited_segments FROM model_states s WHERE s.config_id = c.config_id),
+                                      '{}') AS visited  -- one key lookup per config of the window
+                      FROM configs c
+                      WHERE c.workload_id = workload.workload_id AND c.status IN ('pending', 'running')
+                        AND (c.epochs_done, c.config_id) > (last_epochs, last_config)
+                        -- Not while an attempt of it is unsettled (sql/42_unit_attempts.sql): a crash
+                        -- must be counted against its budget before it runs again.
+                        AND NOT EXISTS (SELECT 1 FROM unit_attempts a
+                                        WHERE a.config_id = c.config_id AND a.outcome IS NULL)
+                      ORDER BY c.epochs_done, c.config_id
+                      LIMIT claim_window()) page
+            ) win;
+            FOREACH candidate IN ARRAY coalesce(legal, '{}') LOOP
+                CONTINUE WHEN NOT pg_try_advisory_xact_lock(config_lock_key(), candidate);
+                -- A new statement sees units committed since the candidates were read. If the
+                -- config stopped being legal meanwhile, it can run nowhere now, so keeping its
+                -- (unreleasable) transaction lock until this transaction ends costs nothing.
+                IF unit_is_legal(candidate, claim_unit.segment) THEN
+                    RETURN QUERY SELECT c.config_id, c.workload_id, c.epochs_done + 1
+                                 FROM configs c WHERE c.config_id = candidate;
+                    RETURN;
+                END IF;
+            END LOOP;
+            EXIT WHEN seen < claim_window();  -- the workload's last window
+        END LOOP;
     END LOOP;
 END
 $$;

@@ -19,17 +19,22 @@ return entry.complete_params(model, params, feature_shape, registered)
 $$;
 
 -- INSERT INTO configs (workload_id, params): params are validated against the workload's
--- model and completed with defaults; max_epochs comes from the workload.
+-- model and completed with defaults; max_epochs comes from the workload, within the owner's
+-- limit (the system's own inserts, clone_config and procedures, check their limits themselves).
 CREATE OR REPLACE FUNCTION configs_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     workload record;
 BEGIN
-    SELECT w.model, w.max_epochs, d.feature_shape INTO workload
+    SELECT w.model, w.max_epochs, w.owner, d.feature_shape INTO workload
     FROM workloads w JOIN datasets d ON d.name = w.dataset WHERE w.workload_id = NEW.workload_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown workload %', NEW.workload_id USING ERRCODE = 'undefined_object';
+    END IF;
+    NEW.max_epochs := coalesce(NEW.max_epochs, workload.max_epochs);
+    IF NOT is_internal() THEN
+        PERFORM check_max_epochs(workload.owner, NEW.max_epochs);
     END IF;
     NEW.params := raise_if_error(_complete_params(workload.model, NEW.params, workload.feature_shape,
                                                   is_registered_model(workload.model)));
@@ -38,7 +43,6 @@ BEGIN
     IF NOT is_internal() OR NEW.cloned_from IS NOT NULL THEN
         PERFORM raise_if_error(_check_training_memory(NEW.workload_id, NEW.params));
     END IF;
-    NEW.max_epochs := coalesce(NEW.max_epochs, workload.max_epochs);
     PERFORM stamp_config_event();
     IF NOT is_internal() THEN
         NEW.status := 'pending';
@@ -75,6 +79,10 @@ BEGIN
         RAISE EXCEPTION 'config %: max_epochs must be at least % (1, and not below the epochs already trained), got %',
             OLD.config_id, greatest(OLD.epochs_done, 1), coalesce(NEW.max_epochs::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.max_epochs > OLD.max_epochs THEN
+        PERFORM check_max_epochs((SELECT w.owner FROM workloads w WHERE w.workload_id = OLD.workload_id),
+                                 NEW.max_epochs);
     END IF;
     IF NEW.status IS DISTINCT FROM OLD.status THEN
         IF NOT ((OLD.status IN ('pending', 'running') AND NEW.status = 'stopped')
@@ -138,15 +146,65 @@ $$;
 CREATE OR REPLACE TRIGGER configs_after_change
 AFTER INSERT OR UPDATE ON configs FOR EACH ROW EXECUTE FUNCTION configs_after_change();
 
--- A workload's unit_timeout stays within statement_timeout's range; users may set its status
--- to 'stopped' / 'running', which (workloads_after_status) stops / resumes its unfinished configs.
+-- A user's configs pending or running, across all their workloads, stay within their
+-- max_active_configs: checked once per statement that adds or resumes configs (INSERT,
+-- add_config, run_model_selection, resuming a config or a workload). The system's own
+-- statements are not refused here: clone_config checks itself, hyperopt suggests only
+-- within the headroom, and the scheduler's updates never add configs in flight.
+CREATE OR REPLACE FUNCTION configs_check_quota() RETURNS trigger
+LANGUAGE plpgsql SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    owner text;
+BEGIN
+    IF is_internal() THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        FOR owner IN
+            SELECT DISTINCT w.owner FROM added a JOIN workloads w USING (workload_id)
+            WHERE a.status IN ('pending', 'running') ORDER BY 1  -- one lock order: no deadlocks
+        LOOP
+            PERFORM check_active_configs(owner);
+        END LOOP;
+    ELSE
+        FOR owner IN
+            SELECT DISTINCT w.owner
+            FROM added a JOIN removed r USING (config_id) JOIN workloads w ON w.workload_id = a.workload_id
+            WHERE a.status IN ('pending', 'running') AND r.status NOT IN ('pending', 'running') ORDER BY 1
+        LOOP
+            PERFORM check_active_configs(owner);
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER configs_check_quota_insert
+AFTER INSERT ON configs REFERENCING NEW TABLE AS added
+FOR EACH STATEMENT EXECUTE FUNCTION configs_check_quota();
+
+CREATE OR REPLACE TRIGGER configs_check_quota_update
+AFTER UPDATE ON configs REFERENCING OLD TABLE AS removed NEW TABLE AS added
+FOR EACH STATEMENT EXECUTE FUNCTION configs_check_quota();
+
+-- A workload's unit_timeout stays within statement_timeout's range and the owner's limits (NULL:
+-- the owner's default), and so does its max_epochs; users may set its status to 'stopped' /
+-- 'running', which (workloads_after_status) stops / resumes its unfinished configs.
 CREATE OR REPLACE FUNCTION workloads_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = cerebro, pg_temp
 AS $$
 BEGIN
     IF NEW.unit_timeout <= interval '0' OR NEW.unit_timeout > interval '24 days' THEN
         RAISE EXCEPTION 'unit_timeout must be positive and at most 24 days, got %', NEW.unit_timeout
-            USING HINT = 'NULL means no limit', ERRCODE = 'invalid_parameter_value';
+            USING HINT = 'NULL means the default (cerebro.limits.default_unit_timeout)',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.unit_timeout IS DISTINCT FROM OLD.unit_timeout THEN
+        NEW.unit_timeout := bounded_unit_timeout(NEW.owner, NEW.unit_timeout);
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.max_epochs > OLD.max_epochs THEN
+        PERFORM check_max_epochs(NEW.owner, NEW.max_epochs);
     END IF;
     IF TG_OP = 'UPDATE' AND NOT is_internal() AND NEW.status IS DISTINCT FROM OLD.status
        AND NEW.status NOT IN ('stopped', 'running') THEN

@@ -37,7 +37,7 @@ BEGIN
     -- One statement reads config progress and state together: a unit committing
     -- meanwhile cannot tear them apart.
     SELECT c.workload_id, c.params, c.epochs_done, c.max_epochs, c.seed, w.model, w.max_epochs AS workload_epochs,
-           d.feature_shape,
+           w.owner, d.feature_shape,
            s.state, s.visited_segments, s.epoch_rows, s.epoch_loss_sum, s.epoch_metric_sum, s.epoch_seconds
     INTO source
     FROM configs c
@@ -72,6 +72,9 @@ BEGIN
                                                                 source.epochs_done + source.workload_epochs)),
                   ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF overrides ? 'max_epochs' THEN
+        PERFORM check_max_epochs(source.owner, (overrides ->> 'max_epochs')::int);
+    END IF;
 
     PERFORM set_config('cerebro.internal', 'on', true);
     PERFORM set_config('cerebro.reason', format('clone of config %s', clone_config.config_id), true);
@@ -81,6 +84,7 @@ BEGIN
             coalesce((overrides ->> 'max_epochs')::int, source.max_epochs), source.seed, clone_config.config_id,
             acting_role())
     RETURNING configs.config_id INTO clone_id;
+    PERFORM check_active_configs(source.owner);  -- the insert ran as the system: the quota trigger let it be
     IF source.state IS NOT NULL THEN
         INSERT INTO model_states (config_id, state, visited_segments, epoch_rows, epoch_loss_sum,
                                   epoch_metric_sum, epoch_seconds)

@@ -73,12 +73,14 @@ DECLARE
     wanted int;
     history jsonb;
 BEGIN
-    SELECT wl.model, wl.search_space, wl.num_configs, wl.seed, d.feature_shape INTO w
+    SELECT wl.model, wl.search_space, wl.num_configs, wl.seed, wl.owner, d.feature_shape INTO w
     FROM workloads wl JOIN datasets d ON d.name = wl.dataset
     WHERE wl.workload_id = hyperopt_observe.workload_id;
     SELECT count(*), count(*) FILTER (WHERE c.status IN ('pending', 'running')) INTO total, active
     FROM configs c WHERE c.workload_id = hyperopt_observe.workload_id;
-    wanted := least(w.num_configs - total, (SELECT count(*)::int FROM segments) - active);
+    -- Within the owner's headroom (max_active_configs): a suggestion is never refused.
+    wanted := least(w.num_configs - total, (SELECT count(*)::int FROM segments) - active,
+                    (SELECT l.max_active_configs FROM role_limits(w.owner) l) - active_configs(w.owner));
     IF wanted <= 0 THEN
         RETURN;
     END IF;

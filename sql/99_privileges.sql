@@ -11,8 +11,10 @@ GRANT USAGE ON SCHEMA cerebro TO cerebro_user;
 GRANT SELECT (segment_id) ON segments TO cerebro_user;  -- not dsn: it may carry credentials
 GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, unit_attempts, epoch_metrics, config_events,
                 registered_models, leaderboard, roster, workload_progress, segment_activity, workload_lineage,
-                active_units
+                active_units, limits
     TO cerebro_user;
+-- Limits are the admins' to set (row-level security shows a user their own row and '*').
+GRANT INSERT, UPDATE, DELETE ON limits TO cerebro_admin;
 
 -- prepare_dataset runs with the caller's rights, so it reads only tables the caller may read.
 -- Not dataset_id (taking ids ahead of the sequence would block others) nor owner.
@@ -35,10 +37,11 @@ GRANT EXECUTE ON FUNCTION
     prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
     evaluate, predict, export_model,
     raise_if_error, is_internal, acting_role, stamp_config_event, scheduler_alive, roster_params,
+    role_limits, raise_over_limit, check_max_epochs, bounded_unit_timeout, active_configs, check_active_configs,
     dataset_name_taken, is_registered_model, config_state,
     _prepare_dataset, _expand_search_space, _complete_params, _check_training_memory, training_memory_limit,
     _evaluate, _predict_begin, _predict_part, _export_model,
-    scheduler_lock_key, config_lock_key, segment_lock_key
+    scheduler_lock_key, config_lock_key, segment_lock_key, quota_lock_key
     TO cerebro_user;
 GRANT EXECUTE ON PROCEDURE wait_for_workload TO cerebro_user;
 

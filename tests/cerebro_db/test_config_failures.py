@@ -94,7 +94,7 @@ def test_a_stuck_unit_is_cancelled_at_the_unit_timeout_and_the_config_can_be_ret
     ).fetchone() == ("failed",)
     assert conn.execute("SELECT status FROM workloads WHERE workload_id = %s", [workload]).fetchone() == ("completed",)
 
-    # The user lifts the limit and retries: the config goes on from its last committed hop.
+    # The user sets the default bound again (NULL) and retries: the config goes on from its last committed hop.
     conn.execute("UPDATE workloads SET unit_timeout = NULL WHERE workload_id = %s", [workload])
     conn.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [stuck])
     run_until_idle(dsn)
