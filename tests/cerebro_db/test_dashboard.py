@@ -77,8 +77,9 @@ def test_refine_space_centres_on_the_chosen_configs() -> None:
 def test_status_changes_name_the_status_seen(dsn: str, fashion_2seg: str) -> None:
     engine = dashboard.make_engine(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
-        row: Any = conn.execute("SELECT config_id FROM configs WHERE workload_id = %s", [workload]).fetchone()
+        # Two configs: stopping the last active one would finish the workload.
+        workload = launch(conn, fashion_2seg, {"lr": [0.003, 0.01], **TINY_CNN}, epochs=1)
+        row: Any = conn.execute("SELECT min(config_id) FROM configs WHERE workload_id = %s", [workload]).fetchone()
     config = row[0]
     with dashboard.transaction(engine) as sa:
         assert dashboard.set_config_status(sa, config, "stopped", "pending") == f"config {config}: stopped"
