@@ -364,5 +364,8 @@ class Scheduler:
     def _wake_all(self) -> None:
         """Let idle segment threads see the stop flag without waiting for their timeout."""
         if self._stop.is_set():
-            with psycopg.connect(self.dsn, autocommit=True) as conn:
-                conn.execute("SELECT pg_notify(%s, 'stop')", [CHANNEL])
+            try:
+                with psycopg.connect(self.dsn, autocommit=True) as conn:
+                    conn.execute("SELECT pg_notify(%s, 'stop')", [CHANNEL])
+            except psycopg.OperationalError:
+                pass  # the server is away (restarting): they see the flag within idle_wait anyway
