@@ -41,6 +41,13 @@ def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
         yield connection
 
 
+def one(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
+    """The single row of ``query`` (its single value, if it has one column)."""
+    row = conn.execute(query, list(params)).fetchone()
+    assert row is not None
+    return row[0] if len(row) == 1 else row
+
+
 _names = itertools.count()
 
 

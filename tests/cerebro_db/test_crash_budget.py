@@ -18,16 +18,10 @@ from psycopg import errors
 from cerebro_db import faults, install, sample_data, verify
 from cerebro_db.cluster import ClusterConfig, temporary_cluster
 from cerebro_db.scheduler import Scheduler
-from tests.conftest import TINY_CNN
+from tests.conftest import TINY_CNN, one
 
 #: Generous: only a hang (the crash loop this guards against) comes near it.
 HANG = 900
-
-
-def one(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
-    row = conn.execute(query, list(params)).fetchone()
-    assert row is not None
-    return row[0] if len(row) == 1 else row
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,12 @@ from psycopg import errors, sql
 
 from cerebro_db import install
 from cerebro_db.cluster import ClusterConfig
-from tests.conftest import unique
+from tests.conftest import one, unique
 
 Session = psycopg.Connection[Any]
 USER, ADMIN = "lim_dora", "lim_eve"
 #: dora's own row: small limits, cheap to reach.
 LIMITS = {"max_active_configs": 3, "max_epochs": 5, "default_unit_timeout": "10 min", "max_unit_timeout": "1 hour"}
-
-
-def one(conn: Session, query: str, *params: Any) -> Any:
-    row = conn.execute(query, list(params)).fetchone()
-    assert row is not None
-    return row[0] if len(row) == 1 else row
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,9 @@ import psycopg
 import pytest
 
 from cerebro_db import cli, verify
-from tests.conftest import TINY_CNN, launch
+from tests.conftest import TINY_CNN, launch, one
 
 Session = psycopg.Connection[Any]
-
-
-def one(conn: Session, query: str, *params: Any) -> Any:
-    row = conn.execute(query, list(params)).fetchone()
-    assert row is not None
-    return row[0] if len(row) == 1 else row
 
 
 @pytest.fixture

@@ -9,13 +9,9 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from tests.conftest import one
+
 Session = psycopg.Connection[Any]
-
-
-def one(conn: Session, query: str, *params: Any) -> Any:
-    row = conn.execute(query, list(params)).fetchone()
-    assert row is not None
-    return row[0] if len(row) == 1 else row
 
 
 @pytest.fixture
