@@ -239,11 +239,12 @@ def register_segments(coordinator_dsn: str, specs: Sequence[str], passfile: Path
     current segments). Returns whether the membership changed.
     """
     parsed = [parse_segment(spec) for spec in specs]
-    wanted = [secured(dsn, ca) for dsn, _ in parsed]
-    if not wanted:
+    listed = [dsn for dsn, _ in parsed]
+    if not listed:
         raise MembershipError("--segments needs at least one segment server")
-    if len(set(wanted)) != len(wanted):
-        raise MembershipError(f"a segment server is listed twice in {wanted}")
+    if len(set(listed)) != len(listed):
+        raise MembershipError(f"a segment server is listed twice in {listed}")
+    wanted = [secured(dsn, ca) for dsn in listed]
     _write_passfile(passfile, parsed)  # new passwords for the same servers count too
     with psycopg.connect(coordinator_dsn, options=SEARCH_PATH) as conn:
         if _current(conn) == wanted:
