@@ -16,7 +16,7 @@ COPY . /app
 # The venv comes from Debian's python3, the interpreter PL/Python runs.
 RUN ./install.sh --no-dev \
     && rm -rf /var/lib/apt/lists/* \
-    && install -d -o postgres -g postgres "$CEREBRO_HOME"
+    && install -d -o postgres -g postgres "$CEREBRO_HOME" /certs
 
 # PostgreSQL's own OS user runs everything; a server's data lives in $CEREBRO_HOME (a volume).
 USER postgres

@@ -22,7 +22,15 @@ import psycopg
 
 from cerebro_db import dashboard, install, sample_data, tensorboard
 from cerebro_db.backends import multi_server
-from cerebro_db.cluster import PG_BIN, REPO_ROOT, ClusterConfig, ClusterError, LocalCluster, default_home
+from cerebro_db.cluster import (
+    PG_BIN,
+    REPO_ROOT,
+    Certificate,
+    ClusterConfig,
+    ClusterError,
+    LocalCluster,
+    default_home,
+)
 from cerebro_db.predict import predict_on_segments
 from cerebro_db.scheduler import Scheduler, SchedulerBusy
 from cerebro_db.text_table import format_table
@@ -70,6 +78,20 @@ def _segments_passfile() -> Path:
     return default_home() / "segments.pgpass"
 
 
+def _segments_ca() -> Path:
+    """The CA bundle the scheduler verifies segment servers with (``up --segment-ca``), beside the cluster."""
+    return default_home() / "segments-ca.pem"
+
+
+def _init_cluster(args: argparse.Namespace) -> tuple[LocalCluster, ClusterConfig]:
+    """The embedded cluster, created with the server options if new."""
+    cluster = _cluster()
+    if bool(args.ssl_cert) != bool(args.ssl_key) or (args.ssl_ca and not args.ssl_cert):
+        raise SystemExit(f"cerebro-db {args.command}: --ssl-cert and --ssl-key go together (--ssl-ca with them)")
+    certificate = Certificate(args.ssl_cert, args.ssl_key, args.ssl_ca) if args.ssl_cert else None
+    return cluster, cluster.init(args.listen, args.port, certificate, args.remote_superuser)
+
+
 def _segment_spec(value: str) -> int | list[str]:
     """``--segments``: a count of local segments, or segment servers ``host:port,...`` (or URLs)."""
     if value.isdigit():
@@ -87,17 +109,19 @@ def _segment_spec(value: str) -> int | list[str]:
 
 def _start_cluster(args: argparse.Namespace) -> str:
     """Create (if new) and start the embedded cluster and its database; its URL."""
-    cluster = _cluster()
-    config = cluster.init(args.listen, args.port)
+    cluster, config = _init_cluster(args)
     cluster.start()
     install.create_database(config.dsn("postgres"), config.database)
     return config.dsn()
 
 
-def _register_segments(dsn: str, specs: list[str]) -> None:
+def _register_segments(dsn: str, specs: list[str], ca_files: list[Path]) -> None:
+    ca = _segments_ca() if ca_files else None
     try:
-        changed = multi_server.register_segments(dsn, specs, _segments_passfile())
-    except (multi_server.MembershipError, psycopg.Error) as error:
+        if ca:
+            ca.write_bytes(b"".join(path.read_bytes() for path in ca_files))  # a stable path for the scheduler
+        changed = multi_server.register_segments(dsn, specs, _segments_passfile(), ca)
+    except (multi_server.MembershipError, psycopg.Error, OSError) as error:
         raise SystemExit(f"cerebro-db up: {error}") from None
     for segment, location in enumerate(multi_server.registered(dsn)):
         print(f"segment {segment}: {location}")
@@ -115,7 +139,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     install.install(dsn, segments=args.segments if isinstance(args.segments, int) else None)
     print(f"cluster running at {dsn}")
     if isinstance(args.segments, list):
-        _register_segments(dsn, args.segments)
+        _register_segments(dsn, args.segments, args.segment_ca)
     if args.scheduler and _scheduler_pid() is None:
         log_path = default_home() / "scheduler.log"
         with open(log_path, "ab") as log_file:
@@ -137,9 +161,13 @@ def _install_schema(config: ClusterConfig) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     """The embedded cluster's server in the foreground (a container's main process), schema installed."""
-    cluster = _cluster()
-    config = cluster.init(args.listen, args.port)
+    cluster, config = _init_cluster(args)
     print(f"serving database {config.database} on {config.listen_addresses} port {config.port}", flush=True)
+    if cluster.trust_file.exists():
+        if args.export_cert:  # public: what clients verify this server with
+            args.export_cert.write_bytes(cluster.trust_file.read_bytes())
+        where = f" (copied to {args.export_cert})" if args.export_cert else ""
+        print(f"TLS: clients verify this server with {cluster.trust_file}{where}", flush=True)
     raise SystemExit(cluster.serve(setup=_install_schema))
 
 
@@ -353,6 +381,21 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         " also accepts password logins from its own subnets); its password is $CEREBRO_PASSWORD if set",
     )
     parser.add_argument("--port", type=int, help="port of a new cluster (default: a free one)")
+    parser.add_argument(
+        "--ssl-cert",
+        type=Path,
+        help="a new cluster beyond 127.0.0.1 serves TLS with this certificate (PEM; default: a self-signed one)",
+    )
+    parser.add_argument("--ssl-key", type=Path, help="the --ssl-cert's private key (PEM, copied with mode 0600)")
+    parser.add_argument(
+        "--ssl-ca", type=Path, help="the CA that signed --ssl-cert: what clients verify the server with"
+    )
+    parser.add_argument(
+        "--remote-superuser",
+        action="store_true",
+        help="a new cluster beyond 127.0.0.1 also lets its superuser log in from its subnets (over TLS),"
+        " for a scheduler on another host; by default the superuser logs in on loopback only",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -377,6 +420,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_false",
         help="start no background scheduler (run `cerebro-db scheduler` yourself, e.g. in its own container)",
     )
+    up.add_argument(
+        "--segment-ca",
+        type=Path,
+        action="append",
+        default=[],
+        help="CA bundle (PEM) that verifies the segment servers' certificates (repeatable: a `cerebro-db serve`"
+        " server's own self-signed server-ca.pem, for each); needed for servers beyond loopback, which are then"
+        " reached with sslmode=verify-ca (verify-full if their URL says so) and channel_binding=require",
+    )
     _add_server_options(up)
     up.set_defaults(run=cmd_up)
     serve = commands.add_parser(
@@ -385,6 +437,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         " until SIGTERM or SIGINT (fast shutdown); no scheduler. For containers: the coordinator and segment servers",
     )
     _add_server_options(serve)
+    serve.add_argument(
+        "--export-cert",
+        type=Path,
+        help="also copy the file clients verify this TLS server with (its server-ca.pem) to this path",
+    )
     serve.set_defaults(run=cmd_serve)
     commands.add_parser("down", help="stop the scheduler and the cluster").set_defaults(run=cmd_down)
     commands.add_parser("status", help="cluster, scheduler and workloads").set_defaults(run=cmd_status)

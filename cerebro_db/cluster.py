@@ -3,10 +3,11 @@
 By default the server listens on a free loopback port only, with password (SCRAM)
 auth; the password lives in ``cluster.json`` (mode 0600) beside the data directory.
 A cluster created with other listen addresses (a container's server) also accepts
-SCRAM logins from its own subnets, and ``$CEREBRO_PASSWORD`` gives a new cluster a
-known password. As root, the server runs as the ``postgres`` OS user (PostgreSQL
-refuses root). PL/Python finds ``cerebro_plpy`` and TensorFlow through the
-PYTHONPATH the postmaster is started with.
+SCRAM logins from its own subnets, over TLS only and not as the superuser (see
+:func:`configure_tls`), and ``$CEREBRO_PASSWORD`` gives a new cluster a known password.
+As root, the server runs as the ``postgres`` OS user (PostgreSQL refuses root).
+PL/Python finds ``cerebro_plpy`` and TensorFlow through the PYTHONPATH the postmaster
+is started with.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ class ClusterError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class Certificate:
+    """The operator's server certificate and key (PEM), and the CA that signed it if not self-signed."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+
 @dataclass
 class ClusterConfig:
     port: int
@@ -97,6 +107,8 @@ class LocalCluster:
         self.data_dir = root / "pgdata"
         self.log_file = root / "postgres.log"
         self.config_file = root / "cluster.json"
+        #: What clients beyond loopback trust (``sslrootcert``): the CA, or the self-signed certificate.
+        self.trust_file = root / "server-ca.pem"
 
     @property
     def config(self) -> ClusterConfig:
@@ -107,24 +119,34 @@ class LocalCluster:
     def exists(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
 
-    def init(self, listen_addresses: str | None = None, port: int | None = None) -> ClusterConfig:
+    def init(
+        self,
+        listen_addresses: str | None = None,
+        port: int | None = None,
+        certificate: Certificate | None = None,
+        remote_superuser: bool = False,
+    ) -> ClusterConfig:
         """initdb a new cluster (idempotent: an existing one is kept).
 
         A new cluster listens on ``listen_addresses`` (default: loopback only) at ``port``
         (default: a free one); its password is ``$CEREBRO_PASSWORD``, else a random one.
+        Beyond loopback it serves TLS with ``certificate``, else with a self-signed one, and the
+        superuser logs in on loopback only unless ``remote_superuser``.
         """
         if self.exists():
             config = self.config
             wanted = (port or config.port, listen_addresses or config.listen_addresses)
-            if wanted != (config.port, config.listen_addresses):
+            if wanted != (config.port, config.listen_addresses) or certificate or remote_superuser:
                 raise ClusterError(
                     f"the cluster at {self.root} listens on {config.listen_addresses} port {config.port}:"
-                    " --listen and --port apply to a new cluster only"
+                    " --listen, --port, --ssl-cert and --remote-superuser apply to a new cluster only"
                 )
             return config
         # It goes into postgresql.auto.conf quoted: host names, addresses, '*', commas only.
         if listen_addresses is not None and not re.fullmatch(r"[\w.:*,\-]+", listen_addresses):
             raise ClusterError(f"--listen {listen_addresses!r}: give host names or addresses, comma-separated, or *")
+        if (certificate or remote_superuser) and (listen_addresses or LOOPBACK) == LOOPBACK:
+            raise ClusterError("--ssl-cert and --remote-superuser are for a cluster beyond 127.0.0.1: add --listen")
         self.root.mkdir(parents=True, exist_ok=True)
         config = ClusterConfig(
             port=port or free_port(),
@@ -158,10 +180,8 @@ class LocalCluster:
         with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         if config.listen_addresses != LOOPBACK:
-            # Reachable from elsewhere: let in the hosts of the server's own subnets (a
-            # container network's peers, the host through a published port), by password.
-            with open(self.data_dir / "pg_hba.conf", "a") as hba:
-                hba.write("host all all samenet scram-sha-256\n")
+            configure_tls(self.data_dir, self.trust_file, certificate)
+            allow_beyond_loopback(self.data_dir / "pg_hba.conf", config.user, remote_superuser)
         self.config_file.write_text(json.dumps(asdict(config)))
         self.config_file.chmod(0o600)
         return config
@@ -226,16 +246,75 @@ class LocalCluster:
             raise ClusterError(f"{Path(argv[0]).name} failed: {result.stderr.strip()}\n{log_tail}")
 
 
+def configure_tls(data_dir: Path, trust_file: Path, certificate: Certificate | None) -> None:
+    """``ssl = on`` with the operator's ``certificate`` or a new self-signed one (``openssl``), the
+    key 0600 from its creation; ``trust_file`` gets what clients verify the server with."""
+    cert, key = data_dir / "server.crt", data_dir / "server.key"
+    if certificate:
+        for source in (certificate.cert, certificate.key, *([certificate.ca] if certificate.ca else [])):
+            if not source.is_file():
+                raise ClusterError(f"{source}: no such certificate or key file")
+        _write_private(key, certificate.key.read_bytes())
+        cert.write_bytes(certificate.cert.read_bytes())
+        trust_file.write_bytes((certificate.ca or certificate.cert).read_bytes())
+    else:
+        _write_private(key, _openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]))
+        host = socket.gethostname()
+        cert.write_bytes(
+            _openssl(
+                ["req", "-new", "-x509", "-key", str(key), "-days", "3650", "-subj", f"/CN={host}"]
+                + ["-addext", f"subjectAltName=DNS:{host},DNS:localhost,IP:127.0.0.1"]
+            )
+        )
+        trust_file.write_bytes(cert.read_bytes())
+    for path in (cert, key):
+        _hand_to_server_user(path)
+    with open(data_dir / "postgresql.auto.conf", "a") as conf:
+        conf.write("ssl = on\n")
+
+
+def allow_beyond_loopback(hba_file: Path, superuser: str, remote_superuser: bool) -> None:
+    """Let in the hosts of the server's own subnets (a container network's peers, the host through a
+    published port): by password, over TLS only, and not as the superuser, who logs in on loopback
+    (initdb's rules above these) or not at all, unless ``remote_superuser`` (a scheduler elsewhere
+    that needs the schema owner's rights)."""
+    with open(hba_file, "a") as hba:
+        if not remote_superuser:
+            hba.write(f'host all "{superuser}" all reject\n')
+        hba.write("hostssl all all samenet scram-sha-256\n")
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    """Write ``path`` readable by its owner alone from the moment it exists."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(content)
+
+
+def _openssl(argv: list[str]) -> bytes:
+    """``openssl`` (Debian's CLI) with its PEM output on stdout."""
+    executable = shutil.which("openssl")
+    if executable is None:
+        raise ClusterError("openssl is missing: install it (apt-get install openssl) or give --ssl-cert/--ssl-key")
+    result = subprocess.run([executable, *argv], capture_output=True)
+    if result.returncode != 0:
+        raise ClusterError(f"openssl {argv[0]} failed: {result.stderr.decode(errors='replace').strip()}")
+    return result.stdout
+
+
 @contextlib.contextmanager
-def temporary_server() -> Iterator[LocalCluster]:
-    """A throwaway running cluster with its database created (nothing installed); removed afterwards."""
+def temporary_server(listen_addresses: str | None = None) -> Iterator[LocalCluster]:
+    """A throwaway running cluster with its database created (nothing installed); removed afterwards.
+
+    ``listen_addresses`` as for :meth:`LocalCluster.init` (beyond loopback: TLS).
+    """
     from cerebro_db import install  # it imports this module
 
     root = Path(tempfile.mkdtemp(prefix="cerebro-"))
     root.chmod(0o755)  # the server user must reach its data directory inside
     cluster = LocalCluster(root)
     try:
-        config = cluster.init()
+        config = cluster.init(listen_addresses)
         cluster.start()
         install.create_database(config.dsn("postgres"), config.database)
         yield cluster

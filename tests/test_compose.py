@@ -56,10 +56,24 @@ def test_servers_serve_with_a_health_check_and_their_own_volume(services: dict[s
         server = services[name]
         assert server["command"][:2] == ["cerebro-db", "serve"]
         assert "pg_isready" in " ".join(server["healthcheck"]["test"])
-        (volume,) = server["volumes"]
+        volume, certs = server["volumes"]
         assert volume.startswith(f"{name}:/var/lib/cerebro")
+        assert certs.startswith("certs:/certs") and not certs.endswith(":ro")
         volumes.add(volume)
     assert len(volumes) == len(SERVERS)
+
+
+def test_every_server_publishes_its_certificate_and_clients_verify_it(services: dict[str, Any]) -> None:
+    """The servers listen on 0.0.0.0: TLS only; each copies what verifies it to the shared volume."""
+    for name in SERVERS:
+        assert option(services[name]["command"], "--export-cert") == f"/certs/{name}.pem"
+    for name in ("scheduler", "dashboard"):
+        assert services[name]["volumes"] == ["certs:/certs:ro"]
+        dsn = services[name]["environment"]["CEREBRO_DSN"]
+        assert "sslmode=verify-ca" in dsn and "sslrootcert=/certs/coordinator.pem" in dsn
+        assert "channel_binding=require" in dsn
+    lines = (REPO_ROOT / "Dockerfile").read_text().splitlines()
+    assert any("install -d -o postgres -g postgres" in line and "/certs" in line for line in lines)
 
 
 def test_the_scheduler_registers_every_segment_server_then_runs(services: dict[str, Any]) -> None:
@@ -71,6 +85,10 @@ def test_the_scheduler_registers_every_segment_server_then_runs(services: dict[s
     assert argv[:2] == ["cerebro-db", "up"] and "--no-scheduler" in argv
     segments = {f"{name}:{option(services[name]['command'], '--port')}" for name in SERVERS - {"coordinator"}}
     assert sorted(option(argv, "--segments").split(",")) == sorted(segments)
+    cas = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--segment-ca"]
+    assert sorted(cas) == sorted(
+        option(services[name]["command"], "--export-cert") for name in SERVERS - {"coordinator"}
+    )
     assert scheduler["depends_on"] == {name: {"condition": "service_healthy"} for name in SERVERS}
     assert scheduler["environment"]["CEREBRO_DSN"].startswith("postgresql://cerebro@coordinator:5432/")
 

@@ -15,12 +15,16 @@ a server has a shard whole or not at all. A server belongs to one coordinator: i
 knows datasets by the coordinator's ids.
 
 Membership is the coordinator's ``segments`` table: ``dsn`` is the segment server's
-libpq URL without its password (the scheduler's passfile or environment has it).
+libpq URL without its password (the scheduler's passfile or environment has it). A
+server beyond loopback is reached over TLS only: its URL carries ``sslmode=verify-ca``
+(or the operator's ``verify-full``), the CA bundle the operator gave (``sslrootcert``)
+and ``channel_binding=require``; nothing is trusted on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +39,7 @@ from psycopg.types.json import Jsonb
 
 from cerebro_db import install
 from cerebro_db.backends import SEARCH_PATH, on_the_segment
-from cerebro_db.cluster import LocalCluster, temporary_cluster, temporary_server
+from cerebro_db.cluster import LOOPBACK, LocalCluster, temporary_cluster, temporary_server
 from cerebro_db.unit_failures import Farewell
 
 DEFAULT_PORT = 5432
@@ -195,25 +199,52 @@ def _with(dsn: str, **params: str) -> str:
     return _url({**{key: str(value) for key, value in conninfo_to_dict(dsn).items()}, **params})
 
 
+def secured(dsn: str, ca: Path | None) -> str:
+    """``dsn`` with the TLS it must use: verified against ``ca`` (a CA bundle, or the segment servers'
+    self-signed certificates) with channel binding. A server on loopback may go without ``ca``;
+    one beyond it may not (an unverified server could be anyone's)."""
+    params = {key: str(value) for key, value in conninfo_to_dict(dsn).items()}
+    if ca is None:
+        if _on_loopback(params["host"]):
+            return dsn
+        raise MembershipError(
+            f"segment {dsn} is beyond loopback: give the CA bundle that verifies its certificate (--segment-ca FILE;"
+            " a self-signed server's is the server-ca.pem `cerebro-db serve` writes)"
+        )
+    mode = "verify-full" if params.get("sslmode") == "verify-full" else "verify-ca"
+    return _url({**params, "sslmode": mode, "sslrootcert": str(ca), "channel_binding": "require"})
+
+
+def _on_loopback(host: str) -> bool:
+    if host == "localhost" or host.startswith("/"):  # a name for loopback, or a Unix socket directory
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def registered(coordinator_dsn: str) -> list[str | None]:
     """The coordinator's segments in order: each one's server DSN, or None for a local segment."""
     with psycopg.connect(coordinator_dsn, options=SEARCH_PATH) as conn:
         return _current(conn)
 
 
-def register_segments(coordinator_dsn: str, specs: Sequence[str], passfile: Path) -> bool:
+def register_segments(coordinator_dsn: str, specs: Sequence[str], passfile: Path, ca: Path | None = None) -> bool:
     """Install the schema on each segment server and make them the coordinator's segments 0..K-1.
 
     Passwords given in the specs go to ``passfile`` (libpq format, mode 0600), not into
-    the table. Refused while a workload runs (its configs are part-way through epochs over
-    the current segments). Returns whether the membership changed.
+    the table. Servers are reached over verified TLS with ``ca`` (see :func:`secured`).
+    Refused while a workload runs (its configs are part-way through epochs over the
+    current segments). Returns whether the membership changed.
     """
     parsed = [parse_segment(spec) for spec in specs]
-    wanted = [dsn for dsn, _ in parsed]
-    if not wanted:
+    listed = [dsn for dsn, _ in parsed]
+    if not listed:
         raise MembershipError("--segments needs at least one segment server")
-    if len(set(wanted)) != len(wanted):
-        raise MembershipError(f"a segment server is listed twice in {wanted}")
+    if len(set(listed)) != len(listed):
+        raise MembershipError(f"a segment server is listed twice in {listed}")
+    wanted = [secured(dsn, ca) for dsn in listed]
     _write_passfile(passfile, parsed)  # new passwords for the same servers count too
     with psycopg.connect(coordinator_dsn, options=SEARCH_PATH) as conn:
         if _current(conn) == wanted:
@@ -291,10 +322,21 @@ class MultiServerCluster:
 
 
 @contextlib.contextmanager
-def temporary_multi_server(segments: int = 2) -> Iterator[MultiServerCluster]:
-    """A throwaway coordinator and ``segments`` segment servers on loopback ports, registered."""
+def temporary_multi_server(segments: int = 2, tls_address: str | None = None) -> Iterator[MultiServerCluster]:
+    """A throwaway coordinator and ``segments`` segment servers on loopback ports, registered.
+
+    With ``tls_address``, the servers also listen there, with TLS (self-signed), and are
+    registered at it, verified against their certificates.
+    """
+    listen = f"{LOOPBACK},{tls_address}" if tls_address else None
     with temporary_cluster(segments=segments) as coordinator, contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(temporary_server()) for _ in range(segments)]
+        servers = [stack.enter_context(temporary_server(listen)) for _ in range(segments)]
         passfile = servers[0].root / "segments.pgpass"
-        register_segments(coordinator.dsn(), [server.config.dsn() for server in servers], passfile)
+        ca = None
+        specs = [server.config.dsn() for server in servers]
+        if tls_address:
+            ca = servers[0].root / "segments-ca.pem"
+            ca.write_bytes(b"".join(server.trust_file.read_bytes() for server in servers))
+            specs = [spec.replace(f"@{LOOPBACK}:", f"@{tls_address}:") for spec in specs]
+        register_segments(coordinator.dsn(), specs, passfile, ca)
         yield MultiServerCluster(coordinator.dsn(), servers, passfile)

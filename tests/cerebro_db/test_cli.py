@@ -132,24 +132,28 @@ class Served(NamedTuple):
     process: subprocess.Popen[bytes]
     config: ClusterConfig
     log: Path
+    cert: Path  # what --export-cert wrote: clients beyond loopback verify the server with it
 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    """``cerebro-db serve`` as a container runs it: all addresses, a fixed port, the password from the environment."""
+    """``cerebro-db serve`` as docker-compose.yml's servers run it: all addresses, a fixed port, the password
+    from the environment, the superuser allowed from the subnet (over TLS), the certificate exported."""
     root = Path(tempfile.mkdtemp(prefix="cerebro-serve-"))
     root.chmod(0o755)
     config = ClusterConfig(port=free_port(), password="p@ss:word/ with spaces")
     log = root / "serve.log"  # a file, not a pipe nobody reads while the server writes its log
+    cert = root / "exported.pem"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cerebro_db.cli", "serve", "--listen", "0.0.0.0", "--port", str(config.port)],
+            [sys.executable, "-m", "cerebro_db.cli", "serve", "--listen", "0.0.0.0", "--port", str(config.port)]
+            + ["--remote-superuser", "--export-cert", str(cert)],
             env={**os.environ, "CEREBRO_HOME": str(root), "CEREBRO_PASSWORD": config.password},
             stdout=output,
             stderr=subprocess.STDOUT,
         )
     try:
-        yield Served(process, config, log)
+        yield Served(process, config, log, cert)
     finally:
         if process.poll() is None:
             process.kill()
@@ -171,10 +175,13 @@ def test_serve_listens_on_all_addresses_with_the_schema_installed(served: Served
         assert conn.execute("SELECT to_regclass('cerebro.configs') IS NOT NULL").fetchone() == (True,)
         assert conn.execute("SHOW listen_addresses").fetchone() == ("0.0.0.0",)
     address = own_address()
-    with psycopg.connect(host=address, port=config.port, user=config.user, password=config.password) as conn:
+    tls = {"sslmode": "verify-ca", "sslrootcert": str(served.cert), "channel_binding": "require"}
+    with psycopg.connect(host=address, port=config.port, user=config.user, password=config.password, **tls) as conn:
         assert conn.execute("SELECT inet_client_addr() = %s::inet", [address]).fetchone() == (True,)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(host=address, port=config.port, user=config.user, password="wrong")
+        psycopg.connect(host=address, port=config.port, user=config.user, password="wrong", **tls)
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):  # beyond loopback: TLS only
+        psycopg.connect(host=address, port=config.port, user=config.user, password=config.password, sslmode="disable")
 
 
 def test_up_with_cerebro_dsn_installs_into_that_database(
@@ -182,6 +189,7 @@ def test_up_with_cerebro_dsn_installs_into_that_database(
 ) -> None:
     # As docker-compose.yml's scheduler: no password in the URL, libpq takes it from the environment.
     dsn = f"postgresql://{served.config.user}@{own_address()}:{served.config.port}/{served.config.database}"
+    dsn += f"?sslmode=verify-ca&sslrootcert={served.cert}&channel_binding=require"
     monkeypatch.setenv("CEREBRO_DSN", dsn)
     monkeypatch.setenv("PGPASSWORD", served.config.password)
     assert "scheduler started" not in cli(tmp_path, "up", "--no-scheduler")

@@ -81,7 +81,7 @@ def test_passwords_go_to_a_private_passfile_even_if_it_existed_readable(tmp_path
         multi_server.register_segments("postgresql://127.0.0.1:1/none", [url, url], passfile)
     assert passfile.read_text() == "other:5432:cerebro:cerebro:kept\n"
     with pytest.raises(psycopg.OperationalError):  # the coordinator does not answer; the passwords are kept
-        multi_server.register_segments("postgresql://127.0.0.1:1/none", [url], passfile)
+        multi_server.register_segments("postgresql://127.0.0.1:1/none", [url], passfile, tmp_path / "ca.pem")
     assert passfile.stat().st_mode & 0o777 == 0o600
     assert passfile.read_text().splitlines() == [
         "other:5432:cerebro:cerebro:kept",
