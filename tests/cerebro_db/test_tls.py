@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from cerebro_db import sample_data
@@ -33,7 +34,9 @@ def server() -> Iterator[LocalCluster]:
     """A server on loopback and this host's subnet address, with a non-superuser login role."""
     with temporary_server(f"127.0.0.1,{own_address()}") as cluster:
         with psycopg.connect(cluster.config.dsn(), autocommit=True) as conn:
-            conn.execute(f"CREATE ROLE {TENANT} LOGIN PASSWORD '{TENANT_PASSWORD}'")
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(TENANT), sql.Literal(TENANT_PASSWORD))
+            )
         yield cluster
 
 
