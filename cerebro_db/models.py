@@ -174,7 +174,7 @@ class Config(Base):
     updated_at: Mapped[datetime] = _now()
     #: The row's latest change as ``config_events`` logs it (``created``, a status, or ``pruned``: a procedure's
     #: stop), who made it (``cerebro``: the system) and the system's reason. Stamped by the BEFORE triggers, logged
-    #: by the AFTER trigger; users cannot write them. NULL: no change since v0.4.2.
+    #: by the AFTER trigger; users cannot write them (NULL on rows not changed since the upgrade to v0.4.2).
     event_kind: Mapped[str | None] = mapped_column(Text)
     event_actor: Mapped[str | None] = mapped_column(Text)
     event_detail: Mapped[str | None] = mapped_column(Text)
