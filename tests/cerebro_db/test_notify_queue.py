@@ -21,19 +21,13 @@ from psycopg import sql
 
 from cerebro_db.cluster import ClusterConfig
 from cerebro_db.scheduler import CHANNEL, Scheduler
-from tests.conftest import TINY_CNN, add_tenant, prepare_fashion
+from tests.conftest import TINY_CNN, add_tenant, one, prepare_fashion
 
 Session = psycopg.Connection[Any]
 
 #: The scheduler's segments wait this long for a NOTIFY before they poll: far longer than the test may
 #: take, so that it finishes only if every idle segment is woken by a notification.
 NEVER = 600.0
-
-
-def one(conn: Session, query: str, *params: Any) -> Any:
-    row = conn.execute(query, list(params)).fetchone()
-    assert row is not None
-    return row[0] if len(row) == 1 else row
 
 
 @pytest.fixture(scope="module")

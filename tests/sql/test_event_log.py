@@ -16,7 +16,7 @@ import pytest
 from psycopg import errors, sql
 
 from cerebro_db.cluster import ClusterConfig
-from tests.conftest import TINY_CNN, add_tenant, prepare_fashion
+from tests.conftest import TINY_CNN, add_tenant, one, prepare_fashion
 
 Session = psycopg.Connection[Any]
 
@@ -26,12 +26,6 @@ FORGE = (
     " set_config('cerebro.event_detail', 'hyperband: forged', true),"
     " set_config('cerebro.reason', 'hyperband: forged', true)"
 )
-
-
-def one(conn: Session, query: str, *params: Any) -> Any:
-    row = conn.execute(query, list(params)).fetchone()
-    assert row is not None
-    return row[0] if len(row) == 1 else row
 
 
 def configs_of(conn: Session, workload: int) -> list[int]:
