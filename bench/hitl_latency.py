@@ -83,9 +83,11 @@ Notes: all times are one machine's clock (server clock_timestamp() and the backe
       Like 'x its unit in flight' in (b), it is <= 1 exactly when the change landed at the next hop; the counts
       ('started after stop', 'ending after stop', 'other configs' units started first') say whether anything
       else ran first. 'segment free -> ...' is from the previous unit's finished_at to the new unit's started_at
-      (commit, wake-up, claim). 'other configs' units started first' counts units that started after the add's
-      commit and before the new config's first unit (a claim already under way at the commit may legitimately
-      still pick another config)."""
+      (commit, wake-up, claim); a segment idle at the add sees the new config at its next poll, within the
+      scheduler's idle_wait (0.2 s here): users' changes notify nobody (a NOTIFY in their transaction would fail
+      its commit once someone filled the notification queue). 'other configs' units started first' counts units
+      that started after the add's commit and before the new config's first unit (a claim already under way at
+      the commit may legitimately still pick another config)."""
 
 
 # --------------------------------------------------------------------------- helpers

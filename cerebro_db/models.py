@@ -172,6 +172,12 @@ class Config(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+    #: The row's latest change as ``config_events`` logs it (``created``, a status, or ``pruned``: a procedure's
+    #: stop), who made it (``cerebro``: the system) and the system's reason. Stamped by the BEFORE triggers, logged
+    #: by the AFTER trigger; users cannot write them (NULL on rows not changed since the upgrade to v0.4.2).
+    event_kind: Mapped[str | None] = mapped_column(Text)
+    event_actor: Mapped[str | None] = mapped_column(Text)
+    event_detail: Mapped[str | None] = mapped_column(Text)
 
 
 class ModelState(Base):
@@ -225,7 +231,11 @@ class EpochMetric(Base):
 
 
 class ConfigEvent(Base):
-    """What happened to a config and who did it: user stop/resume, procedure prune, failure, clone."""
+    """What happened to a config and who did it: user stop/resume, procedure prune, failure, clone.
+
+    ``kind``: ``created``, the new status, or ``pruned`` (a procedure stopped it); decisions read the kind, never
+    ``detail``.
+    """
 
     __tablename__ = "config_events"
     __table_args__ = (Index("config_events_config_idx", "config_id", "event_id"),)

@@ -8,7 +8,10 @@ Each unit is one short transaction on the coordinator::
 where the segment's backend (``cerebro_db.backends``) trains on the shard, on the
 coordinator's own server or on a segment server. A crash or cancel anywhere loses at
 most the units in flight, which are simply run again. Idle segments sleep on LISTEN
-``cerebro_units``: a finished unit or a changed config wakes them at once.
+``cerebro_units`` for at most ``idle_wait``: a unit this scheduler committed wakes them at once,
+a user's change is seen at the next poll. Nothing NOTIFYs inside a unit's or a user's
+transaction, so a full notification queue (a session that LISTENs and never reads) delays
+wake-ups by at most ``idle_wait`` but fails no commit.
 """
 
 from __future__ import annotations
@@ -303,7 +306,8 @@ class Scheduler:
             self._wait_for_work(conn)
 
     def _wait_for_work(self, conn: psycopg.Connection[Any]) -> None:
-        """Sleep until a unit commits or a config changes (NOTIFY), at most ``idle_wait`` seconds."""
+        """Sleep until this scheduler commits a unit (NOTIFY), at most ``idle_wait`` seconds: users'
+        changes (resume, add, max_epochs) notify nobody, so they are seen within ``idle_wait``."""
         for _ in conn.notifies(timeout=self.idle_wait, stop_after=1):
             pass
 
@@ -341,7 +345,6 @@ class Scheduler:
                 started = time.monotonic()
                 result = executor.run_unit(conn, config_id)
                 conn.execute("SELECT commit_unit_attempt(%s)", [attempt])
-                return result
         except Exception as error:
             if attempt is None:  # the claim itself failed: not a config's doing
                 raise
@@ -353,6 +356,8 @@ class Scheduler:
             if failure.segment_lost:
                 raise failure from error
             return None
+        self._notify(conn, "")  # the hop may have made units legal on idle segments
+        return result
 
     def _work_left(self, conn: psycopg.Connection[Any]) -> bool:
         row = conn.execute(
@@ -366,6 +371,13 @@ class Scheduler:
         if self._stop.is_set():
             try:
                 with psycopg.connect(self.dsn, autocommit=True) as conn:
-                    conn.execute("SELECT pg_notify(%s, 'stop')", [CHANNEL])
+                    self._notify(conn, "stop")
             except psycopg.OperationalError:
                 pass  # the server is away (restarting): they see the flag within idle_wait anyway
+
+    @staticmethod
+    def _notify(conn: psycopg.Connection[Any], payload: str) -> None:
+        """Wake idle segments, best effort, in an autocommit statement of its own (never in a unit's
+        transaction): if the queue is full or the server away, they wake within ``idle_wait`` anyway."""
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])

@@ -25,14 +25,11 @@ AS $$
         OR pg_has_role(acting_role(), (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'cerebro'), 'USAGE')
 $$;
 
--- Called by the configs triggers that run with the statement's own rights (BEFORE INSERT /
--- UPDATE), where is_internal() cannot be forged: who acts, and the reason only the system may
--- give. The AFTER trigger, a SECURITY DEFINER that writes config_events, reads them back.
-CREATE OR REPLACE FUNCTION stamp_config_event() RETURNS void
-LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
-AS $$
-    SELECT set_config('cerebro.event_actor', CASE WHEN is_internal() THEN 'cerebro' ELSE acting_role() END, true),
-           set_config('cerebro.event_detail',
-                      CASE WHEN is_internal() THEN coalesce(current_setting('cerebro.reason', true), '') ELSE '' END,
-                      true)
-$$;
+-- Who acts, for the event log: the configs BEFORE triggers (which run with the statement's own
+-- rights, where is_internal() cannot be forged) stamp it into the row (configs.event_actor), and
+-- the AFTER trigger logs it from there. Never a setting: a setting can be changed between the
+-- two triggers (RETURNING, a CTE, a WHERE clause evaluated per row).
+DROP FUNCTION IF EXISTS stamp_config_event();
+CREATE OR REPLACE FUNCTION event_actor() RETURNS text
+LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
+AS $$ SELECT CASE WHEN is_internal() THEN 'cerebro' ELSE acting_role() END $$;

@@ -79,8 +79,9 @@ $$;
 CREATE OR REPLACE FUNCTION fail_config(config_id int, error text) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
-    SELECT set_config('cerebro.internal', 'on', true), set_config('cerebro.reason', fail_config.error, true);
-    UPDATE configs c SET status = 'failed', error = fail_config.error, updated_at = now()
+    SELECT set_config('cerebro.internal', 'on', true);
+    UPDATE configs c SET status = 'failed', error = fail_config.error, event_detail = fail_config.error,
+                         updated_at = now()
     WHERE c.config_id = fail_config.config_id AND c.status IN ('pending', 'running');
     SELECT finish_workload(c.workload_id) FROM configs c WHERE c.config_id = fail_config.config_id;
 $$;

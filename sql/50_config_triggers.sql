@@ -5,6 +5,9 @@
 --   change max_epochs (not below epochs_done; down to epochs_done completes a pending or running
 --                      config at once: it has nothing left to train).
 -- The system's own updates (run_unit, fail_config, procedures) run with cerebro.internal = on.
+-- Every change is logged in config_events from the row itself (event_kind, event_actor,
+-- event_detail: stamped by the BEFORE triggers below, never writable by users): the system
+-- gives its reason by setting event_detail in its own INSERT or UPDATE.
 -- A config that can never get a unit does not stay pending or running: the triggers below
 -- complete it (max_epochs lowered) and finish its workload (the user stopped its last active
 -- config); settle_unrunnable_configs() handles what no trigger sees.
@@ -43,11 +46,13 @@ BEGIN
     IF NOT is_internal() OR NEW.cloned_from IS NOT NULL THEN
         PERFORM raise_if_error(_check_training_memory(NEW.workload_id, NEW.params));
     END IF;
-    PERFORM stamp_config_event();
+    NEW.event_kind := 'created';
+    NEW.event_actor := event_actor();
     IF NOT is_internal() THEN
         NEW.status := 'pending';
         NEW.epochs_done := 0;
         NEW.error := NULL;
+        NEW.event_detail := NULL;
     END IF;
     RETURN NEW;
 END
@@ -63,7 +68,14 @@ LANGUAGE plpgsql SET search_path = cerebro, pg_temp
 AS $$
 BEGIN
     NEW.updated_at := now();
-    PERFORM stamp_config_event();
+    NEW.event_actor := event_actor();
+    -- The reason is this statement's only if it set one: a detail left from an earlier change is not.
+    IF NOT is_internal() OR NEW.event_detail IS NOT DISTINCT FROM OLD.event_detail THEN
+        NEW.event_detail := NULL;
+    END IF;
+    -- Typed, so that no decision reads a message: the system stops a config only to prune it
+    -- (a procedure, e.g. hyperband); users stop, resume and complete (max_epochs lowered).
+    NEW.event_kind := CASE WHEN is_internal() AND NEW.status = 'stopped' THEN 'pruned' ELSE NEW.status END;
     IF is_internal() THEN
         RETURN NEW;
     END IF;
@@ -99,9 +111,8 @@ BEGIN
     END IF;
     IF NEW.status IN ('pending', 'running') AND NEW.epochs_done >= NEW.max_epochs THEN
         NEW.status := 'completed';
-        PERFORM set_config('cerebro.event_detail',
-                           format('max_epochs lowered to the %s epochs done: nothing left to train', NEW.epochs_done),
-                           true);
+        NEW.event_kind := 'completed';
+        NEW.event_detail := format('max_epochs lowered to the %s epochs done: nothing left to train', NEW.epochs_done);
     END IF;
     RETURN NEW;
 END
@@ -110,7 +121,7 @@ $$;
 CREATE OR REPLACE TRIGGER configs_guard
 BEFORE UPDATE ON configs FOR EACH ROW EXECUTE FUNCTION configs_guard();
 
--- Every status change is logged (who, why: stamped by the BEFORE triggers); a resumed config
+-- Every status change is logged (what, who, why: stamped in the row by the BEFORE triggers); a resumed config
 -- reopens its workload (without resuming the workload's other configs), and a user's change
 -- that leaves a config unable to run may finish its workload (the system's own changes call
 -- finish_workload themselves, after the procedure's hook: taking the workload's row lock here,
@@ -124,9 +135,7 @@ DECLARE
 BEGIN
     IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status THEN
         INSERT INTO config_events (config_id, kind, epochs_done, detail, actor)
-        VALUES (NEW.config_id, CASE WHEN TG_OP = 'INSERT' THEN 'created' ELSE NEW.status END, NEW.epochs_done,
-                nullif(current_setting('cerebro.event_detail', true), ''),
-                current_setting('cerebro.event_actor', true));
+        VALUES (NEW.config_id, NEW.event_kind, NEW.epochs_done, NEW.event_detail, NEW.event_actor);
     END IF;
     IF NEW.status IN ('pending', 'running') THEN
         PERFORM set_config('cerebro.internal', 'on', true);
@@ -238,21 +247,12 @@ CREATE OR REPLACE TRIGGER workloads_after_status
 AFTER UPDATE OF status ON workloads FOR EACH ROW
 WHEN (NEW.status IS DISTINCT FROM OLD.status) EXECUTE FUNCTION workloads_after_status();
 
--- Wake idle scheduler segments when there may be new work (delivered at commit).
-CREATE OR REPLACE FUNCTION notify_work() RETURNS trigger
-LANGUAGE plpgsql SET search_path = cerebro, pg_temp
-AS $$
-BEGIN
-    PERFORM pg_notify('cerebro_units', '');
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE TRIGGER configs_notify_work
-AFTER INSERT OR UPDATE ON configs FOR EACH STATEMENT EXECUTE FUNCTION notify_work();
-
-CREATE OR REPLACE TRIGGER workloads_notify_work
-AFTER UPDATE ON workloads FOR EACH STATEMENT EXECUTE FUNCTION notify_work();
+-- No NOTIFY in users' (or units') transactions: a full notification queue (anyone may LISTEN
+-- and never read) would make their commits fail. Idle scheduler segments poll instead, and
+-- the scheduler notifies after its own commits (cerebro_db/scheduler.py).
+DROP TRIGGER IF EXISTS configs_notify_work ON configs;
+DROP TRIGGER IF EXISTS workloads_notify_work ON workloads;
+DROP FUNCTION IF EXISTS notify_work();
 
 -- Completes or fails every pending or running config that can never get a unit (see
 -- unrunnable_configs: the cases no trigger sees), with the reason in configs.error (failures)
@@ -272,9 +272,9 @@ BEGIN
         IF stuck.outcome = 'failed' THEN
             PERFORM fail_config(stuck.config_id, stuck.reason);
         ELSE
-            PERFORM set_config('cerebro.internal', 'on', true), set_config('cerebro.reason', stuck.reason, true);
+            PERFORM set_config('cerebro.internal', 'on', true);
             -- Re-checked on the row's latest version: a user may have raised max_epochs meanwhile.
-            UPDATE configs c SET status = 'completed'
+            UPDATE configs c SET status = 'completed', event_detail = stuck.reason
             WHERE c.config_id = stuck.config_id AND c.status IN ('pending', 'running')
               AND c.epochs_done >= c.max_epochs;
             PERFORM finish_workload(stuck.workload_id);
@@ -287,7 +287,7 @@ BEGIN
     FROM workloads w
     WHERE w.status = 'running'
       AND NOT EXISTS (SELECT 1 FROM configs c WHERE c.workload_id = w.workload_id AND c.status IN ('pending', 'running'));
-    PERFORM set_config('cerebro.internal', was_internal, true), set_config('cerebro.reason', '', true);
+    PERFORM set_config('cerebro.internal', was_internal, true);
     RETURN settled;
 END
 $$;

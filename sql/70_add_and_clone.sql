@@ -77,12 +77,12 @@ BEGIN
     END IF;
 
     PERFORM set_config('cerebro.internal', 'on', true);
-    PERFORM set_config('cerebro.reason', format('clone of config %s', clone_config.config_id), true);
-    INSERT INTO configs (workload_id, params, status, epochs_done, max_epochs, seed, cloned_from, created_by)
+    INSERT INTO configs (workload_id, params, status, epochs_done, max_epochs, seed, cloned_from, created_by,
+                         event_detail)
     VALUES (source.workload_id,
             new_params, 'pending', source.epochs_done,
             coalesce((overrides ->> 'max_epochs')::int, source.max_epochs), source.seed, clone_config.config_id,
-            acting_role())
+            acting_role(), format('clone of config %s', clone_config.config_id))
     RETURNING configs.config_id INTO clone_id;
     PERFORM check_active_configs(source.owner);  -- the insert ran as the system: the quota trigger let it be
     IF source.state IS NOT NULL THEN
@@ -92,7 +92,6 @@ BEGIN
                 source.epoch_metric_sum, source.epoch_seconds);
     END IF;
     PERFORM set_config('cerebro.internal', was_internal, true);
-    PERFORM set_config('cerebro.reason', '', true);
     RETURN clone_id;
 END
 $$;

@@ -4,8 +4,9 @@
 
 -- ASHA-style successive halving with reduction factor 3 and rungs at epochs 1, 3, 9, ...
 -- A config that reaches a rung must be in the top third of the configs that reached it
--- (once at least 3 have); otherwise it is stopped. A user may resume it: a config that
--- was pruned once is never pruned again (human override wins).
+-- (once at least 3 have); otherwise it is stopped (config_events kind 'pruned'). A user may
+-- resume it: a config that was pruned once is never pruned again (human override wins). A
+-- user's own stop and resume is no prune: the config stays subject to the rungs.
 CREATE OR REPLACE FUNCTION hyperband_rung_factor() RETURNS int
 LANGUAGE sql IMMUTABLE SET search_path = cerebro, pg_temp
 AS $$ SELECT 3 $$;
@@ -30,8 +31,7 @@ BEGIN
     IF rung <> epoch OR epoch >= this.max_epochs THEN  -- rungs: powers of eta below max_epochs
         RETURN;
     END IF;
-    IF EXISTS (SELECT 1 FROM config_events e WHERE e.config_id = hyperband_observe.config_id
-               AND e.detail LIKE 'hyperband:%') THEN
+    IF EXISTS (SELECT 1 FROM config_events e WHERE e.config_id = hyperband_observe.config_id AND e.kind = 'pruned') THEN
         RETURN;
     END IF;
     SELECT count(*), count(*) FILTER (WHERE m.val_metric > this.val_metric) INTO reached, better
@@ -39,12 +39,10 @@ BEGIN
     WHERE c.workload_id = this.workload_id AND m.epoch = hyperband_observe.epoch;
     keep := greatest(1, reached / eta);
     IF reached >= eta AND better >= keep THEN
-        PERFORM set_config('cerebro.reason', format(
+        UPDATE configs c SET status = 'stopped', event_detail = format(
             'hyperband: val metric %s at epoch %s is not in the top %s of %s configs at this rung',
-            round(this.val_metric::numeric, 4), epoch, keep, reached), true);
-        UPDATE configs c SET status = 'stopped'
+            round(this.val_metric::numeric, 4), epoch, keep, reached)
         WHERE c.config_id = hyperband_observe.config_id AND c.status IN ('pending', 'running');
-        PERFORM set_config('cerebro.reason', '', true);
     END IF;
 END
 $$;
@@ -86,13 +84,12 @@ BEGIN
     END IF;
     SELECT jsonb_agg(jsonb_build_array(l.params, l.best_val_metric)) INTO history
     FROM leaderboard l WHERE l.workload_id = hyperopt_observe.workload_id;
-    PERFORM set_config('cerebro.reason', 'suggested by hyperopt (TPE)', true);
-    INSERT INTO configs (workload_id, params, seed)
-    SELECT hyperopt_observe.workload_id, p.value, ((w.seed::bigint + total + p.k) % 2147483647)::int
+    INSERT INTO configs (workload_id, params, seed, event_detail)
+    SELECT hyperopt_observe.workload_id, p.value, ((w.seed::bigint + total + p.k) % 2147483647)::int,
+           'suggested by hyperopt (TPE)'
     FROM jsonb_array_elements(raise_if_error(_tpe_suggest(
         w.model, w.search_space, history, wanted, w.seed + total, w.feature_shape,
         (SELECT count(*)::int FROM segments), is_registered_model(w.model)))) WITH ORDINALITY AS p(value, k);
-    PERFORM set_config('cerebro.reason', '', true);
 END
 $$;
 

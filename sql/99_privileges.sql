@@ -36,7 +36,7 @@ GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_u
 GRANT EXECUTE ON FUNCTION
     prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
     evaluate, predict, export_model,
-    raise_if_error, is_internal, acting_role, stamp_config_event, scheduler_alive, roster_params,
+    raise_if_error, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
     role_limits, raise_over_limit, check_max_epochs, bounded_unit_timeout, active_configs, check_active_configs,
     dataset_name_taken, is_registered_model, config_state,
     _prepare_dataset, _expand_search_space, _complete_params, _check_training_memory, training_memory_limit,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -15,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from cerebro_db import sample_data, verify
+from cerebro_db import install, sample_data, verify
 from cerebro_db.cluster import ClusterConfig, free_port, temporary_cluster
 from cerebro_db.scheduler import Scheduler
 
@@ -61,6 +62,12 @@ def fashion_table(dsn: str) -> str:
     with psycopg.connect(dsn) as connection:
         sample_data.load_fashion_mnist(connection, "fashion_small", limit=FASHION_ROWS)
     return "fashion_small"
+
+
+def add_tenant(cluster: ClusterConfig, dsn: str, prefix: str) -> str:
+    """The DSN of a new cerebro_user login role (named ``prefix`` plus a number no other test uses)."""
+    name = unique(prefix)
+    return dataclasses.replace(cluster, user=name, password=install.add_user(dsn, name)).dsn()
 
 
 def prepare_fashion(dsn: str, table: str, segments: int) -> str:

@@ -281,7 +281,6 @@ def record_hop(db: Database, config_id: int, segment: int, summary: dict[str, An
     if epoch_done:  # the workload's procedure observes the epoch (may prune or suggest configs)
         db.query("SELECT on_epoch_end($1, $2)", ["int4", "int4"], [config_id, epoch])
     db.query("SELECT finish_workload($1)", ["int4"], [progress["workload_id"]])
-    db.query("SELECT pg_notify('cerebro_units', $1)", ["text"], [str(config_id)])
     return {
         "config_id": config_id,
         "segment": segment,

@@ -246,8 +246,10 @@ def test_hyperband_prunes_losers_at_a_rung_and_a_resumed_config_stays(user: Sess
         decisions.append(one(user, "SELECT status FROM configs WHERE config_id = %s", config))
     # 1st and 2nd: fewer than 3 at the rung, go on; 3rd: 0.7 < 0.9 (top 1 of 3) -> stopped; 4th likewise.
     assert decisions == ["pending", "pending", "stopped", "stopped"]
-    detail = one(user, "SELECT detail FROM config_events WHERE config_id = %s AND kind = 'stopped'", configs[2])
-    assert detail.startswith("hyperband: val metric 0.7000 at epoch 1")
+    actor, detail = one(
+        user, "SELECT actor, detail FROM config_events WHERE config_id = %s AND kind = 'pruned'", configs[2]
+    )
+    assert actor == "cerebro" and detail.startswith("hyperband: val metric 0.7000 at epoch 1")
     user.execute("SELECT set_config('cerebro.internal', 'off', false)")
     user.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [configs[2]])  # the human overrides
     user.execute("SELECT set_config('cerebro.internal', 'on', false)")
