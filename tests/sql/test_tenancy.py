@@ -160,7 +160,7 @@ def test_a_user_cannot_pose_as_the_system(
 def test_a_group_role_owns_nothing(bob: Session, fashion_table: str) -> None:
     """SET ROLE cerebro_user would otherwise create rows that every member shares."""
     bob.execute("SET ROLE cerebro_user")
-    with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
+    with pytest.raises(errors.InsufficientPrivilege, match="only login roles own rows"):
         bob.execute(
             "SELECT * FROM prepare_dataset('shared', %s, 'label', '{pixels}', feature_shape => '{28,28,1}')",
             [fashion_table],
