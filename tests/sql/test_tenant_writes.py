@@ -60,7 +60,9 @@ def victors(logins: dict[str, str]) -> dict[str, int]:
     """Victor's dataset id and a workload of his (mallory may not name them)."""
     with psycopg.connect(logins[VICTIM], autocommit=True) as victor:
         dataset = one(victor, "SELECT dataset_id FROM datasets WHERE name = %s", f"{VICTIM}_blobs")
-        workload = one(victor, "SELECT run_model_selection(%s, 'mlp', '{\"lr\": [0.1]}', max_epochs => 1)", f"{VICTIM}_blobs")
+        workload = one(
+            victor, "SELECT run_model_selection(%s, 'mlp', '{\"lr\": [0.1]}', max_epochs => 1)", f"{VICTIM}_blobs"
+        )
         victor.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [workload])
     return {"dataset": dataset, "workload": workload}
 
@@ -140,8 +142,12 @@ def test_the_writers_store_an_honest_dataset_under_the_callers_name(mallory: Ses
         mallory.execute(STORE_BUFFER, [dataset, *GOOD_TRAIN])
         mallory.execute(STORE_BUFFER, [dataset, *GOOD_VALIDATION])
     assert one(mallory, "SELECT owner FROM datasets WHERE dataset_id = %s", dataset) == MALLORY
-    workload = one(mallory, "SELECT run_model_selection(name, 'mlp', '{\"lr\": [0.1]}', max_epochs => 1) FROM datasets"
-                   " WHERE dataset_id = %s", dataset)
+    workload = one(
+        mallory,
+        "SELECT run_model_selection(name, 'mlp', '{\"lr\": [0.1]}', max_epochs => 1) FROM datasets"
+        " WHERE dataset_id = %s",
+        dataset,
+    )
     assert one(mallory, "SELECT owner FROM workloads WHERE workload_id = %s", workload) == MALLORY
     mallory.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [workload])
 
@@ -215,10 +221,16 @@ def test_nothing_is_written_into_another_users_dataset_or_workload(mallory: Sess
     with pytest.raises(errors.UndefinedObject, match="unknown dataset"):
         mallory.execute(STORE_BUFFER, [victors["dataset"], "train", 0, 9999, 1, floats(*range(6)), floats(1)])
     calls = [
-        ("SELECT * FROM _create_workload(%s, 'mlp', '{}', 'grid', 1, NULL, NULL, NULL, false, 0, NULL)",
-         [f"{VICTIM}_blobs"], "unknown dataset"),
-        ("SELECT * FROM _create_workload(%s, 'mlp', '{}', 'grid', 1, NULL, NULL, %s, false, 0, NULL)",
-         [f"{MALLORY}_blobs", victors["workload"]], "unknown parent_workload"),
+        (
+            "SELECT * FROM _create_workload(%s, 'mlp', '{}', 'grid', 1, NULL, NULL, NULL, false, 0, NULL)",
+            [f"{VICTIM}_blobs"],
+            "unknown dataset",
+        ),
+        (
+            "SELECT * FROM _create_workload(%s, 'mlp', '{}', 'grid', 1, NULL, NULL, %s, false, 0, NULL)",
+            [f"{MALLORY}_blobs", victors["workload"]],
+            "unknown parent_workload",
+        ),
     ]
     for statement, params, message in calls:
         with pytest.raises(errors.UndefinedObject, match=message):
@@ -242,7 +254,9 @@ def test_the_workload_writer_checks_like_run_model_selection(mallory: Session) -
 def test_a_group_role_cannot_own_a_workload(mallory: Session) -> None:
     mallory.execute("SET ROLE cerebro_user")
     with pytest.raises(errors.InsufficientPrivilege, match="only login roles own rows"):
-        mallory.execute("SELECT run_model_selection(%s, 'mlp', '{\"lr\": [0.1]}', max_epochs => 1)", [f"{MALLORY}_blobs"])
+        mallory.execute(
+            "SELECT run_model_selection(%s, 'mlp', '{\"lr\": [0.1]}', max_epochs => 1)", [f"{MALLORY}_blobs"]
+        )
 
 
 def test_prepare_dataset_still_cannot_read_what_the_tenant_cannot(dsn: str, mallory: Session) -> None:
@@ -269,7 +283,7 @@ def test_adduser_refuses_a_name_that_still_owns_rows(dsn: str, cluster: ClusterC
         admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
         with pytest.raises(ValueError, match="1 workloads, 1 datasets still belong to 'wr_reborn'") as refused:
             install.add_user(dsn, name)
-        assert "DELETE FROM \"cerebro\".\"workloads\" WHERE owner = 'wr_reborn';" in str(refused.value)
+        assert 'DELETE FROM "cerebro"."workloads" WHERE owner = \'wr_reborn\';' in str(refused.value)
         assert not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone()
         for table in ("workloads", "datasets"):
             admin.execute(sql.SQL("DELETE FROM {} WHERE owner = %s").format(sql.Identifier(table)), [name])
