@@ -213,8 +213,8 @@ def prepare_dataset(
     norm = packing.Normalization.fit(normalize, x[train_order], shape)
     x = norm.apply(x)
     if not np.isfinite(x).all():  # the writer refuses them too; here the message can name the columns
-        columns = ", ".join(map(repr, source.columns))
-        raise PackingError(f"feature column(s) {columns} hold NaN, infinite or out of float32 range values")
+        named = ", ".join(map(repr, source.columns))
+        raise PackingError(f"feature column(s) {named} hold NaN, infinite or out of float32 range values")
     rows_per_buffer = buffer_rows if buffer_rows is not None else packing.default_buffer_rows(size or 1)
     buffers = packing.shard_buffers(
         x, y, train_order, validation_order, num_segments=segments, buffer_rows=rows_per_buffer
