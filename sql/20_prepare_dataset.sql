@@ -121,7 +121,8 @@ $$;
 
 -- At commit: a new dataset's buffers hold exactly the rows it declares, and every segment has
 -- training rows (an epoch visits each). SECURITY DEFINER: it must see every buffer, whatever
--- role the session has taken by then.
+-- role the session has taken by then. The schema owner's own copies are exempt: a segment
+-- server (multi-server backend) holds only the shards of the segments it serves.
 CREATE OR REPLACE FUNCTION datasets_complete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
@@ -129,6 +130,9 @@ DECLARE
     d datasets;
     stored record;
 BEGIN
+    IF pg_has_role(acting_role(), (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'cerebro'), 'USAGE') THEN
+        RETURN NULL;
+    END IF;
     SELECT * INTO d FROM datasets ds WHERE ds.dataset_id = NEW.dataset_id;
     IF NOT FOUND THEN
         RETURN NULL;  -- removed again in the same transaction

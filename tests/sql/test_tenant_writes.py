@@ -288,3 +288,17 @@ def test_adduser_refuses_a_name_that_still_owns_rows(dsn: str, cluster: ClusterC
         for table in ("workloads", "datasets"):
             admin.execute(sql.SQL("DELETE FROM {} WHERE owner = %s").format(sql.Identifier(table)), [name])
     assert install.add_user(dsn, name)  # the rows are gone: the name is free again
+
+
+def test_installing_over_an_older_database_revokes_its_inserts(dsn: str) -> None:
+    """Earlier versions granted these inserts; the privileges file must take them back, not just grant less."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("GRANT INSERT ON cerebro.dataset_buffers TO cerebro_user")
+        admin.execute("GRANT INSERT (name, dataset, model) ON cerebro.workloads TO cerebro_user")
+        install.install(dsn)
+        granted = admin.execute(
+            "SELECT has_table_privilege('cerebro_user', 'cerebro.dataset_buffers', 'INSERT'),"
+            " has_any_column_privilege('cerebro_user', 'cerebro.workloads', 'INSERT'),"
+            " has_any_column_privilege('cerebro_user', 'cerebro.datasets', 'INSERT')"
+        ).fetchone()
+    assert granted == (False, False, False)
