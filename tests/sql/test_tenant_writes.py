@@ -14,17 +14,11 @@ from psycopg.types.json import Jsonb
 
 from cerebro_db import install
 from cerebro_db.cluster import ClusterConfig
-from tests.conftest import unique
+from tests.conftest import one, unique
 
 Session = psycopg.Connection[Any]
 MALLORY, VICTIM = "wr_mallory", "wr_victor"
 BLOBS_FEATURES = "{f0,f1,f2,f3,f4,f5}"
-
-
-def one(conn: Session, query: str, *params: Any) -> Any:
-    row = conn.execute(query, list(params)).fetchone()
-    assert row is not None
-    return row[0] if len(row) == 1 else row
 
 
 def floats(*values: float) -> bytes:
