@@ -33,3 +33,21 @@ DROP FUNCTION IF EXISTS stamp_config_event();
 CREATE OR REPLACE FUNCTION event_actor() RETURNS text
 LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
 AS $$ SELECT CASE WHEN is_internal() THEN 'cerebro' ELSE acting_role() END $$;
+
+-- For the SECURITY DEFINER writers (datasets, workloads): the owner they stamp on a new row is
+-- the acting role, never a value the caller passes, and only a login role (SET ROLE
+-- cerebro_user would make rows every member shares; row-level security's WITH CHECK rule).
+CREATE OR REPLACE FUNCTION owner_of_new_rows() RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    owner text := acting_role();
+BEGIN
+    IF NOT coalesce((SELECT r.rolcanlogin FROM pg_roles r WHERE r.rolname = owner), false) THEN
+        RAISE EXCEPTION 'role % cannot own datasets or workloads: only login roles own rows', owner
+            USING HINT = 'act as your own login role (RESET ROLE), not as a group role its members share',
+                  ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN owner;
+END
+$$;

@@ -79,6 +79,62 @@ BEGIN
 END
 $$;
 
+-- The workload row: SECURITY DEFINER (tenants have no INSERT on workloads), so it checks what
+-- row-level security and the caller's grants checked before: the dataset and the parent
+-- workload are the caller's, the model and search space expand. It stamps the owner before
+-- the insert, so workloads_guard applies the caller's limits. Returns the new workload and
+-- the params of the configs it starts with (run_model_selection inserts them, as the caller).
+CREATE OR REPLACE FUNCTION _create_workload(
+    dataset text, model text, search_space jsonb, procedure text, max_epochs int, num_configs int, name text,
+    parent_workload int, warm_start boolean, seed int, unit_timeout interval,
+    OUT new_workload int, OUT config_params jsonb
+)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    owner text := owner_of_new_rows();
+    shape int[];
+    spread int;
+BEGIN
+    SELECT d.feature_shape, d.num_segments INTO shape, spread FROM datasets d
+    WHERE d.name = dataset AND caller_owns(d.owner);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown dataset %', quote_nullable(dataset)
+            USING HINT = 'prepare it with prepare_dataset(...); SELECT name FROM datasets lists them',
+                  ERRCODE = 'undefined_object';
+    END IF;
+    -- After the segments changed (cerebro-db up --segments): no epoch of it could ever finish.
+    IF spread > (SELECT count(*) FROM segments) THEN
+        RAISE EXCEPTION 'dataset % is spread over % segments, but % are registered', dataset, spread,
+                        (SELECT count(*) FROM segments)
+            USING HINT = 'prepare it again for the segments there are (prepare_dataset under a new name)',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_epochs IS NULL OR max_epochs < 1 THEN
+        RAISE EXCEPTION 'max_epochs must be at least 1, got %', coalesce(max_epochs::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF parent_workload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM workloads w
+                                                   WHERE w.workload_id = parent_workload AND caller_owns(w.owner)) THEN
+        RAISE EXCEPTION 'unknown parent_workload %', parent_workload USING ERRCODE = 'undefined_object';
+    END IF;
+    IF warm_start AND parent_workload IS NULL THEN
+        RAISE EXCEPTION 'warm_start needs a parent_workload to start from'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    seed := coalesce(seed, floor(random() * 2147483647)::int);
+    config_params := raise_if_error(_expand_search_space(model, search_space, procedure, num_configs, seed, shape,
+                                                         (SELECT count(*)::int FROM segments),
+                                                         is_registered_model(model)));
+    INSERT INTO workloads (owner, name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
+                           parent_workload_id, warm_start, unit_timeout)
+    VALUES (owner, name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
+            parent_workload, warm_start, unit_timeout)
+    RETURNING workload_id INTO new_workload;
+END
+$$;
+
 DROP FUNCTION IF EXISTS run_model_selection(text, text, jsonb, text, int, int, text, int, boolean, int);
 CREATE OR REPLACE FUNCTION run_model_selection(
     dataset text,
@@ -97,58 +153,24 @@ LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    shape int[];
-    spread int;
-    new_workload int;
-    params jsonb;
+    created record;
 BEGIN
-    SELECT d.feature_shape, d.num_segments INTO shape, spread FROM datasets d WHERE d.name = dataset;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown dataset %', quote_nullable(dataset)
-            USING HINT = 'prepare it with prepare_dataset(...); SELECT name FROM datasets lists them',
-                  ERRCODE = 'undefined_object';
-    END IF;
-    -- After the segments changed (cerebro-db up --segments): no epoch of it could ever finish.
-    IF spread > (SELECT count(*) FROM segments) THEN
-        RAISE EXCEPTION 'dataset % is spread over % segments, but % are registered', dataset, spread,
-                        (SELECT count(*) FROM segments)
-            USING HINT = 'prepare it again for the segments there are (prepare_dataset under a new name)',
-                  ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF max_epochs IS NULL OR max_epochs < 1 THEN
-        RAISE EXCEPTION 'max_epochs must be at least 1, got %', coalesce(max_epochs::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF parent_workload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM workloads w WHERE w.workload_id = parent_workload) THEN
-        RAISE EXCEPTION 'unknown parent_workload %', parent_workload USING ERRCODE = 'undefined_object';
-    END IF;
-    IF warm_start AND parent_workload IS NULL THEN
-        RAISE EXCEPTION 'warm_start needs a parent_workload to start from'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    seed := coalesce(seed, floor(random() * 2147483647)::int);
-    params := raise_if_error(_expand_search_space(model, search_space, procedure, num_configs, seed, shape,
-                                                  (SELECT count(*)::int FROM segments), is_registered_model(model)));
-
-    INSERT INTO workloads (name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
-                           parent_workload_id, warm_start, unit_timeout)
-    VALUES (name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
-            parent_workload, warm_start, unit_timeout)
-    RETURNING workload_id INTO new_workload;
-
+    SELECT * INTO created FROM _create_workload(dataset, model, search_space, procedure, max_epochs, num_configs, name,
+                                                parent_workload, warm_start, seed, unit_timeout);
     -- Config k gets seed + k: reproducible, distinct initial weights per config.
     INSERT INTO configs (workload_id, params, max_epochs, seed)
-    SELECT new_workload, p.value, max_epochs, ((seed::bigint + p.k) % 2147483647)::int
-    FROM jsonb_array_elements(params) WITH ORDINALITY AS p(value, k);
+    SELECT created.new_workload, p.value, w.max_epochs, ((w.seed::bigint + p.k) % 2147483647)::int
+    FROM workloads w, jsonb_array_elements(created.config_params) WITH ORDINALITY AS p(value, k)
+    WHERE w.workload_id = created.new_workload;
 
     IF warm_start THEN
-        PERFORM warm_start_configs(new_workload, parent_workload);
+        PERFORM warm_start_configs(created.new_workload, parent_workload);
     END IF;
 
     IF NOT scheduler_alive() THEN
-        RAISE NOTICE 'workload % is queued, but no scheduler is running', new_workload
+        RAISE NOTICE 'workload % is queued, but no scheduler is running', created.new_workload
             USING HINT = 'start one with `cerebro-db scheduler` (or `cerebro-db up`)';
     END IF;
-    RETURN new_workload;
+    RETURN created.new_workload;
 END
 $$;

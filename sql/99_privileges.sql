@@ -16,16 +16,12 @@ GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, unit_attem
 -- Limits are the admins' to set (row-level security shows a user their own row and '*').
 GRANT INSERT, UPDATE, DELETE ON limits TO cerebro_admin;
 
--- prepare_dataset runs with the caller's rights, so it reads only tables the caller may read.
--- Not dataset_id (taking ids ahead of the sequence would block others) nor owner.
-GRANT INSERT (name, source_table, label_column, feature_columns, feature_shape, num_classes, class_values,
-              "normalize", norm_shift, norm_scale, num_segments, buffer_rows, validation_fraction, train_rows,
-              validation_rows, seed, vocabulary) ON datasets TO cerebro_user;
-GRANT INSERT ON dataset_buffers TO cerebro_user;
--- run_model_selection / add_config / INSERT INTO configs: owner, status and progress are not
--- the caller's to set (defaults and the insert trigger decide them).
-GRANT INSERT (name, description, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
-              parent_workload_id, warm_start, unit_timeout) ON workloads TO cerebro_user;
+-- Datasets, their buffers and workloads are written only by the SECURITY DEFINER writers
+-- (_store_dataset, _store_dataset_buffer, _create_workload), which stamp the owner and check
+-- what they write. Explicit: earlier versions granted these inserts.
+REVOKE INSERT ON datasets, dataset_buffers, workloads FROM cerebro_user;
+-- add_config / clone_config / INSERT INTO configs: owner, status and progress are not the
+-- caller's to set (the insert trigger checks the params and decides the rest).
 GRANT INSERT (workload_id, params, max_epochs, seed) ON configs TO cerebro_user;
 -- Steering: the status machine's columns (the configs_guard trigger checks the transitions).
 GRANT UPDATE (status, max_epochs) ON configs TO cerebro_user;
@@ -38,7 +34,7 @@ GRANT EXECUTE ON FUNCTION
     evaluate, predict, export_model,
     raise_if_error, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
     role_limits, raise_over_limit, check_max_epochs, bounded_unit_timeout, active_configs, check_active_configs,
-    dataset_name_taken, is_registered_model, config_state,
+    dataset_name_taken, is_registered_model, config_state, _store_dataset, _store_dataset_buffer, _create_workload,
     _prepare_dataset, _expand_search_space, _complete_params, _check_training_memory, training_memory_limit,
     _evaluate, _predict_begin, _predict_part, _export_model,
     scheduler_lock_key, config_lock_key, segment_lock_key, quota_lock_key

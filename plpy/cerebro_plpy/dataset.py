@@ -23,14 +23,11 @@ WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
-_INSERT_DATASET_SQL = """
-INSERT INTO datasets (name, source_table, label_column, feature_columns, feature_shape, num_classes,
-                      class_values, normalize, norm_shift, norm_scale, num_segments, buffer_rows,
-                      validation_fraction, train_rows, validation_rows, seed, vocabulary)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-RETURNING dataset_id
+# The writers are SECURITY DEFINER (20_prepare_dataset.sql): tenants have no INSERT on the tables.
+_STORE_DATASET_SQL = """
+SELECT _store_dataset($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) AS dataset_id
 """
-_INSERT_DATASET_TYPES = (
+_STORE_DATASET_TYPES = (
     "text",
     "text",
     "text",
@@ -50,11 +47,9 @@ _INSERT_DATASET_TYPES = (
     "text[]",
 )
 
-_INSERT_BUFFER_SQL = """
-INSERT INTO dataset_buffers (dataset_id, split, segment, buffer_id, rows, x, y)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-"""
-_INSERT_BUFFER_TYPES = ("int4", "text", "int4", "int4", "int4", "bytea", "bytea")
+_STORE_BUFFER_SQL = "SELECT _store_dataset_buffer($1, $2, $3, $4, $5, $6, $7)"
+_STORE_BUFFER_TYPES = ("int4", "text", "int4", "int4", "int4", "bytea", "bytea")
+SPLITS = ("train", "validation")
 
 _NUMERIC_ELEMENTS = {"int2", "int4", "int8", "float4", "float8", "numeric"}
 
@@ -217,14 +212,17 @@ def prepare_dataset(
         x = text.encode(documents, vocabulary, sequence_length)
     norm = packing.Normalization.fit(normalize, x[train_order], shape)
     x = norm.apply(x)
+    if not np.isfinite(x).all():  # the writer refuses them too; here the message can name the columns
+        named = ", ".join(map(repr, source.columns))
+        raise PackingError(f"feature column(s) {named} hold NaN, infinite or out of float32 range values")
     rows_per_buffer = buffer_rows if buffer_rows is not None else packing.default_buffer_rows(size or 1)
     buffers = packing.shard_buffers(
         x, y, train_order, validation_order, num_segments=segments, buffer_rows=rows_per_buffer
     )
 
     dataset_id = db.query(
-        _INSERT_DATASET_SQL,
-        _INSERT_DATASET_TYPES,
+        _STORE_DATASET_SQL,
+        _STORE_DATASET_TYPES,
         [
             name,
             source_table,
@@ -248,8 +246,8 @@ def prepare_dataset(
     summary = {s: {"segment": s, "train_rows": 0, "validation_rows": 0} for s in range(segments)}
     for buffer in buffers:
         db.query(
-            _INSERT_BUFFER_SQL,
-            _INSERT_BUFFER_TYPES,
+            _STORE_BUFFER_SQL,
+            _STORE_BUFFER_TYPES,
             [
                 dataset_id,
                 buffer.split,
@@ -262,6 +260,104 @@ def prepare_dataset(
         )
         summary[buffer.segment][f"{buffer.split}_rows"] += buffer.rows
     return list(summary.values())
+
+
+def check_dataset(
+    *,
+    name: str,
+    label_column: str,
+    feature_columns: list[str],
+    feature_shape: list[int],
+    num_classes: int,
+    class_values: list[Any],
+    normalize: str,
+    norm_shift: list[float],
+    norm_scale: list[float],
+    num_segments: int,
+    cluster_segments: int,
+    buffer_rows: int,
+    validation_fraction: float,
+    train_rows: int,
+    validation_rows: int,
+    vocabulary: list[str] | None,
+) -> None:
+    """Refuse a dataset row that ``prepare_dataset`` could not have written (the definer writer's check).
+
+    Its buffers are checked one by one (:func:`check_buffer`) and their totals at commit.
+    """
+    if not name or not name.strip():
+        raise PackingError("dataset name must not be empty")
+    if not feature_columns or any(not column for column in feature_columns) or label_column in feature_columns:
+        raise PackingError(f"feature_columns {feature_columns} must name columns other than the label")
+    if not feature_shape or any(d is None or d < 1 for d in feature_shape):
+        raise PackingError(f"feature_shape must list positive dimensions, got {feature_shape}")
+    if num_classes < 2 or len(class_values) != num_classes or len({json.dumps(v) for v in class_values}) != num_classes:
+        raise PackingError(f"num_classes {num_classes} must be at least 2 and count the distinct class_values")
+    if normalize not in packing.NORMALIZATIONS:
+        raise PackingError(f"unknown normalize {normalize!r}; choose one of {', '.join(packing.NORMALIZATIONS)}")
+    width = packing.normalization_width(tuple(feature_shape))
+    shift, scale = np.asarray(norm_shift, dtype=np.float64), np.asarray(norm_scale, dtype=np.float64)
+    if shift.shape != (width,) or scale.shape != (width,):
+        raise PackingError(f"norm_shift and norm_scale need {width} values each for feature_shape {feature_shape}")
+    if not (np.isfinite(shift).all() and np.isfinite(scale).all() and (scale > 0).all()):
+        raise PackingError("norm_shift must be finite and norm_scale finite and positive")
+    if normalize == "none" and ((shift != 0).any() or (scale != 1).any()):
+        raise PackingError("normalize 'none' stores norm_shift 0 and norm_scale 1")
+    if vocabulary is not None and (len(feature_shape) != 1 or normalize != "none" or None in vocabulary):
+        raise PackingError("a text dataset (with a vocabulary) has a 1-D feature_shape and normalize 'none'")
+    if not 1 <= num_segments <= cluster_segments:
+        raise PackingError(
+            f"num_segments must be between 1 and the cluster's {cluster_segments} segments, got {num_segments}"
+        )
+    if buffer_rows < 1:
+        raise PackingError(f"buffer_rows must be at least 1, got {buffer_rows}")
+    if not 0.0 < validation_fraction < 1.0:
+        raise PackingError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    if train_rows < num_segments or validation_rows < 1:
+        raise PackingError(
+            f"{train_rows} training and {validation_rows} validation rows: every segment needs a training row "
+            "and the validation split at least one row"
+        )
+
+
+def check_buffer(
+    *,
+    feature_shape: list[int],
+    num_classes: int,
+    vocabulary_size: int | None,
+    num_segments: int,
+    buffer_rows: int,
+    split: str,
+    segment: int,
+    rows: int,
+    x: bytes,
+    y: bytes,
+) -> None:
+    """Refuse a buffer that does not decode into ``rows`` examples of the dataset it is written to."""
+    if split not in SPLITS:
+        raise PackingError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not 0 <= segment < num_segments:
+        raise PackingError(f"segment must be between 0 and {num_segments - 1}, got {segment}")
+    if not 1 <= rows <= buffer_rows:
+        raise PackingError(f"a buffer holds 1 to buffer_rows = {buffer_rows} rows, got {rows}")
+    size = int(np.prod(feature_shape))
+    itemsize = packing.FLOAT32.itemsize
+    if len(x) != rows * size * itemsize or len(y) != rows * itemsize:
+        raise PackingError(
+            f"a buffer of {rows} rows of shape {feature_shape} has {rows * size * itemsize} bytes of features and "
+            f"{rows * itemsize} of labels, got {len(x)} and {len(y)}"
+        )
+    features, labels = np.frombuffer(x, dtype=packing.FLOAT32), np.frombuffer(y, dtype=packing.FLOAT32)
+    if not np.isfinite(features).all():
+        raise PackingError("buffer features contain NaN or infinite values")
+    if vocabulary_size is not None and not _indices_below(features, text.FIRST_WORD + vocabulary_size):
+        raise PackingError(f"token ids must be whole numbers below {text.FIRST_WORD + vocabulary_size}")
+    if not _indices_below(labels, num_classes):
+        raise PackingError(f"labels must be class indices 0 to {num_classes - 1}")
+
+
+def _indices_below(values: np.ndarray, bound: int) -> bool:
+    return bool(((values >= 0) & (values < bound) & (values == np.floor(values))).all())
 
 
 def qualified(db: Database, relation: int) -> str:

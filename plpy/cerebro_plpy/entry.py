@@ -57,6 +57,15 @@ def prepare_dataset(plpy: Any, gd: dict[str, Any], **arguments: Any) -> str:
     return _result(lambda: dataset.prepare_dataset(PlpyDatabase(plpy, gd), **arguments))
 
 
+def check_dataset(class_values: str, **arguments: Any) -> str:
+    """``class_values`` arrives as jsonb text."""
+    return _result(lambda: dataset.check_dataset(class_values=json.loads(class_values), **arguments))
+
+
+def check_buffer(**arguments: Any) -> str:
+    return _result(lambda: dataset.check_buffer(**arguments))
+
+
 def run_unit(plpy: Any, gd: dict[str, Any], config_id: int, segment: int) -> str:
     return _result(lambda: unit.run_unit(PlpyDatabase(plpy, gd), gd, config_id, segment))
 

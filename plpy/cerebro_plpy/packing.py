@@ -60,6 +60,11 @@ def decode_pixels(raw: bytes, size: int) -> np.ndarray:
     )
 
 
+def normalization_width(feature_shape: tuple[int, ...]) -> int:
+    """How many (shift, scale) pairs a normalization of ``feature_shape`` has (see :class:`Normalization`)."""
+    return {1: feature_shape[0], 2: 1}.get(len(feature_shape), feature_shape[-1])
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Affine scaling ``(x - shift) / scale``: per feature for flat (tabular) features, per
@@ -74,7 +79,7 @@ class Normalization:
         """Statistics from the training split only, so validation stays unseen."""
         if method not in NORMALIZATIONS:
             raise PackingError(f"unknown normalize {method!r}; choose one of {', '.join(NORMALIZATIONS)}")
-        width = {1: feature_shape[0], 2: 1}.get(len(feature_shape), feature_shape[-1])
+        width = normalization_width(feature_shape)
         flat = x.reshape(-1, width).astype(np.float64)
         if method == "none" or len(flat) == 0:
             return cls(method, np.zeros(width), np.ones(width))

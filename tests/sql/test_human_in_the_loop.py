@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import defaultdict
@@ -11,10 +12,13 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
+from cerebro_db import install
+from cerebro_db.cluster import ClusterConfig
 from cerebro_db.scheduler import Scheduler
 from cerebro_plpy.state import ModelState
-from tests.conftest import TINY_CNN, launch, run_until_idle
+from tests.conftest import TINY_CNN, launch, prepare_fashion, run_until_idle
 
 Session = psycopg.Connection[Any]
 
@@ -41,42 +45,68 @@ def in_flight(dsn: str) -> Iterator[Session]:
         yield session
 
 
+@pytest.fixture(scope="module")
+def tenant(cluster: ClusterConfig, dsn: str, fashion_table: str) -> dict[str, str]:
+    """A real cerebro_user (row-level security applies to it) with its own 2-segment dataset."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("GRANT SELECT ON {} TO cerebro_user").format(sql.Identifier(fashion_table)))
+    login = dataclasses.replace(cluster, user="hitl_user", password=install.add_user(dsn, "hitl_user")).dsn()
+    return {"dsn": login, "dataset": prepare_fashion(login, fashion_table, 2)}
+
+
 @pytest.fixture
-def user(dsn: str) -> Iterator[Session]:
+def dataset(tenant: dict[str, str]) -> str:
+    return tenant["dataset"]
+
+
+@pytest.fixture
+def user(tenant: dict[str, str]) -> Iterator[Session]:
     """A user's session that must never wait on a training unit's locks."""
-    with psycopg.connect(dsn, autocommit=True) as session:
+    with psycopg.connect(tenant["dsn"], autocommit=True) as session:
         session.execute("SET lock_timeout = '2s'")
         yield session
 
 
-def test_illegal_transitions_are_refused_with_the_allowed_ones_named(user: Session, fashion_2seg: str) -> None:
-    workload = launch(user, fashion_2seg, {"lr": [0.001], **TINY_CNN}, epochs=2)
+@pytest.fixture
+def system(conn: Session) -> Session:
+    """The schema owner's session: model states, the system's own writes, and cleaning up."""
+    return conn
+
+
+def test_illegal_transitions_are_refused_with_the_allowed_ones_named(
+    user: Session, dataset: str, system: Session
+) -> None:
+    workload = launch(user, dataset, {"lr": [0.001], **TINY_CNN}, epochs=2)
     (config,) = configs_of(user, workload)
-    for change, message in [
-        ("status = 'completed'", "cannot change status from pending to completed"),
-        ("status = 'failed'", "cannot change status from pending to failed"),
-        ("params = '{}'", "only status and max_epochs can be changed"),
-        ("epochs_done = 1", "only status and max_epochs can be changed"),
+    # A user may not write the other columns at all; the guard names the allowed ones to any role that may.
+    for session, change, message in [
+        (user, "status = 'completed'", "cannot change status from pending to completed"),
+        (user, "status = 'failed'", "cannot change status from pending to failed"),
+        (system, "params = '{}'", "only status and max_epochs can be changed"),
+        (system, "epochs_done = 1", "only status and max_epochs can be changed"),
     ]:
         with pytest.raises(psycopg.errors.InvalidParameterValue, match=message) as raised:
-            user.execute(f"UPDATE configs SET {change} WHERE config_id = %s", [config])
+            session.execute(f"UPDATE configs SET {change} WHERE config_id = %s", [config])
         assert raised.value.diag.message_hint
+    for change in ("params = '{}'", "epochs_done = 1"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            user.execute(f"UPDATE configs SET {change} WHERE config_id = %s", [config])
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="cannot change status from running to completed"):
         user.execute("UPDATE workloads SET status = 'completed' WHERE workload_id = %s", [workload])
-    user.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+    system.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 
 
 def test_stop_while_its_unit_is_in_flight_returns_at_once_and_the_unit_still_commits(
-    user: Session, in_flight: Session, fashion_2seg: str, dsn: str
+    user: Session, in_flight: Session, dataset: str, dsn: str, system: Session
 ) -> None:
-    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=2)
+    workload = launch(user, dataset, {"lr": [0.003], **TINY_CNN}, epochs=2)
     (config,) = configs_of(user, workload)
     assert one(in_flight, "SELECT config_id FROM claim_unit(0)") == config
     user.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])  # lock_timeout: never waits
     in_flight.execute("SELECT run_unit(%s, 0)", [config])
     in_flight.commit()
     assert one(user, "SELECT status FROM configs WHERE config_id = %s", config) == "stopped"
-    assert one(user, "SELECT visited_segments FROM model_states WHERE config_id = %s", config) == [0]
+    assert one(system, "SELECT visited_segments FROM model_states WHERE config_id = %s", config) == [0]
     assert one(user, "SELECT count(*) FROM units WHERE config_id = %s", config) == 1
     assert run_until_idle(dsn) == []  # a stopped config takes no further unit
     events = user.execute("SELECT kind, actor FROM config_events WHERE config_id = %s ORDER BY event_id", [config])
@@ -84,15 +114,15 @@ def test_stop_while_its_unit_is_in_flight_returns_at_once_and_the_unit_still_com
 
 
 def test_resume_mid_epoch_visits_the_remaining_segment_first_and_finishes(
-    user: Session, fashion_2seg: str, dsn: str
+    user: Session, dataset: str, dsn: str, system: Session
 ) -> None:
-    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=2)
+    workload = launch(user, dataset, {"lr": [0.003], **TINY_CNN}, epochs=2)
     (config,) = configs_of(user, workload)
     assert len(run_until_idle(dsn, max_units=1)) == 1
-    saved = state_bytes(user, config)
+    saved = state_bytes(system, config)
     user.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])
     assert run_until_idle(dsn) == []
-    assert state_bytes(user, config) == saved  # nothing lost, nothing changed while stopped
+    assert state_bytes(system, config) == saved  # nothing lost, nothing changed while stopped
     user.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [config])
     units = run_until_idle(dsn)
     assert [(u["epoch"], u["epoch_done"]) for u in units] == [(1, True), (2, False), (2, True)]
@@ -103,8 +133,8 @@ def test_resume_mid_epoch_visits_the_remaining_segment_first_and_finishes(
     assert one(user, "SELECT status, epochs_done FROM configs WHERE config_id = %s", config) == ("completed", 2)
 
 
-def test_completed_config_resumes_after_raising_max_epochs(user: Session, fashion_2seg: str, dsn: str) -> None:
-    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
+def test_completed_config_resumes_after_raising_max_epochs(user: Session, dataset: str, dsn: str) -> None:
+    workload = launch(user, dataset, {"lr": [0.003], **TINY_CNN}, epochs=1)
     (config,) = configs_of(user, workload)
     run_until_idle(dsn)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="resuming needs max_epochs above the epochs done"):
@@ -116,19 +146,19 @@ def test_completed_config_resumes_after_raising_max_epochs(user: Session, fashio
     assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
 
 
-def test_stopping_and_resuming_a_workload_cascades_to_its_configs(user: Session, fashion_2seg: str) -> None:
-    workload = launch(user, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=1)
+def test_stopping_and_resuming_a_workload_cascades_to_its_configs(user: Session, dataset: str, system: Session) -> None:
+    workload = launch(user, dataset, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=1)
     user.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [workload])
     assert {r[0] for r in user.execute("SELECT status FROM configs WHERE workload_id = %s", [workload])} == {"stopped"}
     user.execute("UPDATE workloads SET status = 'running' WHERE workload_id = %s", [workload])
     assert {r[0] for r in user.execute("SELECT status FROM configs WHERE workload_id = %s", [workload])} == {"running"}
-    user.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+    system.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 
 
 def test_insert_into_a_finished_workload_reopens_it_and_trains_the_new_config(
-    user: Session, fashion_2seg: str, dsn: str
+    user: Session, dataset: str, dsn: str
 ) -> None:
-    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
+    workload = launch(user, dataset, {"lr": [0.003], **TINY_CNN}, epochs=1)
     run_until_idle(dsn)
     assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
     new = one(
@@ -146,8 +176,8 @@ def test_insert_into_a_finished_workload_reopens_it_and_trains_the_new_config(
     assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
 
 
-def test_add_config_validates_params_against_the_model(user: Session, fashion_2seg: str) -> None:
-    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
+def test_add_config_validates_params_against_the_model(user: Session, dataset: str, system: Session) -> None:
+    workload = launch(user, dataset, {"lr": [0.003], **TINY_CNN}, epochs=1)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown hyper-parameter 'learning_rate'"):
         user.execute("SELECT add_config(%s, '{\"learning_rate\": 0.1}')", [workload])
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="batch_size must be >= 1"):
@@ -156,20 +186,20 @@ def test_add_config_validates_params_against_the_model(user: Session, fashion_2s
         user.execute("SELECT add_config(999999, '{}')")
     config = one(user, "SELECT add_config(%s, '{\"lr\": 0.02}')", workload)
     assert one(user, "SELECT params -> 'lr', max_epochs FROM configs WHERE config_id = %s", config) == (0.02, 1)
-    user.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+    system.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 
 
 def test_clone_of_a_training_config_copies_its_committed_state_and_changes_lr(
-    user: Session, in_flight: Session, fashion_2seg: str, dsn: str
+    user: Session, in_flight: Session, dataset: str, dsn: str, system: Session
 ) -> None:
-    workload = launch(user, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=2)
+    workload = launch(user, dataset, {"lr": [0.003], **TINY_CNN}, epochs=2)
     (source,) = configs_of(user, workload)
     run_until_idle(dsn, max_units=1)
     assert (
         one(
             in_flight,
             "SELECT config_id FROM claim_unit(%s)",
-            1 - one(user, "SELECT visited_segments[1] FROM model_states WHERE config_id = %s", source),
+            1 - one(system, "SELECT visited_segments[1] FROM model_states WHERE config_id = %s", source),
         )
         == source
     )
@@ -180,13 +210,13 @@ def test_clone_of_a_training_config_copies_its_committed_state_and_changes_lr(
         0,
         "pending",
     )
-    assert state_bytes(user, clone) == state_bytes(user, source)
-    assert one(user, "SELECT visited_segments FROM model_states WHERE config_id = %s", clone) == one(
-        user, "SELECT visited_segments FROM model_states WHERE config_id = %s", source
+    assert state_bytes(system, clone) == state_bytes(system, source)
+    assert one(system, "SELECT visited_segments FROM model_states WHERE config_id = %s", clone) == one(
+        system, "SELECT visited_segments FROM model_states WHERE config_id = %s", source
     )
     assert one(user, "SELECT status FROM configs WHERE config_id = %s", source) == "running"  # untouched
     run_until_idle(dsn)
-    final = ModelState.decode(state_bytes(user, clone) or b"")
+    final = ModelState.decode(state_bytes(system, clone) or b"")
     assert final.optimizer_variables[1] == np.float32(0.0005)  # adam/learning_rate
     assert one(user, "SELECT origin FROM workload_lineage WHERE config_id = %s", clone) == "clone"
 
@@ -196,19 +226,21 @@ def test_clone_of_a_training_config_copies_its_committed_state_and_changes_lr(
         user.execute("SELECT clone_config(999999)")
 
 
-def test_drill_down_warm_starts_from_the_parent_best_config(user: Session, fashion_2seg: str, dsn: str) -> None:
-    parent = launch(user, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=1)
+def test_drill_down_warm_starts_from_the_parent_best_config(
+    user: Session, dataset: str, dsn: str, system: Session
+) -> None:
+    parent = launch(user, dataset, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=1)
     run_until_idle(dsn)
     best = one(user, "SELECT config_id FROM leaderboard WHERE workload_id = %s AND rank = 1 LIMIT 1", parent)
     child = one(
         user,
         "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => 1, parent_workload => %s, warm_start => true)",
-        fashion_2seg,
+        dataset,
         json.dumps({"lr": [0.0005, 0.001], **TINY_CNN}),
         parent,
     )
     for config in configs_of(user, child):
-        assert state_bytes(user, config) == state_bytes(user, best)
+        assert state_bytes(system, config) == state_bytes(system, best)
         assert one(
             user,
             "SELECT origin, cloned_from_workload, parent_workload_id FROM workload_lineage WHERE config_id = %s",
@@ -218,31 +250,33 @@ def test_drill_down_warm_starts_from_the_parent_best_config(user: Session, fashi
         user,
         "SELECT run_model_selection(%s, 'cnn', '{\"filters\": [2]}', max_epochs => 1, parent_workload => %s,"
         " warm_start => true)",
-        fashion_2seg,
+        dataset,
         parent,
     )
-    assert [state_bytes(user, c) for c in configs_of(user, other_architecture)] == [None]
-    user.execute("DELETE FROM workloads WHERE workload_id IN (%s, %s)", [child, other_architecture])
+    assert [state_bytes(system, c) for c in configs_of(user, other_architecture)] == [None]
+    system.execute("DELETE FROM workloads WHERE workload_id IN (%s, %s)", [child, other_architecture])
 
 
-def test_hyperband_prunes_losers_at_a_rung_and_a_resumed_config_stays(user: Session, fashion_2seg: str) -> None:
+def test_hyperband_prunes_losers_at_a_rung_and_a_resumed_config_stays(
+    user: Session, dataset: str, system: Session
+) -> None:
     workload = one(
         user,
         "SELECT run_model_selection(%s, 'cnn', %s, procedure => 'hyperband', max_epochs => 9)",
-        fashion_2seg,
+        dataset,
         json.dumps({"lr": [0.001, 0.002, 0.003, 0.004], **TINY_CNN}),
     )
     configs = configs_of(user, workload)
     metrics = dict(zip(configs, [0.5, 0.9, 0.7, 0.6], strict=True))
-    user.execute("SELECT set_config('cerebro.internal', 'on', false)")  # play run_unit's part
+    system.execute("SELECT set_config('cerebro.internal', 'on', false)")  # play run_unit's part
     decisions = []
     for config in configs:  # they reach rung 1 in this order
-        user.execute(
+        system.execute(
             "INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric, seconds)"
             " VALUES (%s, 1, 1, 0, 1, %s, 1)",
             [config, metrics[config]],
         )
-        user.execute("SELECT hyperband_observe(%s, 1)", [config])
+        system.execute("SELECT hyperband_observe(%s, 1)", [config])
         decisions.append(one(user, "SELECT status FROM configs WHERE config_id = %s", config))
     # 1st and 2nd: fewer than 3 at the rung, go on; 3rd: 0.7 < 0.9 (top 1 of 3) -> stopped; 4th likewise.
     assert decisions == ["pending", "pending", "stopped", "stopped"]
@@ -250,25 +284,23 @@ def test_hyperband_prunes_losers_at_a_rung_and_a_resumed_config_stays(user: Sess
         user, "SELECT actor, detail FROM config_events WHERE config_id = %s AND kind = 'pruned'", configs[2]
     )
     assert actor == "cerebro" and detail.startswith("hyperband: val metric 0.7000 at epoch 1")
-    user.execute("SELECT set_config('cerebro.internal', 'off', false)")
     user.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [configs[2]])  # the human overrides
-    user.execute("SELECT set_config('cerebro.internal', 'on', false)")
     for epoch in (1, 3):
-        user.execute(
+        system.execute(
             "INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric, seconds)"
             " VALUES (%s, %s, 1, 0, 1, 0.1, 1) ON CONFLICT DO NOTHING",
             [configs[2], epoch],
         )
-        user.execute("SELECT hyperband_observe(%s, %s)", [configs[2], epoch])
+        system.execute("SELECT hyperband_observe(%s, %s)", [configs[2], epoch])
     assert one(user, "SELECT status FROM configs WHERE config_id = %s", configs[2]) == "running"
-    user.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+    system.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 
 
-def test_hyperopt_proposes_configs_with_tpe_up_to_num_configs(user: Session, fashion_2seg: str, dsn: str) -> None:
+def test_hyperopt_proposes_configs_with_tpe_up_to_num_configs(user: Session, dataset: str, dsn: str) -> None:
     workload = one(
         user,
         "SELECT run_model_selection(%s, 'cnn', %s, procedure => 'hyperopt', num_configs => 4, max_epochs => 1)",
-        fashion_2seg,
+        dataset,
         json.dumps({"lr": {"min": 1e-4, "max": 1e-2, "log": True}, **TINY_CNN}),
     )
     assert len(configs_of(user, workload)) == 2  # one per segment to start with
@@ -283,16 +315,18 @@ def test_hyperopt_proposes_configs_with_tpe_up_to_num_configs(user: Session, fas
     assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
 
 
-def test_a_small_workload_gets_its_epoch_done_while_a_big_one_runs(user: Session, fashion_2seg: str, dsn: str) -> None:
-    big = launch(user, fashion_2seg, {"lr": [0.001, 0.002, 0.003, 0.004], **TINY_CNN}, epochs=3)
+def test_a_small_workload_gets_its_epoch_done_while_a_big_one_runs(
+    user: Session, dataset: str, dsn: str, tenant: dict[str, str]
+) -> None:
+    big = launch(user, dataset, {"lr": [0.001, 0.002, 0.003, 0.004], **TINY_CNN}, epochs=3)
     small: list[int] = []
     launched = threading.Event()
 
     def launch_small(unit: dict[str, Any]) -> None:
         if not launched.is_set():
             launched.set()
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                small.append(launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1))
+            with psycopg.connect(tenant["dsn"], autocommit=True) as conn:
+                small.append(launch(conn, dataset, {"lr": [0.003], **TINY_CNN}, epochs=1))
 
     Scheduler(dsn, on_unit=launch_small, idle_wait=0.2).run(until_idle=True)
     small_done = one(
@@ -321,8 +355,8 @@ def test_a_small_workload_gets_its_epoch_done_while_a_big_one_runs(user: Session
     assert big_units_meanwhile < remaining / 2, f"the small workload waited behind {big_units_meanwhile} big units"
 
 
-def test_progress_and_activity_views(user: Session, in_flight: Session, fashion_2seg: str) -> None:
-    workload = launch(user, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=3)
+def test_progress_and_activity_views(user: Session, in_flight: Session, dataset: str, system: Session) -> None:
+    workload = launch(user, dataset, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=3)
     config = one(in_flight, "SELECT config_id FROM claim_unit(1)")
     activity = user.execute("SELECT segment, workload_id, config_id, epoch FROM segment_activity").fetchall()
     assert (1, workload, config, 1) in activity and any(row[0] == 0 and row[2] is None for row in activity)
@@ -333,4 +367,4 @@ def test_progress_and_activity_views(user: Session, in_flight: Session, fashion_
         workload,
     )
     assert progress == (2, 2, 0, 6)
-    user.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+    system.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])

@@ -89,15 +89,16 @@ REFUSED = [
         "max_unit_timeout",
         "unit_timeout 02:00:00",
     ),
+    # The workload writer called directly (tenants have no INSERT on workloads).
     (
-        "INSERT INTO workloads (dataset, model, search_space, procedure, max_epochs, seed)"
-        " VALUES (%(dataset)s, 'mlp', '{}', 'grid', 6, 0)",
+        "SELECT * FROM _create_workload(%(dataset)s, 'mlp', '{\"lr\": [0.1]}', 'grid', 6, NULL, NULL, NULL, false,"
+        " 0, NULL)",
         "max_epochs",
         "max_epochs 6",
     ),
     (
-        "INSERT INTO workloads (dataset, model, search_space, procedure, max_epochs, seed, unit_timeout)"
-        " VALUES (%(dataset)s, 'mlp', '{}', 'grid', 1, 0, '1 day')",
+        "SELECT * FROM _create_workload(%(dataset)s, 'mlp', '{\"lr\": [0.1]}', 'grid', 1, NULL, NULL, NULL, false,"
+        " 0, '1 day')",
         "max_unit_timeout",
         "unit_timeout 1 day",
     ),

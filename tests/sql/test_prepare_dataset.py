@@ -108,10 +108,13 @@ def test_real_array_column_infers_its_shape(conn: Session) -> None:
 @pytest.fixture(scope="module")
 def bad_table(dsn: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE bad_source (id int, x real, note text, maybe real, pixels bytea, arr real[], y int)")
+        conn.execute(
+            "CREATE TABLE bad_source (id int, x real, note text, maybe real, pixels bytea, arr real[], y int,"
+            " wild float8)"
+        )
         conn.execute(
             "INSERT INTO bad_source SELECT i, i, 'n', CASE WHEN i = 3 THEN NULL ELSE 1 END, '\\x0102',"
-            " ARRAY[1, NULL]::real[], i % 2 FROM generate_series(1, 10) i"
+            " ARRAY[1, NULL]::real[], i % 2, CASE WHEN i = 4 THEN 1e300 ELSE i END FROM generate_series(1, 10) i"
         )
         conn.execute("CREATE TABLE empty_source (x real, y int)")
     return "bad_source"
@@ -134,6 +137,7 @@ def bad_table(dsn: str) -> str:
         ("'bad_source', 'y', '{y}'", "both a feature and the label"),
         ("'empty_source', 'y'", "is empty"),
         ("'bad_source', 'maybe', '{x}'", "label column contains NULL values"),
+        ("'bad_source', 'y', '{x,wild}'", "'wild' hold NaN, infinite or out of float32 range values"),
     ],
 )
 def test_bad_input_is_refused_clearly_and_writes_nothing(

@@ -88,6 +88,22 @@ def test_each_user_sees_only_their_own_rows(
     assert one(bob, f"SELECT count(*) FROM {relation}") == 0
 
 
+def test_bob_sees_nothing_of_alices_unit_in_flight(
+    alices_work: dict[str, Any], dsn: str, alice: Session, bob: Session
+) -> None:
+    """active_units and segment_activity read the scheduler's locks: they show bob only his own."""
+    with psycopg.connect(dsn) as segment:  # plays a segment: the claim lasts as long as its transaction
+        # Only alice's work is claimable in this transaction (the stop is rolled back with it).
+        segment.execute("UPDATE workloads SET status = 'stopped' WHERE owner <> 'alice' AND status = 'running'")
+        assert one(segment, "SELECT workload_id FROM claim_unit(0)") == alices_work["workload"]
+        assert one(alice, "SELECT workload_id FROM active_units") == alices_work["workload"]
+        assert one(alice, "SELECT workload_id FROM segment_activity WHERE segment = 0") == alices_work["workload"]
+        assert one(bob, "SELECT count(*) FROM active_units") == 0
+        activity = bob.execute("SELECT segment, workload_id, config_id, epoch, pid FROM segment_activity").fetchall()
+        assert activity == [(0, None, None, None, None), (1, None, None, None, None)]
+        segment.rollback()
+
+
 def test_another_users_config_cannot_be_stopped_cloned_or_extended(
     alices_work: dict[str, Any], alice: Session, bob: Session
 ) -> None:
@@ -160,7 +176,7 @@ def test_a_user_cannot_pose_as_the_system(
 def test_a_group_role_owns_nothing(bob: Session, fashion_table: str) -> None:
     """SET ROLE cerebro_user would otherwise create rows that every member shares."""
     bob.execute("SET ROLE cerebro_user")
-    with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
+    with pytest.raises(errors.InsufficientPrivilege, match="only login roles own rows"):
         bob.execute(
             "SELECT * FROM prepare_dataset('shared', %s, 'label', '{pixels}', feature_shape => '{28,28,1}')",
             [fashion_table],
