@@ -1,7 +1,7 @@
 """v0.4.3: an append-only audit of register_model: who registered which script (its hash), when, from where.
 
 Revision ID: v0_4_3
-Revises: v0_4_1
+Revises: v0_4_2
 Create Date: 2026-12-01
 
 ``model_registrations`` is written only by ``register_model`` (SECURITY DEFINER, as the schema owner);
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "v0_4_3"
-down_revision: str | None = "v0_4_1"
+down_revision: str | None = "v0_4_2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
