@@ -274,7 +274,7 @@ def test_adduser_refuses_a_name_that_still_owns_rows(dsn: str, cluster: ClusterC
         session.execute("SELECT run_model_selection(%s, 'mlp', '{\"lr\": [0.1]}', max_epochs => 1)", [f"{name}_blobs"])
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute("UPDATE workloads SET status = 'stopped' WHERE owner = %s", [name])
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("DROP SCHEMA {0}; DROP ROLE {0}").format(sql.Identifier(name)))  # adduser made both
         with pytest.raises(ValueError, match="1 workloads, 1 datasets still belong to 'wr_reborn'") as refused:
             install.add_user(dsn, name)
         assert 'DELETE FROM "cerebro"."workloads" WHERE owner = \'wr_reborn\';' in str(refused.value)
