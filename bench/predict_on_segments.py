@@ -60,7 +60,7 @@ def main() -> None:
             return rows
 
         def parallel(output: str) -> int:
-            return predict_on_segments(dsn, config, TABLE, "id", output)
+            return predict_on_segments(dsn, config, f"public.{TABLE}", "id", output)  # its search path has no public
 
         results: list[tuple[str, int, float, float]] = []
         for label, run in (

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cerebro_db import dashboard, install, sample_data, tensorboard
-from cerebro_db.backends import multi_server
+from cerebro_db.backends import CLIENT_SEARCH_PATH, multi_server
 from cerebro_db.cluster import (
     PG_BIN,
     REPO_ROOT,
@@ -30,12 +31,13 @@ from cerebro_db.cluster import (
     ClusterError,
     LocalCluster,
     default_home,
+    write_private,
 )
 from cerebro_db.predict import predict_on_segments
 from cerebro_db.scheduler import Scheduler, SchedulerBusy
 from cerebro_db.text_table import format_table
 
-DEMO_TABLE = "fashion_mnist_train"
+DEMO_TABLE = "public.fashion_mnist_train"  # named in full: the client search path has no public
 DEMO_DATASET = "fashion"
 DEMO_SPACE = {"lr": [0.001, 0.003], "batch_size": [64, 128]}
 
@@ -46,6 +48,27 @@ def _cluster() -> LocalCluster:
 
 def _dsn() -> str:
     return dashboard.default_dsn()
+
+
+def _connect() -> psycopg.Connection[Any]:
+    """A client connection on the pinned search path (:data:`CLIENT_SEARCH_PATH`); calls name ``cerebro.``."""
+    return psycopg.connect(_dsn(), options=CLIENT_SEARCH_PATH)
+
+
+def without_password(dsn: str) -> tuple[str, str | None]:
+    """``dsn`` without its password (libpq then asks a passfile or ``$PGPASSWORD``), and the password."""
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    return (make_conninfo("", **params) if password is not None else dsn), None if password is None else str(password)
+
+
+def shown_dsn(show_password: bool = False) -> str:
+    """The URL to print: ``$CEREBRO_DSN`` without its password, or the embedded cluster's naming its passfile."""
+    if show_password:
+        return _dsn()
+    if os.environ.get("CEREBRO_DSN"):
+        return without_password(os.environ["CEREBRO_DSN"])[0]
+    return _cluster().client_dsn()
 
 
 def _scheduler_pid_file() -> Path:
@@ -137,11 +160,13 @@ def _register_segments(dsn: str, specs: list[str], ca_files: list[Path]) -> None
 def cmd_up(args: argparse.Namespace) -> None:
     dsn = os.environ.get("CEREBRO_DSN") or _start_cluster(args)
     install.install(dsn, segments=args.segments if isinstance(args.segments, int) else None)
-    print(f"cluster running at {dsn}")
+    print(f"cluster running at {shown_dsn()}")
     if isinstance(args.segments, list):
         _register_segments(dsn, args.segments, args.segment_ca)
     if args.scheduler and _scheduler_pid() is None:
         log_path = default_home() / "scheduler.log"
+        if not log_path.exists():
+            write_private(log_path, "")
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "cerebro_db.cli", "scheduler"],
@@ -196,10 +221,10 @@ def cmd_status(_args: argparse.Namespace) -> None:
     if not cluster.exists() or not cluster.running():
         print("cluster: not running (cerebro-db up starts it)")
         return
-    print(f"cluster: running at {cluster.config.dsn()}")
+    print(f"cluster: running at {cluster.client_dsn()}")
     pid = _scheduler_pid()
     print(f"scheduler: running (pid {pid})" if pid else "scheduler: not running")
-    with psycopg.connect(cluster.config.dsn()) as conn:
+    with psycopg.connect(cluster.config.dsn(), options=CLIENT_SEARCH_PATH) as conn:
         segments = conn.execute("SELECT segment_id, coalesce(dsn, 'local') FROM segments ORDER BY 1").fetchall()
         print("segments: " + ", ".join(f"{segment} ({where})" for segment, where in segments))
         rows = conn.execute(
@@ -216,12 +241,23 @@ def cmd_status(_args: argparse.Namespace) -> None:
     )
 
 
-def cmd_dsn(_args: argparse.Namespace) -> None:
-    print(_dsn())
+def cmd_dsn(args: argparse.Namespace) -> None:
+    print(shown_dsn(args.show_password))
+
+
+def psql_command(dsn: str, extra: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """psql's argv and environment: the password goes in ``$PGPASSWORD``, never in argv (``ps`` shows argv
+    to every local user; a process's environment only to its owner)."""
+    conninfo, password = without_password(dsn)
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return ["psql", conninfo, *extra], env
 
 
 def cmd_psql(args: argparse.Namespace) -> None:
-    os.execv(str(PG_BIN / "psql"), ["psql", _dsn(), *args.extra])
+    argv, env = psql_command(_dsn(), args.extra)
+    os.execve(str(PG_BIN / "psql"), argv, env)
 
 
 def cmd_scheduler(_args: argparse.Namespace) -> None:
@@ -238,13 +274,26 @@ def cmd_scheduler(_args: argparse.Namespace) -> None:
 
 
 def cmd_adduser(args: argparse.Namespace) -> None:
-    config = _cluster().config
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if not password:
+            raise SystemExit(f"cerebro-db adduser: ${args.password_env} is not set")
     try:
-        password = install.add_user(config.dsn(), args.name, admin=args.admin)
+        password = install.add_user(_dsn(), args.name, admin=args.admin, password=password)
     except ValueError as error:
         raise SystemExit(f"cerebro-db adduser: {error}") from None
-    user_dsn = dataclasses.replace(config, user=args.name, password=password).dsn()
-    print(f"{'cerebro_admin' if args.admin else 'cerebro_user'} {args.name} can connect with: {user_dsn}")
+    role = "cerebro_admin" if args.admin else "cerebro_user"
+    if args.password_env:
+        print(f"{role} {args.name} can connect with the password in ${args.password_env}")
+        return
+    if os.environ.get("CEREBRO_DSN"):
+        params = {**conninfo_to_dict(_dsn()), "user": args.name, "password": password}
+        params.pop("passfile", None)
+        login = make_conninfo("", **params)
+    else:
+        login = dataclasses.replace(_cluster().config, user=args.name, password=password).dsn()
+    print(f"{role} {args.name} can connect with: {login}")
 
 
 def _hop_line(unit: dict[str, Any]) -> str:
@@ -306,14 +355,14 @@ def print_leaderboard(conn: psycopg.Connection, workload_id: int) -> None:
 
 
 def cmd_wait(args: argparse.Namespace) -> None:
-    with psycopg.connect(_dsn()) as conn:
+    with _connect() as conn:
         wait_for(conn, args.workload)
         print_leaderboard(conn, args.workload)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    with psycopg.connect(_dsn()) as conn:
-        row = conn.execute("SELECT export_model(%s)", [args.config_id]).fetchone()
+    with _connect() as conn:
+        row = conn.execute("SELECT cerebro.export_model(%s)", [args.config_id]).fetchone()
     assert row is not None
     path = Path(args.output or f"config_{args.config_id}.keras")
     path.write_bytes(row[0])
@@ -328,20 +377,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Fashion-MNIST, 4 cnn configs x 3 epochs on the cluster's segments."""
-    with psycopg.connect(_dsn()) as conn:
+    with _connect() as conn:
         print(f"loading Fashion-MNIST ({sample_data.FASHION_MNIST_DIR}) into table {DEMO_TABLE} ...", flush=True)
         sample_data.load_fashion_mnist(conn, DEMO_TABLE)
         if not conn.execute("SELECT 1 FROM datasets WHERE name = %s", [DEMO_DATASET]).fetchone():
             print(f"preparing dataset {DEMO_DATASET!r} ...", flush=True)
             for segment, train_rows, validation_rows in conn.execute(
-                "SELECT * FROM prepare_dataset(%s, %s, 'label', feature_columns => '{pixels}',"
+                "SELECT * FROM cerebro.prepare_dataset(%s, %s, 'label', feature_columns => '{pixels}',"
                 " feature_shape => '{28,28,1}')",
                 [DEMO_DATASET, DEMO_TABLE],
             ):
                 print(f"  segment {segment}: {train_rows:,} training rows, {validation_rows:,} validation rows")
             conn.commit()
         row = conn.execute(
-            "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => %s, name => 'demo', seed => 42)",
+            "SELECT cerebro.run_model_selection(%s, 'cnn', %s, max_epochs => %s, name => 'demo', seed => 42)",
             [DEMO_DATASET, json.dumps(DEMO_SPACE), args.epochs],
         ).fetchone()
         assert row is not None
@@ -445,14 +494,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve.set_defaults(run=cmd_serve)
     commands.add_parser("down", help="stop the scheduler and the cluster").set_defaults(run=cmd_down)
     commands.add_parser("status", help="cluster, scheduler and workloads").set_defaults(run=cmd_status)
-    commands.add_parser("dsn", help="print the cluster's libpq URL").set_defaults(run=cmd_dsn)
+    dsn = commands.add_parser(
+        "dsn", help="print the cluster's libpq URL (its password stays in a passfile it names, mode 0600)"
+    )
+    dsn.add_argument("--show-password", action="store_true", help="print the URL with its password in it")
+    dsn.set_defaults(run=cmd_dsn)
     commands.add_parser("psql", help="open psql on the cluster (further arguments go to psql)").set_defaults(
         run=cmd_psql
     )
     commands.add_parser("scheduler", help="run the scheduler in the foreground").set_defaults(run=cmd_scheduler)
     adduser = commands.add_parser("adduser", help="create a login role that sees only its own work")
     adduser.add_argument("name")
-    adduser.add_argument("--admin", action="store_true", help="may also register custom model scripts")
+    adduser.add_argument(
+        "--admin",
+        action="store_true",
+        help="may also register custom model scripts: superuser-equivalent (they run as the server's Python)",
+    )
+    adduser.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="the password is in environment variable VAR (not argv); an existing role of the group gets it",
+    )
     adduser.set_defaults(run=cmd_adduser)
     wait = commands.add_parser("wait", help="follow a workload until it finishes, then print its leaderboard")
     wait.add_argument("workload", type=int)

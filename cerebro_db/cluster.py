@@ -71,9 +71,16 @@ class ClusterConfig:
     database: str = "cerebro"
     listen_addresses: str = LOOPBACK
 
-    def dsn(self, database: str | None = None) -> str:
-        credentials = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-        return f"postgresql://{credentials}@{LOOPBACK}:{self.port}/{quote(database or self.database, safe='')}"
+    def dsn(self, database: str | None = None, *, passfile: Path | None = None) -> str:
+        """The libpq URL; with ``passfile``, the password stays in that file (a URL one may print or pass on)."""
+        credentials = quote(self.user, safe="") + ("" if passfile else f":{quote(self.password, safe='')}")
+        url = f"postgresql://{credentials}@{LOOPBACK}:{self.port}/{quote(database or self.database, safe='')}"
+        return f"{url}?passfile={quote(str(passfile), safe='/')}" if passfile else url
+
+    def passfile_entry(self) -> str:
+        """This cluster's line of a libpq passfile (any database)."""
+        fields = (LOOPBACK, str(self.port), "*", self.user, self.password)
+        return ":".join(field if field == "*" else field.replace("\\", "\\\\").replace(":", "\\:") for field in fields)
 
 
 def free_port() -> int:
@@ -85,6 +92,14 @@ def free_port() -> int:
 
 def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", SERVER_USER, "--", *argv] if os.geteuid() == 0 else argv
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only, from the moment it exists (no window at the umask's mode)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file that existed keeps its mode through os.open
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
 
 
 def _hand_to_server_user(path: Path) -> None:
@@ -109,6 +124,8 @@ class LocalCluster:
         self.config_file = root / "cluster.json"
         #: What clients beyond loopback trust (``sslrootcert``): the CA, or the self-signed certificate.
         self.trust_file = root / "server-ca.pem"
+        #: The superuser's password for clients (libpq passfile): `cerebro-db dsn` names it instead of printing it.
+        self.passfile = root / "pgpass"
 
     @property
     def config(self) -> ClusterConfig:
@@ -147,7 +164,9 @@ class LocalCluster:
             raise ClusterError(f"--listen {listen_addresses!r}: give host names or addresses, comma-separated, or *")
         if (certificate or remote_superuser) and (listen_addresses or LOOPBACK) == LOOPBACK:
             raise ClusterError("--ssl-cert and --remote-superuser are for a cluster beyond 127.0.0.1: add --listen")
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.exists():
+            self.root.mkdir(mode=0o700, parents=True)
+            _hand_to_server_user(self.root)  # as root, the server user must reach its data directory inside
         config = ClusterConfig(
             port=port or free_port(),
             password=os.environ.get("CEREBRO_PASSWORD") or secrets.token_urlsafe(18),
@@ -156,7 +175,7 @@ class LocalCluster:
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         _hand_to_server_user(self.data_dir)
         password_file = self.root / "initdb.pw"
-        password_file.write_text(config.password)
+        write_private(password_file, config.password)
         _hand_to_server_user(password_file)
         try:
             self._run(
@@ -182,9 +201,16 @@ class LocalCluster:
         if config.listen_addresses != LOOPBACK:
             configure_tls(self.data_dir, self.trust_file, certificate)
             allow_beyond_loopback(self.data_dir / "pg_hba.conf", config.user, remote_superuser)
-        self.config_file.write_text(json.dumps(asdict(config)))
-        self.config_file.chmod(0o600)
+        write_private(self.config_file, json.dumps(asdict(config)))
+        write_private(self.passfile, config.passfile_entry() + "\n")
         return config
+
+    def client_dsn(self) -> str:
+        """The superuser's URL without its password, which libpq reads from :attr:`passfile`."""
+        config = self.config
+        if not self.passfile.exists():  # a cluster made before passfiles
+            write_private(self.passfile, config.passfile_entry() + "\n")
+        return config.dsn(passfile=self.passfile)
 
     def running(self) -> bool:
         result = subprocess.run(
@@ -197,7 +223,8 @@ class LocalCluster:
         """Start the server in the background (if it is not running); ``options`` go to postgres."""
         if self.running():
             return
-        self.log_file.touch()
+        if not self.log_file.exists():
+            write_private(self.log_file, "")
         _hand_to_server_user(self.log_file)
         self._run(
             [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file)]
@@ -311,7 +338,7 @@ def temporary_server(listen_addresses: str | None = None) -> Iterator[LocalClust
     from cerebro_db import install  # it imports this module
 
     root = Path(tempfile.mkdtemp(prefix="cerebro-"))
-    root.chmod(0o755)  # the server user must reach its data directory inside
+    _hand_to_server_user(root)  # mode 0700: as root, the server user must reach its data directory inside
     cluster = LocalCluster(root)
     try:
         config = cluster.init(listen_addresses)

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from cerebro_db.backends import CLIENT_SEARCH_PATH
 from cerebro_db.cluster import LocalCluster, default_home
 from cerebro_db.models import Config, Workload
 
@@ -32,9 +33,12 @@ def default_dsn() -> str:
 
 
 def make_engine(dsn: str) -> Engine:
-    """An engine for a libpq URL (``postgresql://``), with psycopg 3 as the driver."""
+    """An engine for a libpq URL (``postgresql://``), with psycopg 3 as the driver, on the pinned client
+    search path (no ``public``: :data:`CLIENT_SEARCH_PATH`); the API's calls name ``cerebro.`` as well."""
     url = dsn.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
-    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=2, max_overflow=4, connect_args={"options": CLIENT_SEARCH_PATH}
+    )
 
 
 class ActionError(Exception):
@@ -117,7 +121,7 @@ def segment_activity(conn: Connection) -> list[Row]:
 
 
 def scheduler_alive(conn: Connection) -> bool:
-    return bool(conn.execute(text("SELECT scheduler_alive()")).scalar_one())
+    return bool(conn.execute(text("SELECT cerebro.scheduler_alive()")).scalar_one())
 
 
 def lineage(conn: Connection, workload_id: int) -> Row:
@@ -196,14 +200,18 @@ def may_register_models(conn: Connection) -> bool:
 def register_model(conn: Connection, name: str, source: str, entry_point: str) -> str:
     """``register_model``: the script is checked (it must build a compiled model) before it is stored."""
     conn.execute(
-        text("SELECT register_model(:name, :source, :entry_point)"),
+        text("SELECT cerebro.register_model(:name, :source, :entry_point)"),
         {"name": name, "source": source, "entry_point": entry_point},
     )
     return f"model {name!r} registered: launch it like a roster model"
 
 
 def source_tables(conn: Connection) -> dict[str, list[str]]:
-    """User tables a dataset can be prepared from (outside the cerebro schema) -> their columns."""
+    """User tables a dataset can be prepared from (outside the cerebro schema) -> their columns.
+
+    A table outside the role's own schema is named ``schema.table``: the search path has only that one.
+    """
+    own_schema = conn.execute(text("SELECT current_schema()")).scalar_one()
     tables: dict[str, list[str]] = {}
     for row in _rows(
         conn,
@@ -213,7 +221,8 @@ def source_tables(conn: Connection) -> dict[str, list[str]]:
         "   AND c.table_schema NOT IN ('cerebro', 'pg_catalog', 'information_schema')"
         " ORDER BY c.table_schema, c.table_name, c.ordinal_position",
     ):
-        name = row["table_name"] if row["table_schema"] == "public" else f"{row['table_schema']}.{row['table_name']}"
+        schema = row["table_schema"]
+        name = row["table_name"] if schema == own_schema else f"{schema}.{row['table_name']}"
         tables.setdefault(name, []).append(row["column_name"])
     return tables
 
@@ -379,7 +388,7 @@ def launch(conn: Connection, request: LaunchRequest) -> int:
     """``run_model_selection``; returns the new workload's id."""
     workload_id: int = conn.execute(
         text(
-            "SELECT run_model_selection(:dataset, :model, CAST(:space AS jsonb), procedure => :procedure,"
+            "SELECT cerebro.run_model_selection(:dataset, :model, CAST(:space AS jsonb), procedure => :procedure,"
             " max_epochs => :max_epochs, num_configs => :num_configs, name => :name,"
             " parent_workload => :parent, warm_start => :warm_start)"
         ),
@@ -415,7 +424,7 @@ def prepare_dataset(
     """``prepare_dataset``; returns its per-segment summary."""
     return _rows(
         conn,
-        "SELECT * FROM prepare_dataset(:name, :table, :label, feature_columns => :features,"
+        "SELECT * FROM cerebro.prepare_dataset(:name, :table, :label, feature_columns => :features,"
         " validation_fraction => :fraction, feature_shape => :shape)",
         name=name,
         table=source_table,
@@ -477,7 +486,7 @@ def set_workload_status(conn: Connection, workload_id: int, status: str, seen: s
 
 def add_config(conn: Connection, workload_id: int, params: dict[str, Any]) -> int:
     config_id: int = conn.execute(
-        text("SELECT add_config(:workload, CAST(:params AS jsonb))"),
+        text("SELECT cerebro.add_config(:workload, CAST(:params AS jsonb))"),
         {"workload": workload_id, "params": json.dumps(params)},
     ).scalar_one()
     return config_id
@@ -493,7 +502,7 @@ def clone_config(conn: Connection, config_id: int, overrides: dict[str, Any]) ->
     """``clone_config``: a new config from the source's latest weights, with ``overrides``
     (lr, batch_size, max_epochs, ...)."""
     clone_id: int = conn.execute(
-        text("SELECT clone_config(:config, CAST(:overrides AS jsonb))"),
+        text("SELECT cerebro.clone_config(:config, CAST(:overrides AS jsonb))"),
         {"config": config_id, "overrides": json.dumps(overrides)},
     ).scalar_one()
     return clone_id

@@ -44,7 +44,10 @@ def install(dsn: str, segments: int | None = None) -> None:
             conn.execute(path.read_text())
         database = conn.execute("SELECT current_database()").fetchone()
         assert database is not None
-        # After public: users' own tables still land in public, our API resolves unqualified.
+        # PostgreSQL 15 makes new databases so, not upgraded ones: a tenant who may create objects in public
+        # can shadow names resolved through it (adduser gives each user a schema of their own instead).
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        # After public: the operator's tables still land in public, our API resolves unqualified.
         conn.execute(
             sql.SQL("ALTER DATABASE {} SET search_path = public, {}").format(
                 sql.Identifier(database[0]), sql.Identifier(SCHEMA)
@@ -70,17 +73,33 @@ def rows_owned_by(conn: psycopg.Connection[Any], name: str) -> dict[str, int]:
     return counts
 
 
-def add_user(dsn: str, name: str, *, admin: bool = False) -> str:
-    """Create login role ``name`` as a cerebro_user (or cerebro_admin); returns its new password.
+def add_user(dsn: str, name: str, *, admin: bool = False, password: str | None = None) -> str:
+    """Create login role ``name`` as a cerebro_user (or cerebro_admin) with a schema ``name`` of its own
+    (first on its search_path, then cerebro); returns its password: ``password``, else a new random one.
 
     Owners are role names: a new role whose name still owns rows (left by a dropped role) would
-    inherit them, so it is refused until they are removed.
+    inherit them, so it is refused until they are removed. With ``password`` given, a role ``name`` that is
+    already a (non-superuser) member of the group only gets that password (a container's start, again). The
+    server receives a SCRAM verifier computed here, never the password (statement logs, pg_stat_activity).
     """
-    password = secrets.token_urlsafe(18)
+    given = password is not None
+    password = password or secrets.token_urlsafe(18)
     group = "cerebro_admin" if admin else "cerebro_user"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
-            raise ValueError(f"role {name!r} already exists")
+    role = sql.Identifier(name)
+    with psycopg.connect(dsn) as conn:
+        scram = conn.pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256")
+        verifier = sql.Literal(scram.decode())
+        existing = conn.execute(
+            "SELECT r.rolsuper OR NOT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+            "                                 WHERE m.member = r.oid AND g.rolname = %s)"
+            " FROM pg_roles r WHERE r.rolname = %s",
+            [group, name],
+        ).fetchone()
+        if existing is not None:
+            if existing[0] or not given:
+                raise ValueError(f"role {name!r} already exists")
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, verifier))
+            return password
         if owned := rows_owned_by(conn, name):
             rows = ", ".join(f"{count} {table}" for table, count in owned.items())
             deletes = " ".join(
@@ -93,9 +112,10 @@ def add_user(dsn: str, name: str, *, admin: bool = False) -> str:
                 f"{rows} still belong to {name!r} (a dropped role of that name); a new role would inherit them. "
                 f"Remove them first ({deletes}) or choose another name"
             )
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
-                sql.Identifier(name), sql.Literal(password), sql.Identifier(group)
-            )
-        )
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [name]).fetchone():
+            raise ValueError(f"schema {name!r} already exists: the new role would not own its own schema")
+        group_role = sql.Identifier(group)
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(role, verifier, group_role))
+        conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(role, role))
+        conn.execute(sql.SQL('ALTER ROLE {} SET search_path = "$user", {}').format(role, sql.Identifier(SCHEMA)))
     return password

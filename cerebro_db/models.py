@@ -287,6 +287,21 @@ class RegisteredModel(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class ModelRegistration(Base):
+    """Append-only audit of ``register_model``: written by it alone, changed by nobody but the schema owner."""
+
+    __tablename__ = "model_registrations"
+    registration_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    entry_point: Mapped[str] = mapped_column(Text, nullable=False)
+    source_sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    #: The acting role (SET ROLE, else the login role), and the login role when they differ.
+    registered_by: Mapped[str] = mapped_column(Text, nullable=False)
+    session_role: Mapped[str | None] = mapped_column(Text)
+    client_addr: Mapped[str | None] = mapped_column(Text)
+    registered_at: Mapped[datetime] = _now()
+
+
 class Limit(Base):
     """Admin-set limits: the row ``'*'`` applies to everyone, a role's own row overrides its non-NULL columns."""
 

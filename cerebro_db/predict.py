@@ -14,11 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 from psycopg import sql
 
+from cerebro_db.backends import CLIENT_SEARCH_PATH
+
 
 def _part(dsn: str, arguments: list[object]) -> int:
-    with psycopg.connect(dsn, application_name="cerebro predict") as conn:
+    with psycopg.connect(dsn, application_name="cerebro predict", options=CLIENT_SEARCH_PATH) as conn:
         row = conn.execute(
-            "SELECT raise_if_error(_predict_part(%s, %s, %s, %s, %s, %s, %s))::bigint", arguments
+            "SELECT cerebro.raise_if_error(cerebro._predict_part(%s, %s, %s, %s, %s, %s, %s))::bigint", arguments
         ).fetchone()
     assert row is not None
     written: int = row[0]
@@ -28,11 +30,13 @@ def _part(dsn: str, arguments: list[object]) -> int:
 def predict_on_segments(dsn: str, config_id: int, source_table: str, id_column: str, output_table: str) -> int:
     """Like ``SELECT predict(...)``, with the parts in parallel; returns the rows written.
 
-    Parts commit one by one, so a failed part drops the output table rather than leave it half full.
+    Names resolve on the client search path (:data:`CLIENT_SEARCH_PATH`): a table in ``public`` is
+    ``public.name``. Parts commit one by one, so a failed part drops the output table rather than leave it half full.
     """
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(dsn, options=CLIENT_SEARCH_PATH) as conn:
         row = conn.execute(
-            "SELECT b.output_schema, b.output_name, b.parts, %s::regclass::oid FROM _predict_begin(%s, %s, %s, %s) b",
+            "SELECT b.output_schema, b.output_name, b.parts, %s::regclass::oid"
+            " FROM cerebro._predict_begin(%s, %s, %s, %s) b",
             [source_table, config_id, source_table, id_column, output_table],
         ).fetchone()
     assert row is not None

@@ -89,17 +89,19 @@ def create_table(
 ) -> None:
     """Create ``table(id int PRIMARY KEY, <columns>)`` and copy ``rows`` (without the id) in, if it is missing.
 
-    ``columns`` are (name, SQL type) pairs; the types are ours, never user input.
+    ``table`` is ``name`` or ``schema.name``; ``columns`` are (name, SQL type) pairs; the types are ours, never
+    user input.
     """
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [table]).fetchone()
     if exists and exists[0]:
         return
+    relation = sql.Identifier(*table.split(".", 1))
     names = [sql.Identifier(name) for name, _ in columns]
     definitions = sql.SQL(", ").join(
         sql.SQL("{} {}").format(name, sql.SQL(kind)) for name, (_, kind) in zip(names, columns, strict=True)
     )
-    conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, {})").format(sql.Identifier(table), definitions))
-    statement = sql.SQL("COPY {} (id, {}) FROM STDIN").format(sql.Identifier(table), sql.SQL(", ").join(names))
+    conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, {})").format(relation, definitions))
+    statement = sql.SQL("COPY {} (id, {}) FROM STDIN").format(relation, sql.SQL(", ").join(names))
     with conn.cursor().copy(statement) as copy:
         for i, row in enumerate(rows):
             copy.write_row((i, *row))

@@ -24,7 +24,9 @@ return entry.check_model_script(GD, name, source, entry_point)
 $$;
 
 -- SECURITY DEFINER, executable by cerebro_admin only (99_privileges.sql): the check runs the
--- script, and registered_models is written by nobody else.
+-- script, and registered_models and its audit, model_registrations, are written by nobody else.
+-- cerebro_admin is thus superuser-equivalent: the script runs as the server's own Python with the
+-- schema owner's rights, here and later in the scheduler's backends (see README, Users and tenancy).
 CREATE OR REPLACE FUNCTION register_model(name text, source text, entry_point text DEFAULT 'create_model')
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
@@ -44,5 +46,9 @@ BEGIN
     checked := raise_if_error(_check_model_script(name, source, entry_point));
     INSERT INTO registered_models (name, source, entry_point, source_sha256, owner)
     VALUES (name, source, entry_point, checked ->> 'source_sha256', acting_role());
+    -- The audit, after the check: the script has run by now and cannot touch its own row in this call.
+    INSERT INTO model_registrations (name, entry_point, source_sha256, registered_by, session_role, client_addr)
+    VALUES (name, entry_point, checked ->> 'source_sha256', acting_role(), session_user, inet_client_addr()::text);
+    RAISE LOG 'cerebro: % registered model % (sha256 %)', acting_role(), quote_literal(name), checked ->> 'source_sha256';
 END
 $$;

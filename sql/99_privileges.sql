@@ -41,8 +41,10 @@ GRANT EXECUTE ON FUNCTION
     TO cerebro_user;
 GRANT EXECUTE ON PROCEDURE wait_for_workload TO cerebro_user;
 
--- Custom scripts run as the server's own Python: registering one is the admins' alone.
+-- Custom scripts run as the server's own Python: registering one is the admins' alone. Its audit
+-- (register_model writes it) is theirs to read, nobody's but the schema owner's to change.
 GRANT EXECUTE ON FUNCTION register_model TO cerebro_admin;
+GRANT SELECT ON model_registrations TO cerebro_admin;
 
 -- The unit claim, the per-workload procedure lock and the one-scheduler lock are advisory
 -- locks on fixed keys: a user holding one could stall every workload. Nobody but the

@@ -71,7 +71,9 @@ def add_tenant(cluster: ClusterConfig, dsn: str, prefix: str) -> str:
 
 
 def prepare_fashion(dsn: str, table: str, segments: int) -> str:
+    """A dataset of ``table`` (a bare name is public's: a tenant's search path is its own schema, then cerebro)."""
     name = unique(f"fashion_{segments}seg")
+    table = table if "." in table else f"public.{table}"
     with psycopg.connect(dsn, autocommit=True) as connection:
         connection.execute(
             "SELECT * FROM prepare_dataset(%s, %s, 'label', feature_columns => '{pixels}',"

@@ -14,6 +14,7 @@ import yaml
 from cerebro_db.cluster import REPO_ROOT
 
 SERVERS = {"coordinator", "segment1", "segment2"}
+DASHBOARD_SECRET = "CEREBRO_DASHBOARD_PASSWORD"
 
 
 def compose_config(*options: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -36,17 +37,19 @@ def option(argv: list[str], name: str) -> str:
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
-    result = compose_config(CEREBRO_PASSWORD="not the default")
+    result = compose_config(CEREBRO_PASSWORD="not the default", CEREBRO_DASHBOARD_PASSWORD="the dashboard's")
     assert result.returncode == 0, result.stderr
     parsed: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
     return parsed
 
 
 def test_the_compose_file_validates_and_wants_a_password() -> None:
-    result = compose_config("--quiet", CEREBRO_PASSWORD="x")
+    result = compose_config("--quiet", CEREBRO_PASSWORD="x", CEREBRO_DASHBOARD_PASSWORD="y")
     assert result.returncode == 0, result.stderr
-    refused = compose_config("--quiet")  # no default password for servers every container can reach
-    assert refused.returncode != 0 and "set CEREBRO_PASSWORD" in refused.stderr
+    refused = compose_config("--quiet", CEREBRO_DASHBOARD_PASSWORD="y")  # no default for servers every container
+    assert refused.returncode != 0 and "set CEREBRO_PASSWORD" in refused.stderr  # can reach
+    refused = compose_config("--quiet", CEREBRO_PASSWORD="x")
+    assert refused.returncode != 0 and "set CEREBRO_DASHBOARD_PASSWORD" in refused.stderr
 
 
 def test_servers_serve_with_a_health_check_and_their_own_volume(services: dict[str, Any]) -> None:
@@ -79,8 +82,10 @@ def test_every_server_publishes_its_certificate_and_clients_verify_it(services: 
 def test_the_scheduler_registers_every_segment_server_then_runs(services: dict[str, Any]) -> None:
     scheduler = services["scheduler"]
     script = scheduler["command"][-1]
-    up, run = script.split(" && ")
+    up, adduser, run = script.split(" && ")
     assert run == "exec cerebro-db scheduler"
+    # The dashboard's role, a cerebro_user (no --admin), its password from the environment, not argv.
+    assert shlex.split(adduser) == ["cerebro-db", "adduser", "cerebro_dashboard", "--password-env", DASHBOARD_SECRET]
     argv = shlex.split(up)
     assert argv[:2] == ["cerebro-db", "up"] and "--no-scheduler" in argv
     segments = {f"{name}:{option(services[name]['command'], '--port')}" for name in SERVERS - {"coordinator"}}
@@ -99,10 +104,23 @@ def test_the_dashboard_is_published_on_8501(services: dict[str, Any]) -> None:
     assert any(port.endswith(":8501:8501/tcp") for port in dashboard["ports"])
 
 
-def test_every_service_gets_the_password(services: dict[str, Any]) -> None:
-    for service in services.values():
-        assert service["environment"]["CEREBRO_PASSWORD"] == "not the default"
-        assert service["environment"]["PGPASSWORD"] == "not the default"  # libpq's, for the clients
+def test_the_servers_and_the_scheduler_get_the_password(services: dict[str, Any]) -> None:
+    for name in SERVERS | {"scheduler"}:
+        assert services[name]["environment"]["CEREBRO_PASSWORD"] == "not the default"
+        assert services[name]["environment"]["PGPASSWORD"] == "not the default"  # libpq's, for the clients
+    assert services["scheduler"]["environment"][DASHBOARD_SECRET] == "the dashboard's"
+
+
+def test_the_dashboard_logs_in_as_its_own_role_without_the_superusers_password(services: dict[str, Any]) -> None:
+    environment = services["dashboard"]["environment"]
+    assert environment["CEREBRO_DSN"].startswith("postgresql://cerebro_dashboard@coordinator:5432/")
+    assert environment["PGPASSWORD"] == "the dashboard's"
+    assert "not the default" not in environment.values()  # the superuser's password stays out of it
+    assert services["dashboard"]["depends_on"]["scheduler"] == {"condition": "service_started"}
+
+
+def test_the_docker_context_leaves_out_env_files() -> None:
+    assert ".env" in (REPO_ROOT / ".dockerignore").read_text().splitlines()  # passwords stay out of the image
 
 
 def test_the_dockerfile_refers_to_files_that_exist(services: dict[str, Any]) -> None:

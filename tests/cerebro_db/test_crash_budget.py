@@ -42,7 +42,7 @@ def launch(dsn: str, model: str, space: dict[str, Any], epochs: int) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         dataset = f"fashion_{model}"
         conn.execute(
-            "SELECT * FROM prepare_dataset(%s, 'fashion', 'label', feature_columns => '{pixels}',"
+            "SELECT * FROM prepare_dataset(%s, 'public.fashion', 'label', feature_columns => '{pixels}',"
             " feature_shape => '{28,28,1}', validation_fraction => 0.2)",
             [dataset],
         )

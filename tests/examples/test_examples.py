@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cerebro_db.cli import psql_command
 from cerebro_db.cluster import PG_BIN, REPO_ROOT
 from cerebro_db.scheduler import Scheduler
 from tests.conftest import assert_nothing_stranded
@@ -37,19 +38,12 @@ def test_every_example_is_tested() -> None:
 @pytest.mark.slow  # each trains two workloads for an epoch: 30 to 90 s
 @pytest.mark.parametrize("example", sorted(ROWS))
 def test_example_runs_as_is(dsn: str, scheduler: Scheduler, example: str) -> None:
+    # As `cerebro-db psql` runs it: the password in psql's environment, not in its argv.
+    argv, env = psql_command(dsn, ["-X", "-v", f"rows={ROWS[example]}", "-v", "epochs=1", "-f", f"examples/{example}"])
     for _ in range(2):  # a second run starts afresh
         result = subprocess.run(
-            [
-                str(PG_BIN / "psql"),
-                dsn,
-                "-X",
-                "-v",
-                f"rows={ROWS[example]}",
-                "-v",
-                "epochs=1",
-                "-f",
-                f"examples/{example}",
-            ],
+            [str(PG_BIN / "psql"), *argv[1:]],
+            env=env,
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,

@@ -34,7 +34,7 @@ def owners(cluster: ClusterConfig, dsn: str, blobs_2seg: str) -> Iterator[dict[s
                 user.execute(
                     "SELECT * FROM prepare_dataset(%s, %s, 'label', '{f0,f1,f2,f3,f4,f5}',"
                     " validation_fraction => 0.25)",
-                    [unique("blobs"), blobs_2seg],
+                    [unique("blobs"), f"public.{blobs_2seg}"],
                 )
         yield logins
         admin.execute(

@@ -39,7 +39,7 @@ def logins(cluster: ClusterConfig, dsn: str, blobs_2seg: str) -> dict[str, str]:
     with psycopg.connect(logins[USER], autocommit=True) as dora:
         dora.execute(
             "SELECT * FROM prepare_dataset(%s, %s, 'label', '{f0,f1,f2,f3,f4,f5}', validation_fraction => 0.25)",
-            [unique("dora_blobs"), blobs_2seg],
+            [unique("dora_blobs"), f"public.{blobs_2seg}"],
         )
     return logins
 

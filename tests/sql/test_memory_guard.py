@@ -127,7 +127,8 @@ def tenant(cluster: ClusterConfig, dsn: str, conn: Session, blobs_2seg: str) -> 
     login = dataclasses.replace(cluster, user=name, password=install.add_user(dsn, name)).dsn()
     with psycopg.connect(login, autocommit=True) as session:
         session.execute(
-            "SELECT * FROM prepare_dataset(%s, %s, 'label', '{f0,f1,f2,f3,f4,f5}')", [f"{name}_blobs", blobs_2seg]
+            "SELECT * FROM prepare_dataset(%s, %s, 'label', '{f0,f1,f2,f3,f4,f5}')",
+            [f"{name}_blobs", f"public.{blobs_2seg}"],
         )
         yield session
 

@@ -41,7 +41,7 @@ def logins(cluster: ClusterConfig, dsn: str, fashion_table: str) -> Iterator[dic
 @pytest.fixture(scope="module")
 def alices_work(logins: dict[str, str], dsn: str, fashion_table: str) -> dict[str, Any]:
     """Alice prepares a dataset and trains one config for one epoch."""
-    dataset = prepare_fashion(logins["alice"], fashion_table, 2)
+    dataset = prepare_fashion(logins["alice"], f"public.{fashion_table}", 2)
     with psycopg.connect(logins["alice"], autocommit=True) as alice:
         workload = one(
             alice,
@@ -154,7 +154,7 @@ def test_a_user_cannot_pose_as_the_system(
     alices_work: dict[str, Any], logins: dict[str, str], bob: Session, fashion_table: str
 ) -> None:
     """cerebro.internal is a plain setting anyone can SET: it must not open the status guard."""
-    dataset = prepare_fashion(logins["bob"], fashion_table, 1)
+    dataset = prepare_fashion(logins["bob"], f"public.{fashion_table}", 1)
     workload = one(bob, "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => 1)", dataset, json.dumps(TINY_CNN))
     bob.execute("SET cerebro.internal = on")
     with pytest.raises(errors.InvalidParameterValue, match="cannot change status from pending to completed"):
@@ -179,7 +179,7 @@ def test_a_group_role_owns_nothing(bob: Session, fashion_table: str) -> None:
     with pytest.raises(errors.InsufficientPrivilege, match="only login roles own rows"):
         bob.execute(
             "SELECT * FROM prepare_dataset('shared', %s, 'label', '{pixels}', feature_shape => '{28,28,1}')",
-            [fashion_table],
+            [f"public.{fashion_table}"],
         )
 
 
@@ -201,7 +201,7 @@ def test_prepare_dataset_reads_only_what_the_caller_may_read(dsn: str, bob: Sess
         admin.execute("CREATE TABLE IF NOT EXISTS payroll (salary real, grade int)")
         admin.execute("INSERT INTO payroll SELECT g * 10, g % 3 FROM generate_series(1, 30) g")
     with pytest.raises(errors.InsufficientPrivilege, match="payroll"):
-        bob.execute("SELECT * FROM prepare_dataset('stolen', 'payroll', 'grade')")
+        bob.execute("SELECT * FROM prepare_dataset('stolen', 'public.payroll', 'grade')")
     assert one(bob, "SELECT count(*) FROM datasets WHERE name = 'stolen'") == 0
 
 
@@ -209,7 +209,9 @@ def test_a_dataset_name_taken_by_another_user_is_reported_as_taken(
     alices_work: dict[str, Any], bob: Session, fashion_table: str
 ) -> None:
     with pytest.raises(errors.InvalidParameterValue, match="already exists"):
-        bob.execute("SELECT * FROM prepare_dataset(%s, %s, 'label')", [alices_work["dataset"], fashion_table])
+        bob.execute(
+            "SELECT * FROM prepare_dataset(%s, %s, 'label')", [alices_work["dataset"], f"public.{fashion_table}"]
+        )
 
 
 def test_an_admin_may_register_a_model_script(dsn: str, cluster: ClusterConfig) -> None:

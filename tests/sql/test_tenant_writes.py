@@ -38,7 +38,7 @@ def logins(cluster: ClusterConfig, dsn: str, blobs_2seg: str) -> dict[str, str]:
         with psycopg.connect(login, autocommit=True) as session:
             session.execute(
                 "SELECT * FROM prepare_dataset(%s, %s, 'label', %s, validation_fraction => 0.25)",
-                [f"{name}_blobs", blobs_2seg, BLOBS_FEATURES],
+                [f"{name}_blobs", f"public.{blobs_2seg}", BLOBS_FEATURES],
             )
     return logins
 
@@ -259,7 +259,7 @@ def test_prepare_dataset_still_cannot_read_what_the_tenant_cannot(dsn: str, mall
         admin.execute("INSERT INTO wr_secret SELECT g, g % 2 FROM generate_series(1, 20) g")
     before = owned(mallory)
     with pytest.raises(errors.InsufficientPrivilege, match="wr_secret"):
-        mallory.execute("SELECT * FROM prepare_dataset('wr_stolen', 'wr_secret', 'label')")
+        mallory.execute("SELECT * FROM prepare_dataset('wr_stolen', 'public.wr_secret', 'label')")
     assert owned(mallory) == before
 
 
@@ -269,12 +269,12 @@ def test_adduser_refuses_a_name_that_still_owns_rows(dsn: str, cluster: ClusterC
     with psycopg.connect(login, autocommit=True) as session:
         session.execute(
             "SELECT * FROM prepare_dataset(%s, %s, 'label', %s, validation_fraction => 0.25)",
-            [f"{name}_blobs", blobs_2seg, BLOBS_FEATURES],
+            [f"{name}_blobs", f"public.{blobs_2seg}", BLOBS_FEATURES],
         )
         session.execute("SELECT run_model_selection(%s, 'mlp', '{\"lr\": [0.1]}', max_epochs => 1)", [f"{name}_blobs"])
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute("UPDATE workloads SET status = 'stopped' WHERE owner = %s", [name])
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("DROP SCHEMA {0}; DROP ROLE {0}").format(sql.Identifier(name)))  # adduser made both
         with pytest.raises(ValueError, match="1 workloads, 1 datasets still belong to 'wr_reborn'") as refused:
             install.add_user(dsn, name)
         assert 'DELETE FROM "cerebro"."workloads" WHERE owner = \'wr_reborn\';' in str(refused.value)

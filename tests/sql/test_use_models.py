@@ -123,7 +123,7 @@ def test_parts_on_the_segments_side_by_side_predict_the_same(
 ) -> None:
     serial, parallel = unique("fashion_serial"), unique("fashion_parallel")
     conn.execute("SELECT predict(%s, %s, 'id', %s)", [cnn_config, fashion_table, serial])
-    assert predict_on_segments(dsn, cnn_config, fashion_table, "id", parallel) == FASHION_ROWS
+    assert predict_on_segments(dsn, cnn_config, f"public.{fashion_table}", "id", parallel) == FASHION_ROWS
     ids, labels, probabilities = predictions(conn, serial)
     assert predictions(conn, parallel)[:2] == (ids, labels)
     assert np.allclose(predictions(conn, parallel)[2], probabilities, atol=1e-6)
@@ -132,7 +132,7 @@ def test_parts_on_the_segments_side_by_side_predict_the_same(
 def test_a_failed_part_leaves_no_output_table(conn: Session, dsn: str, mlp_config: int, fashion_table: str) -> None:
     out = unique("half_full")
     with pytest.raises(psycopg.Error, match="feature column 'f0' does not exist"):
-        predict_on_segments(dsn, mlp_config, fashion_table, "id", out)
+        predict_on_segments(dsn, mlp_config, f"public.{fashion_table}", "id", out)
     assert conn.execute("SELECT to_regclass(%s)", [out]).fetchone() == (None,)
 
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cerebro_db import install
+from cerebro_db import dashboard, install
 from cerebro_db.cluster import ClusterConfig
 from tests.conftest import TINY_CNN, launch, run_until_idle, unique
 from tests.plpy.test_custom import BROKEN, GOOD
@@ -228,7 +228,7 @@ def test_tensorboard_page_says_how_and_exports(
 def test_prepare_a_dataset_from_a_table_then_select_it(conn: Session, fashion_table: str) -> None:
     app = open_page("launch")
     app.radio(key="dataset_source").set_value("Prepare one from a table").run()
-    app.selectbox(key="prep_table").set_value(fashion_table).run()
+    app.selectbox(key="prep_table").set_value(f"public.{fashion_table}").run()  # outside the role's schema
     app.selectbox(key="prep_label").set_value("label").run()
     app.multiselect(key="prep_features").set_value(["pixels"]).run()
     name = unique("prepared")
@@ -302,3 +302,22 @@ def test_only_admins_see_the_register_form(cluster: ClusterConfig, dsn: str, mon
     assert "**cnn**" in " ".join(expander.label for expander in app.expander)  # the page itself works
     assert not any(expander.label == "Register a model script" for expander in app.expander)
     assert app.get("text_area") == []
+
+
+def test_a_cerebro_admin_member_sees_the_register_form_and_a_user_may_not_register_anyway(
+    cluster: ClusterConfig, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = unique("erin")
+    login = dataclasses.replace(cluster, user=admin, password=install.add_user(dsn, admin, admin=True))
+    monkeypatch.setenv("CEREBRO_DSN", login.dsn())
+    app = open_page("catalog")
+    assert any(expander.label == "Register a model script" for expander in app.expander)
+    # Without the form, the database still refuses a cerebro_user's registration (the dashboard's own role).
+    user = unique("fred")
+    engine = dashboard.make_engine(dataclasses.replace(cluster, user=user, password=install.add_user(dsn, user)).dsn())
+    try:
+        with pytest.raises(dashboard.ActionError, match="permission denied"), dashboard.transaction(engine) as conn:
+            assert not dashboard.may_register_models(conn)
+            dashboard.register_model(conn, unique("freds_net"), GOOD, "create_model")
+    finally:
+        engine.dispose()
