@@ -32,6 +32,7 @@ run approaches "${small[@]}"
 run hop_overhead "${small[@]}"
 run data_path "${small[@]}"
 run claim_latency "${small[@]}"
+run isolation
 run workload "${small[@]}"
 run mop_vs_keras "${mop_vs_keras[@]}"
 run simulate_scale "${small[@]}"

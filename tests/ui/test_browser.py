@@ -28,6 +28,9 @@ def browser() -> Iterator[Browser]:
 
 def choose(page: Page, label: str, option: str) -> None:
     page.get_by_test_id("stSelectbox").filter(has_text=label).click()
+    # Typing filters the list: a long one (the suite's database holds many datasets) renders only its first
+    # options, so the wanted one may not be in the page until it is searched for.
+    page.keyboard.type(option)
     page.get_by_role("option", name=option, exact=True).click()
 
 
