@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up cerebro-db on Debian 12, idempotently: PostgreSQL 15 + PL/Python (pinned to the
-# installed server's version), the Fashion-MNIST package, Chromium (the dashboard's browser
+# installed server's version), openssl (a cluster listening beyond loopback gets a certificate),
+# the Fashion-MNIST package, Chromium (the dashboard's browser
 # test drives it: Playwright cannot download its own browsers here), docker-compose (the
 # tests validate docker-compose.yml with it; no Docker engine needed), and .venv with the
 # project and TensorFlow. Re-running it only installs what is missing.
@@ -8,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packages=(postgresql-15 dataset-fashion-mnist python3-venv)
+packages=(postgresql-15 dataset-fashion-mnist python3-venv openssl)
 extras='.[dev]'
 case "${1:-}" in
     "") packages+=(chromium docker-compose) ;;

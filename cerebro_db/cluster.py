@@ -94,12 +94,12 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", SERVER_USER, "--", *argv] if os.geteuid() == 0 else argv
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, content: str | bytes) -> None:
     """Write ``path`` readable by its owner only, from the moment it exists (no window at the umask's mode)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # a file that existed keeps its mode through os.open
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
+    with os.fdopen(descriptor, "wb" if isinstance(content, bytes) else "w") as file:
+        file.write(content)
 
 
 def _hand_to_server_user(path: Path) -> None:
@@ -281,11 +281,11 @@ def configure_tls(data_dir: Path, trust_file: Path, certificate: Certificate | N
         for source in (certificate.cert, certificate.key, *([certificate.ca] if certificate.ca else [])):
             if not source.is_file():
                 raise ClusterError(f"{source}: no such certificate or key file")
-        _write_private(key, certificate.key.read_bytes())
+        write_private(key, certificate.key.read_bytes())
         cert.write_bytes(certificate.cert.read_bytes())
         trust_file.write_bytes((certificate.ca or certificate.cert).read_bytes())
     else:
-        _write_private(key, _openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]))
+        write_private(key, _openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]))
         host = socket.gethostname()
         cert.write_bytes(
             _openssl(
@@ -309,13 +309,6 @@ def allow_beyond_loopback(hba_file: Path, superuser: str, remote_superuser: bool
         if not remote_superuser:
             hba.write(f'host all "{superuser}" all reject\n')
         hba.write("hostssl all all samenet scram-sha-256\n")
-
-
-def _write_private(path: Path, content: bytes) -> None:
-    """Write ``path`` readable by its owner alone from the moment it exists."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(content)
 
 
 def _openssl(argv: list[str]) -> bytes:
