@@ -12,7 +12,7 @@ tenant
     check, in the scheduler's session, refuses it then).
 
 One scheduler runs throughout (warm backends, as in production). A crash costs a fixed time (the server's
-crash recovery, then TensorFlow imported again in every new backend, about 7 s here), so the crash-loop
+crash recovery, then TensorFlow imported again in every new backend, about 5 s here), so the crash-loop
 ratio depends on the victim's size: the default workload takes about half a minute alone. For each run it prints the
 victim's makespan (its launch to its last unit's commit), the ratio to the solo run (target
 <= 2.2x: 2x is a fair half of 2 segments), epochs lost and MOP violations of the victim's
