@@ -90,8 +90,12 @@ class AttemptLog:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
+            # Failing a config updates its row: wait no longer for a tenant's row lock than a unit would.
             self._conn = psycopg.connect(
-                self.dsn, autocommit=True, application_name="cerebro unit attempts", options=SEARCH_PATH
+                self.dsn,
+                autocommit=True,
+                application_name="cerebro unit attempts",
+                options=f"{SEARCH_PATH} -c lock_timeout={UNIT_LOCK_TIMEOUT}",
             )
         return self._conn
 
@@ -121,9 +125,11 @@ class AttemptLog:
                     )
                     .fetchone()
                 )
-            except psycopg.OperationalError as error:
-                log.warning("attempt %s stays unsettled until the server answers (%s)", attempt, error)
-                self.close()
+            except psycopg.Error as error:
+                # Its config takes no unit meanwhile; the others go on (raising here would stall the segment).
+                log.warning("attempt %s stays unsettled until the next try (%s)", attempt, error)
+                if isinstance(error, psycopg.OperationalError) and self._conn is not None and self._conn.broken:
+                    self.close()
                 return
             self._unsettled.pop(0)
             if row is None:
@@ -296,7 +302,10 @@ class Scheduler:
             progress.release()
             # Nothing to claim: configs that can never get a unit (no epoch left, dataset gone)
             # are completed or failed with a reason, so no workload stays running for ever.
-            conn.execute("SELECT settle_unrunnable_configs()")
+            try:
+                conn.execute("SELECT settle_unrunnable_configs()")
+            except (errors.LockNotAvailable, errors.DeadlockDetected) as error:
+                log.warning("configs that can never run are settled later (%s)", error)  # a tenant holds a row
             with progress.lock:
                 progress.idle.add(segment)
                 everyone_idle = len(progress.idle) == progress.segments
