@@ -5,7 +5,6 @@ The crashes restart every backend of the server, so this module runs on a cluste
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -15,10 +14,10 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from cerebro_db import faults, install, sample_data, verify
+from cerebro_db import faults, sample_data, verify
 from cerebro_db.cluster import ClusterConfig, temporary_cluster
 from cerebro_db.scheduler import Scheduler
-from tests.conftest import TINY_CNN, one
+from tests.conftest import TINY_CNN, add_tenant, one
 
 #: Generous: only a hang (the crash loop this guards against) comes near it.
 HANG = 900
@@ -32,10 +31,6 @@ def crash_cluster() -> Iterator[ClusterConfig]:
             owner.execute("GRANT SELECT ON fashion TO cerebro_user")
             owner.execute("SELECT register_model('crasher', %s)", [faults.CRASHING_SCRIPT])
         yield config
-
-
-def login(config: ClusterConfig, name: str) -> str:
-    return dataclasses.replace(config, user=name, password=install.add_user(config.dsn(), name)).dsn()
 
 
 def launch(dsn: str, model: str, space: dict[str, Any], epochs: int) -> int:
@@ -61,7 +56,7 @@ def test_a_config_that_kills_its_backend_fails_after_its_budget_and_the_other_te
     crash_cluster: ClusterConfig,
 ) -> None:
     owner_dsn = crash_cluster.dsn()
-    mallory, victim = login(crash_cluster, "mallory"), login(crash_cluster, "victor")
+    mallory, victim = add_tenant(crash_cluster, owner_dsn, "mallory"), add_tenant(crash_cluster, owner_dsn, "victor")
     crashing = launch(mallory, "crasher", {"kill": [1], "lr": [0.01]}, epochs=2)
     victims = launch(victim, "cnn", {"lr": [0.003, 0.01], **TINY_CNN}, epochs=2)
     with psycopg.connect(mallory, autocommit=True) as conn:
@@ -102,7 +97,7 @@ def test_a_config_that_kills_its_backend_fails_after_its_budget_and_the_other_te
 
 
 def test_tenants_read_their_own_attempts_and_cannot_write_any(crash_cluster: ClusterConfig) -> None:
-    eve = login(crash_cluster, "eve")
+    eve = add_tenant(crash_cluster, crash_cluster.dsn(), "eve")
     with psycopg.connect(crash_cluster.dsn(), autocommit=True) as owner:
         others = one(owner, "SELECT count(*) FROM unit_attempts")
     with psycopg.connect(eve, autocommit=True) as conn:
