@@ -4,7 +4,7 @@ For each (fault, point) it launches a workload (2 small ``cnn`` configs x 2 epoc
 segments) on a cluster that ``cerebro-db up`` started in a throwaway home, waits until a
 unit of that epoch is in flight, injects the fault, recovers as an operator would
 (``cerebro-db up``), waits for the workload to finish, and checks it
-(:mod:`cerebro_db.faults`, :mod:`cerebro_db.verify`). It prints one row per scenario::
+(:mod:`cerebro_db.testing.faults`, :mod:`cerebro_db.testing.verify`). It prints one row per scenario::
 
     .venv/bin/python bench/faults.py            # 3 faults x 2 points
     .venv/bin/python bench/faults.py --rows 600 # smaller shards
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import psycopg
 
-from cerebro_db import faults, sample_data
+from cerebro_db import sample_data
 from cerebro_db.cluster import LocalCluster
+from cerebro_db.testing import faults
 from cerebro_db.text_table import format_table
 
 SOURCE_TABLE = "fault_fashion"

@@ -13,7 +13,7 @@ Its cost is a :class:`Profile` measured on this machine:
 The schedules:
 
 ``mop``
-    cerebro-db's asynchronous, randomized model hopper (``claim_unit`` in ``sql/10_units.sql``):
+    cerebro-db's asynchronous, randomized model hopper (``claim_unit`` in ``sql/10_unit/10_claim.sql``):
     a free segment at once takes a legal unit (config not running elsewhere, this segment not
     yet visited in the config's epoch, epochs left), preferring the least progress
     (``epochs_done * segments + visited``), ties at random. A segment with no legal unit waits

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from cerebro_db import dashboard, install, sample_data, tensorboard
+from cerebro_db import client, install, sample_data, tensorboard
 from cerebro_db.backends import CLIENT_SEARCH_PATH, multi_server
 from cerebro_db.cluster import (
     PG_BIN,
@@ -47,7 +47,7 @@ def _cluster() -> LocalCluster:
 
 
 def _dsn() -> str:
-    return dashboard.default_dsn()
+    return client.default_dsn()
 
 
 def _connect() -> psycopg.Connection[Any]:
@@ -404,7 +404,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_ui(args: argparse.Namespace) -> None:
     """The Streamlit dashboard on the cluster (or on $CEREBRO_DSN), until interrupted."""
-    env = {**os.environ, "CEREBRO_DSN": dashboard.default_dsn()}
+    env = {**os.environ, "CEREBRO_DSN": client.default_dsn()}
     argv = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "ui" / "app.py"), "--server.headless=true"]
     argv += [f"--server.port={args.port}", f"--server.address={args.address}", "--browser.gatherUsageStats=false"]
     argv += ["--client.toolbarMode=minimal"]  # no "Deploy" button: this app runs beside its database
@@ -413,7 +413,7 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> None:
-    engine = dashboard.make_engine(dashboard.default_dsn())
+    engine = client.make_engine(client.default_dsn())
     try:
         with engine.connect() as conn:
             written = tensorboard.export(conn, args.workload, args.logdir)

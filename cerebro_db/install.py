@@ -11,15 +11,14 @@ import psycopg
 from psycopg import sql
 
 from cerebro_db import migrate
-from cerebro_db.cluster import REPO_ROOT
 from cerebro_db.models import SCHEMA
 
-SQL_DIR = REPO_ROOT / "sql"
+SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 
 def sql_files() -> list[Path]:
-    """The API's files in load order (their names start with the order)."""
-    return sorted(SQL_DIR.glob("*.sql"))
+    """The API's files in load order: folders by concern and files within them start with the order."""
+    return sorted(SQL_DIR.rglob("*.sql"), key=lambda path: path.relative_to(SQL_DIR).parts)
 
 
 def create_database(admin_dsn: str, database: str) -> None:

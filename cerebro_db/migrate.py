@@ -7,7 +7,9 @@ import os
 from alembic import command
 from alembic.config import Config
 
-from cerebro_db.cluster import REPO_ROOT, LocalCluster, default_home
+from cerebro_db.cluster import LocalCluster, default_home
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def sqlalchemy_url(dsn: str) -> str:
@@ -21,8 +23,8 @@ def database_url() -> str:
 
 
 def alembic_config(dsn: str | None = None) -> Config:
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    config = Config(os.path.join(PACKAGE_DIR, "alembic.ini"))
+    config.set_main_option("script_location", os.path.join(PACKAGE_DIR, "migrations"))
     if dsn is not None:
         config.attributes["url"] = sqlalchemy_url(dsn)
     return config

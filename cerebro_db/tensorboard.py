@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from cerebro_db import dashboard
+from cerebro_db import client
 from cerebro_db.cluster import default_home
 
 
@@ -26,7 +26,7 @@ def export(conn: Connection, workload_id: int, logdir: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     by_run: dict[tuple[int, str], list[tuple[int, float, float]]] = {}
-    for row in dashboard.learning_curves(conn, workload_id):
+    for row in client.learning_curves(conn, workload_id):
         by_run.setdefault((row["config_id"], "train"), []).append(
             (row["epoch"], row["train_loss"], row["train_metric"])
         )

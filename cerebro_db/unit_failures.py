@@ -1,6 +1,6 @@
 """How a unit that did not commit ended, decided in one place for every backend.
 
-The outcome goes to ``unit_attempts`` (``sql/42_unit_attempts.sql`` decides what it costs):
+The outcome goes to ``unit_attempts`` (``sql/10_unit/42_unit_attempts.sql`` decides what it costs):
 
 - ``unavailable``: the segment cannot run units now (a lost or refused connection, a server
   shutting down, too many connections, the schema missing on a segment server). Free; the

@@ -11,7 +11,7 @@ import streamlit as st
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from cerebro_db import dashboard
+from cerebro_db import client
 from cerebro_db.cluster import ClusterError
 
 T = TypeVar("T")
@@ -33,11 +33,11 @@ STATUS_COLORS = {
 
 @st.cache_resource(show_spinner=False)
 def _engine(dsn: str) -> Engine:
-    return dashboard.make_engine(dsn)
+    return client.make_engine(dsn)
 
 
 def engine() -> Engine:
-    return _engine(dashboard.default_dsn())
+    return _engine(client.default_dsn())
 
 
 def read(query: Callable[..., T], *args: Any) -> T:
@@ -48,7 +48,7 @@ def read(query: Callable[..., T], *args: Any) -> T:
     except ClusterError as error:
         st.error(f"No database to show: {error}. Set CEREBRO_DSN or start the cluster with `cerebro-db up`.")
     except DBAPIError as error:
-        st.error(f"The database refused a read: {dashboard.database_message(error)}")
+        st.error(f"The database refused a read: {client.database_message(error)}")
     st.stop()
 
 
@@ -59,9 +59,9 @@ def act(do: Callable[[Connection], str], *, once: str | None = None) -> bool:
         flash("info", f"{recent[once][1]} (the repeated click did nothing)")
         return False
     try:
-        with dashboard.transaction(engine()) as conn:
+        with client.transaction(engine()) as conn:
             message = do(conn)
-    except dashboard.ActionError as error:
+    except client.ActionError as error:
         flash("error", str(error))
         return False
     if once is not None:

@@ -40,7 +40,7 @@ from cerebro_plpy.plpy_adapter import Database
 if TYPE_CHECKING:
     import keras
 
-#: Read with its old name, cerebro.max_model_mb, when unset (training_memory_limit in sql/45).
+#: Read with its old name, cerebro.max_model_mb, when unset (training_memory_limit in sql/10_unit/45_memory_guard.sql).
 SETTING = "cerebro.max_training_mb"
 #: Every segment backend trains one config at a time beside its shard; 4 GB holds every roster
 #: default and demo config on the bundled datasets with room to spare (see the README).

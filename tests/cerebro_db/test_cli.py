@@ -22,7 +22,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cerebro_db import sample_data
 from cerebro_db.cluster import ClusterConfig, free_port
-from cerebro_db.faults import cli, connect
+from cerebro_db.testing.faults import cli, connect
 from tests.conftest import TINY_CNN, dashboard_server, launch, run_until_idle
 
 

@@ -21,10 +21,10 @@ import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from cerebro_db import cli, dashboard, install
+from cerebro_db import cli, client, install
 from cerebro_db.cluster import ClusterConfig, LocalCluster, write_private
-from cerebro_db.faults import cli as run_cli
 from cerebro_db.predict import predict_on_segments
+from cerebro_db.testing.faults import cli as run_cli
 from tests.conftest import unique
 
 Session = psycopg.Connection[Any]
@@ -114,11 +114,11 @@ def test_the_operators_wait_reaches_cerebros(
 
 
 def test_the_dashboard_reaches_cerebros(mallory: Session, dsn: str) -> None:
-    engine = dashboard.make_engine(dsn)
+    engine = client.make_engine(dsn)
     try:
         with engine.connect() as conn:
-            dashboard.scheduler_alive(conn)
-            dashboard.workloads(conn)
+            client.scheduler_alive(conn)
+            client.workloads(conn)
             assert conn.exec_driver_sql("SHOW search_path").scalar_one() == '"$user",cerebro,pg_temp'
     finally:
         engine.dispose()

@@ -13,8 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cerebro_db import faults, sample_data
+from cerebro_db import sample_data
 from cerebro_db.cluster import LocalCluster
+from cerebro_db.testing import faults
 from tests.conftest import FASHION_ROWS, prepare_fashion
 
 

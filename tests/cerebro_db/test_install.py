@@ -35,7 +35,7 @@ def test_install_is_idempotent_and_sets_up_the_database(cluster: ClusterConfig, 
 
 def test_models_and_migrations_agree(cluster: ClusterConfig) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "alembic", "check"],
+        [sys.executable, "-m", "alembic", "-c", "cerebro_db/alembic.ini", "check"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -20,11 +20,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cerebro_db import faults, sample_data, verify
+from cerebro_db import sample_data
 from cerebro_db.backends import multi_server
 from cerebro_db.backends.multi_server import MembershipError, MultiServerCluster
 from cerebro_db.cluster import temporary_cluster
 from cerebro_db.scheduler import Scheduler
+from cerebro_db.testing import faults, verify
 from tests.conftest import TINY_CNN, assert_nothing_stranded, launch
 
 ROWS = 600

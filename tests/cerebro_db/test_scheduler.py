@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from cerebro_db import verify
 from cerebro_db.scheduler import Scheduler
+from cerebro_db.testing import verify
 from cerebro_plpy import packing, training
 from tests.conftest import TINY_CNN, launch, run_until_idle
 

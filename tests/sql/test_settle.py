@@ -14,7 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from cerebro_db import cli, verify
+from cerebro_db import cli
+from cerebro_db.testing import verify
 from tests.conftest import TINY_CNN, launch, one
 
 Session = psycopg.Connection[Any]

@@ -1,4 +1,4 @@
-"""The crash and retry budgets (sql/42_unit_attempts.sql), driven as the scheduler drives them."""
+"""The crash and retry budgets (sql/10_unit/42_unit_attempts.sql), driven as the scheduler drives them."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Connection
 
-from cerebro_db import dashboard
+from cerebro_db import client
 
 EXAMPLE_SCRIPT = """import keras
 
@@ -33,7 +33,7 @@ def register() -> None:
         return
 
     def run(conn: Connection) -> str:
-        return dashboard.register_model(conn, name, source, entry_point)
+        return client.register_model(conn, name, source, entry_point)
 
     common.act(run, once=f"register {name}")
 
@@ -42,7 +42,7 @@ st.title("Models & datasets")
 common.show_flashes()
 
 st.subheader("Roster")
-for model, (doc, params) in common.read(dashboard.roster).items():
+for model, (doc, params) in common.read(client.roster).items():
     with st.expander(f"**{model}** — {doc}"):
         st.dataframe(
             pd.DataFrame(
@@ -56,13 +56,13 @@ for model, (doc, params) in common.read(dashboard.roster).items():
         )
 
 st.subheader("Registered scripts")
-scripts = common.read(dashboard.registered_models)
+scripts = common.read(client.registered_models)
 if not scripts:
     st.info("No registered model scripts yet.")
 for row in scripts:
     with st.expander(f"**{row['name']}** — `{row['entry_point']}(params)` · by {row['owner']}"):
         st.code(row["source"], language="python")
-if common.read(dashboard.may_register_models):
+if common.read(client.may_register_models):
     with st.expander("Register a model script", expanded=not scripts):
         st.caption(
             "A Python file whose entry point returns a compiled `keras.Model` for a config's params "
@@ -77,7 +77,7 @@ if common.read(dashboard.may_register_models):
         st.button("Register", on_click=register, icon=":material/upload:")
 
 st.subheader("Prepared datasets")
-found = common.read(dashboard.datasets)
+found = common.read(client.datasets)
 if not found:
     st.info("No prepared datasets yet — prepare one on the Launch page (or `SELECT prepare_dataset(...)`).")
 for row in found:

@@ -7,7 +7,7 @@ import common
 import streamlit as st
 from sqlalchemy import Connection
 
-from cerebro_db import dashboard
+from cerebro_db import client
 
 PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
 MODES = ("default", "choices", "range")
@@ -15,8 +15,8 @@ PREPARED, FROM_TABLE = "Prepared dataset", "Prepare one from a table"
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def roster() -> dict[str, tuple[str, list[dashboard.ParamSpec]]]:
-    return common.read(dashboard.roster)
+def roster() -> dict[str, tuple[str, list[client.ParamSpec]]]:
+    return common.read(client.roster)
 
 
 def apply_prefill(prefill: dict[str, Any]) -> None:
@@ -38,7 +38,7 @@ def apply_prefill(prefill: dict[str, Any]) -> None:
         return
     for spec in roster()[model][1]:
         st.session_state[f"mode_{model}_{spec.name}"] = "default"
-    for entry in dashboard.space_entries(prefill["search_space"]):
+    for entry in client.space_entries(prefill["search_space"]):
         key = f"{model}_{entry.name}"
         st.session_state.update(
             {
@@ -66,7 +66,7 @@ def prepare() -> None:
         return
 
     def run(conn: Connection) -> str:
-        shards = dashboard.prepare_dataset(
+        shards = client.prepare_dataset(
             conn,
             name,
             state["prep_table"],
@@ -88,7 +88,7 @@ def prepare() -> None:
 
 def dataset_section() -> str | None:
     st.subheader("1 · Dataset")
-    datasets = common.read(dashboard.datasets)
+    datasets = common.read(client.datasets)
     source = st.radio("Dataset", (PREPARED, FROM_TABLE), key="dataset_source", horizontal=True)
     if source == PREPARED:
         if not datasets:
@@ -103,7 +103,7 @@ def dataset_section() -> str | None:
             f"{row['num_segments']} segments · from `{row['source_table']}`"
         )
         return name
-    tables = common.read(dashboard.source_tables)
+    tables = common.read(client.source_tables)
     if not tables:
         st.info("No tables to prepare from: load one into the database first (`cerebro-db demo` loads Fashion-MNIST).")
         return None
@@ -125,7 +125,7 @@ def dataset_section() -> str | None:
     return None
 
 
-def space_section(model: str, params: list[dashboard.ParamSpec]) -> list[dashboard.SpaceEntry]:
+def space_section(model: str, params: list[client.ParamSpec]) -> list[client.SpaceEntry]:
     """One row per hyper-parameter: left at the model's default, a list of choices, or a range."""
     entries = []
     st.session_state.setdefault(f"mode_{model}_lr", "choices")
@@ -150,7 +150,7 @@ def space_section(model: str, params: list[dashboard.ParamSpec]) -> list[dashboa
             log.checkbox("log", key=f"log_{key}", help="sample on a log scale")
         state = st.session_state
         entries.append(
-            dashboard.SpaceEntry(
+            client.SpaceEntry(
                 spec.name,
                 mode,
                 choices=state.get(f"choices_{key}", ""),
@@ -163,7 +163,7 @@ def space_section(model: str, params: list[dashboard.ParamSpec]) -> list[dashboa
 
 
 def preview(space: dict[str, Any], procedure: str, max_epochs: int, num_configs: int | None) -> None:
-    size = dashboard.grid_size(space)
+    size = client.grid_size(space)
     if procedure == "grid" or (procedure == "hyperband" and num_configs is None):
         if size is None:
             st.warning("Grid needs choices only: a range can only be sampled (random, hyperopt, hyperband).")
@@ -192,7 +192,7 @@ with data_col:
 with model_col:
     st.subheader("2 · Model")
     models = roster()
-    scripts = [row["name"] for row in common.read(dashboard.registered_models)]
+    scripts = [row["name"] for row in common.read(client.registered_models)]
     model: str = st.selectbox(
         "Model", [*models, *scripts], key="model", help="the roster, then registered scripts (Models & datasets)"
     )
@@ -230,7 +230,7 @@ name_col, description_col = st.columns([1, 2])
 name = name_col.text_input("Name", key="name", placeholder="e.g. cnn lr sweep")
 description = description_col.text_input("Description", key="description", placeholder="what you want to learn")
 with st.expander("Drill down from a parent workload", expanded=st.session_state.get("parent_workload") is not None):
-    parents = {row["workload_id"]: row for row in common.read(dashboard.workloads)}
+    parents = {row["workload_id"]: row for row in common.read(client.workloads)}
     parent_col, warm_col = st.columns(2)
     parent = parent_col.selectbox(
         "Parent workload",
@@ -247,10 +247,10 @@ with st.expander("Drill down from a parent workload", expanded=st.session_state.
 space: dict[str, Any] | None
 try:
     if model in models:
-        space = dashboard.build_search_space(entries, models[model][1])
+        space = client.build_search_space(entries, models[model][1])
     else:
-        space = dashboard.parse_space_json(space_json)
-except dashboard.SpaceError as error:
+        space = client.parse_space_json(space_json)
+except client.SpaceError as error:
     space = None
     st.error(f"Search space: {error}")
 if space is not None:
@@ -258,13 +258,13 @@ if space is not None:
 
 if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=dataset is None or space is None):
     assert dataset is not None and space is not None
-    request = dashboard.LaunchRequest(
+    request = client.LaunchRequest(
         dataset, model, space, procedure, max_epochs, num_configs, name, description, parent, warm_start
     )
     launched: list[int] = []
 
     def run(conn: Connection) -> str:
-        launched.append(dashboard.launch(conn, request))
+        launched.append(client.launch(conn, request))
         return f"workload {launched[0]} launched"
 
     if common.act(run, once=repr(request)):

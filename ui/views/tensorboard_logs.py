@@ -6,7 +6,7 @@ from pathlib import Path
 import common
 import streamlit as st
 
-from cerebro_db import dashboard, tensorboard
+from cerebro_db import client, tensorboard
 
 st.title("TensorBoard")
 st.markdown(
@@ -14,7 +14,7 @@ st.markdown(
     "export a workload's `epoch_metrics` as event files — one run per config and split — and point TensorBoard "
     "at them:"
 )
-rows = common.read(dashboard.workloads)
+rows = common.read(client.workloads)
 if not rows:
     st.info("No workloads yet — launch one, then come back to export its curves.")
     st.stop()

@@ -8,18 +8,18 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Connection
 
-from cerebro_db import dashboard
+from cerebro_db import client
 
 #: Seconds between refreshes of the live part while the workload runs.
 REFRESH_S = 2
 
 
 def change_status(config_id: int, status: str, seen: str) -> None:
-    common.act(lambda conn: dashboard.set_config_status(conn, config_id, status, seen))
+    common.act(lambda conn: client.set_config_status(conn, config_id, status, seen))
 
 
 def change_workload(workload_id: int, status: str, seen: str) -> None:
-    common.act(lambda conn: dashboard.set_workload_status(conn, workload_id, status, seen))
+    common.act(lambda conn: client.set_workload_status(conn, workload_id, status, seen))
 
 
 def clone(config_id: int) -> None:
@@ -30,7 +30,7 @@ def clone(config_id: int) -> None:
     }
 
     def run(conn: Connection) -> str:
-        new = dashboard.clone_config(conn, config_id, overrides)
+        new = client.clone_config(conn, config_id, overrides)
         lr, batch_size, epochs = overrides["lr"], overrides["batch_size"], overrides["max_epochs"]
         return f"config {new} cloned from config {config_id} (lr {lr:g}, batch size {batch_size}, {epochs} epochs)"
 
@@ -39,20 +39,20 @@ def clone(config_id: int) -> None:
 
 def raise_epochs(config_id: int, seen_status: str, seen_max: int) -> None:
     new_max = int(st.session_state[f"epochs_{config_id}"])
-    common.act(lambda conn: dashboard.set_max_epochs(conn, config_id, new_max, seen_status, seen_max))
+    common.act(lambda conn: client.set_max_epochs(conn, config_id, new_max, seen_status, seen_max))
 
 
 def add_config(workload_id: int, keys: list[str]) -> None:
-    params = {key: dashboard.parse_param(st.session_state[f"add_{workload_id}_{key}"]) for key in keys}
+    params = {key: client.parse_param(st.session_state[f"add_{workload_id}_{key}"]) for key in keys}
 
     def run(conn: Connection) -> str:
-        return f"config {dashboard.add_config(conn, workload_id, params)} added"
+        return f"config {client.add_config(conn, workload_id, params)} added"
 
     common.act(run, once=f"add {workload_id} {params}")
 
 
 def searched(params: dict[str, Any], space: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {params[key]}" for key in dashboard.searched_keys(space) if key in params)
+    return ", ".join(f"{key} {params[key]}" for key in client.searched_keys(space) if key in params)
 
 
 def curves_chart(metrics: list[dict[str, Any]], value: str, title: str) -> alt.Chart:
@@ -107,7 +107,7 @@ def config_row(config: dict[str, Any], space: dict[str, Any], widths: list[int],
         st.number_input(
             "max epochs",
             min_value=config["epochs_done"] + 1,  # the clone starts at the source's epochs
-            value=dashboard.clone_max_epochs(config["epochs_done"], config["max_epochs"], workload_epochs),
+            value=client.clone_max_epochs(config["epochs_done"], config["max_epochs"], workload_epochs),
             key=f"clone_epochs_{config_id}",
         )
         st.button("Clone config", key=f"clone_{config_id}", on_click=clone, args=(config_id,), type="primary")
@@ -156,7 +156,7 @@ def header(row: dict[str, Any]) -> None:
 
 def live(workload_id: int) -> None:
     """What changes while the workload trains; a fragment, so it refreshes without reloading the page."""
-    row = common.read(dashboard.workload, workload_id)
+    row = common.read(client.workload, workload_id)
     assert row is not None
     header(row)
     common.show_flashes()
@@ -169,7 +169,7 @@ def live(workload_id: int) -> None:
     st.progress(min(row["epochs_done"] / max(row["epochs_planned"], 1), 1.0))
 
     st.subheader("Learning curves")
-    metrics = common.read(dashboard.learning_curves, workload_id)
+    metrics = common.read(client.learning_curves, workload_id)
     if not metrics:
         st.info("No epoch has finished yet — curves appear as each epoch's validation commits.")
     else:
@@ -185,15 +185,15 @@ def live(workload_id: int) -> None:
         strict=True,
     ):
         cell.caption(label)
-    for config in common.read(dashboard.configs, workload_id):
+    for config in common.read(client.configs, workload_id):
         config_row(config, space, widths, row["max_epochs"])
 
     st.subheader("Segments now")
-    if not common.read(dashboard.scheduler_alive):
+    if not common.read(client.scheduler_alive):
         st.warning(
             "No scheduler is running: nothing trains. Start one with `cerebro-db scheduler` (or `cerebro-db up`)."
         )
-    for segment_col, segment in zip(st.columns(4), common.read(dashboard.segment_activity), strict=False):
+    for segment_col, segment in zip(st.columns(4), common.read(client.segment_activity), strict=False):
         if segment["config_id"] is None:
             segment_col.metric(f"Segment {segment['segment']}", "idle")
         else:
@@ -233,7 +233,7 @@ def steer(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
             st.session_state["launch_prefill"] = {
                 "dataset": row["dataset"],
                 "model": row["model"],
-                "search_space": dashboard.refine_space(space, selected) or space,
+                "search_space": client.refine_space(space, selected) or space,
                 "procedure": "random",
                 "num_configs": 4,
                 "max_epochs": row["max_epochs"],
@@ -245,7 +245,7 @@ def steer(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
 
 def lineage(workload_id: int) -> None:
     st.subheader("Lineage")
-    found = common.read(dashboard.lineage, workload_id)
+    found = common.read(client.lineage, workload_id)
     if found["parent"] is None and not found["children"] and not found["derived"]:
         st.caption("A workload of its own: no parent, no drill-downs, no clones yet.")
         return
@@ -270,7 +270,7 @@ def lineage(workload_id: int) -> None:
         st.markdown(f"- config {config['config_id']}: {config['origin']} from {source}")
 
 
-rows = {row["workload_id"]: row for row in common.read(dashboard.workloads)}
+rows = {row["workload_id"]: row for row in common.read(client.workloads)}
 if not rows:
     st.title("Workload")
     st.info("No workloads yet — launch one.")
@@ -285,9 +285,9 @@ workload_id: int = st.sidebar.selectbox(
     format_func=lambda w: f"#{w} {rows[w]['name'] or 'unnamed'} ({rows[w]['status']})",
 )
 st.query_params["workload"] = str(workload_id)
-row = common.read(dashboard.workload, workload_id)
+row = common.read(client.workload, workload_id)
 assert row is not None
 
 st.fragment(live, run_every=REFRESH_S if row["status"] == "running" else None)(workload_id)
-steer(row, common.read(dashboard.configs, workload_id))
+steer(row, common.read(client.configs, workload_id))
 lineage(workload_id)

@@ -3,14 +3,14 @@
 import common
 import streamlit as st
 
-from cerebro_db import dashboard
+from cerebro_db import client
 
 st.title("Workloads")
 
 
 @st.fragment(run_every=5)
 def overview() -> None:
-    rows = common.read(dashboard.workloads)
+    rows = common.read(client.workloads)
     if not rows:
         st.info("No workloads yet — launch one.")
         st.page_link(common.LAUNCH_PAGE, label="Launch a workload", icon=":material/rocket_launch:")

@@ -12,7 +12,6 @@ CREATE OR REPLACE FUNCTION dataset_name_taken(name text) RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$ SELECT EXISTS (SELECT 1 FROM datasets d WHERE d.name = dataset_name_taken.name) $$;
 
-DROP FUNCTION IF EXISTS _prepare_dataset(text, oid, text, text, text[], float8, int, int, text, int[], int);
 CREATE OR REPLACE FUNCTION _prepare_dataset(
     name text, relation oid, source_table text, label_column text, feature_columns text[],
     validation_fraction float8, num_segments int, buffer_rows int, "normalize" text, feature_shape int[], seed int,
@@ -156,8 +155,6 @@ $$;
 DROP TRIGGER IF EXISTS datasets_complete ON datasets;
 CREATE CONSTRAINT TRIGGER datasets_complete
 AFTER INSERT ON datasets DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION datasets_complete();
-
-DROP FUNCTION IF EXISTS prepare_dataset(text, regclass, text, text[], float8, int, int, text, int[], int);
 
 CREATE OR REPLACE FUNCTION prepare_dataset(
     name text,

@@ -9,7 +9,6 @@ AS $$
     RETURNING config_id
 $$;
 
-DROP FUNCTION IF EXISTS _clone_params(text, jsonb, jsonb, int[]);
 CREATE OR REPLACE FUNCTION _clone_params(
     model text, params jsonb, overrides jsonb, feature_shape int[], registered boolean
 ) RETURNS jsonb

@@ -57,7 +57,7 @@ def upgrade() -> None:
         "INSERT INTO cerebro.limits (role_name, max_active_configs, max_epochs, default_unit_timeout,"
         " max_unit_timeout) VALUES ('*', 10000, 1000, interval '1 hour', interval '24 hours')"
     )
-    # Users read their own row and everyone's; cerebro_admin reads and writes any (grants in sql/99).
+    # Users read their own row and everyone's; cerebro_admin reads and writes any (grants in sql/99_privileges.sql).
     op.execute("ALTER TABLE cerebro.limits ENABLE ROW LEVEL SECURITY")
     op.execute("CREATE POLICY own_and_everyones ON cerebro.limits FOR SELECT USING (role_name IN ('*', current_user))")
     # By name, not TO cerebro_admin: the installer creates the roles after the migrations.

@@ -164,7 +164,7 @@ BEGIN
                       FROM configs c
                       WHERE c.workload_id = workload.workload_id AND c.status IN ('pending', 'running')
                         AND (c.epochs_done, c.config_id) > (last_epochs, last_config)
-                        -- Not while an attempt of it is unsettled (sql/42_unit_attempts.sql): a crash
+                        -- Not while an attempt of it is unsettled (sql/10_unit/42_unit_attempts.sql): a crash
                         -- must be counted against its budget before it runs again.
                         AND NOT EXISTS (SELECT 1 FROM unit_attempts a
                                         WHERE a.config_id = c.config_id AND a.outcome IS NULL)

@@ -12,7 +12,6 @@
 -- complete it (max_epochs lowered) and finish its workload (the user stopped its last active
 -- config); settle_unrunnable_configs() handles what no trigger sees.
 
-DROP FUNCTION IF EXISTS _complete_params(text, jsonb, int[]);
 CREATE OR REPLACE FUNCTION _complete_params(model text, params jsonb, feature_shape int[], registered boolean)
 RETURNS jsonb
 LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
@@ -58,8 +57,6 @@ BEGIN
 END
 $$;
 
-DROP TRIGGER IF EXISTS configs_fill_defaults ON configs;
-DROP FUNCTION IF EXISTS configs_fill_defaults();
 CREATE OR REPLACE TRIGGER configs_before_insert
 BEFORE INSERT ON configs FOR EACH ROW EXECUTE FUNCTION configs_before_insert();
 
@@ -246,13 +243,6 @@ $$;
 CREATE OR REPLACE TRIGGER workloads_after_status
 AFTER UPDATE OF status ON workloads FOR EACH ROW
 WHEN (NEW.status IS DISTINCT FROM OLD.status) EXECUTE FUNCTION workloads_after_status();
-
--- No NOTIFY in users' (or units') transactions: a full notification queue (anyone may LISTEN
--- and never read) would make their commits fail. Idle scheduler segments poll instead, and
--- the scheduler notifies after its own commits (cerebro_db/scheduler.py).
-DROP TRIGGER IF EXISTS configs_notify_work ON configs;
-DROP TRIGGER IF EXISTS workloads_notify_work ON workloads;
-DROP FUNCTION IF EXISTS notify_work();
 
 -- Completes or fails every pending or running config that can never get a unit (see
 -- unrunnable_configs: the cases no trigger sees), with the reason in configs.error (failures)

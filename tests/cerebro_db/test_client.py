@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from cerebro_db import dashboard
-from cerebro_db.dashboard import ParamSpec, SpaceEntry, SpaceError
+from cerebro_db import client
+from cerebro_db.client import ParamSpec, SpaceEntry, SpaceError
 from tests.conftest import TINY_CNN, launch
 
 PARAMS = [
@@ -25,10 +25,10 @@ def test_editor_rows_become_a_search_space_and_back() -> None:
         SpaceEntry("batch_size", "choices", "32, 64,64"),
         SpaceEntry("optimizer", "choices", "sgd"),
     ]
-    space = dashboard.build_search_space(entries, PARAMS)
+    space = client.build_search_space(entries, PARAMS)
     assert space == {"lr": {"min": 0.0001, "max": 0.1, "log": True}, "batch_size": [32, 64], "optimizer": "sgd"}
-    assert dashboard.build_search_space(dashboard.space_entries(space), PARAMS) == space
-    assert dashboard.build_search_space([SpaceEntry("lr", "default")] + entries[1:], PARAMS) == {
+    assert client.build_search_space(client.space_entries(space), PARAMS) == space
+    assert client.build_search_space([SpaceEntry("lr", "default")] + entries[1:], PARAMS) == {
         "batch_size": [32, 64],
         "optimizer": "sgd",
     }
@@ -49,15 +49,15 @@ def test_editor_rows_become_a_search_space_and_back() -> None:
 )
 def test_bad_editor_input_names_the_parameter(entry: SpaceEntry, message: str) -> None:
     with pytest.raises(SpaceError, match=message):
-        dashboard.build_search_space([entry], PARAMS)
+        client.build_search_space([entry], PARAMS)
 
 
 def test_grid_size_counts_the_combinations_and_refuses_ranges() -> None:
     space = {"lr": [0.1, 0.01], "batch_size": {"choices": [1, 2, 3]}, "optimizer": "sgd", "filters": [8]}
-    assert dashboard.grid_size(space) == 6
-    assert dashboard.searched_keys(space) == ["lr", "batch_size"]
-    assert dashboard.grid_size({"lr": {"min": 0.1, "max": 1.0}}) is None
-    assert dashboard.searched_keys({"lr": {"min": 0.1, "max": 1.0}}) == ["lr"]
+    assert client.grid_size(space) == 6
+    assert client.searched_keys(space) == ["lr", "batch_size"]
+    assert client.grid_size({"lr": {"min": 0.1, "max": 1.0}}) is None
+    assert client.searched_keys({"lr": {"min": 0.1, "max": 1.0}}) == ["lr"]
 
 
 def test_refine_space_centres_on_the_chosen_configs() -> None:
@@ -66,7 +66,7 @@ def test_refine_space_centres_on_the_chosen_configs() -> None:
         {"lr": 0.001, "batch_size": 64, "optimizer": "adam", "filters": 4, "dropout": 0.0},
         {"lr": 0.01, "batch_size": 64, "optimizer": "sgd", "filters": 4, "dropout": 0.0},
     ]
-    assert dashboard.refine_space(space, chosen) == {
+    assert client.refine_space(space, chosen) == {
         "lr": {"min": 0.0005, "max": 0.02, "log": True},
         "batch_size": 64,
         "optimizer": ["adam", "sgd"],
@@ -75,23 +75,23 @@ def test_refine_space_centres_on_the_chosen_configs() -> None:
 
 
 def test_status_changes_name_the_status_seen(dsn: str, fashion_2seg: str) -> None:
-    engine = dashboard.make_engine(dsn)
+    engine = client.make_engine(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         # Two configs: stopping the last active one would finish the workload.
         workload = launch(conn, fashion_2seg, {"lr": [0.003, 0.01], **TINY_CNN}, epochs=1)
         row: Any = conn.execute("SELECT min(config_id) FROM configs WHERE workload_id = %s", [workload]).fetchone()
     config = row[0]
-    with dashboard.transaction(engine) as sa:
-        assert dashboard.set_config_status(sa, config, "stopped", "pending") == f"config {config}: stopped"
-    with dashboard.transaction(engine) as sa:  # the same click again
-        assert dashboard.set_config_status(sa, config, "stopped", "pending") == f"config {config} is already stopped"
+    with client.transaction(engine) as sa:
+        assert client.set_config_status(sa, config, "stopped", "pending") == f"config {config}: stopped"
+    with client.transaction(engine) as sa:  # the same click again
+        assert client.set_config_status(sa, config, "stopped", "pending") == f"config {config} is already stopped"
     stale = rf"config {config} changed meanwhile \(now stopped\)"
-    with pytest.raises(dashboard.ActionError, match=stale), dashboard.transaction(engine) as sa:
-        dashboard.set_config_status(sa, config, "running", "completed")
+    with pytest.raises(client.ActionError, match=stale), client.transaction(engine) as sa:
+        client.set_config_status(sa, config, "running", "completed")
     refused = rf"config {config}: max_epochs must be at least 1"  # the database's message, no traceback
-    with pytest.raises(dashboard.ActionError, match=refused), dashboard.transaction(engine) as sa:
-        dashboard.set_max_epochs(sa, config, 0, "stopped", 1)
-    with dashboard.transaction(engine) as sa:
-        assert dashboard.set_workload_status(sa, workload, "stopped", "running") == f"workload {workload}: stopped"
+    with pytest.raises(client.ActionError, match=refused), client.transaction(engine) as sa:
+        client.set_max_epochs(sa, config, 0, "stopped", 1)
+    with client.transaction(engine) as sa:
+        assert client.set_workload_status(sa, workload, "stopped", "running") == f"workload {workload}: stopped"
         sa.execute(text("DELETE FROM workloads WHERE workload_id = :w"), {"w": workload})
     engine.dispose()

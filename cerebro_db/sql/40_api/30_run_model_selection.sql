@@ -3,8 +3,6 @@
 --   SELECT run_model_selection('fashion', 'cnn', '{"lr":[0.001,0.01],"batch_size":[64,256]}');
 
 -- registered: whether model names a registered script (is_registered_model, 90_register_model.sql).
-DROP FUNCTION IF EXISTS _expand_search_space(text, jsonb, text, int, int, int[]);
-DROP FUNCTION IF EXISTS _expand_search_space(text, jsonb, text, int, int, int[], int);
 CREATE OR REPLACE FUNCTION _expand_search_space(
     model text, search_space jsonb, procedure text, num_configs int, seed int, feature_shape int[], parallelism int,
     registered boolean
@@ -15,7 +13,6 @@ from cerebro_plpy import entry
 return entry.expand_search_space(model, search_space, procedure, num_configs, seed, feature_shape, parallelism, registered)
 $$;
 
-DROP FUNCTION IF EXISTS _architecture_key(text, jsonb);
 CREATE OR REPLACE FUNCTION _architecture_key(model text, params jsonb, registered boolean) RETURNS text
 LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
 AS $$
@@ -135,7 +132,6 @@ BEGIN
 END
 $$;
 
-DROP FUNCTION IF EXISTS run_model_selection(text, text, jsonb, text, int, int, text, int, boolean, int);
 CREATE OR REPLACE FUNCTION run_model_selection(
     dataset text,
     model text,

@@ -8,7 +8,7 @@ to finish, and then checks it:
 
 every config completed, no epoch lost, the MOP invariants hold over the unit log, nothing is
 left running with nothing to run, the units rolled back by the fault ran again, and the final
-states are bit-identical to an undisturbed replay (:mod:`cerebro_db.verify`).
+states are bit-identical to an undisturbed replay (:mod:`cerebro_db.testing.verify`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from cerebro_db.cluster import LocalCluster
-from cerebro_db.verify import epochs_lost, final_state, mop_violations, replay, states_equal, stranded
+from cerebro_db.testing.verify import epochs_lost, final_state, mop_violations, replay, states_equal, stranded
 
 Connection = psycopg.Connection[Any]
 

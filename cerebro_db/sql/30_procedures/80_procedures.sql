@@ -47,7 +47,6 @@ BEGIN
 END
 $$;
 
-DROP FUNCTION IF EXISTS _tpe_suggest(text, jsonb, jsonb, int, int, int[], int);
 CREATE OR REPLACE FUNCTION _tpe_suggest(
     model text, search_space jsonb, history jsonb, count int, seed int, feature_shape int[], startup int,
     registered boolean

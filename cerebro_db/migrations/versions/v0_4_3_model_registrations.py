@@ -5,7 +5,7 @@ Revises: v0_4_2
 Create Date: 2026-12-01
 
 ``model_registrations`` is written only by ``register_model`` (SECURITY DEFINER, as the schema owner);
-cerebro_admin may read it and nobody but the schema owner may change it (grants in sql/99), so an admin
+cerebro_admin may read it and nobody but the schema owner may change it (grants in sql/99_privileges.sql), so an admin
 cannot rewrite through SQL who registered what. Existing registered models get one row each, from what
 ``registered_models`` recorded (no session role nor client address: unknown then).
 

@@ -29,7 +29,6 @@ $$;
 -- rights, where is_internal() cannot be forged) stamp it into the row (configs.event_actor), and
 -- the AFTER trigger logs it from there. Never a setting: a setting can be changed between the
 -- two triggers (RETURNING, a CTE, a WHERE clause evaluated per row).
-DROP FUNCTION IF EXISTS stamp_config_event();
 CREATE OR REPLACE FUNCTION event_actor() RETURNS text
 LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
 AS $$ SELECT CASE WHEN is_internal() THEN 'cerebro' ELSE acting_role() END $$;
