@@ -29,7 +29,8 @@ import psycopg
 from psycopg import errors
 
 from cerebro_db import backends
-from cerebro_db.backends import SEARCH_PATH, SegmentExecutor
+from cerebro_db.backends import SegmentExecutor
+from cerebro_db.connection import SEARCH_PATH
 from cerebro_db.unit_failures import Farewell, UnitFailure, classify
 
 log = logging.getLogger("cerebro.scheduler")
