@@ -9,8 +9,8 @@ import streamlit as st
 from sqlalchemy import Connection
 
 from cerebro_db import client
+from cerebro_db.models import PROCEDURES
 
-PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
 MODES = ("default", "choices", "range")
 PREPARED, FROM_TABLE = "Prepared dataset", "Prepare one from a table"
 
