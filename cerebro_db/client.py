@@ -233,6 +233,9 @@ def source_tables(conn: Connection) -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class LaunchRequest:
+    """``run_model_selection``'s arguments, by their names (``dataset`` is a name, ``parent_workload`` a
+    workload's id), and the workload's description."""
+
     dataset: str
     model: str
     search_space: dict[str, Any]
