@@ -124,7 +124,7 @@ def learning_curves(conn: Connection, workload_id: int) -> list[Row]:
 def segments(conn: Connection) -> list[Row]:
     """The registered segments and where each is (``local``, or its server's URL); the operator's read
     (users may not read ``segments.dsn``)."""
-    return _rows(conn, "SELECT segment_id AS segment, coalesce(dsn, 'local') AS location FROM segments ORDER BY 1")
+    return _rows(conn, "SELECT segment, coalesce(dsn, 'local') AS location FROM segments ORDER BY 1")
 
 
 def segment_activity(conn: Connection) -> list[Row]:

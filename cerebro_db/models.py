@@ -66,7 +66,7 @@ class Segment(Base):
     """A unit of data-parallel execution; ``dsn`` is NULL for worker backends of this server."""
 
     __tablename__ = "segments"
-    segment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    segment: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     dsn: Mapped[str | None] = mapped_column(Text)
 
 

@@ -141,7 +141,7 @@ def distribute(coordinator_dsn: str, dataset: str, passfile: Path | None = None)
         if found is None:
             raise LookupError(f"no dataset named {dataset!r}")
         sent = 0
-        servers = coordinator.execute("SELECT segment_id, dsn FROM segments WHERE dsn IS NOT NULL").fetchall()
+        servers = coordinator.execute("SELECT segment, dsn FROM segments WHERE dsn IS NOT NULL").fetchall()
         extra: dict[str, Any] = {"passfile": str(passfile)} if passfile else {}
         for segment, dsn in servers:
             with psycopg.connect(dsn, autocommit=True, options=SEARCH_PATH, **extra) as server:
@@ -257,7 +257,7 @@ def register_segments(coordinator_dsn: str, specs: Sequence[str], passfile: Path
         conn.execute("DELETE FROM segments")
         with conn.cursor() as cursor:
             cursor.executemany(
-                "INSERT INTO segments (segment_id, dsn) VALUES (%s, %s)", [(k, dsn) for k, dsn in enumerate(wanted)]
+                "INSERT INTO segments (segment, dsn) VALUES (%s, %s)", [(k, dsn) for k, dsn in enumerate(wanted)]
             )
     return True
 
@@ -272,7 +272,7 @@ def datasets_beyond(coordinator_dsn: str) -> list[tuple[str, int]]:
 
 
 def _current(conn: psycopg.Connection[Any]) -> list[str | None]:
-    return [row[0] for row in conn.execute("SELECT dsn FROM segments ORDER BY segment_id")]
+    return [row[0] for row in conn.execute("SELECT dsn FROM segments ORDER BY segment")]
 
 
 def _refuse_while_running(conn: psycopg.Connection[Any]) -> None:

@@ -149,7 +149,7 @@ def test_settle_fails_a_config_whose_dataset_is_spread_over_unregistered_segment
         " or prepare the dataset again for the segments there are"
     )
     with conn.transaction(force_rollback=True):  # the segment comes back with the rollback
-        conn.execute("DELETE FROM segments WHERE segment_id = 1")
+        conn.execute("DELETE FROM segments WHERE segment = 1")
         assert about(verify.stranded(conn), config) == [
             f"config {config} of workload {workload} is pending but can never get a unit: {reason}"
         ]
