@@ -47,7 +47,7 @@ import psycopg
 from mop_vs_keras import PHASE_NAMES, SOURCE_TABLE, WARMUP_TABLE, MopRun, breakdown, prepare, run_mop
 
 from cerebro_db import sample_data
-from cerebro_db.cluster import temporary_cluster
+from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_db.text_table import format_table as table
 from cerebro_plpy import packing
 from cerebro_plpy.state import ModelState

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 
 from cerebro_db import sample_data
-from cerebro_db.cluster import temporary_cluster
+from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_db.text_table import format_table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

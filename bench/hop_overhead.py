@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from cerebro_db.cluster import temporary_cluster
+from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_db.text_table import format_table as table
 from cerebro_plpy import roster
 from cerebro_plpy.state import ModelState

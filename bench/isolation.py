@@ -52,9 +52,10 @@ from claim_latency import (
 from psycopg import errors
 
 from cerebro_db import install, sample_data
-from cerebro_db.cluster import ClusterConfig, temporary_cluster
+from cerebro_db.cluster import ClusterConfig
 from cerebro_db.scheduler import Scheduler
 from cerebro_db.testing import faults, verify
+from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_db.text_table import format_table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "isolation.csv"

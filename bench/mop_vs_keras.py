@@ -39,8 +39,9 @@ import numpy as np
 import psycopg
 
 from cerebro_db import sample_data
-from cerebro_db.cluster import server_environment, temporary_cluster
+from cerebro_db.cluster import server_environment
 from cerebro_db.scheduler import Scheduler
+from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_db.text_table import format_table as table
 from cerebro_plpy import packing
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import psycopg
 
 from cerebro_db import sample_data
-from cerebro_db.cluster import temporary_cluster
 from cerebro_db.predict import predict_on_segments
 from cerebro_db.scheduler import Scheduler
+from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_db.text_table import format_table
 
 TABLE = "bench_fashion"

@@ -35,7 +35,7 @@ from pathlib import Path
 from mop_vs_keras import MopRun, load_workload_data, parse_workload_args, run_mop
 
 from cerebro_db.backends import multi_server
-from cerebro_db.cluster import temporary_cluster
+from cerebro_db.testing.clusters import temporary_cluster, temporary_multi_server
 from cerebro_db.text_table import format_table
 
 SPACE = '{"lr": [0.001, 0.003], "batch_size": [64, 128]}'
@@ -75,7 +75,7 @@ class Result:
 def started(setup: Setup) -> Iterator[tuple[str, Path | None]]:
     """(coordinator DSN, segment servers' passfile) of a throwaway cluster for ``setup``."""
     if setup.servers:
-        with multi_server.temporary_multi_server(setup.servers) as cluster:
+        with temporary_multi_server(setup.servers) as cluster:
             yield cluster.coordinator, cluster.passfile
     else:
         with temporary_cluster(segments=setup.segments) as config:

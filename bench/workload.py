@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mop_vs_keras import MopRun, load_workload_data, parse_workload_args, run_mop
 
-from cerebro_db.cluster import temporary_cluster
+from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_db.text_table import format_table
 
 SEGMENTS = 2

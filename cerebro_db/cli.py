@@ -20,9 +20,11 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from cerebro_db import client, install, sample_data, tensorboard
-from cerebro_db.backends import CLIENT_SEARCH_PATH, multi_server
+from cerebro_db.backends import multi_server
 from cerebro_db.cluster import (
     PG_BIN,
     REPO_ROOT,
@@ -33,6 +35,7 @@ from cerebro_db.cluster import (
     default_home,
     write_private,
 )
+from cerebro_db.connection import connect, default_dsn, sqlalchemy_connection
 from cerebro_db.predict import predict_on_segments
 from cerebro_db.scheduler import Scheduler, SchedulerBusy
 from cerebro_db.text_table import format_table
@@ -46,15 +49,6 @@ def _cluster() -> LocalCluster:
     return LocalCluster(default_home())
 
 
-def _dsn() -> str:
-    return client.default_dsn()
-
-
-def _connect() -> psycopg.Connection[Any]:
-    """A client connection on the pinned search path (:data:`CLIENT_SEARCH_PATH`); calls name ``cerebro.``."""
-    return psycopg.connect(_dsn(), options=CLIENT_SEARCH_PATH)
-
-
 def without_password(dsn: str) -> tuple[str, str | None]:
     """``dsn`` without its password (libpq then asks a passfile or ``$PGPASSWORD``), and the password."""
     params = conninfo_to_dict(dsn)
@@ -65,7 +59,7 @@ def without_password(dsn: str) -> tuple[str, str | None]:
 def shown_dsn(show_password: bool = False) -> str:
     """The URL to print: ``$CEREBRO_DSN`` without its password, or the embedded cluster's naming its passfile."""
     if show_password:
-        return _dsn()
+        return default_dsn()
     if os.environ.get("CEREBRO_DSN"):
         return without_password(os.environ["CEREBRO_DSN"])[0]
     return _cluster().client_dsn()
@@ -224,18 +218,24 @@ def cmd_status(_args: argparse.Namespace) -> None:
     print(f"cluster: running at {cluster.client_dsn()}")
     pid = _scheduler_pid()
     print(f"scheduler: running (pid {pid})" if pid else "scheduler: not running")
-    with psycopg.connect(cluster.config.dsn(), options=CLIENT_SEARCH_PATH) as conn:
-        segments = conn.execute("SELECT segment_id, coalesce(dsn, 'local') FROM segments ORDER BY 1").fetchall()
-        print("segments: " + ", ".join(f"{segment} ({where})" for segment, where in segments))
-        rows = conn.execute(
-            "SELECT w.workload_id, coalesce(w.name, ''), w.model, w.status,"
-            " count(c.*) FILTER (WHERE c.status = 'completed'), count(c.*)"
-            " FROM workloads w LEFT JOIN configs c USING (workload_id) GROUP BY w.workload_id ORDER BY 1"
-        ).fetchall()
+    with sqlalchemy_connection(cluster.config.dsn()) as conn:
+        segments = client.segments(conn)
+        workloads = client.workloads(conn)
+    print("segments: " + ", ".join(f"{row['segment']} ({row['location']})" for row in segments))
     print(
         format_table(
             ["workload", "name", "model", "status", "configs done", "configs"],
-            rows,
+            [
+                [
+                    row["workload_id"],
+                    row["name"] or "",
+                    row["model"],
+                    row["status"],
+                    row["configs_completed"],
+                    row["configs"],
+                ]
+                for row in reversed(workloads)  # oldest first
+            ],
             right=[True, False, False, False, True, True],
         )
     )
@@ -256,14 +256,14 @@ def psql_command(dsn: str, extra: Sequence[str]) -> tuple[list[str], dict[str, s
 
 
 def cmd_psql(args: argparse.Namespace) -> None:
-    argv, env = psql_command(_dsn(), args.extra)
+    argv, env = psql_command(default_dsn(), args.extra)
     os.execve(str(PG_BIN / "psql"), argv, env)
 
 
 def cmd_scheduler(_args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     scheduler = Scheduler(
-        _dsn(), on_unit=lambda unit: print(_hop_line(unit), flush=True), passfile=_segments_passfile()
+        default_dsn(), on_unit=lambda unit: print(_hop_line(unit), flush=True), passfile=_segments_passfile()
     )
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
     signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
@@ -280,7 +280,7 @@ def cmd_adduser(args: argparse.Namespace) -> None:
         if not password:
             raise SystemExit(f"cerebro-db adduser: ${args.password_env} is not set")
     try:
-        password = install.add_user(_dsn(), args.name, admin=args.admin, password=password)
+        password = install.add_user(default_dsn(), args.name, admin=args.admin, password=password)
     except ValueError as error:
         raise SystemExit(f"cerebro-db adduser: {error}") from None
     role = "cerebro_admin" if args.admin else "cerebro_user"
@@ -288,7 +288,7 @@ def cmd_adduser(args: argparse.Namespace) -> None:
         print(f"{role} {args.name} can connect with the password in ${args.password_env}")
         return
     if os.environ.get("CEREBRO_DSN"):
-        params = {**conninfo_to_dict(_dsn()), "user": args.name, "password": password}
+        params = {**conninfo_to_dict(default_dsn()), "user": args.name, "password": password}
         params.pop("passfile", None)
         login = make_conninfo("", **params)
     else:
@@ -305,46 +305,48 @@ def _hop_line(unit: dict[str, Any]) -> str:
     return line + ("  (epoch done, validated)" if unit["epoch_done"] else "")
 
 
-def wait_for(conn: psycopg.Connection, workload_id: int, *, poll: float = 0.5) -> None:
+def wait_for(conn: Connection, workload_id: int, *, poll: float = 0.5) -> None:
     """Print each committed hop and epoch of a workload until it is no longer running."""
     last_unit = 0
     started = time.monotonic()
     while True:
-        for unit_id, config_id, epoch, max_epochs, segment, rows, seconds, loss, metric, val in conn.execute(
-            "SELECT u.unit_id, u.config_id, u.epoch, c.max_epochs, u.segment, u.rows, u.train_s, u.train_loss,"
-            " u.train_metric, m.val_metric"
-            " FROM units u JOIN configs c USING (config_id)"
-            " LEFT JOIN epoch_metrics m"
-            "   ON m.config_id = u.config_id AND m.epoch = u.epoch AND u.validation_s IS NOT NULL"
-            " WHERE c.workload_id = %s AND u.unit_id > %s ORDER BY u.unit_id",
-            [workload_id, last_unit],
-        ):
-            last_unit = unit_id
+        for unit in client.units(conn, workload_id, after_unit=last_unit):
+            last_unit = unit["unit_id"]
+            val = unit["val_metric"]
             epoch_end = f"  -> val acc {val:.4f}" if val is not None else ""
             print(
-                f"[{time.monotonic() - started:7.1f}s] config {config_id:>3}  epoch {epoch}/{max_epochs}  "
-                f"segment {segment}  {rows:>7,} rows in {seconds:5.2f} s  loss {loss:.4f}  acc {metric:.4f}"
-                f"{epoch_end}",
+                f"[{time.monotonic() - started:7.1f}s] config {unit['config_id']:>3}  "
+                f"epoch {unit['epoch']}/{unit['max_epochs']}  segment {unit['segment']}  "
+                f"{unit['rows']:>7,} rows in {unit['train_s']:5.2f} s  loss {unit['train_loss']:.4f}  "
+                f"acc {unit['train_metric']:.4f}{epoch_end}",
                 flush=True,
             )
         # finish_workload (SQL) decides when a workload is done; its status says so.
-        row = conn.execute("SELECT status FROM workloads WHERE workload_id = %s", [workload_id]).fetchone()
+        status = client.workload_status(conn, workload_id)
         conn.commit()  # end the read's transaction: never hold a snapshot while waiting
-        if row is None or row[0] != "running":
+        if status != "running":
             return
         time.sleep(poll)
 
 
-def print_leaderboard(conn: psycopg.Connection, workload_id: int) -> None:
+def _rounded(value: float | None) -> str | None:
+    return None if value is None else f"{value:.4f}"
+
+
+def print_leaderboard(conn: Connection, workload_id: int) -> None:
     """The workload's leaderboard, showing only the searched hyper-parameters of each config."""
-    rows = conn.execute(
-        "SELECT l.rank, l.config_id,"
-        " (SELECT jsonb_object_agg(k, l.params -> k) FROM jsonb_object_keys(w.search_space) k)::text,"
-        " l.status, l.epochs_done, round(l.best_val_metric::numeric, 4), round(l.best_val_loss::numeric, 4)"
-        " FROM leaderboard l JOIN workloads w USING (workload_id) WHERE l.workload_id = %s"
-        " ORDER BY l.rank, l.config_id",
-        [workload_id],
-    ).fetchall()
+    rows = [
+        [
+            row["rank"],
+            row["config_id"],
+            json.dumps(row["searched_params"]),
+            row["status"],
+            row["epochs_done"],
+            _rounded(row["best_val_metric"]),
+            _rounded(row["best_val_loss"]),
+        ]
+        for row in client.configs(conn, workload_id)
+    ]
     print(
         format_table(
             ["rank", "config", "searched params", "status", "epochs", "best val acc", "val loss"],
@@ -355,46 +357,43 @@ def print_leaderboard(conn: psycopg.Connection, workload_id: int) -> None:
 
 
 def cmd_wait(args: argparse.Namespace) -> None:
-    with _connect() as conn:
+    with sqlalchemy_connection() as conn:
         wait_for(conn, args.workload)
         print_leaderboard(conn, args.workload)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    with _connect() as conn:
-        row = conn.execute("SELECT cerebro.export_model(%s)", [args.config_id]).fetchone()
-    assert row is not None
+    with sqlalchemy_connection() as conn:
+        model = client.export_model(conn, args.config_id)
     path = Path(args.output or f"config_{args.config_id}.keras")
-    path.write_bytes(row[0])
-    print(f"config {args.config_id} -> {path} ({len(row[0]):,} bytes; load it with keras.saving.load_model)")
+    path.write_bytes(model)
+    print(f"config {args.config_id} -> {path} ({len(model):,} bytes; load it with keras.saving.load_model)")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     started = time.monotonic()
-    rows = predict_on_segments(_dsn(), args.config_id, args.source_table, args.id_column, args.output_table)
+    rows = predict_on_segments(default_dsn(), args.config_id, args.source_table, args.id_column, args.output_table)
     print(f"{rows:,} rows predicted into {args.output_table} in {time.monotonic() - started:.1f} s")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Fashion-MNIST, 4 cnn configs x 3 epochs on the cluster's segments."""
-    with _connect() as conn:
-        print(f"loading Fashion-MNIST ({sample_data.FASHION_MNIST_DIR}) into table {DEMO_TABLE} ...", flush=True)
-        sample_data.load_fashion_mnist(conn, DEMO_TABLE)
-        if not conn.execute("SELECT 1 FROM datasets WHERE name = %s", [DEMO_DATASET]).fetchone():
+    print(f"loading Fashion-MNIST ({sample_data.FASHION_MNIST_DIR}) into table {DEMO_TABLE} ...", flush=True)
+    with connect() as loading:
+        sample_data.load_fashion_mnist(loading, DEMO_TABLE)
+    with sqlalchemy_connection() as conn:
+        if not any(row["name"] == DEMO_DATASET for row in client.datasets(conn)):
             print(f"preparing dataset {DEMO_DATASET!r} ...", flush=True)
-            for segment, train_rows, validation_rows in conn.execute(
-                "SELECT * FROM cerebro.prepare_dataset(%s, %s, 'label', feature_columns => '{pixels}',"
-                " feature_shape => '{28,28,1}')",
-                [DEMO_DATASET, DEMO_TABLE],
+            for shard in client.prepare_dataset(
+                conn, DEMO_DATASET, DEMO_TABLE, "label", feature_columns=["pixels"], feature_shape=[28, 28, 1]
             ):
-                print(f"  segment {segment}: {train_rows:,} training rows, {validation_rows:,} validation rows")
+                print(
+                    f"  segment {shard['segment']}: {shard['train_rows']:,} training rows,"
+                    f" {shard['validation_rows']:,} validation rows"
+                )
             conn.commit()
-        row = conn.execute(
-            "SELECT cerebro.run_model_selection(%s, 'cnn', %s, max_epochs => %s, name => 'demo', seed => 42)",
-            [DEMO_DATASET, json.dumps(DEMO_SPACE), args.epochs],
-        ).fetchone()
-        assert row is not None
-        workload_id = row[0]
+        request = client.LaunchRequest(DEMO_DATASET, "cnn", DEMO_SPACE, max_epochs=args.epochs, name="demo", seed=42)
+        workload_id = client.launch(conn, request)
         conn.commit()
         print(f"workload {workload_id}: cnn, grid {json.dumps(DEMO_SPACE)}, {args.epochs} epochs", flush=True)
         wait_for(conn, workload_id)
@@ -404,7 +403,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_ui(args: argparse.Namespace) -> None:
     """The Streamlit dashboard on the cluster (or on $CEREBRO_DSN), until interrupted."""
-    env = {**os.environ, "CEREBRO_DSN": client.default_dsn()}
+    env = {**os.environ, "CEREBRO_DSN": default_dsn()}
     argv = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "ui" / "app.py"), "--server.headless=true"]
     argv += [f"--server.port={args.port}", f"--server.address={args.address}", "--browser.gatherUsageStats=false"]
     argv += ["--client.toolbarMode=minimal"]  # no "Deploy" button: this app runs beside its database
@@ -413,12 +412,8 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> None:
-    engine = client.make_engine(client.default_dsn())
-    try:
-        with engine.connect() as conn:
-            written = tensorboard.export(conn, args.workload, args.logdir)
-    finally:
-        engine.dispose()
+    with sqlalchemy_connection() as conn:
+        written = tensorboard.export(conn, args.workload, args.logdir)
     print(f"event files of workload {args.workload} written to {written}")
     print(f"view them with: {Path(sys.executable).parent / 'tensorboard'} --logdir {args.logdir}")
 
@@ -549,6 +544,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.run(args)
     except ClusterError as error:  # the cluster's own complaint says what to do; no traceback
         raise SystemExit(f"cerebro-db {args.command}: {error}") from None
+    except DBAPIError as error:  # the database's refusal and its hint, as the dashboard shows them
+        raise SystemExit(f"cerebro-db {args.command}: {client.database_message(error)}") from None
 
 
 if __name__ == "__main__":

@@ -1,44 +1,27 @@
-"""The dashboard's data access: every read and every action it offers, on an SQLAlchemy connection.
+"""The client API: every read and every action the CLI and the dashboard offer, on an SQLAlchemy connection
+(:func:`cerebro_db.connection.make_engine`).
 
-Pages in ``ui/`` stay thin and call only this module. Actions go through the SQL API
-(``run_model_selection``, ``prepare_dataset``, ``add_config``, ``clone_config``) or through
-plain, guarded UPDATEs of ``configs`` / ``workloads`` as users would type them; the
-database's own triggers and validation decide. A status change names the status the page
-showed, so a stale page never overwrites a newer status.
+The CLI and the pages in ``ui/`` stay thin and call only this module for the database. Actions go through the
+SQL API (``run_model_selection``, ``prepare_dataset``, ``add_config``, ``clone_config``) or through plain,
+guarded UPDATEs of ``configs`` / ``workloads`` as users would type them; the database's own triggers and
+validation decide. A status change names the status the page showed, so a stale page never overwrites a newer
+status.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, select, text, update
+from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from cerebro_db.backends import CLIENT_SEARCH_PATH
-from cerebro_db.cluster import LocalCluster, default_home
 from cerebro_db.models import Config, Workload
 
 Row = dict[str, Any]
-
-
-def default_dsn() -> str:
-    """``$CEREBRO_DSN``, else the embedded cluster's (``cerebro-db dsn``)."""
-    return os.environ.get("CEREBRO_DSN") or LocalCluster(default_home()).config.dsn()
-
-
-def make_engine(dsn: str) -> Engine:
-    """An engine for a libpq URL (``postgresql://``), with psycopg 3 as the driver, on the pinned client
-    search path (no ``public``: :data:`CLIENT_SEARCH_PATH`); the API's calls name ``cerebro.`` as well."""
-    url = dsn.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
-    return create_engine(
-        url, pool_pre_ping=True, pool_size=2, max_overflow=4, connect_args={"options": CLIENT_SEARCH_PATH}
-    )
 
 
 class ActionError(Exception):
@@ -90,14 +73,40 @@ def workload(conn: Connection, workload_id: int) -> Row | None:
 
 
 def configs(conn: Connection, workload_id: int) -> list[Row]:
-    """The workload's configs in leaderboard order, with lineage and errors."""
+    """The workload's configs in leaderboard order, with lineage and errors; ``searched_params`` are the
+    params of the search space's keys."""
     return _rows(
         conn,
         "SELECT l.config_id, l.rank, l.params, l.status, l.epochs_done, l.max_epochs, l.best_val_metric,"
-        " l.best_val_loss, l.best_epoch, c.cloned_from, c.created_by, c.error"
-        " FROM leaderboard l JOIN configs c USING (config_id)"
+        " l.best_val_loss, l.best_epoch, c.cloned_from, c.created_by, c.error,"
+        " (SELECT jsonb_object_agg(k, l.params -> k) FROM jsonb_object_keys(w.search_space) k) AS searched_params"
+        " FROM leaderboard l JOIN configs c USING (config_id) JOIN workloads w ON w.workload_id = l.workload_id"
         " WHERE l.workload_id = :workload ORDER BY l.rank, l.config_id",
         workload=workload_id,
+    )
+
+
+def workload_status(conn: Connection, workload_id: int) -> str | None:
+    """The workload's status (None if there is no such workload, or it is not the user's)."""
+    status: str | None = conn.execute(
+        select(Workload.status).where(Workload.workload_id == workload_id)
+    ).scalar_one_or_none()
+    return status
+
+
+def units(conn: Connection, workload_id: int, after_unit: int = 0) -> list[Row]:
+    """The workload's committed hops after unit ``after_unit``, in order; ``val_metric`` on the hop that ended an
+    epoch (it validated)."""
+    return _rows(
+        conn,
+        "SELECT u.unit_id, u.config_id, u.epoch, c.max_epochs, u.segment, u.rows, u.train_s, u.train_loss,"
+        " u.train_metric, m.val_metric"
+        " FROM units u JOIN configs c USING (config_id)"
+        " LEFT JOIN epoch_metrics m"
+        "   ON m.config_id = u.config_id AND m.epoch = u.epoch AND u.validation_s IS NOT NULL"
+        " WHERE c.workload_id = :workload AND u.unit_id > :after ORDER BY u.unit_id",
+        workload=workload_id,
+        after=after_unit,
     )
 
 
@@ -110,6 +119,12 @@ def learning_curves(conn: Connection, workload_id: int) -> list[Row]:
         " WHERE c.workload_id = :workload ORDER BY m.config_id, m.epoch",
         workload=workload_id,
     )
+
+
+def segments(conn: Connection) -> list[Row]:
+    """The registered segments and where each is (``local``, or its server's URL); the operator's read
+    (users may not read ``segments.dsn``)."""
+    return _rows(conn, "SELECT segment, coalesce(dsn, 'local') AS location FROM segments ORDER BY 1")
 
 
 def segment_activity(conn: Connection) -> list[Row]:
@@ -161,26 +176,12 @@ def datasets(conn: Connection) -> list[Row]:
     return found
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One hyper-parameter of a roster model, as the ``roster`` view describes it."""
-
-    name: str
-    type: str  # int, float or str
-    default: Any
-    allowed: str
-    doc: str
-
-
-def roster(conn: Connection) -> dict[str, tuple[str, list[ParamSpec]]]:
-    """Model name -> (its description, its hyper-parameters)."""
-    models: dict[str, tuple[str, list[ParamSpec]]] = {}
-    for row in _rows(conn, "SELECT * FROM roster"):
-        _, params = models.setdefault(row["model"], (row["model_doc"], []))
-        params.append(
-            ParamSpec(row["param"], row["type"], json.loads(row["default_value"]), row["allowed"], row["param_doc"])
-        )
-    return models
+def roster(conn: Connection) -> list[Row]:
+    """The ``roster`` view: one row per model and hyper-parameter, its default decoded from JSON."""
+    rows = _rows(conn, "SELECT * FROM roster")
+    for row in rows:
+        row["default_value"] = json.loads(row["default_value"])
+    return rows
 
 
 def registered_models(conn: Connection) -> list[Row]:
@@ -227,151 +228,14 @@ def source_tables(conn: Connection) -> dict[str, list[str]]:
     return tables
 
 
-# ---------------------------------------------------------------- search spaces
-
-
-class SpaceError(ValueError):
-    """Search-space input the user must fix; the message names the hyper-parameter."""
-
-
-@dataclass(frozen=True)
-class SpaceEntry:
-    """One row of the search-space editor: a parameter left at its default, given choices, or a range."""
-
-    name: str
-    mode: str  # "default" | "choices" | "range"
-    choices: str = ""  # comma-separated, as typed
-    low: str = ""
-    high: str = ""
-    log: bool = False
-
-
-def _value(spec: ParamSpec, raw: str) -> Any:
-    if not raw:
-        raise SpaceError(f"{spec.name}: a value is missing")
-    if spec.type == "str":
-        return raw
-    try:
-        number = float(raw)
-    except ValueError:
-        raise SpaceError(f"{spec.name}: {raw!r} is not a number") from None
-    if spec.type == "int":
-        if number != int(number):
-            raise SpaceError(f"{spec.name}: {raw!r} is not a whole number")
-        return int(number)
-    return number
-
-
-def build_search_space(entries: Sequence[SpaceEntry], params: Sequence[ParamSpec]) -> dict[str, Any]:
-    """The search_space jsonb for ``run_model_selection``; the database checks legal values and names."""
-    by_name = {spec.name: spec for spec in params}
-    space: dict[str, Any] = {}
-    for entry in entries:
-        spec = by_name[entry.name]
-        if entry.mode == "choices":
-            raw = [part.strip() for part in entry.choices.split(",") if part.strip()]
-            if not raw:
-                raise SpaceError(f"{entry.name}: give at least one value, separated by commas")
-            values = list(dict.fromkeys(_value(spec, part) for part in raw))
-            space[entry.name] = values if len(values) > 1 else values[0]
-        elif entry.mode == "range":
-            if spec.type == "str":
-                raise SpaceError(f"{entry.name} is categorical: give choices, not a range")
-            low, high = _value(spec, entry.low.strip()), _value(spec, entry.high.strip())
-            if not low < high:
-                raise SpaceError(f"{entry.name}: a range needs min < max, got {low} .. {high}")
-            if entry.log and low <= 0:
-                raise SpaceError(f"{entry.name}: a log-scaled range needs min > 0, got {low}")
-            space[entry.name] = {"min": low, "max": high, "log": entry.log}
-    if not space:
-        raise SpaceError("search nothing? give choices or a range for at least one hyper-parameter")
-    return space
-
-
-def parse_space_json(raw: str) -> dict[str, Any]:
-    """A search space typed as JSON (registered scripts have no fixed hyper-parameters to offer)."""
-    try:
-        space = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise SpaceError(f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
-    if not isinstance(space, dict) or not space:
-        raise SpaceError('give a JSON object of hyper-parameters, e.g. {"lr": [0.001, 0.01]}')
-    return space
-
-
-def parse_param(raw: str) -> Any:
-    """A typed params value: JSON where it parses (``0.01``, ``64``, ``true``), else the text (``adam``)."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.strip()
-
-
-def searched_keys(space: dict[str, Any]) -> list[str]:
-    """The keys ``space`` varies (several choices or a range), not those it fixes."""
-    return [
-        key
-        for key, spec in space.items()
-        if (isinstance(spec, list) and len(spec) > 1)
-        or (isinstance(spec, dict) and ("min" in spec or len(spec.get("choices", [])) > 1))
-    ]
-
-
-def grid_size(space: dict[str, Any]) -> int | None:
-    """How many configs grid creates from ``space``; None if a range makes it impossible."""
-    size = 1
-    for spec in space.values():
-        if isinstance(spec, dict) and "min" in spec:
-            return None
-        choices = spec.get("choices") if isinstance(spec, dict) else spec
-        size *= len(choices) if isinstance(choices, list) else 1
-    return size
-
-
-def space_entries(space: dict[str, Any]) -> list[SpaceEntry]:
-    """The editor rows that show ``space`` (the inverse of :func:`build_search_space`)."""
-    entries = []
-    for name, spec in space.items():
-        if isinstance(spec, dict) and "min" in spec:
-            entries.append(
-                SpaceEntry(name, "range", low=str(spec["min"]), high=str(spec["max"]), log=bool(spec.get("log")))
-            )
-        else:
-            values = spec.get("choices") if isinstance(spec, dict) else spec
-            listed = values if isinstance(values, list) else [values]
-            entries.append(SpaceEntry(name, "choices", ", ".join(str(v) for v in listed)))
-    return entries
-
-
-def refine_space(space: dict[str, Any], selected: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A drill-down space around the ``selected`` configs' params, for each key ``space`` searched.
-
-    Positive floats get a log range from half the smallest to twice the largest selected
-    value; other keys get the selected values as choices.
-    """
-    refined: dict[str, Any] = {}
-    for key in space:
-        values = sorted({config[key] for config in selected if key in config}, key=str)
-        if not values:
-            continue
-        if all(isinstance(v, float) and not isinstance(v, bool) and v > 0 for v in values):
-            low, high = min(values), max(values)
-            refined[key] = {"min": _round(low / 2), "max": _round(high * 2), "log": True}
-        else:
-            refined[key] = values if len(values) > 1 else values[0]
-    return refined
-
-
-def _round(value: float) -> float:
-    """Three significant digits: the editor shows what the user would type."""
-    return float(f"{value:.3g}") if value and math.isfinite(value) else value
-
-
 # ---------------------------------------------------------------- actions
 
 
 @dataclass(frozen=True)
 class LaunchRequest:
+    """``run_model_selection``'s arguments, by their names (``dataset`` is a name, ``parent_workload`` a
+    workload's id), and the workload's description."""
+
     dataset: str
     model: str
     search_space: dict[str, Any]
@@ -382,6 +246,7 @@ class LaunchRequest:
     description: str | None = None
     parent_workload: int | None = None
     warm_start: bool = False
+    seed: int | None = None  # None: a random one
 
 
 def launch(conn: Connection, request: LaunchRequest) -> int:
@@ -390,7 +255,7 @@ def launch(conn: Connection, request: LaunchRequest) -> int:
         text(
             "SELECT cerebro.run_model_selection(:dataset, :model, CAST(:space AS jsonb), procedure => :procedure,"
             " max_epochs => :max_epochs, num_configs => :num_configs, name => :name,"
-            " parent_workload => :parent, warm_start => :warm_start)"
+            " parent_workload => :parent, warm_start => :warm_start, seed => :seed)"
         ),
         {
             "dataset": request.dataset,
@@ -402,6 +267,7 @@ def launch(conn: Connection, request: LaunchRequest) -> int:
             "name": request.name or None,
             "parent": request.parent_workload,
             "warm_start": request.warm_start,
+            "seed": request.seed,
         },
     ).scalar_one()
     if request.description:
@@ -492,12 +358,6 @@ def add_config(conn: Connection, workload_id: int, params: dict[str, Any]) -> in
     return config_id
 
 
-def clone_max_epochs(epochs_done: int, max_epochs: int, workload_max_epochs: int) -> int:
-    """The Clone form's max_epochs: the source's, or, once the source has trained them all (a clone
-    starts at its epochs and needs some left), a workload's worth of epochs beyond them."""
-    return max_epochs if epochs_done < max_epochs else epochs_done + workload_max_epochs
-
-
 def clone_config(conn: Connection, config_id: int, overrides: dict[str, Any]) -> int:
     """``clone_config``: a new config from the source's latest weights, with ``overrides``
     (lr, batch_size, max_epochs, ...)."""
@@ -506,3 +366,9 @@ def clone_config(conn: Connection, config_id: int, overrides: dict[str, Any]) ->
         {"config": config_id, "overrides": json.dumps(overrides)},
     ).scalar_one()
     return clone_id
+
+
+def export_model(conn: Connection, config_id: int) -> bytes:
+    """``export_model``: the config's latest model as a ``.keras`` file's bytes."""
+    model: bytes = conn.execute(text("SELECT cerebro.export_model(:config)"), {"config": config_id}).scalar_one()
+    return model

@@ -12,7 +12,6 @@ is started with.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -22,8 +21,7 @@ import signal
 import socket
 import subprocess
 import sysconfig
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
@@ -102,7 +100,7 @@ def write_private(path: Path, content: str | bytes) -> None:
         file.write(content)
 
 
-def _hand_to_server_user(path: Path) -> None:
+def hand_to_server_user(path: Path) -> None:
     if os.geteuid() == 0:
         shutil.chown(path, SERVER_USER, SERVER_USER)
 
@@ -166,17 +164,17 @@ class LocalCluster:
             raise ClusterError("--ssl-cert and --remote-superuser are for a cluster beyond 127.0.0.1: add --listen")
         if not self.root.exists():
             self.root.mkdir(mode=0o700, parents=True)
-            _hand_to_server_user(self.root)  # as root, the server user must reach its data directory inside
+            hand_to_server_user(self.root)  # as root, the server user must reach its data directory inside
         config = ClusterConfig(
             port=port or free_port(),
             password=os.environ.get("CEREBRO_PASSWORD") or secrets.token_urlsafe(18),
             listen_addresses=listen_addresses or LOOPBACK,
         )
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
-        _hand_to_server_user(self.data_dir)
+        hand_to_server_user(self.data_dir)
         password_file = self.root / "initdb.pw"
         write_private(password_file, config.password)
-        _hand_to_server_user(password_file)
+        hand_to_server_user(password_file)
         try:
             self._run(
                 [
@@ -225,7 +223,7 @@ class LocalCluster:
             return
         if not self.log_file.exists():
             write_private(self.log_file, "")
-        _hand_to_server_user(self.log_file)
+        hand_to_server_user(self.log_file)
         self._run(
             [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file)]
             + ["-o", options],
@@ -295,7 +293,7 @@ def configure_tls(data_dir: Path, trust_file: Path, certificate: Certificate | N
         )
         trust_file.write_bytes(cert.read_bytes())
     for path in (cert, key):
-        _hand_to_server_user(path)
+        hand_to_server_user(path)
     with open(data_dir / "postgresql.auto.conf", "a") as conf:
         conf.write("ssl = on\n")
 
@@ -320,34 +318,3 @@ def _openssl(argv: list[str]) -> bytes:
     if result.returncode != 0:
         raise ClusterError(f"openssl {argv[0]} failed: {result.stderr.decode(errors='replace').strip()}")
     return result.stdout
-
-
-@contextlib.contextmanager
-def temporary_server(listen_addresses: str | None = None) -> Iterator[LocalCluster]:
-    """A throwaway running cluster with its database created (nothing installed); removed afterwards.
-
-    ``listen_addresses`` as for :meth:`LocalCluster.init` (beyond loopback: TLS).
-    """
-    from cerebro_db import install  # it imports this module
-
-    root = Path(tempfile.mkdtemp(prefix="cerebro-"))
-    _hand_to_server_user(root)  # mode 0700: as root, the server user must reach its data directory inside
-    cluster = LocalCluster(root)
-    try:
-        config = cluster.init(listen_addresses)
-        cluster.start()
-        install.create_database(config.dsn("postgres"), config.database)
-        yield cluster
-    finally:
-        cluster.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def temporary_cluster(segments: int = 2) -> Iterator[ClusterConfig]:
-    """A throwaway cluster with cerebro-db installed, for tests and benchmarks; removed afterwards."""
-    from cerebro_db import install
-
-    with temporary_server() as cluster:
-        install.install(cluster.config.dsn(), segments=segments)
-        yield cluster.config

@@ -54,7 +54,7 @@ def install(dsn: str, segments: int | None = None) -> None:
         )
         if not conn.execute("SELECT 1 FROM segments").fetchone():
             count = segments or os.cpu_count() or 1
-            conn.execute("INSERT INTO segments (segment_id) SELECT generate_series(0, %s - 1)", [count])
+            conn.execute("INSERT INTO segments (segment) SELECT generate_series(0, %s - 1)", [count])
 
 
 #: Tables whose rows belong to a role by name (``owner``), in the order they can be deleted.

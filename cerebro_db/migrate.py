@@ -7,19 +7,9 @@ import os
 from alembic import command
 from alembic.config import Config
 
-from cerebro_db.cluster import LocalCluster, default_home
+from cerebro_db.connection import sqlalchemy_url
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def sqlalchemy_url(dsn: str) -> str:
-    """A libpq URL (``postgresql://...``) as SQLAlchemy's psycopg 3 URL."""
-    return dsn.replace("postgresql://", "postgresql+psycopg://", 1)
-
-
-def database_url() -> str:
-    """CEREBRO_DSN if set, else the running embedded cluster's."""
-    return sqlalchemy_url(os.environ.get("CEREBRO_DSN") or LocalCluster(default_home()).config.dsn())
 
 
 def alembic_config(dsn: str | None = None) -> Config:

@@ -29,10 +29,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from cerebro_plpy.search_space import PROCEDURES
+
 SCHEMA = "cerebro"
 CONFIG_STATUSES = ("pending", "running", "stopped", "completed", "failed")
 WORKLOAD_STATUSES = ("running", "stopped", "completed")
-PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
+#: PostgreSQL's largest integer: seeds are drawn below it (SQL derives each config's seed modulo it).
+INT_MAX = 2_147_483_647
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -63,7 +66,7 @@ class Segment(Base):
     """A unit of data-parallel execution; ``dsn`` is NULL for worker backends of this server."""
 
     __tablename__ = "segments"
-    segment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    segment: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     dsn: Mapped[str | None] = mapped_column(Text)
 
 
@@ -165,7 +168,7 @@ class Config(Base):
     max_epochs: Mapped[int] = mapped_column(Integer, nullable=False)
     #: Seeds the initial weights (and dropout RNG) so a config is reproducible.
     seed: Mapped[int] = mapped_column(
-        Integer, nullable=False, server_default=text("floor(random() * 2147483647)::integer")
+        Integer, nullable=False, server_default=text(f"floor(random() * {INT_MAX})::integer")
     )
     cloned_from: Mapped[int | None] = mapped_column(ForeignKey("configs.config_id", ondelete="SET NULL"))
     created_by: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))

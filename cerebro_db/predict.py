@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg
 from psycopg import sql
 
-from cerebro_db.backends import CLIENT_SEARCH_PATH
+from cerebro_db.connection import connect
 
 
 def _part(dsn: str, arguments: list[object]) -> int:
-    with psycopg.connect(dsn, application_name="cerebro predict", options=CLIENT_SEARCH_PATH) as conn:
+    with connect(dsn, application_name="cerebro predict") as conn:
         row = conn.execute(
             "SELECT cerebro.raise_if_error(cerebro._predict_part(%s, %s, %s, %s, %s, %s, %s))::bigint", arguments
         ).fetchone()
@@ -30,10 +29,10 @@ def _part(dsn: str, arguments: list[object]) -> int:
 def predict_on_segments(dsn: str, config_id: int, source_table: str, id_column: str, output_table: str) -> int:
     """Like ``SELECT predict(...)``, with the parts in parallel; returns the rows written.
 
-    Names resolve on the client search path (:data:`CLIENT_SEARCH_PATH`): a table in ``public`` is
+    Names resolve on the client search path (:data:`cerebro_db.connection.CLIENT_SEARCH_PATH`): a table in ``public`` is
     ``public.name``. Parts commit one by one, so a failed part drops the output table rather than leave it half full.
     """
-    with psycopg.connect(dsn, options=CLIENT_SEARCH_PATH) as conn:
+    with connect(dsn) as conn:
         row = conn.execute(
             "SELECT b.output_schema, b.output_name, b.parts, %s::regclass::oid"
             " FROM cerebro._predict_begin(%s, %s, %s, %s) b",
@@ -48,6 +47,6 @@ def predict_on_segments(dsn: str, config_id: int, source_table: str, id_column: 
             )
             return sum(counts)
     except BaseException:
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(schema), sql.Identifier(name)))
         raise

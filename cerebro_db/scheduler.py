@@ -29,7 +29,8 @@ import psycopg
 from psycopg import errors
 
 from cerebro_db import backends
-from cerebro_db.backends import SEARCH_PATH, SegmentExecutor
+from cerebro_db.backends import SegmentExecutor
+from cerebro_db.connection import SEARCH_PATH
 from cerebro_db.unit_failures import Farewell, UnitFailure, classify
 
 log = logging.getLogger("cerebro.scheduler")
@@ -185,7 +186,7 @@ class Scheduler:
         control.execute("SELECT abandon_unit_attempts()")
         self.ready.set()
         try:
-            segments = control.execute("SELECT segment_id, dsn FROM segments ORDER BY 1").fetchall()
+            segments = control.execute("SELECT segment, dsn FROM segments ORDER BY 1").fetchall()
             progress = _Progress(len(segments), max_units)
             threads = [
                 threading.Thread(
@@ -371,7 +372,7 @@ class Scheduler:
     def _work_left(self, conn: psycopg.Connection[Any]) -> bool:
         row = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM configs c CROSS JOIN segments s"
-            " WHERE c.status IN ('pending', 'running') AND unit_is_legal(c.config_id, s.segment_id))"
+            " WHERE c.status IN ('pending', 'running') AND unit_is_legal(c.config_id, s.segment))"
         ).fetchone()
         return bool(row and row[0])
 

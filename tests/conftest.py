@@ -17,9 +17,10 @@ import psycopg
 import pytest
 
 from cerebro_db import install, sample_data
-from cerebro_db.cluster import ClusterConfig, free_port, temporary_cluster
+from cerebro_db.cluster import ClusterConfig, free_port
 from cerebro_db.scheduler import Scheduler
 from cerebro_db.testing import verify
+from cerebro_db.testing.clusters import temporary_cluster
 
 #: A model small enough that a unit on a few hundred rows takes a fraction of a second.
 TINY_CNN = {"filters": 4, "dense_units": 16}

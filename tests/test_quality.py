@@ -1,11 +1,19 @@
-"""The code stays ruff- and mypy-clean."""
+"""The code stays ruff- and mypy-clean, and its parts import only what they may."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from cerebro_db.cluster import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "cerebro_db"
+HARNESSES = PACKAGE / "testing"
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -21,3 +29,54 @@ def test_ruff() -> None:
 def test_mypy() -> None:
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def imports_of(path: Path, forbidden: str) -> list[str]:
+    """The modules ``path`` imports (at the top or inside a function) that are ``forbidden`` or in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)  # `from cerebro_db import testing` names the package in the alias
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return sorted(name for name in found if name == forbidden or name.startswith(forbidden + "."))
+
+
+def runtime_files() -> Iterator[Path]:
+    """What runs for users: the package without its test harnesses, and the dashboard."""
+    yield from (path for path in PACKAGE.rglob("*.py") if HARNESSES not in path.parents)
+    yield from (REPO_ROOT / "ui").rglob("*.py")
+
+
+def test_the_runtime_never_imports_the_test_harnesses() -> None:
+    offenders = {str(path): found for path in runtime_files() if (found := imports_of(path, "cerebro_db.testing"))}
+    assert offenders == {}
+
+
+def test_the_code_in_the_server_never_imports_the_client() -> None:
+    offenders = {
+        str(path): found for path in (REPO_ROOT / "plpy").rglob("*.py") if (found := imports_of(path, "cerebro_db"))
+    }
+    assert offenders == {}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from cerebro_db.testing import faults\n",
+        "from cerebro_db import client, testing\n",
+        "import cerebro_db.testing.verify as verify\n",
+        "def harness():\n    from cerebro_db.testing.clusters import temporary_cluster\n    return temporary_cluster\n",
+    ],
+)
+def test_the_import_check_finds_a_harness_import(tmp_path: Path, source: str) -> None:
+    module = tmp_path / "bad.py"
+    module.write_text(source)
+    assert imports_of(module, "cerebro_db.testing") != []
+
+
+def test_the_import_check_passes_a_module_without_one(tmp_path: Path) -> None:
+    module = tmp_path / "good.py"
+    module.write_text("import cerebro_db.testingground\nfrom cerebro_db import client\nfrom .testing import x\n")
+    assert imports_of(module, "cerebro_db.testing") == []  # a longer name, or a relative import of a sibling

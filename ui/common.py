@@ -11,7 +11,7 @@ import streamlit as st
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from cerebro_db import client
+from cerebro_db import client, connection
 from cerebro_db.cluster import ClusterError
 
 T = TypeVar("T")
@@ -33,11 +33,11 @@ STATUS_COLORS = {
 
 @st.cache_resource(show_spinner=False)
 def _engine(dsn: str) -> Engine:
-    return client.make_engine(dsn)
+    return connection.make_engine(dsn)
 
 
 def engine() -> Engine:
-    return _engine(client.default_dsn())
+    return _engine(connection.default_dsn())
 
 
 def read(query: Callable[..., T], *args: Any) -> T:

@@ -26,15 +26,6 @@ from psycopg import errors
 
 from cerebro_db.unit_failures import Farewell, classify
 
-#: The scheduler runs as the schema's owner: resolve names in cerebro only, never in a
-#: schema where users may create objects.
-SEARCH_PATH = "-c search_path=cerebro,pg_temp"
-#: Operators' and users' clients (the CLI, the dashboard): their own schema (adduser makes it), then the API,
-#: never ``public``: a tenant who may create there could shadow a call with a better-matching function
-#: (``public.export_model(bigint)``, or an operator), which would then run with the operator's rights. The
-#: calls are schema-qualified as well; tables elsewhere are named ``schema.table``.
-CLIENT_SEARCH_PATH = '-c search_path="$user",cerebro,pg_temp'
-
 
 @contextlib.contextmanager
 def on_the_segment(where: str, farewell: Farewell | None = None) -> Iterator[None]:

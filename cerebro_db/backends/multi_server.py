@@ -23,11 +23,9 @@ and ``channel_binding=require``; nothing is trusted on first use.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -38,8 +36,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from cerebro_db import install
-from cerebro_db.backends import SEARCH_PATH, on_the_segment
-from cerebro_db.cluster import LOOPBACK, LocalCluster, temporary_cluster, temporary_server
+from cerebro_db.backends import on_the_segment
+from cerebro_db.connection import SEARCH_PATH
 from cerebro_db.unit_failures import Farewell
 
 DEFAULT_PORT = 5432
@@ -143,7 +141,7 @@ def distribute(coordinator_dsn: str, dataset: str, passfile: Path | None = None)
         if found is None:
             raise LookupError(f"no dataset named {dataset!r}")
         sent = 0
-        servers = coordinator.execute("SELECT segment_id, dsn FROM segments WHERE dsn IS NOT NULL").fetchall()
+        servers = coordinator.execute("SELECT segment, dsn FROM segments WHERE dsn IS NOT NULL").fetchall()
         extra: dict[str, Any] = {"passfile": str(passfile)} if passfile else {}
         for segment, dsn in servers:
             with psycopg.connect(dsn, autocommit=True, options=SEARCH_PATH, **extra) as server:
@@ -259,7 +257,7 @@ def register_segments(coordinator_dsn: str, specs: Sequence[str], passfile: Path
         conn.execute("DELETE FROM segments")
         with conn.cursor() as cursor:
             cursor.executemany(
-                "INSERT INTO segments (segment_id, dsn) VALUES (%s, %s)", [(k, dsn) for k, dsn in enumerate(wanted)]
+                "INSERT INTO segments (segment, dsn) VALUES (%s, %s)", [(k, dsn) for k, dsn in enumerate(wanted)]
             )
     return True
 
@@ -274,7 +272,7 @@ def datasets_beyond(coordinator_dsn: str) -> list[tuple[str, int]]:
 
 
 def _current(conn: psycopg.Connection[Any]) -> list[str | None]:
-    return [row[0] for row in conn.execute("SELECT dsn FROM segments ORDER BY segment_id")]
+    return [row[0] for row in conn.execute("SELECT dsn FROM segments ORDER BY segment")]
 
 
 def _refuse_while_running(conn: psycopg.Connection[Any]) -> None:
@@ -312,31 +310,3 @@ def _write_passfile(path: Path, parsed: list[tuple[str, str | None]]) -> None:
     os.fchmod(descriptor, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write("".join(f"{line}\n" for line in lines))
-
-
-@dataclass
-class MultiServerCluster:
-    coordinator: str
-    servers: list[LocalCluster]
-    passfile: Path
-
-
-@contextlib.contextmanager
-def temporary_multi_server(segments: int = 2, tls_address: str | None = None) -> Iterator[MultiServerCluster]:
-    """A throwaway coordinator and ``segments`` segment servers on loopback ports, registered.
-
-    With ``tls_address``, the servers also listen there, with TLS (self-signed), and are
-    registered at it, verified against their certificates.
-    """
-    listen = f"{LOOPBACK},{tls_address}" if tls_address else None
-    with temporary_cluster(segments=segments) as coordinator, contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(temporary_server(listen)) for _ in range(segments)]
-        passfile = servers[0].root / "segments.pgpass"
-        ca = None
-        specs = [server.config.dsn() for server in servers]
-        if tls_address:
-            ca = servers[0].root / "segments-ca.pem"
-            ca.write_bytes(b"".join(server.trust_file.read_bytes() for server in servers))
-            specs = [spec.replace(f"@{LOOPBACK}:", f"@{tls_address}:") for spec in specs]
-        register_segments(coordinator.dsn(), specs, passfile, ca)
-        yield MultiServerCluster(coordinator.dsn(), servers, passfile)

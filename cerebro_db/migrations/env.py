@@ -4,14 +4,14 @@ from alembic import context
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from cerebro_db.migrate import database_url
+from cerebro_db.connection import default_dsn, sqlalchemy_url
 from cerebro_db.models import SCHEMA, Base
 
 config = context.config
 
 
 def run_migrations_online() -> None:
-    url = config.attributes.get("url") or database_url()
+    url = config.attributes.get("url") or sqlalchemy_url(default_dsn())
     # The installer puts cerebro first on the database's search_path; Alembic must see
     # it as a named schema, not the default one, to compare tables correctly.
     engine = create_engine(url, poolclass=NullPool, connect_args={"options": "-c search_path=public"})

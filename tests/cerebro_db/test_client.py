@@ -1,4 +1,4 @@
-"""The dashboard's search-space helpers (pure) and its guarded actions (against the session cluster)."""
+"""The client API (cerebro_db.client) against the session cluster: reads and guarded actions."""
 
 from __future__ import annotations
 
@@ -7,75 +7,14 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
-from cerebro_db import client
-from cerebro_db.client import ParamSpec, SpaceEntry, SpaceError
-from tests.conftest import TINY_CNN, launch
-
-PARAMS = [
-    ParamSpec("lr", "float", 0.001, "[1e-12, 10.0]", "learning rate"),
-    ParamSpec("batch_size", "int", 64, "[1, 65536]", "examples per gradient step"),
-    ParamSpec("optimizer", "str", "adam", '["adam", "sgd", "rmsprop"]', "optimizer"),
-]
-
-
-def test_editor_rows_become_a_search_space_and_back() -> None:
-    entries = [
-        SpaceEntry("lr", "range", low="1e-4", high="0.1", log=True),
-        SpaceEntry("batch_size", "choices", "32, 64,64"),
-        SpaceEntry("optimizer", "choices", "sgd"),
-    ]
-    space = client.build_search_space(entries, PARAMS)
-    assert space == {"lr": {"min": 0.0001, "max": 0.1, "log": True}, "batch_size": [32, 64], "optimizer": "sgd"}
-    assert client.build_search_space(client.space_entries(space), PARAMS) == space
-    assert client.build_search_space([SpaceEntry("lr", "default")] + entries[1:], PARAMS) == {
-        "batch_size": [32, 64],
-        "optimizer": "sgd",
-    }
-
-
-@pytest.mark.parametrize(
-    ("entry", "message"),
-    [
-        (SpaceEntry("lr", "choices", "0.1, fast"), "lr: 'fast' is not a number"),
-        (SpaceEntry("batch_size", "choices", "32.5"), "batch_size: '32.5' is not a whole number"),
-        (SpaceEntry("lr", "choices", " , "), "lr: give at least one value"),
-        (SpaceEntry("lr", "range", low="0.1", high="0.01"), "lr: a range needs min < max"),
-        (SpaceEntry("lr", "range", low="", high="0.01"), "lr: a value is missing"),
-        (SpaceEntry("lr", "range", low="0", high="0.01", log=True), "lr: a log-scaled range needs min > 0"),
-        (SpaceEntry("optimizer", "range", low="1", high="2"), "optimizer is categorical"),
-        (SpaceEntry("lr", "default"), "search nothing?"),
-    ],
-)
-def test_bad_editor_input_names_the_parameter(entry: SpaceEntry, message: str) -> None:
-    with pytest.raises(SpaceError, match=message):
-        client.build_search_space([entry], PARAMS)
-
-
-def test_grid_size_counts_the_combinations_and_refuses_ranges() -> None:
-    space = {"lr": [0.1, 0.01], "batch_size": {"choices": [1, 2, 3]}, "optimizer": "sgd", "filters": [8]}
-    assert client.grid_size(space) == 6
-    assert client.searched_keys(space) == ["lr", "batch_size"]
-    assert client.grid_size({"lr": {"min": 0.1, "max": 1.0}}) is None
-    assert client.searched_keys({"lr": {"min": 0.1, "max": 1.0}}) == ["lr"]
-
-
-def test_refine_space_centres_on_the_chosen_configs() -> None:
-    space = {"lr": [0.001, 0.01, 0.1], "batch_size": [32, 64, 128], "optimizer": ["adam", "sgd"], "filters": 4}
-    chosen = [
-        {"lr": 0.001, "batch_size": 64, "optimizer": "adam", "filters": 4, "dropout": 0.0},
-        {"lr": 0.01, "batch_size": 64, "optimizer": "sgd", "filters": 4, "dropout": 0.0},
-    ]
-    assert client.refine_space(space, chosen) == {
-        "lr": {"min": 0.0005, "max": 0.02, "log": True},
-        "batch_size": 64,
-        "optimizer": ["adam", "sgd"],
-        "filters": 4,
-    }
+from cerebro_db import client, connection
+from tests.conftest import TINY_CNN, launch, run_until_idle
 
 
 def test_status_changes_name_the_status_seen(dsn: str, fashion_2seg: str) -> None:
-    engine = client.make_engine(dsn)
+    engine = connection.make_engine(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         # Two configs: stopping the last active one would finish the workload.
         workload = launch(conn, fashion_2seg, {"lr": [0.003, 0.01], **TINY_CNN}, epochs=1)
@@ -95,3 +34,32 @@ def test_status_changes_name_the_status_seen(dsn: str, fashion_2seg: str) -> Non
         assert client.set_workload_status(sa, workload, "stopped", "running") == f"workload {workload}: stopped"
         sa.execute(text("DELETE FROM workloads WHERE workload_id = :w"), {"w": workload})
     engine.dispose()
+
+
+def test_the_cli_reports_read_the_hops_the_leaderboard_and_the_segments(dsn: str, fashion_2seg: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        workload = launch(conn, fashion_2seg, {"lr": [0.003], "batch_size": [32, 64], **TINY_CNN}, epochs=1)
+    run_until_idle(dsn)
+    with connection.sqlalchemy_connection(dsn) as sa:
+        hops = client.units(sa, workload)
+        assert len(hops) == 4  # 2 configs x 2 segments
+        assert [hop["val_metric"] is not None for hop in hops].count(True) == 2  # each config's epoch end
+        assert client.units(sa, workload, after_unit=hops[1]["unit_id"]) == hops[2:]
+        assert client.workload_status(sa, workload) == "completed"
+        assert client.workload_status(sa, 999999) is None
+        assert client.units(sa, 999999) == []
+        leaderboard = client.configs(sa, workload)
+        # The search space's keys only: TINY_CNN's filters and dense_units are in it, dropout (a default) is not.
+        assert {row["searched_params"]["batch_size"] for row in leaderboard} == {32, 64}
+        assert all(set(row["searched_params"]) == {"lr", "batch_size", *TINY_CNN} for row in leaderboard)
+        assert client.segments(sa) == [{"segment": 0, "location": "local"}, {"segment": 1, "location": "local"}]
+        config = leaderboard[0]["config_id"]
+        assert client.export_model(sa, config)[:2] == b"PK"  # a .keras file is a zip
+        with pytest.raises(DBAPIError, match="999999"):
+            client.export_model(sa, 999999)
+
+
+def test_roster_rows_carry_decoded_defaults(dsn: str) -> None:
+    with connection.sqlalchemy_connection(dsn) as sa:
+        rows = [row for row in client.roster(sa) if row["model"] == "mlp" and row["param"] == "lr"]
+    assert len(rows) == 1 and isinstance(rows[0]["default_value"], float)

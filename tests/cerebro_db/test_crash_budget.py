@@ -15,9 +15,10 @@ import pytest
 from psycopg import errors
 
 from cerebro_db import sample_data
-from cerebro_db.cluster import ClusterConfig, temporary_cluster
+from cerebro_db.cluster import ClusterConfig
 from cerebro_db.scheduler import Scheduler
 from cerebro_db.testing import faults, verify
+from cerebro_db.testing.clusters import temporary_cluster
 from tests.conftest import TINY_CNN, add_tenant, one
 
 #: Generous: only a hang (the crash loop this guards against) comes near it.

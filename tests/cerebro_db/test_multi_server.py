@@ -22,10 +22,10 @@ from psycopg import sql
 
 from cerebro_db import sample_data
 from cerebro_db.backends import multi_server
-from cerebro_db.backends.multi_server import MembershipError, MultiServerCluster
-from cerebro_db.cluster import temporary_cluster
+from cerebro_db.backends.multi_server import MembershipError
 from cerebro_db.scheduler import Scheduler
 from cerebro_db.testing import faults, verify
+from cerebro_db.testing.clusters import MultiServerCluster, temporary_cluster, temporary_multi_server
 from tests.conftest import TINY_CNN, assert_nothing_stranded, launch
 
 ROWS = 600
@@ -44,7 +44,7 @@ def _prepare(dsn: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[MultiServerCluster]:
-    with multi_server.temporary_multi_server(segments=2) as started:
+    with temporary_multi_server(segments=2) as started:
         _prepare(started.coordinator)
         yield started
 

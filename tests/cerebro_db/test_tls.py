@@ -19,9 +19,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from cerebro_db import sample_data
 from cerebro_db.backends import multi_server
-from cerebro_db.backends.multi_server import MembershipError, MultiServerCluster, ServerSegment
-from cerebro_db.cluster import LocalCluster, temporary_server
+from cerebro_db.backends.multi_server import MembershipError, ServerSegment
+from cerebro_db.cluster import LocalCluster
 from cerebro_db.scheduler import Scheduler
+from cerebro_db.testing.clusters import MultiServerCluster, temporary_multi_server, temporary_server
 from tests.cerebro_db.test_cli import own_address
 from tests.conftest import assert_nothing_stranded
 
@@ -95,7 +96,7 @@ def test_a_segment_beyond_loopback_needs_a_ca() -> None:
 @pytest.fixture(scope="module")
 def tls_cluster() -> Iterator[MultiServerCluster]:
     """A coordinator and a segment server registered at 127.0.0.2 over verified TLS."""
-    with multi_server.temporary_multi_server(segments=1, tls_address="127.0.0.2") as started:
+    with temporary_multi_server(segments=1, tls_address="127.0.0.2") as started:
         yield started
 
 

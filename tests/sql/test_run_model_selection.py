@@ -100,7 +100,7 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(
 def test_a_dataset_spread_over_more_segments_than_registered_is_refused(dsn: str, fashion_2seg: str) -> None:
     """After the segments changed, no epoch of it could finish: say so instead of waiting forever."""
     with psycopg.connect(dsn) as conn:  # one transaction, rolled back: the session's segments stay
-        conn.execute("DELETE FROM cerebro.segments WHERE segment_id = 1")
+        conn.execute("DELETE FROM cerebro.segments WHERE segment = 1")
         with pytest.raises(psycopg.errors.InvalidParameterValue) as raised:
             conn.execute("SELECT run_model_selection(%s, 'cnn', '{\"lr\": [0.1]}')", [fashion_2seg])
         assert (

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from cerebro_db import cli
+from cerebro_db.connection import sqlalchemy_connection
 from cerebro_db.testing import verify
 from tests.conftest import TINY_CNN, launch, one
 
@@ -79,7 +80,7 @@ def test_a_clone_of_a_finished_config_is_refused_with_the_call_that_works(conn: 
 
 
 def test_lowering_max_epochs_to_the_epochs_done_completes_the_config_and_its_workload(
-    conn: Session, workload: int
+    conn: Session, dsn: str, workload: int
 ) -> None:
     config = config_of(conn, workload)
     as_system(conn, "UPDATE configs SET epochs_done = 1, status = 'running' WHERE config_id = %s", config)
@@ -90,7 +91,8 @@ def test_lowering_max_epochs_to_the_epochs_done_completes_the_config_and_its_wor
     assert detail == "max_epochs lowered to the 1 epochs done: nothing left to train"
     assert one(conn, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
     conn.execute("CALL wait_for_workload(%s)", [workload])  # both return at once (no scheduler runs here)
-    cli.wait_for(conn, workload)
+    with sqlalchemy_connection(dsn) as client:
+        cli.wait_for(client, workload)
     assert about(verify.stranded(conn), config, workload) == []
 
 
@@ -147,7 +149,7 @@ def test_settle_fails_a_config_whose_dataset_is_spread_over_unregistered_segment
         " or prepare the dataset again for the segments there are"
     )
     with conn.transaction(force_rollback=True):  # the segment comes back with the rollback
-        conn.execute("DELETE FROM segments WHERE segment_id = 1")
+        conn.execute("DELETE FROM segments WHERE segment = 1")
         assert about(verify.stranded(conn), config) == [
             f"config {config} of workload {workload} is pending but can never get a unit: {reason}"
         ]

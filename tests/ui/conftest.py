@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,8 @@ from cerebro_db import install
 from cerebro_db.cluster import REPO_ROOT, ClusterConfig
 
 APP = REPO_ROOT / "ui" / "app.py"
+# The pages import their helpers (common, search_space_editor) from beside app.py, as Streamlit runs them.
+sys.path.insert(0, str(APP.parent))
 
 
 def open_page(page: str, **query: str) -> AppTest:

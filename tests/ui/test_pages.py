@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cerebro_db import client, install
+from cerebro_db import client, connection, install
 from cerebro_db.cluster import ClusterConfig
 from tests.conftest import TINY_CNN, launch, run_until_idle, unique
 from tests.plpy.test_custom import BROKEN, GOOD
@@ -314,7 +314,7 @@ def test_a_cerebro_admin_member_sees_the_register_form_and_a_user_may_not_regist
     assert any(expander.label == "Register a model script" for expander in app.expander)
     # Without the form, the database still refuses a cerebro_user's registration (the dashboard's own role).
     user = unique("fred")
-    engine = client.make_engine(dataclasses.replace(cluster, user=user, password=install.add_user(dsn, user)).dsn())
+    engine = connection.make_engine(dataclasses.replace(cluster, user=user, password=install.add_user(dsn, user)).dsn())
     try:
         with pytest.raises(client.ActionError, match="permission denied"), client.transaction(engine) as conn:
             assert not client.may_register_models(conn)

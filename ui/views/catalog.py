@@ -2,6 +2,7 @@
 
 import common
 import pandas as pd
+import search_space_editor
 import streamlit as st
 from sqlalchemy import Connection
 
@@ -42,7 +43,7 @@ st.title("Models & datasets")
 common.show_flashes()
 
 st.subheader("Roster")
-for model, (doc, params) in common.read(client.roster).items():
+for model, (doc, params) in search_space_editor.param_specs(common.read(client.roster)).items():
     with st.expander(f"**{model}** — {doc}"):
         st.dataframe(
             pd.DataFrame(

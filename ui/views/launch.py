@@ -4,19 +4,20 @@ import json
 from typing import Any
 
 import common
+import search_space_editor as editor
 import streamlit as st
 from sqlalchemy import Connection
 
 from cerebro_db import client
+from cerebro_db.models import PROCEDURES
 
-PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
 MODES = ("default", "choices", "range")
 PREPARED, FROM_TABLE = "Prepared dataset", "Prepare one from a table"
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def roster() -> dict[str, tuple[str, list[client.ParamSpec]]]:
-    return common.read(client.roster)
+def roster() -> dict[str, tuple[str, list[editor.ParamSpec]]]:
+    return editor.param_specs(common.read(client.roster))
 
 
 def apply_prefill(prefill: dict[str, Any]) -> None:
@@ -38,7 +39,7 @@ def apply_prefill(prefill: dict[str, Any]) -> None:
         return
     for spec in roster()[model][1]:
         st.session_state[f"mode_{model}_{spec.name}"] = "default"
-    for entry in client.space_entries(prefill["search_space"]):
+    for entry in editor.space_entries(prefill["search_space"]):
         key = f"{model}_{entry.name}"
         st.session_state.update(
             {
@@ -125,7 +126,7 @@ def dataset_section() -> str | None:
     return None
 
 
-def space_section(model: str, params: list[client.ParamSpec]) -> list[client.SpaceEntry]:
+def space_section(model: str, params: list[editor.ParamSpec]) -> list[editor.SpaceEntry]:
     """One row per hyper-parameter: left at the model's default, a list of choices, or a range."""
     entries = []
     st.session_state.setdefault(f"mode_{model}_lr", "choices")
@@ -150,7 +151,7 @@ def space_section(model: str, params: list[client.ParamSpec]) -> list[client.Spa
             log.checkbox("log", key=f"log_{key}", help="sample on a log scale")
         state = st.session_state
         entries.append(
-            client.SpaceEntry(
+            editor.SpaceEntry(
                 spec.name,
                 mode,
                 choices=state.get(f"choices_{key}", ""),
@@ -163,7 +164,7 @@ def space_section(model: str, params: list[client.ParamSpec]) -> list[client.Spa
 
 
 def preview(space: dict[str, Any], procedure: str, max_epochs: int, num_configs: int | None) -> None:
-    size = client.grid_size(space)
+    size = editor.grid_size(space)
     if procedure == "grid" or (procedure == "hyperband" and num_configs is None):
         if size is None:
             st.warning("Grid needs choices only: a range can only be sampled (random, hyperopt, hyperband).")
@@ -247,10 +248,10 @@ with st.expander("Drill down from a parent workload", expanded=st.session_state.
 space: dict[str, Any] | None
 try:
     if model in models:
-        space = client.build_search_space(entries, models[model][1])
+        space = editor.build_search_space(entries, models[model][1])
     else:
-        space = client.parse_space_json(space_json)
-except client.SpaceError as error:
+        space = editor.parse_space_json(space_json)
+except editor.SpaceError as error:
     space = None
     st.error(f"Search space: {error}")
 if space is not None:

@@ -5,6 +5,7 @@ from typing import Any
 import altair as alt
 import common
 import pandas as pd
+import search_space_editor as editor
 import streamlit as st
 from sqlalchemy import Connection
 
@@ -43,7 +44,7 @@ def raise_epochs(config_id: int, seen_status: str, seen_max: int) -> None:
 
 
 def add_config(workload_id: int, keys: list[str]) -> None:
-    params = {key: client.parse_param(st.session_state[f"add_{workload_id}_{key}"]) for key in keys}
+    params = {key: editor.parse_param(st.session_state[f"add_{workload_id}_{key}"]) for key in keys}
 
     def run(conn: Connection) -> str:
         return f"config {client.add_config(conn, workload_id, params)} added"
@@ -52,7 +53,7 @@ def add_config(workload_id: int, keys: list[str]) -> None:
 
 
 def searched(params: dict[str, Any], space: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {params[key]}" for key in client.searched_keys(space) if key in params)
+    return ", ".join(f"{key} {params[key]}" for key in editor.searched_keys(space) if key in params)
 
 
 def curves_chart(metrics: list[dict[str, Any]], value: str, title: str) -> alt.Chart:
@@ -107,7 +108,7 @@ def config_row(config: dict[str, Any], space: dict[str, Any], widths: list[int],
         st.number_input(
             "max epochs",
             min_value=config["epochs_done"] + 1,  # the clone starts at the source's epochs
-            value=client.clone_max_epochs(config["epochs_done"], config["max_epochs"], workload_epochs),
+            value=editor.clone_max_epochs(config["epochs_done"], config["max_epochs"], workload_epochs),
             key=f"clone_epochs_{config_id}",
         )
         st.button("Clone config", key=f"clone_{config_id}", on_click=clone, args=(config_id,), type="primary")
@@ -233,7 +234,7 @@ def steer(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
             st.session_state["launch_prefill"] = {
                 "dataset": row["dataset"],
                 "model": row["model"],
-                "search_space": client.refine_space(space, selected) or space,
+                "search_space": editor.refine_space(space, selected) or space,
                 "procedure": "random",
                 "num_configs": 4,
                 "max_epochs": row["max_epochs"],
