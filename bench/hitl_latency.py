@@ -346,7 +346,7 @@ def recent_unit_s(conn: psycopg.Connection[Any], count: int) -> float:
 def fewest_units_per_segment(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute(
         "SELECT min(n) FROM (SELECT count(u.unit_id) AS n FROM segments s"
-        " LEFT JOIN units u ON u.segment = s.segment_id GROUP BY s.segment_id) t"
+        " LEFT JOIN units u ON u.segment = s.segment GROUP BY s.segment) t"
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 

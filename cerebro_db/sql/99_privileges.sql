@@ -8,7 +8,7 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA cerebro FROM PUBLIC;
 GRANT USAGE ON SCHEMA cerebro TO cerebro_user;
 
 -- Reading: the catalog of one's own work, and the views over it (security_invoker).
-GRANT SELECT (segment_id) ON segments TO cerebro_user;  -- not dsn: it may carry credentials
+GRANT SELECT (segment) ON segments TO cerebro_user;  -- not dsn: it may carry credentials
 GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, unit_attempts, epoch_metrics, config_events,
                 registered_models, leaderboard, roster, workload_progress, segment_activity, workload_lineage,
                 active_units, limits

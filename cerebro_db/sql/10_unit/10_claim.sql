@@ -62,7 +62,7 @@ AS $$
                                 ' the dataset again for the segments there are',
                                 w.dataset, d.num_segments, registered.n, d.num_segments - 1) END
         FROM (SELECT count(*) AS n FROM segments s
-              WHERE s.segment_id >= 0 AND s.segment_id < d.num_segments) registered
+              WHERE s.segment >= 0 AND s.segment < d.num_segments) registered
         WHERE c.epochs_done >= c.max_epochs OR d.name IS NULL OR registered.n < d.num_segments
     ) why(outcome, reason)
     WHERE c.status IN ('pending', 'running')
@@ -121,7 +121,7 @@ DECLARE
     legal int[];
     candidate int;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM segments s WHERE s.segment_id = claim_unit.segment) THEN
+    IF NOT EXISTS (SELECT 1 FROM segments s WHERE s.segment = claim_unit.segment) THEN
         RAISE EXCEPTION 'unknown segment %', claim_unit.segment
             USING HINT = 'segments are listed in cerebro.segments', ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -69,7 +69,7 @@ ORDER BY w.workload_id;
 
 -- What each segment runs right now.
 CREATE OR REPLACE VIEW segment_activity WITH (security_invoker = true) AS
-SELECT s.segment_id AS segment,
+SELECT s.segment,
        a.workload_id,
        a.config_id,
        c.epochs_done + 1 AS epoch,
@@ -77,9 +77,9 @@ SELECT s.segment_id AS segment,
        now() - a.started_at AS running_for,
        a.pid
 FROM segments s
-LEFT JOIN active_units a ON a.segment = s.segment_id
+LEFT JOIN active_units a ON a.segment = s.segment
 LEFT JOIN configs c ON c.config_id = a.config_id
-ORDER BY s.segment_id;
+ORDER BY s.segment;
 
 -- Where each config comes from: a workload's own search ('new'), a clone within the
 -- workload, or a warm start from a parent workload's config (drill-down).
