@@ -804,7 +804,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     captured = CapturedLog()
@@ -815,8 +815,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         results, monitor, observer = run(dsn, args)
         rows, notes, sub_epoch = analyse(dsn, results, monitor, observer)
     step("done")
-    report(args, rows, notes, sub_epoch, captured.messages)
+    return 0 if report(args, rows, notes, sub_epoch, captured.messages) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

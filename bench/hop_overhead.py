@@ -194,7 +194,8 @@ def measure(
     )
 
 
-def report(args: argparse.Namespace, results: list[Result]) -> None:
+def report(args: argparse.Namespace, results: list[Result]) -> bool:
+    """Print the table; whether every model's hop share meets the target."""
     print()
     print(
         f"Hop overhead per roster model: shard of {args.shard_rows} rows, batch size {args.batch_size}, "
@@ -245,6 +246,7 @@ def report(args: argparse.Namespace, results: list[Result]) -> None:
         "  mobilenetv2 and resnet50 resize 28x28x1 to 32x32 (their minimum);\n"
         f"  bert: {BERT_LENGTH} token ids per row, vocabulary {BERT_VOCABULARY}, 2 classes. Random data (speed only)."
     )
+    return all(r.share <= TARGET_SHARE for r in results)
 
 
 def write_csv(args: argparse.Namespace, results: list[Result]) -> Path:
@@ -286,7 +288,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
@@ -300,9 +302,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"[{time.strftime('%H:%M:%S')}] {name}", file=sys.stderr, flush=True)
             results.append(measure(gd, name, args, conn))
             gd.pop(training.GD_MODELS, None)  # free the model before the next one
-    report(args, results)
+    ok = report(args, results)
     print(f"wrote {write_csv(args, results)}", file=sys.stderr)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

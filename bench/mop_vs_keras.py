@@ -476,7 +476,8 @@ def breakdown(run: MopRun) -> dict[str, tuple[float, float]]:
     return {p: (total / len(units), total / unit_time) for p, total in totals.items()}
 
 
-def report(args: argparse.Namespace, train_rows: int, val_rows: int, mop: list[MopRun], keras: list[KerasRun]) -> None:
+def report(args: argparse.Namespace, train_rows: int, val_rows: int, mop: list[MopRun], keras: list[KerasRun]) -> bool:
+    """Print the tables; whether both ratios meet their targets."""
     base = keras[0]
     print()
     print(
@@ -507,10 +508,11 @@ def report(args: argparse.Namespace, train_rows: int, val_rows: int, mop: list[M
     one, two = mop
     r1, r2 = one.samples_per_s / base.samples_per_s, two.samples_per_s / one.samples_per_s
     print()
-    for name, value, target in (
+    checks = (
         ("MOP 1 seg / Keras, 1 thread", r1, TARGET_MOP1_VS_KERAS),
         ("MOP 2 seg / MOP 1 seg", r2, TARGET_MOP2_VS_MOP1),
-    ):
+    )
+    for name, value, target in checks:
         print(f"{name:<29} {value:.2f}  (target >= {target})  {verdict(value, target)}")
     if len(keras) > 1:
         r3 = two.samples_per_s / keras[1].samples_per_s
@@ -562,6 +564,7 @@ def report(args: argparse.Namespace, train_rows: int, val_rows: int, mop: list[M
         )
     print()
     print(NOTES)
+    return all(value >= target for _, value, target in checks)
 
 
 # --------------------------------------------------------------------------- main
@@ -594,11 +597,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.keras_child is not None:
         keras_child(args.keras_child, args.threads)
-        return
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     def step(message: str) -> None:
@@ -636,8 +639,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             step(f"plain Keras ({threads} threads) in a subprocess")
             keras.append(run_keras(job, threads, expected))
     step(f"done (reading the Keras data from the database took {export_s:.2f} s, not timed)")
-    report(args, train_rows[1], int(val[0]), mop, keras)
+    return 0 if report(args, train_rows[1], int(val[0]), mop, keras) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
