@@ -27,7 +27,7 @@ fi
 mkdir -p bench/results
 timings=bench/results/run_all$suffix.csv
 echo "script,started_utc,seconds,status" >"$timings"
-"$PY" bench/common/machine.py >"bench/results/machine$suffix.txt"
+"$PY" bench/benchlib/machine.py >"bench/results/machine$suffix.txt"
 failed=()
 run() {
     local name=$1

@@ -26,9 +26,9 @@ SCRIPTS = [
 def run_all(tmp_path: Path, failing: set[str]) -> subprocess.CompletedProcess[str]:
     """run_all.sh in a copy of bench/ whose scripts only print their arguments; those in ``failing`` exit 3."""
     bench = tmp_path / "bench"
-    (bench / "common").mkdir(parents=True)
+    (bench / "benchlib").mkdir(parents=True)
     shutil.copy(BENCH / "run_all.sh", bench)
-    (bench / "common" / "machine.py").write_text("print('cores: 2')\n")
+    (bench / "benchlib" / "machine.py").write_text("print('cores: 2')\n")
     for name in SCRIPTS:
         status = 3 if name in failing else 0
         (bench / f"{name}.py").write_text(f"import sys\nprint({name!r}, sys.argv[1:])\nsys.exit({status})\n")

@@ -1,6 +1,6 @@
 """What the benchmarks ran on: CPU, cores, memory, OS and the versions that matter (bench/run_all.sh keeps it).
 
-    .venv/bin/python bench/common/machine.py
+.venv/bin/python bench/benchlib/machine.py
 """
 
 from __future__ import annotations
