@@ -80,18 +80,6 @@ Notes: wall s = from the start of training to the end of the last config's last 
   the whole Scheduler.run): 2 workers keep about 2 busy, sequential 1; more means other work shared the cores."""
 
 
-# --------------------------------------------------------------------------- worker processes
-
-
-# --------------------------------------------------------------------------- machine load
-
-
-# --------------------------------------------------------------------------- results
-
-
-# --------------------------------------------------------------------------- data from the database
-
-
 # --------------------------------------------------------------------------- report
 
 

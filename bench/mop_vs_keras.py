@@ -59,15 +59,6 @@ Notes: samples/s = training samples (train rows x configs x epochs) / wall s. Va
   traced model per architecture across configs; plain Keras builds and traces a new model per config."""
 
 
-# --------------------------------------------------------------------------- results
-
-
-# --------------------------------------------------------------------------- cerebro-db side
-
-
-# --------------------------------------------------------------------------- plain Keras side
-
-
 # --------------------------------------------------------------------------- report
 
 
