@@ -12,11 +12,7 @@ import psycopg
 from cerebro_db import sample_data
 
 TARGET_MS = 20.0
-
-
 SIZES = (1_000, 10_000, 100_000)
-
-
 DATASET = "claim_bench"
 
 

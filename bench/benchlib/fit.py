@@ -18,6 +18,11 @@ from pathlib import Path
 from benchlib.mop import MopRun
 from benchlib.simulation import SCHEDULES, Overheads, Profile, Result, Unit, draw_mix, simulate, simulate_mop
 
+#: A prediction within this share of the measured makespan passes.
+TARGET_ERROR = 0.10
+#: Without a real run (--no-real): a forward pass costs about a third of a training step.
+DEFAULT_EVAL_RATIO = 1 / 3
+
 
 def overhead_gaps(log: Sequence[Unit], segments: int, epochs: int) -> list[float]:
     """The gaps between consecutive units on a segment while some config could legally run there.
@@ -52,12 +57,6 @@ def overhead_gaps(log: Sequence[Unit], segments: int, epochs: int) -> list[float
 
 def relative_error(predicted: float, measured: float) -> float:
     return (predicted - measured) / measured
-
-
-#: A prediction within this share of the measured makespan passes.
-TARGET_ERROR = 0.10
-#: Without a real run (--no-real): a forward pass costs about a third of a training step.
-DEFAULT_EVAL_RATIO = 1 / 3
 
 
 @dataclass

@@ -13,11 +13,7 @@ from benchlib.hitl import Observer, UnitMonitor
 from benchlib.hitl_trials import Results
 
 TARGET_STOP_P95_MS = 50.0
-
-
 TARGET_SUB_EPOCHS = 1.0
-
-
 TARGET_VISIBLE_S = 1.0
 
 

@@ -18,11 +18,7 @@ from cerebro_db import sample_data
 from cerebro_db.scheduler import Scheduler
 
 SOURCE_TABLE = "hitl_fashion"
-
-
 DATASET = "hitl_fashion"
-
-
 SEGMENTS = 2
 
 

@@ -19,15 +19,9 @@ from cerebro_plpy import roster
 from cerebro_plpy.state import ModelState
 
 MODELS = ("mlp", "cnn", "mobilenetv2", "resnet50", "bert")
-
-
 #: bert: a sequence length and vocabulary of a small text dataset.
 BERT_LENGTH = 64
-
-
 BERT_VOCABULARY = 20000
-
-
 FASHION_SHAPE = (28, 28, 1)
 
 

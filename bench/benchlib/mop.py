@@ -22,17 +22,9 @@ from cerebro_db.testing.clusters import temporary_cluster
 
 #: 2 x 2 x 2 x 2 = 16 configs; filters and dense units make their units differ in length.
 WORKLOAD_SPACE = '{"filters": [8, 16], "dense_units": [32, 128], "lr": [0.001, 0.003], "batch_size": [64, 128]}'
-
-
 SOURCE_TABLE = "bench_fashion"
-
-
 WARMUP_TABLE = "bench_fashion_warmup"
-
-
 PHASES = ("data_load_s", "state_load_s", "train_s", "state_save_s", "validation_s")
-
-
 PHASE_NAMES = {
     "data_load_s": "data load",
     "state_load_s": "state load",

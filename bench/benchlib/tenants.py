@@ -16,14 +16,8 @@ from cerebro_db.cluster import ClusterConfig
 from cerebro_db.testing import faults, verify
 
 VICTIM_SPACE = {"lr": [0.001, 0.003], "batch_size": [64, 128], "filters": 16, "dense_units": 64}
-
-
 VICTIM_EPOCHS = 4
-
-
 FLOOD_CONFIGS = 10_000
-
-
 TOO_BIG = {"filters": 1024, "batch_size": 16384}
 
 
