@@ -24,39 +24,37 @@ and the ratios against sequential Keras, and writes CSV + PNG into bench/results
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import logging
-import multiprocessing as mp
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import psycopg
-from mop_vs_keras import PHASE_NAMES, SOURCE_TABLE, WARMUP_TABLE, MopRun, breakdown, prepare, run_mop
+from benchlib import RESULTS_DIR, step
+from benchlib.baselines import (
+    Run,
+    Runnable,
+    average_configs,
+    export,
+    mop_history,
+    run_baseline,
+    whole_configs,
+)
+from benchlib.mop import PHASE_NAMES, SOURCE_TABLE, WARMUP_TABLE, MopRun, breakdown, prepare, run_mop
+from benchlib.plots import plot_accuracy
+from benchlib.workers import WARMUP_ROWS, WORKERS
 
 from cerebro_db import sample_data
 from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_db.text_table import format_table as table
-from cerebro_plpy import packing
-from cerebro_plpy.state import ModelState
 
 DEFAULT_SPACE = '{"lr": [0.001, 0.003], "batch_size": [64, 128]}'
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-WORKERS = 2
-#: Rows each worker trains and validates on per config while warming up (as MOP's warm-up dataset).
-WARMUP_ROWS = 600
 
 APPROACHES = {
     "mop": "MOP (cerebro-db, 2 seg, async)",
@@ -80,321 +78,6 @@ Notes: wall s = from the start of training to the end of the last config's last 
   in a random segment order per epoch), with the same seeds, so sequential Keras is the SGD reference.
   runnable = the machine's mean runnable tasks while the approach trained (/proc/stat procs_running; for MOP over
   the whole Scheduler.run): 2 workers keep about 2 busy, sequential 1; more means other work shared the cores."""
-
-
-# --------------------------------------------------------------------------- worker processes
-
-
-def _worker(index: int, data_path: str, part: str, conn: Connection) -> None:
-    """One training process: holds its data, takes commands from ``conn`` until ``None``.
-
-    ``part`` is ``'all'`` (a full copy of the training rows) or ``'shard'`` (training rows of segment
-    ``index``, and the ``index``-th half of the validation rows).
-    """
-    from cerebro_plpy import training, unit
-
-    gd: dict[str, Any] = {}
-    training.tensorflow(gd)  # one intra- and one inter-op thread, as a segment backend
-    data = np.load(data_path)
-    x, y, val_x, val_y = data["x"], data["y"], data["val_x"], data["val_y"]
-    if part == "shard":
-        mine = data["segment"] == index
-        x, y = x[mine], y[mine]
-        val_x = np.array_split(val_x, WORKERS)[index]
-        val_y = np.array_split(val_y, WORKERS)[index]
-    x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
-
-    def fresh(spec: training.ModelSpec) -> Any:
-        model = training.cached_model(gd, spec)
-        training.restore(model, training.initial_state(gd, spec))
-        training.set_learning_rate(model, spec.params["lr"])
-        return model
-
-    def evaluate(model: Any) -> tuple[float, float]:
-        return training.evaluate(gd, model, val_x, val_y, unit.EVALUATION_BATCH, lambda: None)
-
-    def noop() -> None:
-        return None
-
-    while True:
-        command = conn.recv()
-        if command is None:
-            break
-        kind = command[0]
-        if kind == "warmup":  # every config's architecture built and traced, as in MOP's warm-up workload
-            for spec in command[1]:
-                model = fresh(spec)
-                training.train_pass(gd, model, x[:WARMUP_ROWS], y[:WARMUP_ROWS], spec.params["batch_size"], noop)
-                training.evaluate(gd, model, val_x[:WARMUP_ROWS], val_y[:WARMUP_ROWS], unit.EVALUATION_BATCH, noop)
-            conn.send(("ready", index, int(x.nbytes + y.nbytes)))
-        elif kind == "pass":  # model averaging: one pass over the local shard from the given state
-            _, spec, raw = command
-            model = training.cached_model(gd, spec)
-            state = ModelState.decode(raw) if raw is not None else training.initial_state(gd, spec)
-            training.restore(model, state)
-            training.set_learning_rate(model, spec.params["lr"])
-            loss, metric = training.train_pass(gd, model, x, y, spec.params["batch_size"], noop)
-            conn.send(("pass", index, training.capture(model).encode(), loss, metric, len(y)))
-        elif kind == "evaluate":  # model averaging: the averaged state on the local validation half
-            _, spec, raw = command
-            model = training.cached_model(gd, spec)
-            training.restore(model, ModelState.decode(raw))
-            conn.send(("evaluate", index, *evaluate(model), len(val_y)))
-        elif kind == "config":  # task parallelism and sequential: one whole config
-            _, number, spec, epochs = command
-            model = fresh(spec)
-            history = []
-            for _ in range(epochs):
-                loss, metric = training.train_pass(gd, model, x, y, spec.params["batch_size"], noop)
-                history.append((loss, metric, *evaluate(model)))
-            conn.send(("config", index, number, history))
-        else:
-            raise ValueError(f"unknown command {kind!r}")
-
-
-class Pool:
-    """``count`` worker processes ('spawn', one TensorFlow thread each), each with its own pipe."""
-
-    def __init__(self, count: int, data_path: Path, part: str) -> None:
-        context = mp.get_context("spawn")
-        self.pipes: list[Connection] = []
-        self.processes = []
-        for index in range(count):
-            ours, theirs = context.Pipe()
-            process = context.Process(target=_worker, args=(index, str(data_path), part, theirs), daemon=True)
-            process.start()
-            theirs.close()
-            self.pipes.append(ours)
-            self.processes.append(process)
-
-    def warm_up(self, specs: list[Any]) -> int:
-        """Warm every worker; returns the bytes of training data the workers hold together."""
-        for pipe in self.pipes:
-            pipe.send(("warmup", specs))
-        return sum(int(self.receive(pipe, "ready")[2]) for pipe in self.pipes)
-
-    def receive(self, pipe: Connection, kind: str) -> tuple[Any, ...]:
-        try:
-            message: tuple[Any, ...] = pipe.recv()
-        except EOFError:
-            codes = [p.exitcode for p in self.processes]
-            raise RuntimeError(f"a worker process died (exit codes {codes})") from None
-        if message[0] != kind:
-            raise RuntimeError(f"expected a {kind!r} reply, got {message[0]!r}")
-        return message
-
-    def close(self) -> None:
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError):
-                pipe.send(None)
-        for process in self.processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()
-
-
-# --------------------------------------------------------------------------- machine load
-
-
-class Runnable:
-    """The machine's mean number of runnable tasks (``procs_running`` of /proc/stat) while open.
-
-    An approach keeps its 2 workers (sequential: 1) busy; anything above that is other work competing for
-    the 2 cores. Without /proc/stat the mean stays NaN.
-    """
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                text = Path("/proc/stat").read_text()
-            except OSError:
-                return
-            for line in text.splitlines():
-                if line.startswith("procs_running "):
-                    self.samples.append(int(line.split()[1]) - 1)  # not this sampling thread
-
-    def __enter__(self) -> Runnable:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.samples) if self.samples else float("nan")
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class Run:
-    key: str
-    wall_s: float
-    samples: int
-    data_bytes: int
-    copies: int
-    #: Per config label: [(epoch, val_loss, val_acc)].
-    history: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
-    warmup_s: float = 0.0
-    #: Mean runnable tasks on the machine while the approach trained (see Runnable).
-    runnable: float = float("nan")
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.samples / self.wall_s
-
-    @property
-    def final_acc(self) -> float:
-        return statistics.fmean(h[-1][2] for h in self.history.values())
-
-
-def label(params: dict[str, Any]) -> str:
-    return f"lr={params['lr']:g} bs={params['batch_size']}"
-
-
-def average(states: list[ModelState], weights: list[int]) -> ModelState:
-    """Rows-weighted mean of float arrays; other arrays (iteration counters, seeds) from the first state."""
-    share = np.asarray(weights, dtype=np.float64) / sum(weights)
-
-    def mean(arrays: list[np.ndarray]) -> np.ndarray:
-        if not np.issubdtype(arrays[0].dtype, np.floating):
-            return arrays[0]
-        return sum(w * a.astype(np.float64) for w, a in zip(share, arrays, strict=True)).astype(arrays[0].dtype)
-
-    return ModelState(
-        [mean(list(a)) for a in zip(*(s.model_variables for s in states), strict=True)],
-        [mean(list(a)) for a in zip(*(s.optimizer_variables for s in states), strict=True)],
-    )
-
-
-def run_baseline(
-    key: str,
-    workers: int,
-    part: str,
-    train: Callable[[Pool, list[Any], int, Run], None],
-    data: Path,
-    specs: list[Any],
-    epochs: int,
-    samples: int,
-) -> Run:
-    """Warm a pool of ``workers`` holding ``part`` of the data, then time ``train`` on it."""
-    pool = Pool(workers, data, part)
-    try:
-        started = time.perf_counter()
-        held = pool.warm_up(specs)
-        warmup_s = time.perf_counter() - started
-        run = Run(key, 0.0, samples, held, workers if part == "all" else 1, warmup_s=warmup_s)
-        with Runnable() as load:
-            started = time.perf_counter()
-            train(pool, specs, epochs, run)
-            run.wall_s = time.perf_counter() - started
-        run.runnable = load.mean
-        return run
-    finally:
-        pool.close()
-
-
-def average_configs(pool: Pool, specs: list[Any], epochs: int, run: Run) -> None:
-    """Each config in turn: per epoch, a pass on each worker's shard from the same state, then the average."""
-    for spec in specs:
-        raw: bytes | None = None
-        history = []
-        for epoch in range(1, epochs + 1):
-            for pipe in pool.pipes:
-                pipe.send(("pass", spec, raw))
-            replies = [pool.receive(pipe, "pass") for pipe in pool.pipes]
-            merged = average([ModelState.decode(r[2]) for r in replies], [r[5] for r in replies])
-            raw = merged.encode()
-            for pipe in pool.pipes:
-                pipe.send(("evaluate", spec, raw))
-            scores = [pool.receive(pipe, "evaluate") for pipe in pool.pipes]
-            rows = sum(s[4] for s in scores)
-            history.append((epoch, sum(s[2] * s[4] for s in scores) / rows, sum(s[3] * s[4] for s in scores) / rows))
-        run.history[label(spec.params)] = history
-
-
-def whole_configs(pool: Pool, specs: list[Any], epochs: int, run: Run) -> None:
-    """Hand the next config to the next free worker until all are trained."""
-    queue = list(enumerate(specs))
-    busy: dict[Connection, int] = {}
-    for pipe in pool.pipes:
-        if queue:
-            number, spec = queue.pop(0)
-            pipe.send(("config", number, spec, epochs))
-            busy[pipe] = number
-    while busy:
-        for ready in wait(list(busy)):
-            assert isinstance(ready, Connection)
-            _, _, number, history = pool.receive(ready, "config")
-            del busy[ready]
-            run.history[label(specs[number].params)] = [
-                (epoch, val_loss, val_acc) for epoch, (_, _, val_loss, val_acc) in enumerate(history, start=1)
-            ]
-            if queue:
-                number, spec = queue.pop(0)
-                ready.send(("config", number, spec, epochs))
-                busy[ready] = number
-
-
-# --------------------------------------------------------------------------- data from the database
-
-
-def export(dsn: str, dataset: str, workload_id: int, model: str, path: Path) -> tuple[list[Any], int, int]:
-    """The prepared dataset's rows (training rows in buffer order, with their segment) into ``path``;
-    returns (the workload's configs as ModelSpecs, bytes of training data in the database, validation rows)."""
-    from cerebro_plpy.training import ModelSpec
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        meta = conn.execute(
-            "SELECT dataset_id, feature_shape, num_classes FROM datasets WHERE name = %s", [dataset]
-        ).fetchone()
-        assert meta is not None
-        dataset_id, shape, classes = int(meta[0]), tuple(meta[1]), int(meta[2])
-        parts: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {"train": [], "validation": []}
-        stored = 0
-        for segment, split, raw_x, raw_y in conn.execute(
-            "SELECT segment, split, x, y FROM dataset_buffers WHERE dataset_id = %s ORDER BY buffer_id", [dataset_id]
-        ).fetchall():
-            parts[split].append((int(segment), packing.from_bytes(raw_x, shape), packing.from_bytes(raw_y, ())))
-            if split == "train":
-                stored += len(raw_x) + len(raw_y)
-        specs = [
-            ModelSpec(model, params, shape, classes, int(seed))
-            for params, seed in conn.execute(
-                "SELECT params, seed FROM configs WHERE workload_id = %s ORDER BY config_id", [workload_id]
-            ).fetchall()
-        ]
-    train, validation = parts["train"], parts["validation"]
-    np.savez(
-        path,
-        x=np.concatenate([p[1] for p in train]),
-        y=np.concatenate([p[2] for p in train]),
-        segment=np.concatenate([np.full(len(p[2]), p[0]) for p in train]),
-        val_x=np.concatenate([p[1] for p in validation]),
-        val_y=np.concatenate([p[2] for p in validation]),
-    )
-    return specs, stored, sum(len(p[2]) for p in validation)
-
-
-def mop_history(dsn: str, workload_id: int) -> dict[str, list[tuple[int, float, float]]]:
-    history: dict[str, list[tuple[int, float, float]]] = {}
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for params, epoch, val_loss, val_acc in conn.execute(
-            "SELECT c.params, m.epoch, m.val_loss, m.val_metric FROM epoch_metrics m JOIN configs c USING (config_id)"
-            " WHERE c.workload_id = %s ORDER BY c.config_id, m.epoch",
-            [workload_id],
-        ).fetchall():
-            history.setdefault(label(params), []).append((int(epoch), float(val_loss), float(val_acc)))
-    return history
 
 
 # --------------------------------------------------------------------------- report
@@ -485,31 +168,10 @@ def write_results(args: argparse.Namespace, runs: list[Run], out: Path) -> tuple
             for config, history in r.history.items():
                 for epoch, val_loss, val_acc in history:
                     writer.writerow([r.key, config, epoch, f"{val_loss:.5f}", f"{val_acc:.5f}"])
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    png = out / f"approaches{suffix}.png"
+    if not plot_accuracy(runs, list(base.history), args.epochs, png):
         print("matplotlib is missing (pip install -e '.[dev]'): no PNG", file=sys.stderr)
         return summary, curves, None
-    labels = list(base.history)
-    fig, axes = plt.subplots(1, len(labels), figsize=(4 * len(labels), 3.5), sharey=True, squeeze=False)
-    for ax, config in zip(axes[0], labels, strict=True):
-        for r in runs:
-            points = r.history.get(config, [])
-            style = "--" if r.key == "task" else "-"  # task parallelism trains exactly as sequential Keras
-            ax.plot([p[0] for p in points], [p[2] for p in points], style, marker="o", label=r.key)
-        ax.set_title(config)
-        ax.set_xlabel("epoch")
-        ax.set_xticks(range(1, args.epochs + 1))
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("validation accuracy")
-    axes[0][-1].legend()
-    fig.tight_layout()
-    png = out / f"approaches{suffix}.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
     return summary, curves, png
 
 
@@ -541,9 +203,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Inherited by the spawned workers (the segments' postmaster gets the same).
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-
-    def step(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:

@@ -32,14 +32,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mop_vs_keras import MopRun, load_workload_data, parse_workload_args, run_mop
+from benchlib import RESULTS_DIR
+from benchlib.mop import MopRun, load_workload_data, parse_workload_args, run_mop
 
 from cerebro_db.backends import multi_server
 from cerebro_db.testing.clusters import temporary_cluster, temporary_multi_server
 from cerebro_db.text_table import format_table
 
 SPACE = '{"lr": [0.001, 0.003], "batch_size": [64, 128]}'
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 @dataclass

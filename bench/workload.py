@@ -21,31 +21,17 @@ import argparse
 import csv
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from mop_vs_keras import MopRun, load_workload_data, parse_workload_args, run_mop
+from benchlib import RESULTS_DIR
+from benchlib.mop import WORKLOAD_SPACE, measure, parse_workload_args
 
-from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_db.text_table import format_table
 
 SEGMENTS = 2
-#: 2 x 2 x 2 x 2 = 16 configs; filters and dense units make their units differ in length.
-SPACE = '{"filters": [8, 16], "dense_units": [32, 128], "lr": [0.001, 0.003], "batch_size": [64, 128]}'
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    return parse_workload_args(argv, __doc__, rows=6000, epochs=5, small=(2000, 2), configs=SPACE)
-
-
-def measure(segments: int, args: argparse.Namespace) -> MopRun:
-    """A fresh cluster of ``segments`` segments; ``args.rows`` Fashion-MNIST rows; the workload timed on warm backends.
-
-    ``args``: what ``mop_vs_keras.run_mop`` and ``prepare`` read (see :func:`parse_args`).
-    """
-    with temporary_cluster(segments=segments) as cluster:
-        load_workload_data(cluster.dsn(), "workload", segments, args)
-        return run_mop(cluster.dsn(), segments, "workload", "workload_warmup", args)
+    return parse_workload_args(argv, __doc__, rows=6000, epochs=5, small=(2000, 2), configs=WORKLOAD_SPACE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

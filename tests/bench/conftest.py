@@ -1,4 +1,4 @@
-"""The bench scripts import each other as top-level modules: make ``bench/`` importable."""
+"""The bench scripts import their shared code as ``benchlib`` (bench/benchlib/): make ``bench/`` importable."""
 
 from __future__ import annotations
 

@@ -1,11 +1,18 @@
-"""bench/claim_latency.py's measuring functions on the test cluster: the claim reads an index, never every config."""
+"""bench/benchlib/claims.py on the test cluster: the claim reads an index, never every config."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import psycopg
-from claim_latency import add_pending_configs, claim_latencies, claim_plans, full_scans, start_workload, unit_in_flight
+from benchlib.claims import (
+    add_pending_configs,
+    claim_latencies,
+    claim_plans,
+    full_scans,
+    start_workload,
+    unit_in_flight,
+)
 
 
 def test_a_claim_among_10k_pending_configs_scans_none_of_them_whole(dsn: str, conn: psycopg.Connection[Any]) -> None:

@@ -1,4 +1,4 @@
-"""The schedule simulator of bench/simulate_scale.py, without a database."""
+"""The schedule simulator of bench/simulate_scale.py (bench/benchlib/simulation.py), without a database."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import itertools
 from collections import defaultdict
 
 import pytest
-from simulation import (
+from benchlib.fit import overhead_gaps
+from benchlib.simulation import (
     SCHEDULES,
     Overheads,
     Profile,
     Result,
     bsp_queues,
     draw_mix,
-    overhead_gaps,
     simulate,
     simulate_bsp,
     simulate_mop,

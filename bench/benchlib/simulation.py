@@ -262,42 +262,7 @@ def simulate(
     raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
 
 
-def overhead_gaps(log: Sequence[Unit], segments: int, epochs: int) -> list[float]:
-    """The gaps between consecutive units on a segment while some config could legally run there.
-
-    Those gaps are overhead (commit, wake-up, claim). The others include a wait for a legal
-    unit, which the MOP simulation models itself, so they must not count as overhead.
-    """
-    by_config: dict[int, list[Unit]] = {}
-    by_segment: dict[int, list[Unit]] = {}
-    for unit in log:
-        by_config.setdefault(unit.config, []).append(unit)
-        by_segment.setdefault(unit.segment, []).append(unit)
-
-    def legal(config: int, segment: int, t: float) -> bool:
-        own = by_config[config]
-        if any(u.start <= t < u.end for u in own):
-            return False  # running elsewhere
-        ended = [u for u in own if u.end <= t]
-        if len(ended) >= segments * epochs:
-            return False  # completed
-        epoch = len(ended) // segments + 1
-        return all(u.segment != segment for u in ended if u.epoch == epoch)
-
-    gaps = []
-    for segment, own in by_segment.items():
-        own = sorted(own, key=lambda u: u.start)
-        for a, b in zip(own, own[1:], strict=False):
-            if any(legal(config, segment, a.end) for config in by_config if config != a.config):
-                gaps.append(b.start - a.end)
-    return gaps
-
-
 def draw_mix(profiles: Sequence[Profile], configs: int, seed: int) -> list[Profile]:
     """``configs`` configs whose costs are drawn uniformly from ``profiles``, reproducibly."""
     rng = random.Random(seed)
     return [rng.choice(list(profiles)) for _ in range(configs)]
-
-
-def relative_error(predicted: float, measured: float) -> float:
-    return (predicted - measured) / measured

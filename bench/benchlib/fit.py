@@ -1,0 +1,280 @@
+"""The simulator's inputs from measured runs (bench/simulate_scale.py): each config's cost and the time between
+units from a run's unit log, or from hop_overhead.py's roster; the validation of its predictions against runs.
+
+A run is *fitted* when the simulator takes that run's own costs (``validate``: on 1 segment the prediction then
+holds by construction, it checks only that no time goes unmodelled); it is *predicted* when the costs come from
+another run (``cross_validate``: fitted on the 1-segment run, predicting the 2-segment run's makespan).
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchlib.mop import MopRun
+from benchlib.simulation import SCHEDULES, Overheads, Profile, Result, Unit, draw_mix, simulate, simulate_mop
+
+#: A prediction within this share of the measured makespan passes.
+TARGET_ERROR = 0.10
+#: Without a real run (--no-real): a forward pass costs about a third of a training step.
+DEFAULT_EVAL_RATIO = 1 / 3
+
+
+def overhead_gaps(log: Sequence[Unit], segments: int, epochs: int) -> list[float]:
+    """The gaps between consecutive units on a segment while some config could legally run there.
+
+    Those gaps are overhead (commit, wake-up, claim). The others include a wait for a legal
+    unit, which the MOP simulation models itself, so they must not count as overhead.
+    """
+    by_config: dict[int, list[Unit]] = {}
+    by_segment: dict[int, list[Unit]] = {}
+    for unit in log:
+        by_config.setdefault(unit.config, []).append(unit)
+        by_segment.setdefault(unit.segment, []).append(unit)
+
+    def legal(config: int, segment: int, t: float) -> bool:
+        own = by_config[config]
+        if any(u.start <= t < u.end for u in own):
+            return False  # running elsewhere
+        ended = [u for u in own if u.end <= t]
+        if len(ended) >= segments * epochs:
+            return False  # completed
+        epoch = len(ended) // segments + 1
+        return all(u.segment != segment for u in ended if u.epoch == epoch)
+
+    gaps = []
+    for segment, own in by_segment.items():
+        own = sorted(own, key=lambda u: u.start)
+        for a, b in zip(own, own[1:], strict=False):
+            if any(legal(config, segment, a.end) for config in by_config if config != a.config):
+                gaps.append(b.start - a.end)
+    return gaps
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    return (predicted - measured) / measured
+
+
+@dataclass
+class Validation:
+    segments: int
+    configs: int
+    epochs: int
+    units: int
+    measured_s: float
+    predicted_s: float
+    predicted_sd: float
+    #: The same, each unit's time drawn from its config's measured unit times (the variation of real units).
+    resampled_s: float
+    resampled_sd: float
+    overheads: Overheads
+    measured_utilization: float
+    predicted_utilization: float
+    #: Validation seconds per validation row over training seconds per training row.
+    eval_ratio: float
+
+    @property
+    def error(self) -> float:
+        return relative_error(self.predicted_s, self.measured_s)
+
+    @property
+    def resampled_error(self) -> float:
+        return relative_error(self.resampled_s, self.measured_s)
+
+
+def profiles_from_units(units: Sequence[dict[str, float]], segments: int) -> list[Profile]:
+    """Each config's cost from its logged units: hop = state load + save, the rest of a unit trains."""
+    by_config: dict[int, list[dict[str, float]]] = defaultdict(list)
+    for unit in units:
+        by_config[int(unit["config_id"])].append(unit)
+    profiles = []
+    for config, own in sorted(by_config.items()):
+        fixed = [u["state_load_s"] + u["state_save_s"] for u in own]
+        train = [u["finished"] - u["started"] - u["validation_s"] - f for u, f in zip(own, fixed, strict=True)]
+        validation = [u["validation_s"] for u in own if u["validation_s"] > 0]
+        profiles.append(
+            Profile(
+                name=f"config {config}",
+                epoch_train_s=segments * statistics.fmean(train),
+                unit_fixed_s=statistics.fmean(fixed),
+                validation_s=statistics.fmean(validation) if validation else 0.0,
+            )
+        )
+    return profiles
+
+
+def overheads_from_units(units: Sequence[dict[str, float]], segments: int, epochs: int, started: float) -> Overheads:
+    """The mean time between units on a segment while a legal unit was available (commit, notify,
+    claim: a wait for a legal unit is left out, the simulator models it); the start is from
+    resuming the workload to its first unit."""
+    log = [Unit(int(u["config_id"]), int(u["segment"]), int(u["epoch"]), u["started"], u["finished"]) for u in units]
+    gaps = overhead_gaps(log, segments, epochs)
+    return Overheads(
+        gap_s=statistics.fmean(gaps) if gaps else 0.0,
+        start_s=min(u.start for u in log) - started,
+    )
+
+
+def eval_ratio(units: Sequence[dict[str, float]], validation_rows: int) -> float:
+    """Validation cost per row relative to training cost per row, from one run."""
+    train = sum(u["train_s"] for u in units) / sum(u["rows"] for u in units)
+    validation = [u["validation_s"] for u in units if u["validation_s"] > 0]
+    return statistics.fmean(validation) / validation_rows / train if validation else DEFAULT_EVAL_RATIO
+
+
+def validate(run: MopRun, validation_rows: int, seeds: int) -> Validation:
+    """Simulate the run's own workload with its own measured costs; compare makespans."""
+    started = max(u["finished"] for u in run.units) - run.window_s  # when the workload was resumed
+    profiles = profiles_from_units(run.units, run.segments)
+    overheads = overheads_from_units(run.units, run.segments, run.epochs, started)
+    results = [simulate_mop(profiles, run.segments, run.epochs, overheads, seed) for seed in range(seeds)]
+    makespans = [r.makespan_s for r in results]
+    configs = sorted({int(u["config_id"]) for u in run.units})
+    samples = [
+        [u["finished"] - u["started"] - u["validation_s"] for u in run.units if int(u["config_id"]) == c]
+        for c in configs
+    ]
+    resampled = [
+        simulate_mop(profiles, run.segments, run.epochs, overheads, seed, samples).makespan_s for seed in range(seeds)
+    ]
+    busy = sum(u["finished"] - u["started"] for u in run.units)
+    return Validation(
+        segments=run.segments,
+        configs=run.configs,
+        epochs=run.epochs,
+        units=len(run.units),
+        measured_s=run.window_s,
+        predicted_s=statistics.fmean(makespans),
+        predicted_sd=statistics.pstdev(makespans),
+        resampled_s=statistics.fmean(resampled),
+        resampled_sd=statistics.pstdev(resampled),
+        overheads=overheads,
+        measured_utilization=busy / (run.segments * run.window_s),
+        predicted_utilization=statistics.fmean(r.utilization for r in results),
+        eval_ratio=eval_ratio(run.units, validation_rows),
+    )
+
+
+@dataclass
+class Prediction:
+    """A run's makespan predicted from the costs and overheads of another run (``fitted_segments``)."""
+
+    fitted_segments: int
+    segments: int
+    configs: int
+    epochs: int
+    measured_s: float
+    predicted_s: float
+    predicted_sd: float
+
+    @property
+    def error(self) -> float:
+        return relative_error(self.predicted_s, self.measured_s)
+
+    @property
+    def passed(self) -> bool:
+        return abs(self.error) <= TARGET_ERROR
+
+
+def cross_validate(fitted: MopRun, target: MopRun, seeds: int) -> Prediction:
+    """Predict ``target``'s makespan on its segments from ``fitted``'s unit log alone.
+
+    Both ran the same configs (the same search space and seed, so the n-th config of one is the n-th of the
+    other). The profiles scale training with the shard (``epoch train / segments``) and keep the hop fixed; the
+    overheads are the fitted run's. Nothing of ``target`` but its segment count enters the prediction.
+    """
+    if fitted.configs != target.configs or fitted.epochs != target.epochs:
+        raise ValueError(
+            f"the runs differ: {fitted.configs} configs x {fitted.epochs} epochs"
+            f" vs {target.configs} configs x {target.epochs} epochs"
+        )
+    started = max(u["finished"] for u in fitted.units) - fitted.window_s
+    profiles = profiles_from_units(fitted.units, fitted.segments)
+    overheads = overheads_from_units(fitted.units, fitted.segments, fitted.epochs, started)
+    makespans = [
+        simulate_mop(profiles, target.segments, target.epochs, overheads, seed).makespan_s for seed in range(seeds)
+    ]
+    return Prediction(
+        fitted_segments=fitted.segments,
+        segments=target.segments,
+        configs=target.configs,
+        epochs=target.epochs,
+        measured_s=target.window_s,
+        predicted_s=statistics.fmean(makespans),
+        predicted_sd=statistics.pstdev(makespans),
+    )
+
+
+def read_runs(units_csv: Path, summary_csv: Path) -> dict[int, MopRun]:
+    """The real runs simulate_scale.py wrote (its unit log and the measured makespans of its CSV), by segments."""
+    with open(units_csv, newline="") as file:
+        units = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+    with open(summary_csv, newline="") as file:
+        measured = [row for row in csv.DictReader(file) if row["kind"] == "validation"]
+    runs = {}
+    for row in measured:
+        segments = int(row["segments"])
+        own = [{k: v for k, v in u.items() if k != "segments"} for u in units if u["segments"] == segments]
+        runs[segments] = MopRun(
+            segments=segments,
+            workload_id=0,
+            configs=int(row["configs"]),
+            epochs=int(row["epochs"]),
+            samples=int(sum(u["rows"] for u in own)),
+            window_s=float(row["measured_s"]),
+            client_wall_s=float("nan"),
+            cold_wall_s=float("nan"),
+            warmup_units=0,
+            first_state_load_s=[],
+            units=own,
+            val_metric=float("nan"),
+        )
+    return runs
+
+
+def roster_profiles(path: Path, dataset_rows: int, ratio: float) -> list[Profile]:
+    """One profile per model of hop_overhead.csv, on a dataset of ``dataset_rows`` rows (10% validation)."""
+    validation_rows = dataset_rows // 10
+    train_rows = dataset_rows - validation_rows
+    with open(path, newline="") as file:
+        return [
+            Profile(
+                name=row["model"],
+                epoch_train_s=float(row["ms_per_sample"]) * train_rows / 1000,
+                unit_fixed_s=float(row["hop_ms"]) / 1000,
+                validation_s=ratio * float(row["ms_per_sample"]) * validation_rows / 1000,
+            )
+            for row in csv.DictReader(file)
+        ]
+
+
+def sweep(
+    profiles: Sequence[Profile],
+    segment_counts: Sequence[int],
+    config_counts: Sequence[int],
+    epochs: int,
+    overheads: Overheads,
+    seed: int,
+    mop_seeds: int,
+) -> list[Result]:
+    """Every schedule on every (segments, configs); MOP's makespan and busy time are means over
+    ``mop_seeds`` runs, its random tie-breaks make single runs vary by up to a few tens of percent."""
+    results = []
+    for configs in config_counts:
+        mix = draw_mix(profiles, configs, seed + configs)  # the same mix for every schedule and segment count
+        for segments in segment_counts:
+            for schedule in SCHEDULES:
+                runs = [
+                    simulate(schedule, mix, segments, epochs, overheads, seed + k)
+                    for k in range(mop_seeds if schedule == "mop" else 1)
+                ]
+                result = runs[0]
+                result.makespan_s = statistics.fmean(r.makespan_s for r in runs)
+                result.busy_s = statistics.fmean(r.busy_s for r in runs)
+                result.log = []  # not kept: 100k units per cell
+                results.append(result)
+    return results
