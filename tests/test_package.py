@@ -32,6 +32,19 @@ from tests import REPO_ROOT
 NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", ".cerebro", "build", "*.egg-info", "__pycache__", ".*_cache")
 PATHS = "from cerebro_db import cluster; print(json.dumps([str(p) for p in (cluster.PLPY_PATH, cluster.UI_DIR)]))"
 
+SHOW_WORKLOADS_PAGE = """
+import os
+from streamlit.testing.v1 import AppTest
+from cerebro_db.cluster import UI_DIR
+os.environ["CEREBRO_DSN"] = "{dsn}"
+app = AppTest.from_file(str(UI_DIR / "app.py"), default_timeout=60)
+app.run()
+app.switch_page("views/workloads.py")
+app.run()
+assert not app.exception, app.exception
+print([element.value for element in app.markdown])
+"""
+
 
 def readable_tempdir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
@@ -139,6 +152,9 @@ def test_the_installed_wheel_runs_a_workload_from_an_empty_directory(wheel: Path
             assert row is not None
         leaderboard = cerebro_db("wait", str(row[0]))  # the background scheduler `up` started, from the wheel
         assert len(re.findall(r"^ *\d+ \| +\d+ \| \{.*\} +\| completed +\| +1 \|", leaderboard, re.M)) == 2
+        # The dashboard as `cerebro-db ui` runs it: the wheel's app.py, its pages importing `common` beside it.
+        shown = run(str(python), "-c", SHOW_WORKLOADS_PAGE.format(dsn=cerebro_db("dsn").strip()))
+        assert f"#{row[0]}" in shown, shown
     finally:  # what failed stays the test's failure: down only cleans up
         subprocess.run([bin_dir / "cerebro-db", "down"], cwd=project, env=environment(), capture_output=True)
         shutil.rmtree(project, ignore_errors=True)
