@@ -40,9 +40,9 @@ def downgrade(dsn: str, revision: str) -> None:
     command.downgrade(alembic_config(dsn), revision)
 
 
-def head_revision() -> str:
+def head_revision(script: ScriptDirectory | None = None) -> str:
     """The newest revision this package ships."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = (script or ScriptDirectory.from_config(alembic_config())).get_current_head()
     assert head is not None, "cerebro_db/migrations holds no revision"
     return head
 
@@ -63,12 +63,13 @@ def check_schema_version(conn: psycopg.Connection[Any]) -> None:
     version = sql.SQL("SELECT version_num FROM {}").format(sql.Identifier(SCHEMA, VERSION_TABLE))
     row = conn.execute(version).fetchone() if exists else None
     current = row[0] if row else None
-    head = head_revision()
+    script = ScriptDirectory.from_config(alembic_config())
+    head = head_revision(script)
     if current == head:
         return
     if current is None:
         raise SchemaVersionError(f"this database has no cerebro-db schema: install it with `{UPGRADE_COMMAND}`")
-    if current in {revision.revision for revision in ScriptDirectory.from_config(alembic_config()).walk_revisions()}:
+    if current in {revision.revision for revision in script.walk_revisions()}:
         raise SchemaVersionError(
             f"this database's cerebro-db schema is at revision {current}, this cerebro-db needs {head}:"
             f" upgrade it with `{UPGRADE_COMMAND}` (as the schema owner; with CEREBRO_DSN set, on that database)"
