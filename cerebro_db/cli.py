@@ -23,11 +23,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from cerebro_db import client, install, sample_data, tensorboard
+from cerebro_db import client, install, migrate, sample_data, tensorboard
 from cerebro_db.backends import multi_server
 from cerebro_db.cluster import (
     PG_BIN,
-    REPO_ROOT,
+    UI_DIR,
     Certificate,
     ClusterConfig,
     ClusterError,
@@ -269,8 +269,8 @@ def cmd_scheduler(_args: argparse.Namespace) -> None:
     signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
     try:
         scheduler.run()
-    except SchedulerBusy as busy:
-        raise SystemExit(f"cerebro-db scheduler: {busy}") from None
+    except (SchedulerBusy, migrate.SchemaVersionError) as refusal:
+        raise SystemExit(f"cerebro-db scheduler: {refusal}") from None
 
 
 def cmd_adduser(args: argparse.Namespace) -> None:
@@ -404,7 +404,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_ui(args: argparse.Namespace) -> None:
     """The Streamlit dashboard on the cluster (or on $CEREBRO_DSN), until interrupted."""
     env = {**os.environ, "CEREBRO_DSN": default_dsn()}
-    argv = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "ui" / "app.py"), "--server.headless=true"]
+    argv = [sys.executable, "-m", "streamlit", "run", str(UI_DIR / "app.py"), "--server.headless=true"]
     argv += [f"--server.port={args.port}", f"--server.address={args.address}", "--browser.gatherUsageStats=false"]
     argv += ["--client.toolbarMode=minimal"]  # no "Deploy" button: this app runs beside its database
     print(f"dashboard at http://{args.address}:{args.port}", flush=True)

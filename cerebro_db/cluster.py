@@ -7,7 +7,7 @@ SCRAM logins from its own subnets, over TLS only and not as the superuser (see
 :func:`configure_tls`), and ``$CEREBRO_PASSWORD`` gives a new cluster a known password.
 As root, the server runs as the ``postgres`` OS user (PostgreSQL refuses root).
 PL/Python finds ``cerebro_plpy`` and TensorFlow through the PYTHONPATH the postmaster
-is started with.
+is started with: the checkout's ``plpy/`` or, installed from the wheel, the venv's site-packages.
 """
 
 from __future__ import annotations
@@ -27,8 +27,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 PG_BIN = Path(os.environ.get("CEREBRO_PG_BIN", "/usr/lib/postgresql/15/bin"))
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PLPY_PATH = REPO_ROOT / "plpy"
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: The source checkout this cerebro_db runs from (an editable install, the tests); None when installed from a wheel.
+CHECKOUT = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else None
+#: Where the server's PL/Python imports cerebro_plpy from: the checkout's plpy/, else beside cerebro_db.
+PLPY_PATH = CHECKOUT / "plpy" if CHECKOUT else PACKAGE_DIR.parent
+#: The dashboard's scripts: the checkout's ui/, else the wheel's cerebro_ui beside cerebro_db.
+UI_DIR = CHECKOUT / "ui" if CHECKOUT else PACKAGE_DIR.parent / "cerebro_ui"
 SERVER_USER = "postgres"
 LOOPBACK = "127.0.0.1"
 
@@ -44,8 +49,11 @@ SERVER_SETTINGS = {
 
 
 def default_home() -> Path:
-    """Where the embedded cluster lives: ``$CEREBRO_HOME`` or ``.cerebro/`` in the repository."""
-    return Path(os.environ.get("CEREBRO_HOME", REPO_ROOT / ".cerebro"))
+    """Where the embedded cluster lives: ``$CEREBRO_HOME``, else ``.cerebro/`` in the checkout, or for an
+    installed package in the current directory (the project's, like a virtualenv's ``.venv/``)."""
+    if "CEREBRO_HOME" in os.environ:
+        return Path(os.environ["CEREBRO_HOME"])
+    return (CHECKOUT or Path.cwd()) / ".cerebro"
 
 
 class ClusterError(RuntimeError):
@@ -106,9 +114,15 @@ def hand_to_server_user(path: Path) -> None:
 
 
 def server_environment() -> dict[str, str]:
-    """The postmaster's environment: where PL/Python finds our code and TensorFlow."""
+    """The postmaster's environment: where PL/Python finds our code and TensorFlow (the venv's packages;
+    then ``$PYTHONPATH``'s, as for this process: PL/Python runs the same interpreter)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(PLPY_PATH), sysconfig.get_paths()["purelib"]])
+    paths = [
+        str(PLPY_PATH),
+        sysconfig.get_paths()["purelib"],
+        *filter(None, env.get("PYTHONPATH", "").split(os.pathsep)),
+    ]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["OMP_NUM_THREADS"] = "1"
     return env

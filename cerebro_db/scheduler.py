@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from cerebro_db import backends
+from cerebro_db import backends, migrate
 from cerebro_db.backends import SegmentExecutor
 from cerebro_db.connection import SEARCH_PATH
 from cerebro_db.unit_failures import Farewell, UnitFailure, classify
@@ -182,10 +182,12 @@ class Scheduler:
         """
         self._stop.clear()
         control = self._connect_locked()
-        # Units a dead scheduler left open ended unseen: they cost their configs nothing.
-        control.execute("SELECT abandon_unit_attempts()")
-        self.ready.set()
         try:
+            # Before anything runs: the code of another schema version would fail its units, or half work.
+            migrate.check_schema_version(control)
+            # Units a dead scheduler left open ended unseen: they cost their configs nothing.
+            control.execute("SELECT abandon_unit_attempts()")
+            self.ready.set()
             segments = control.execute("SELECT segment, dsn FROM segments ORDER BY 1").fetchall()
             progress = _Progress(len(segments), max_units)
             threads = [

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cerebro_db.cluster import REPO_ROOT
+from tests import REPO_ROOT
 
 SERVERS = {"coordinator", "segment1", "segment2"}
 DASHBOARD_SECRET = "CEREBRO_DASHBOARD_PASSWORD"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cerebro_db.cluster import REPO_ROOT
+from tests import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "cerebro_db"
 HARNESSES = PACKAGE / "testing"

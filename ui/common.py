@@ -11,7 +11,7 @@ import streamlit as st
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from cerebro_db import client, connection
+from cerebro_db import client, connection, migrate
 from cerebro_db.cluster import ClusterError
 
 T = TypeVar("T")
@@ -33,7 +33,17 @@ STATUS_COLORS = {
 
 @st.cache_resource(show_spinner=False)
 def _engine(dsn: str) -> Engine:
-    return connection.make_engine(dsn)
+    """The engine, once the database's schema is this version's (a refusal is not cached: the next run checks)."""
+    engine = connection.make_engine(dsn)
+    try:
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection  # psycopg's own: the check is the scheduler's too
+            assert driver is not None  # a connection just made is valid
+            migrate.check_schema_version(driver)
+    except migrate.SchemaVersionError:
+        engine.dispose()
+        raise
+    return engine
 
 
 def engine() -> Engine:
@@ -47,6 +57,8 @@ def read(query: Callable[..., T], *args: Any) -> T:
             return query(conn, *args)
     except ClusterError as error:
         st.error(f"No database to show: {error}. Set CEREBRO_DSN or start the cluster with `cerebro-db up`.")
+    except migrate.SchemaVersionError as error:
+        st.error(f"The dashboard cannot use this database: {error}.")
     except DBAPIError as error:
         st.error(f"The database refused a read: {client.database_message(error)}")
     st.stop()

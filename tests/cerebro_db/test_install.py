@@ -10,7 +10,8 @@ import psycopg
 from alembic.script import ScriptDirectory
 
 from cerebro_db import install, migrate
-from cerebro_db.cluster import REPO_ROOT, ClusterConfig
+from cerebro_db.cluster import ClusterConfig
+from tests import REPO_ROOT
 
 
 def test_install_is_idempotent_and_sets_up_the_database(cluster: ClusterConfig, conn: psycopg.Connection[Any]) -> None:

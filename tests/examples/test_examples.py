@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from cerebro_db.cli import psql_command
-from cerebro_db.cluster import PG_BIN, REPO_ROOT
+from cerebro_db.cluster import PG_BIN
 from cerebro_db.scheduler import Scheduler
+from tests import REPO_ROOT
 from tests.conftest import assert_nothing_stranded
 
 EXAMPLES = REPO_ROOT / "examples"

@@ -9,9 +9,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cerebro_db import install
-from cerebro_db.cluster import REPO_ROOT, ClusterConfig
+from cerebro_db.cluster import UI_DIR, ClusterConfig
 
-APP = REPO_ROOT / "ui" / "app.py"
+APP = UI_DIR / "app.py"
 # The pages import their helpers (common, search_space_editor) from beside app.py, as Streamlit runs them.
 sys.path.insert(0, str(APP.parent))
 
