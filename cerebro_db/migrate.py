@@ -50,8 +50,8 @@ def head_revision(script: ScriptDirectory | None = None) -> str:
 def check_schema_version(conn: psycopg.Connection[Any]) -> None:
     """Raise :class:`SchemaVersionError` naming the fix unless the database's schema is this package's head.
 
-    A role that may not read the version table (a cerebro_user, where the table is not granted to them) cannot
-    tell and is let through: the schema owner's scheduler checks.
+    A role that may not read the version table (a cerebro_user of a database installed before it was granted to
+    them) cannot tell and is let through: the schema owner's scheduler checks.
     """
     exists, readable = conn.execute(
         "SELECT t.oid IS NOT NULL, t.oid IS NOT NULL AND has_table_privilege(t.oid, 'SELECT')"

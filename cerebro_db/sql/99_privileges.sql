@@ -11,8 +11,8 @@ GRANT USAGE ON SCHEMA cerebro TO cerebro_user;
 GRANT SELECT (segment) ON segments TO cerebro_user;  -- not dsn: it may carry credentials
 GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, unit_attempts, epoch_metrics, config_events,
                 registered_models, leaderboard, roster, workload_progress, segment_activity, workload_lineage,
-                active_units, limits
-    TO cerebro_user;
+                active_units, limits, alembic_version
+    TO cerebro_user;  -- alembic_version: the dashboard checks the schema version whoever logs in
 -- Limits are the admins' to set (row-level security shows a user their own row and '*').
 GRANT INSERT, UPDATE, DELETE ON limits TO cerebro_admin;
 

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cerebro_db import install, migrate
 from cerebro_db.cluster import ClusterConfig
 from cerebro_db.scheduler import Scheduler
-from tests.conftest import unique
+from tests.conftest import add_tenant, unique
 
 
 @pytest.fixture
@@ -41,6 +42,17 @@ def check(dsn: str) -> None:
 
 def test_a_database_at_head_passes(dsn: str) -> None:
     check(dsn)
+
+
+def test_a_tenants_dashboard_checks_the_version_too(cluster: ClusterConfig, fresh_dsn: str) -> None:
+    install.install(fresh_dsn, segments=1)
+    on_cluster = add_tenant(cluster, fresh_dsn, "version_reader")  # the role, on the cluster's default database
+    tenant = make_conninfo(on_cluster, dbname=conninfo_to_dict(fresh_dsn)["dbname"])
+    check(tenant)  # at head: passes, reading the version as the tenant
+    with psycopg.connect(fresh_dsn, autocommit=True) as owner:
+        owner.execute("UPDATE cerebro.alembic_version SET version_num = 'v9_9_9'")
+    with pytest.raises(migrate.SchemaVersionError, match="newer than this cerebro-db knows"):
+        check(tenant)
 
 
 def test_the_scheduler_refuses_an_older_schema_and_names_the_upgrade(fresh_dsn: str) -> None:
