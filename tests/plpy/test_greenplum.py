@@ -10,8 +10,8 @@ import numpy as np
 
 from cerebro_plpy import entry, greenplum, packing
 from cerebro_plpy.greenplum import Arrays
-from cerebro_plpy.unit import Shard
 from cerebro_plpy.training import TrainingError
+from cerebro_plpy.unit import Shard
 
 
 class FakePlpy:
