@@ -13,7 +13,9 @@ import psycopg
 import pytest
 
 from cerebro_db import sample_data
-from cerebro_db.backends import SEARCH_PATH, SegmentExecutor, multi_server, open_segment
+from cerebro_db.backends import SegmentExecutor, open_segment
+from cerebro_db.connection import SEARCH_PATH
+from cerebro_db.testing.clusters import temporary_multi_server
 from tests.conftest import TINY_CNN, launch, unique
 
 ROWS = 300
@@ -33,7 +35,7 @@ class Backend:
 
     def executor(self, conn: Connection, segment: int) -> SegmentExecutor:
         if segment not in self.executors:
-            row = conn.execute("SELECT dsn FROM segments WHERE segment_id = %s", [segment]).fetchone()
+            row = conn.execute("SELECT dsn FROM segments WHERE segment = %s", [segment]).fetchone()
             assert row is not None
             self.executors[segment] = open_segment(segment, row[0], options=SEARCH_PATH, **self.connect)
         return self.executors[segment]
@@ -65,7 +67,7 @@ def local(dsn: str) -> Iterator[Backend]:
 
 @pytest.fixture(scope="module")
 def multi() -> Iterator[Backend]:
-    with multi_server.temporary_multi_server(segments=2) as started:
+    with temporary_multi_server(segments=2) as started:
         backend = Backend(started.coordinator, _prepare(started.coordinator, "units_multi"), {})
         backend.connect["passfile"] = str(started.passfile)
         yield backend

@@ -1,7 +1,7 @@
-"""v0.4.5: the hop's bookkeeping is SQL; drop the PL/Python functions it replaces.
+"""v0.4.6: the hop's bookkeeping is SQL; drop the PL/Python functions it replaces.
 
-Revision ID: v0_4_5
-Revises: v0_4_4
+Revision ID: v0_4_6
+Revises: v0_4_5
 Create Date: 2026-12-01
 
 ``unit_context`` and ``record_hop`` are plpgsql now (``cerebro_db/sql/10_unit/40_hop.sql``), and
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "v0_4_5"
-down_revision: str | None = "v0_4_4"
+revision: str = "v0_4_6"
+down_revision: str | None = "v0_4_5"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
