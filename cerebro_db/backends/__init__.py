@@ -5,14 +5,16 @@ answers only: given a unit the coordinator's open transaction has claimed, how d
 train on the segment that owns the shard, and how does the new state come back to be
 recorded in that same transaction (so a failure anywhere rolls the hop back whole)?
 
-- ``local``: the segment is a worker backend of the coordinator's own server; one
-  ``run_unit`` call there trains on the local shard and records the hop.
-- ``multi-server``: the segment is another PostgreSQL server holding its shards.
-  The coordinator hands out the unit's context and state (``unit_context``), the
-  segment server trains (``train_hop``) and returns the new state, and the
-  coordinator records it (``record_hop``): segments compute, the coordinator writes.
-- ``greenplum``: the same three steps, with ``train_hop`` as an aggregate over the
-  rows of a ``DISTRIBUTED BY`` table that live on one ``gp_segment_id``.
+Every backend makes the same three calls (``cerebro_db/sql/10_unit/40_hop.sql``): the
+coordinator hands out the unit's context and state (``unit_context``), ``train_hop``
+trains one pass where the shard is and returns the new state, and the coordinator
+records it (``record_hop``). They differ only in where ``train_hop`` runs:
+
+- ``local``: on the coordinator itself, a worker backend of its own server
+  (``run_unit``: the three calls in one).
+- ``multi-server``: on the segment's own PostgreSQL server, which holds its shards.
+- ``greenplum``: as an aggregate (``train_hop_agg``) over the rows of a ``DISTRIBUTED BY``
+  table that live on one ``gp_segment_id``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ import psycopg
 
 
 class LocalSegment:
-    """One ``run_unit`` call on the coordinator trains on its own shard and records the hop."""
+    """The unit's three calls on the coordinator itself, which holds the shard: ``run_unit``
+    (``cerebro_db/sql/10_unit/40_hop.sql``) is ``unit_context``, ``train_hop`` and ``record_hop``."""
 
     def __init__(self, segment: int) -> None:
         self.segment = segment

@@ -20,6 +20,7 @@ from cerebro_plpy import (
     procedures,
     roster,
     search_space,
+    shards,
     training,
     unit,
 )
@@ -40,7 +41,8 @@ _USER_ERRORS: dict[type[Exception], str] = {
     "(ALTER DATABASE ... SET cerebro.max_training_mb = ...)",
     ScriptError: "create_model(params) must return a compiled keras.Model ending in a softmax over "
     "params['num_classes'] for inputs of shape params['input_shape']",
-    unit.UnitError: "units are claimed and run by the scheduler (cerebro-db scheduler)",
+    unit.UnitError: "the scheduler runs a unit where its segment's shard is (cerebro-db scheduler); a segment "
+    "server gets a dataset's shards from the coordinator at its first unit of it",
     InferenceError: "SELECT * FROM leaderboard lists the configs and their datasets",
 }
 
@@ -64,10 +66,6 @@ def check_dataset(class_values: str, **arguments: Any) -> str:
 
 def check_buffer(**arguments: Any) -> str:
     return _result(lambda: dataset.check_buffer(**arguments))
-
-
-def run_unit(plpy: Any, gd: dict[str, Any], config_id: int, segment: int) -> str:
-    return _result(lambda: unit.run_unit(PlpyDatabase(plpy, gd), gd, config_id, segment))
 
 
 def evaluate(plpy: Any, gd: dict[str, Any], config_id: int, dataset_name: str) -> str:
@@ -97,21 +95,17 @@ def export_model(plpy: Any, gd: dict[str, Any], config_id: int) -> dict[str, Any
     return {"outcome": outcome, "model": model}
 
 
-def unit_context(plpy: Any, gd: dict[str, Any], config_id: int, segment: int) -> dict[str, Any]:
-    """``{"outcome": <the context>, "state": <the config's state or None>}``."""
-    outcome, state = _result_and_bytes(lambda: unit.unit_context(PlpyDatabase(plpy, gd), config_id, segment))
-    return {"outcome": outcome, "state": state}
-
-
 def train_hop(plpy: Any, gd: dict[str, Any], context: str, state: bytes | None) -> dict[str, Any]:
-    """On a segment server: ``{"outcome": <the hop's summary>, "new_state": ...}``."""
+    """The hop of ``context`` (``unit_context``'s) on this server's shard of its segment:
+    ``{"outcome": <the hop's summary>, "new_state": ...}``; writes nothing."""
     db = PlpyDatabase(plpy, gd)
-    outcome, new_state = _result_and_bytes(lambda: unit.train_on_shard(db, gd, json.loads(context), state))
+
+    def train() -> tuple[dict[str, Any], bytes]:
+        hop = json.loads(context)
+        return unit.train_hop(gd, hop, state, shards.for_hop(db, gd, hop), db.check_interrupts)
+
+    outcome, new_state = _result_and_bytes(train)
     return {"outcome": outcome, "new_state": new_state}
-
-
-def record_hop(plpy: Any, gd: dict[str, Any], config_id: int, segment: int, summary: str, state: bytes) -> str:
-    return _result(lambda: unit.record_hop(PlpyDatabase(plpy, gd), config_id, segment, json.loads(summary), state))
 
 
 def greenplum_hop(plpy: Any, gd: dict[str, Any], train: greenplum.TrainHop) -> dict[str, Any]:

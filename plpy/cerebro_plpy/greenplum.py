@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from cerebro_plpy import packing
 from cerebro_plpy.plpy_adapter import Database
-from cerebro_plpy.unit import Arrays
+from cerebro_plpy.unit import Arrays, Shard
 
 #: The hop being collected by this segment process (one per statement: the unit groups one dist key).
 GD_HOP = "cerebro.gp_hop"
@@ -38,8 +38,7 @@ class TrainHop(Protocol):
         gd: dict[str, Any],
         context: dict[str, Any],
         state: bytes | None,
-        shard: Arrays,
-        validation: Arrays | None,
+        shard: Shard,
         check_interrupts: Callable[[], None],
     ) -> tuple[dict[str, Any], bytes]: ...
 
@@ -79,8 +78,7 @@ def finish(db: Database, gd: dict[str, Any], train: TrainHop) -> tuple[dict[str,
     hop: _Hop = gd.pop(GD_HOP)
     shape = tuple(hop.context["feature_shape"])
     tick = time.perf_counter()
-    shard = packing.from_buffers(hop.buffers, shape)
+    train_arrays = packing.from_buffers(hop.buffers, shape)
     validation = _validation(db, gd, hop.context["dataset_id"], shape) if hop.context["epoch_done"] else None
-    data_load = time.perf_counter() - tick
-    summary, state = train(gd, hop.context, hop.state, shard, validation, db.check_interrupts)
-    return {**summary, "data_load_s": data_load}, state
+    shard = Shard(train_arrays, validation, time.perf_counter() - tick)
+    return train(gd, hop.context, hop.state, shard, db.check_interrupts)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cerebro_plpy import dataset, packing, text, training, unit
+from cerebro_plpy import dataset, packing, shards, text, training, unit
 from cerebro_plpy.plpy_adapter import Database
 from cerebro_plpy.state import ModelState
 
@@ -93,7 +93,7 @@ def evaluate(db: Database, gd: dict[str, Any], config_id: int, dataset_name: str
         )
     shape = tuple(config["feature_shape"])
     splits = ("validation",) if other["dataset_id"] == config["dataset_id"] else ("train", "validation")
-    parts = [unit.shard(db, gd, other["dataset_id"], split, None, shape) for split in splits]
+    parts = [shards.arrays(db, gd, other["dataset_id"], split, None, shape) for split in splits]
     x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     if len(splits) == 2:  # stored with its own dataset's normalization: back to raw values, then ours
         theirs = _normalization(other)

@@ -11,6 +11,7 @@ import numpy as np
 from cerebro_plpy import entry, greenplum, packing
 from cerebro_plpy.greenplum import Arrays
 from cerebro_plpy.training import TrainingError
+from cerebro_plpy.unit import Shard
 
 
 class FakePlpy:
@@ -40,14 +41,13 @@ class FakeTrain:
         gd: dict[str, Any],
         context: dict[str, Any],
         state: bytes | None,
-        shard: Arrays,
-        validation: Arrays | None,
+        shard: Shard,
         check_interrupts: Callable[[], None],
     ) -> tuple[dict[str, Any], bytes]:
         if self.error:
             raise self.error
-        self.calls.append((context, state, shard, validation))
-        return {"rows": len(shard[1])}, b"new state"
+        self.calls.append((context, state, shard.train, shard.validation))
+        return {"rows": len(shard.train[1]), "data_load_s": shard.load_s}, b"new state"
 
 
 def buffer(first: float, rows: int) -> tuple[bytes, bytes]:

@@ -3,9 +3,10 @@
 -- one unit at a time (segment lock), and a config visits each segment once per epoch
 -- (model_states.visited_segments, reset when the epoch completes).
 
--- Where the config's progress lets it train next: a segment of its dataset that it has not
--- visited in the current epoch. run_unit checks only this (the claim decided the rest, and
--- a unit in flight when the user stops its config still commits).
+-- The fits rule: where the config's progress lets it train next, a segment of its dataset that it
+-- has not visited in the current epoch. Part of unit_is_legal; the hop checks only this and its
+-- claim (check_unit_in_hand, 40_hop.sql), since a unit in flight when its user stops the config
+-- still commits.
 CREATE OR REPLACE FUNCTION unit_fits(config_id int, segment int) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
 AS $$
@@ -21,7 +22,8 @@ AS $$
     )
 $$;
 
--- Whether a unit of the config may start on the segment now.
+-- Whether a unit of the config may start on the segment now: the one definition of a legal unit.
+-- claim_unit decides with it; the scheduler asks it whether any work is left.
 CREATE OR REPLACE FUNCTION unit_is_legal(config_id int, segment int) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
 AS $$
@@ -94,8 +96,9 @@ AS $$
     )
 $$;
 
--- Claim the next legal unit for a segment; the caller then runs run_unit() in the same
--- transaction, and the locks taken here end with it. Returns no row when nothing may run.
+-- Claim the next legal unit for a segment; the caller then runs its hop (unit_context, train_hop,
+-- record_hop: 40_hop.sql) in the same transaction, and the locks taken here end with it. Returns
+-- no row when nothing may run.
 -- Order: the owner with the fewest units in flight (fair share of segments across users),
 -- then their workload with the fewest units in flight, then the config with the least
 -- progress (configs advance together), then at random (each config visits segments in a
@@ -149,6 +152,9 @@ BEGIN
         last_epochs := -1;
         last_config := 0;
         LOOP
+            -- The window's candidates, in claim order. Reading them in bulk narrows the window cheaply to
+            -- configs that could run here (an epoch left, this segment not visited); whether one may run
+            -- is unit_is_legal's to decide, once its lock is held.
             SELECT count(*),
                    (array_agg(win.config_id ORDER BY win.progress, random())
                        FILTER (WHERE win.epochs_done < win.max_epochs

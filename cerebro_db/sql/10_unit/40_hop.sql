@@ -1,37 +1,70 @@
--- A unit trains one config for one pass over one segment's shard and commits the hop (state,
--- progress, unit log, and at an epoch's end its validation metrics). The scheduler runs, per segment:
---   local segment:   BEGIN; SELECT * FROM claim_unit(s); SELECT run_unit(c, s); COMMIT;
---   segment server:  BEGIN; SELECT * FROM claim_unit(s); SELECT * FROM unit_context(c, s);
---                    (on the segment server) SELECT * FROM train_hop(context, state);
---                    SELECT record_hop(c, s, summary, new_state); COMMIT;
--- The coordinator's transaction holds the claim throughout, so a hop commits whole or not at all.
+-- A unit trains one config for one pass over one segment's shard and commits the hop: SQL decides
+-- and records, Python only trains. In the transaction that claimed it (claim_unit, 10_claim.sql):
+--   unit_context(config, segment)  -> context, state        what the unit trains, and from which state
+--   train_hop(context, state)      -> summary, new_state    where the shard is; writes nothing
+--                                                            (cerebro_plpy.unit.train_hop)
+--   record_hop(config, segment, summary, new_state)         state, progress, unit log, epoch metrics
+-- Backends differ only in where train_hop runs (cerebro_db/backends): on the coordinator itself
+-- (run_unit), on a segment server, or as a Greenplum aggregate. The claim's transaction holds
+-- the config's lock throughout, so a hop commits whole or not at all.
 
-CREATE OR REPLACE FUNCTION _run_unit(config_id int, segment int) RETURNS jsonb
-LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
-AS $$
-from cerebro_plpy import entry
-return entry.run_unit(plpy, GD, config_id, segment)
-$$;
-
-CREATE OR REPLACE FUNCTION run_unit(config_id int, segment int) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+-- The unit in hand: this transaction claimed the config (claim_unit) and the segment is one its
+-- config may still visit this epoch (unit_fits, the one fits rule). Nothing else: the claim
+-- checked that the unit was legal (unit_is_legal) when it started, and a unit in flight when its
+-- user stops the config (or its workload) still commits: the hop is trained and correct, the
+-- user's status stays (config_hop_committed), and resuming goes on from it.
+CREATE OR REPLACE FUNCTION check_unit_in_hand(config_id int, segment int) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = cerebro, pg_temp
 AS $$
 BEGIN
-    RETURN raise_if_error(_run_unit(config_id, segment));
+    IF NOT EXISTS (SELECT 1 FROM configs c WHERE c.config_id = check_unit_in_hand.config_id) THEN
+        RAISE EXCEPTION 'config % does not exist', config_id
+            USING HINT = 'units are claimed and run by the scheduler (cerebro-db scheduler)',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT unit_claimed(config_id) THEN
+        RAISE EXCEPTION 'config % is not claimed by this transaction; call claim_unit(%) first', config_id, segment
+            USING HINT = 'units are claimed and run by the scheduler (cerebro-db scheduler), in one transaction: '
+                         'claim_unit, then unit_context, train_hop and record_hop',
+                  ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NOT unit_fits(config_id, segment) THEN
+        RAISE EXCEPTION 'config % may not run on segment %: it visited it this epoch already', config_id, segment
+            USING HINT = 'a config visits each segment of its dataset once per epoch; claim_unit gives a segment '
+                         'it may visit',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
 END
 $$;
 
-CREATE OR REPLACE FUNCTION _unit_context(config_id int, segment int, OUT outcome jsonb, OUT state bytea)
-LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
+-- What the claimed unit trains (model, params, dataset, epoch, ...), as JSON for wherever it
+-- trains, and the config's state (NULL before its first hop). The unit starts here: record_hop
+-- logs its time from now.
+CREATE OR REPLACE FUNCTION unit_context(config_id int, segment int, OUT context jsonb, OUT state bytea)
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
-from cerebro_plpy import entry
-return entry.unit_context(plpy, GD, config_id, segment)
+BEGIN
+    PERFORM check_unit_in_hand(config_id, segment);
+    -- Transaction-local: a session that ran an earlier unit has it reset to '' at that one's end.
+    PERFORM set_config('cerebro.unit_started', clock_timestamp()::text, true);
+    SELECT jsonb_build_object(
+               'config_id', c.config_id, 'segment', unit_context.segment, 'params', c.params::text,
+               'seed', c.seed, 'epoch', c.epochs_done + 1, 'model', w.model, 'dataset_id', d.dataset_id,
+               'feature_shape', d.feature_shape, 'num_classes', d.num_classes, 'num_segments', d.num_segments,
+               'validation_rows', d.validation_rows, 'source', r.source, 'entry_point', r.entry_point,
+               'epoch_done', cardinality(coalesce(s.visited_segments, '{}')) + 1 = d.num_segments,
+               -- The scheduler's setting: a user's own SET only reaches the check at launch.
+               'max_training_mb', training_memory_limit()),
+           s.state
+    INTO context, state
+    FROM configs c
+    JOIN workloads w ON w.workload_id = c.workload_id
+    JOIN datasets d ON d.name = w.dataset
+    LEFT JOIN model_states s ON s.config_id = c.config_id
+    LEFT JOIN registered_models r ON r.name = w.model
+    WHERE c.config_id = unit_context.config_id;
+END
 $$;
-
--- What the claimed unit trains (model, params, dataset, epoch, ...) and the config's state.
-CREATE OR REPLACE FUNCTION unit_context(config_id int, segment int) RETURNS TABLE (context jsonb, state bytea)
-LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
-AS $$ SELECT raise_if_error(u.outcome), u.state FROM _unit_context(config_id, segment) u $$;
 
 CREATE OR REPLACE FUNCTION _train_hop(context jsonb, state bytea, OUT outcome jsonb, OUT new_state bytea)
 LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
@@ -40,22 +73,122 @@ from cerebro_plpy import entry
 return entry.train_hop(plpy, GD, context, state)
 $$;
 
--- On a segment server: one pass over its shard of context's segment; writes nothing.
-CREATE OR REPLACE FUNCTION train_hop(context jsonb, state bytea) RETURNS TABLE (summary jsonb, new_state bytea)
-LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
-AS $$ SELECT raise_if_error(t.outcome), t.new_state FROM _train_hop(context, state) t $$;
-
-CREATE OR REPLACE FUNCTION _record_hop(config_id int, segment int, summary jsonb, state bytea) RETURNS jsonb
-LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
+-- One pass over this server's shard of the context's segment (and, on the epoch's last hop, an
+-- evaluation on the validation set); writes nothing. Assignments, not FROM: a function in FROM
+-- would copy the state through a tuplestore (to disk beyond work_mem).
+CREATE OR REPLACE FUNCTION train_hop(context jsonb, state bytea, OUT summary jsonb, OUT new_state bytea)
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
-from cerebro_plpy import entry
-return entry.record_hop(plpy, GD, config_id, segment, summary, state)
+DECLARE
+    trained record := _train_hop(context, state);
+BEGIN
+    summary := raise_if_error(trained.outcome);
+    new_state := trained.new_state;
+END
 $$;
 
+-- Commit the hop train_hop made, in the transaction that claimed it and ran unit_context:
+-- on the epoch's last hop its metrics, the state and the epoch's running sums (one upsert), the
+-- unit log, then the config's progress and status, the workload's procedure (on_epoch_end) and
+-- whether the workload is finished. The configs row is updated late, so its row lock (which a
+-- user's UPDATE of the config waits for) is held for milliseconds at commit, never while training.
+-- Returns the unit's summary.
 CREATE OR REPLACE FUNCTION record_hop(config_id int, segment int, summary jsonb, state bytea) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
+DECLARE
+    started timestamptz;
+    progress record;
+    epoch int;
+    epoch_done boolean;
+    rows int := (summary ->> 'rows')::int;
+    epoch_rows bigint;
+    loss_sum float8;
+    metric_sum float8;
+    seconds float8;
 BEGIN
-    RETURN raise_if_error(_record_hop(config_id, segment, summary, state));
+    -- This transaction's config updates are the system's (the status guard lets them through).
+    PERFORM set_config('cerebro.internal', 'on', true);
+    PERFORM check_unit_in_hand(config_id, segment);
+    started := nullif(current_setting('cerebro.unit_started', true), '')::timestamptz;
+    IF started IS NULL THEN
+        RAISE EXCEPTION 'record_hop of config % needs unit_context first, in the same transaction', config_id
+            USING HINT = 'units are claimed and run by the scheduler (cerebro-db scheduler), in one transaction: '
+                         'claim_unit, then unit_context, train_hop and record_hop',
+                  ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT c.epochs_done, c.workload_id, d.num_segments, coalesce(s.visited_segments, '{}') AS visited,
+           coalesce(s.epoch_rows, 0) AS epoch_rows, coalesce(s.epoch_loss_sum, 0) AS epoch_loss_sum,
+           coalesce(s.epoch_metric_sum, 0) AS epoch_metric_sum, coalesce(s.epoch_seconds, 0) AS epoch_seconds
+    INTO progress
+    FROM configs c
+    JOIN workloads w ON w.workload_id = c.workload_id
+    JOIN datasets d ON d.name = w.dataset
+    LEFT JOIN model_states s ON s.config_id = c.config_id
+    WHERE c.config_id = record_hop.config_id;
+    epoch := progress.epochs_done + 1;
+    epoch_done := cardinality(progress.visited) + 1 = progress.num_segments;
+    IF epoch_done AND jsonb_typeof(summary -> 'val_loss') IS DISTINCT FROM 'number' THEN
+        RAISE EXCEPTION 'the last hop of epoch % of config % came back without validation metrics', epoch, config_id
+            USING HINT = 'train_hop evaluates on the validation set when its context says epoch_done',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
+    epoch_rows := progress.epoch_rows + rows;
+    loss_sum := progress.epoch_loss_sum + (summary ->> 'train_loss')::float8 * rows;
+    metric_sum := progress.epoch_metric_sum + (summary ->> 'train_metric')::float8 * rows;
+    seconds := progress.epoch_seconds + extract(epoch FROM clock_timestamp() - started)::float8;
+
+    IF epoch_done THEN
+        INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric, seconds,
+                                   finished_at)
+        VALUES (record_hop.config_id, epoch, loss_sum / epoch_rows, metric_sum / epoch_rows,
+                (summary ->> 'val_loss')::float8, (summary ->> 'val_metric')::float8, seconds, clock_timestamp());
+    END IF;
+    -- The next epoch starts with empty sums.
+    INSERT INTO model_states AS s (config_id, state, visited_segments, epoch_rows, epoch_loss_sum,
+                                   epoch_metric_sum, epoch_seconds, updated_at)
+    VALUES (record_hop.config_id, record_hop.state,
+            CASE WHEN epoch_done THEN '{}' ELSE progress.visited || record_hop.segment END,
+            CASE WHEN epoch_done THEN 0 ELSE epoch_rows END,
+            CASE WHEN epoch_done THEN 0 ELSE loss_sum END,
+            CASE WHEN epoch_done THEN 0 ELSE metric_sum END,
+            CASE WHEN epoch_done THEN 0 ELSE seconds END,
+            now())
+    ON CONFLICT ON CONSTRAINT model_states_pkey DO UPDATE SET
+        state = excluded.state, visited_segments = excluded.visited_segments, epoch_rows = excluded.epoch_rows,
+        epoch_loss_sum = excluded.epoch_loss_sum, epoch_metric_sum = excluded.epoch_metric_sum,
+        epoch_seconds = excluded.epoch_seconds, updated_at = excluded.updated_at;
+    INSERT INTO units (config_id, segment, epoch, started_at, finished_at, rows, train_loss, train_metric,
+                       data_load_s, state_load_s, train_s, state_save_s, validation_s, backend_pid)
+    VALUES (record_hop.config_id, record_hop.segment, epoch, started, clock_timestamp(), rows,
+            (summary ->> 'train_loss')::float8, (summary ->> 'train_metric')::float8,
+            (summary ->> 'data_load_s')::float8, (summary ->> 'state_load_s')::float8,
+            (summary ->> 'train_s')::float8, (summary ->> 'state_save_s')::float8,
+            (summary ->> 'validation_s')::float8, pg_backend_pid());
+
+    PERFORM config_hop_committed(config_id, progress.epochs_done + epoch_done::int);
+    IF epoch_done THEN  -- the workload's procedure observes the epoch (may prune or suggest configs)
+        PERFORM on_epoch_end(config_id, epoch);
+    END IF;
+    PERFORM finish_workload(progress.workload_id);
+    RETURN jsonb_build_object('config_id', config_id, 'segment', segment, 'epoch', epoch, 'epoch_done', epoch_done)
+        || jsonb_build_object('rows', summary -> 'rows', 'train_loss', summary -> 'train_loss',
+                              'train_metric', summary -> 'train_metric', 'data_load_s', summary -> 'data_load_s',
+                              'state_load_s', summary -> 'state_load_s', 'train_s', summary -> 'train_s',
+                              'state_save_s', summary -> 'state_save_s', 'validation_s', summary -> 'validation_s');
+END
+$$;
+
+-- The local backend's unit (cerebro_db/backends/local.py), and a unit by hand: the three calls
+-- above, training on this server's own shard of the segment.
+--   BEGIN; SELECT * FROM claim_unit(segment); SELECT run_unit(config_id, segment); COMMIT;
+CREATE OR REPLACE FUNCTION run_unit(config_id int, segment int) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    unit record := unit_context(config_id, segment);
+    hop record := train_hop(unit.context, unit.state);
+BEGIN
+    RETURN record_hop(config_id, segment, hop.summary, hop.new_state);
 END
 $$;
