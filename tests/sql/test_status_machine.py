@@ -14,8 +14,11 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import text
 
+from cerebro_db import client
 from cerebro_db.cluster import ClusterConfig
+from cerebro_db.connection import sqlalchemy_connection
 from cerebro_db.models import CONFIG_STATUSES, WORKLOAD_STATUSES
 from tests.conftest import TINY_CNN, add_tenant, one, prepare_fashion
 
@@ -157,6 +160,10 @@ def test_workload_finished_is_the_one_rule_the_waiters_read(conn: Session, tenan
         assert one(ann, "SELECT workload_finished(%s)", workload) is True
         assert one(ann, "SELECT workload_finished(987654)") is True  # nothing to wait for
         ann.execute("CALL wait_for_workload(%s)", [workload])  # returns at once
+    with sqlalchemy_connection(tenants[0][0]) as session:  # cerebro-db wait asks the same
+        assert client.workload_finished(session, workload) is True
+        session.execute(text("UPDATE workloads SET status = 'running' WHERE workload_id = :w"), {"w": workload})
+        assert client.workload_finished(session, workload) is False
 
 
 def test_the_table_is_one_list_of_known_statuses(conn: Session) -> None:
