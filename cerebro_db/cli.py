@@ -321,10 +321,9 @@ def wait_for(conn: Connection, workload_id: int, *, poll: float = 0.5) -> None:
                 f"acc {unit['train_metric']:.4f}{epoch_end}",
                 flush=True,
             )
-        # finish_workload (SQL) decides when a workload is done; its status says so.
-        status = client.workload_status(conn, workload_id)
+        finished = client.workload_finished(conn, workload_id)
         conn.commit()  # end the read's transaction: never hold a snapshot while waiting
-        if status != "running":
+        if finished:
             return
         time.sleep(poll)
 

@@ -94,6 +94,12 @@ def workload_status(conn: Connection, workload_id: int) -> str | None:
     return status
 
 
+def workload_finished(conn: Connection, workload_id: int) -> bool:
+    """Whether waiting for the workload is over (the SQL workload_finished: it is no longer running, or there is
+    no such workload of the user's)."""
+    return bool(conn.execute(text("SELECT cerebro.workload_finished(:w)"), {"w": workload_id}).scalar_one())
+
+
 def units(conn: Connection, workload_id: int, after_unit: int = 0) -> list[Row]:
     """The workload's committed hops after unit ``after_unit``, in order; ``val_metric`` on the hop that ended an
     epoch (it validated)."""

@@ -1,6 +1,8 @@
 -- What cerebro_user may touch (loaded last, after every object exists). Everything else in
--- the schema is the installing role's: the scheduler's functions (claim_unit, run_unit,
--- fail_config, procedures), model_states and the raw tables' system-written columns.
+-- the schema is the installing role's: the scheduler's functions (claim_unit, run_unit, the
+-- system's status transitions: config_transition, workload_transition, fail_config, finish_workload,
+-- config_hop_committed, settle_unrunnable_configs; procedures), model_states and the raw tables'
+-- system-written columns.
 -- Row-level security (migrations/v0_3_0) then limits every row to its owner.
 
 REVOKE ALL ON ALL TABLES IN SCHEMA cerebro FROM PUBLIC;
@@ -11,7 +13,7 @@ GRANT USAGE ON SCHEMA cerebro TO cerebro_user;
 GRANT SELECT (segment) ON segments TO cerebro_user;  -- not dsn: it may carry credentials
 GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, unit_attempts, epoch_metrics, config_events,
                 registered_models, leaderboard, roster, workload_progress, segment_activity, workload_lineage,
-                active_units, limits, alembic_version
+                active_units, limits, status_transitions, alembic_version
     TO cerebro_user;  -- alembic_version: the dashboard checks the schema version whoever logs in
 -- Limits are the admins' to set (row-level security shows a user their own row and '*').
 GRANT INSERT, UPDATE, DELETE ON limits TO cerebro_admin;
@@ -23,7 +25,8 @@ REVOKE INSERT ON datasets, dataset_buffers, workloads FROM cerebro_user;
 -- add_config / clone_config / INSERT INTO configs: owner, status and progress are not the
 -- caller's to set (the insert trigger checks the params and decides the rest).
 GRANT INSERT (workload_id, params, max_epochs, seed) ON configs TO cerebro_user;
--- Steering: the status machine's columns (the configs_guard trigger checks the transitions).
+-- Steering: the status machine's columns (the configs_status / workloads_status triggers check the
+-- change against the users' rows of status_transitions).
 GRANT UPDATE (status, max_epochs) ON configs TO cerebro_user;
 GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_user;
 
@@ -33,6 +36,7 @@ GRANT EXECUTE ON FUNCTION
     prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
     evaluate, predict, export_model,
     raise_if_error, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
+    legal_transition, transitions_hint, workload_has_active_configs, workload_finished,
     role_limits, raise_over_limit, check_max_epochs, bounded_unit_timeout, active_configs, check_active_configs,
     dataset_name_taken, is_registered_model, config_state, _store_dataset, _store_dataset_buffer, _create_workload,
     _prepare_dataset, _expand_search_space, _complete_params, _check_training_memory, training_memory_limit,

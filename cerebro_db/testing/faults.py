@@ -242,9 +242,9 @@ def _server_now(conn: Connection) -> datetime:
 
 
 def _finished(conn: Connection, workload_id: int) -> str | None:
-    """The workload's final status, once it is no longer running (finish_workload decides)."""
+    """The workload's final status, once it is finished (the SQL workload_finished decides)."""
     row = conn.execute(
-        "SELECT status FROM workloads WHERE workload_id = %s AND status <> 'running'", [workload_id]
+        "SELECT status FROM workloads WHERE workload_id = %s AND workload_finished(workload_id)", [workload_id]
     ).fetchone()
     return None if row is None else str(row[0])
 

@@ -67,8 +67,9 @@ def test_a_free_segment_goes_to_the_owner_with_fewer_units_in_flight(
     try:
         # Ben's configs are further along, and ann's two idle workloads have no unit in flight
         # either: ordered by workload alone, ann's would go first.
-        conn.execute("SET cerebro.internal = on")
-        conn.execute("UPDATE configs SET epochs_done = 1, max_epochs = 3 WHERE workload_id = %s", [ben])
+        with conn.transaction():  # as if they had trained an epoch
+            conn.execute("SET LOCAL cerebro.internal = on")
+            conn.execute("UPDATE configs SET epochs_done = 1, max_epochs = 3 WHERE workload_id = %s", [ben])
         conn.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [ben])
         with psycopg.connect(dsn) as a, psycopg.connect(dsn) as b:
             assert claim(a, 0) in ann  # ben has nothing to run yet
@@ -84,7 +85,6 @@ def test_a_free_segment_goes_to_the_owner_with_fewer_units_in_flight(
             b.rollback()
     finally:
         conn.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = ANY(%s)", [[*ann, ben]])
-        conn.execute("RESET cerebro.internal")
 
 
 def test_a_user_starting_later_gets_a_segment_within_one_unit(dsn: str, conn: Session, owners: dict[str, str]) -> None:

@@ -38,38 +38,6 @@ AS $$
     )
 $$;
 
--- Pending or running configs that can never get a unit, what becomes of them and why:
---   completed: no epoch left (epochs_done >= max_epochs; the status guard completes a user's
---              change at once, this catches any other way in);
---   failed:    the dataset is gone, or spread over segments that are not registered (its epochs
---              could never finish; cerebro-db up refuses to change the segments while a workload
---              runs, so a config that failed for it can be resumed once the segments are back).
--- settle_unrunnable_configs() acts on them; cerebro_db.verify checks that none is left.
-CREATE OR REPLACE FUNCTION unrunnable_configs()
-RETURNS TABLE (config_id int, workload_id int, outcome text, reason text)
-LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
-AS $$
-    SELECT c.config_id, c.workload_id, why.outcome, why.reason
-    FROM configs c
-    JOIN workloads w USING (workload_id)
-    LEFT JOIN datasets d ON d.name = w.dataset
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN c.epochs_done >= c.max_epochs THEN 'completed' ELSE 'failed' END,
-               CASE WHEN c.epochs_done >= c.max_epochs
-                        THEN format('max_epochs (%s) reached: no epoch left to train', c.max_epochs)
-                    WHEN d.name IS NULL
-                        THEN format('dataset %s no longer exists', w.dataset)
-                    ELSE format('dataset %s is spread over %s segments, but only %s of segments 0-%s are registered;'
-                                ' register them again (cerebro-db up --segments) and resume the config, or prepare'
-                                ' the dataset again for the segments there are',
-                                w.dataset, d.num_segments, registered.n, d.num_segments - 1) END
-        FROM (SELECT count(*) AS n FROM segments s
-              WHERE s.segment >= 0 AND s.segment < d.num_segments) registered
-        WHERE c.epochs_done >= c.max_epochs OR d.name IS NULL OR registered.n < d.num_segments
-    ) why(outcome, reason)
-    WHERE c.status IN ('pending', 'running')
-$$;
-
 -- Units in flight, read from the locks their transactions hold (exact, never stale).
 CREATE OR REPLACE VIEW active_units WITH (security_invoker = true) AS
 SELECT cl.objid::int AS config_id,

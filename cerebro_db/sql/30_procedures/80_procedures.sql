@@ -1,5 +1,5 @@
--- Procedures observe each finished epoch (called by run_unit in the unit's transaction)
--- and act through the same tables users do: hyperband stops losing configs at rungs,
+-- Procedures observe each finished epoch (called by record_hop in the unit's transaction) and
+-- act as the system: hyperband prunes losing configs at rungs (config_transition, 20_status/),
 -- hyperopt adds configs TPE suggests. They never run units themselves.
 
 -- ASHA-style successive halving with reduction factor 3 and rungs at epochs 1, 3, 9, ...
@@ -39,10 +39,9 @@ BEGIN
     WHERE c.workload_id = this.workload_id AND m.epoch = hyperband_observe.epoch;
     keep := greatest(1, reached / eta);
     IF reached >= eta AND better >= keep THEN
-        UPDATE configs c SET status = 'stopped', event_detail = format(
+        PERFORM config_transition(config_id, 'prune', format(
             'hyperband: val metric %s at epoch %s is not in the top %s of %s configs at this rung',
-            round(this.val_metric::numeric, 4), epoch, keep, reached)
-        WHERE c.config_id = hyperband_observe.config_id AND c.status IN ('pending', 'running');
+            round(this.val_metric::numeric, 4), epoch, keep, reached));
     END IF;
 END
 $$;
@@ -97,9 +96,12 @@ LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     workload record;
+    was_internal text := coalesce(current_setting('cerebro.internal', true), '');
 BEGIN
     SELECT w.workload_id, w.procedure INTO workload
     FROM configs c JOIN workloads w USING (workload_id) WHERE c.config_id = on_epoch_end.config_id;
+    -- The procedures' configs are the system's (no user's quota check, the reason kept in the log).
+    PERFORM set_config('cerebro.internal', 'on', true);
     IF workload.procedure IN ('hyperband', 'hyperopt') THEN
         -- Decisions read what other units committed: one at a time per workload, and
         -- each statement after the lock sees the previous decision.
@@ -110,5 +112,6 @@ BEGIN
     ELSIF workload.procedure = 'hyperopt' THEN
         PERFORM hyperopt_observe(workload.workload_id);
     END IF;
+    PERFORM set_config('cerebro.internal', was_internal, true);
 END
 $$;
