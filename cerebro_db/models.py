@@ -34,7 +34,7 @@ from cerebro_plpy.search_space import PROCEDURES
 SCHEMA = "cerebro"
 CONFIG_STATUSES = ("pending", "running", "stopped", "completed", "failed")
 WORKLOAD_STATUSES = ("running", "stopped", "completed")
-#: PostgreSQL's largest integer: seeds are drawn below it (SQL derives each config's seed modulo it).
+#: PostgreSQL's largest integer: seeds are drawn below it (SQL's seed_bound() and derived_seed(), 00_base/07_seeds.sql).
 INT_MAX = 2_147_483_647
 
 

@@ -35,7 +35,7 @@ GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_u
 GRANT EXECUTE ON FUNCTION
     prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
     evaluate, predict, export_model,
-    raise_if_error, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
+    raise_if_error, seed_bound, derived_seed, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
     legal_transition, transitions_hint, workload_has_active_configs, workload_finished,
     role_limits, raise_over_limit, check_max_epochs, bounded_unit_timeout, active_configs, check_active_configs,
     dataset_name_taken, is_registered_model, config_state, _store_dataset, _store_dataset_buffer, _create_workload,

@@ -299,7 +299,8 @@ def test_hyperband_prunes_losers_at_a_rung_and_a_resumed_config_stays(
 def test_hyperopt_proposes_configs_with_tpe_up_to_num_configs(user: Session, dataset: str, dsn: str) -> None:
     workload = one(
         user,
-        "SELECT run_model_selection(%s, 'cnn', %s, procedure => 'hyperopt', num_configs => 4, max_epochs => 1)",
+        "SELECT run_model_selection(%s, 'cnn', %s, procedure => 'hyperopt', num_configs => 4, max_epochs => 1,"
+        " seed => 2147483646)",  # the largest seed but one: derived seeds wrap instead of overflowing int4
         dataset,
         json.dumps({"lr": {"min": 1e-4, "max": 1e-2, "log": True}, **TINY_CNN}),
     )
@@ -312,6 +313,8 @@ def test_hyperopt_proposes_configs_with_tpe_up_to_num_configs(user: Session, dat
     ).fetchall()
     assert len(rows) == 4 and {status for status, _ in rows} == {"completed"}
     assert sum(detail == "suggested by hyperopt (TPE)" for _, detail in rows) == 2
+    seeds = user.execute("SELECT seed FROM configs WHERE workload_id = %s", [workload]).fetchall()
+    assert sorted(seed for (seed,) in seeds) == [0, 1, 2, 3]
     assert one(user, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
 
 

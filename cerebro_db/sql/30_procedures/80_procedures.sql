@@ -83,10 +83,10 @@ BEGIN
     SELECT jsonb_agg(jsonb_build_array(l.params, l.best_val_metric)) INTO history
     FROM leaderboard l WHERE l.workload_id = hyperopt_observe.workload_id;
     INSERT INTO configs (workload_id, params, seed, event_detail)
-    SELECT hyperopt_observe.workload_id, p.value, ((w.seed::bigint + total + p.k) % 2147483647)::int,
+    SELECT hyperopt_observe.workload_id, p.value, derived_seed(w.seed, total + p.k),
            'suggested by hyperopt (TPE)'
     FROM jsonb_array_elements(raise_if_error(_tpe_suggest(
-        w.model, w.search_space, history, wanted, w.seed + total, w.feature_shape,
+        w.model, w.search_space, history, wanted, derived_seed(w.seed, total), w.feature_shape,
         (SELECT count(*)::int FROM segments), is_registered_model(w.model)))) WITH ORDINALITY AS p(value, k);
 END
 $$;

@@ -120,7 +120,7 @@ BEGIN
         RAISE EXCEPTION 'warm_start needs a parent_workload to start from'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    seed := coalesce(seed, floor(random() * 2147483647)::int);
+    seed := coalesce(seed, floor(random() * seed_bound())::int);
     config_params := raise_if_error(_expand_search_space(model, search_space, procedure, num_configs, seed, shape,
                                                          (SELECT count(*)::int FROM segments),
                                                          is_registered_model(model)));
@@ -153,9 +153,9 @@ DECLARE
 BEGIN
     SELECT * INTO created FROM _create_workload(dataset, model, search_space, procedure, max_epochs, num_configs, name,
                                                 parent_workload, warm_start, seed, unit_timeout);
-    -- Config k gets seed + k: reproducible, distinct initial weights per config.
+    -- Config k gets the k-th seed after the workload's: reproducible, distinct initial weights per config.
     INSERT INTO configs (workload_id, params, max_epochs, seed)
-    SELECT created.new_workload, p.value, w.max_epochs, ((w.seed::bigint + p.k) % 2147483647)::int
+    SELECT created.new_workload, p.value, w.max_epochs, derived_seed(w.seed, p.k)
     FROM workloads w, jsonb_array_elements(created.config_params) WITH ORDINALITY AS p(value, k)
     WHERE w.workload_id = created.new_workload;
 
