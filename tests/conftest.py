@@ -21,10 +21,18 @@ from cerebro_db.cluster import ClusterConfig, free_port
 from cerebro_db.scheduler import Scheduler
 from cerebro_db.testing import verify
 from cerebro_db.testing.clusters import temporary_cluster
+from cerebro_plpy import training
 
 #: A model small enough that a unit on a few hundred rows takes a fraction of a second.
 TINY_CNN = {"filters": 4, "dense_units": 16}
 FASHION_ROWS = 1200
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_tensorflow_thread() -> None:
+    """TensorFlow in the test process runs as in the database's backends, whichever test starts it first
+    (a Keras model built before training.tensorflow() would start it with other thread counts)."""
+    training.tensorflow({})
 
 
 @pytest.fixture(scope="session")

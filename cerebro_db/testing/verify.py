@@ -3,13 +3,15 @@
 - one ``epoch_metrics`` row per planned epoch of every config (:func:`epochs_lost`);
 - the MOP invariants over the committed unit log (:func:`mop_violations`);
 - bit-identical state to a plain-Keras replay of the same hops in the same order
-  (:func:`replay`, :func:`states_equal`): state is committed per hop, so a run that was
-  interrupted, resumed or disturbed by faults must end exactly where an undisturbed one does;
+  (:func:`replay`, :func:`states_equal`, :func:`state_differences`): state is committed per hop,
+  so a run that was interrupted, resumed or disturbed by faults must end exactly where an
+  undisturbed one does;
 - nothing left ``running`` with nothing to run, in the whole database (:func:`stranded`).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -62,9 +64,9 @@ def stranded(conn: Connection) -> list[str]:
 def mop_violations(conn: Connection, workload_id: int) -> list[str]:
     """Breaches of the MOP invariants in the workload's committed unit log.
 
-    Each finished epoch of a config visited every segment exactly once; the epoch in
-    progress (of a stopped or failed config) visited none twice; a config's units never
-    overlap in time.
+    Each finished epoch of a config visited every segment of its dataset exactly once; the
+    epoch in progress (of a stopped or failed config) visited none twice and no other;
+    a config's units never overlap in time.
     """
     segments = sorted(
         r[0]
@@ -91,7 +93,7 @@ def mop_violations(conn: Connection, workload_id: int) -> list[str]:
         for epoch in range(1, done + 2):
             seen = sorted(visits.pop((config, epoch), []))
             finished_epoch = epoch <= done
-            if (finished_epoch and seen != segments) or len(set(seen)) != len(seen):
+            if (finished_epoch and seen != segments) or len(set(seen)) != len(seen) or not set(seen) <= set(segments):
                 problems.append(f"config {config} epoch {epoch} visited segments {seen} (segments: {segments})")
     problems += [f"config {config} has units in epoch {epoch}, beyond its progress" for config, epoch in visits]
     problems += [
@@ -104,17 +106,28 @@ def mop_violations(conn: Connection, workload_id: int) -> list[str]:
 
 def final_state(conn: Connection, config_id: int) -> ModelState:
     row = conn.execute("SELECT state FROM model_states WHERE config_id = %s", [config_id]).fetchone()
-    assert row is not None, f"config {config_id} has no state"
+    if row is None:
+        raise ValueError(f"config {config_id} has no state")
     return ModelState.decode(row[0])
 
 
 def replay(conn: Connection, config_id: int) -> ModelState:
-    """The state an undisturbed run reaches: plain Keras, one pass per committed hop, in the same order."""
-    model_name, params, seed, shape, classes, dataset_id = conn.execute(
+    """The state an undisturbed run reaches: plain Keras, one pass per committed hop, in the same order.
+
+    In this process, with the one intra/inter-op thread the database's backends train with:
+    a process whose TensorFlow already runs with other thread counts raises
+    :class:`~cerebro_plpy.training.ThreadSettingError` before anything is read or trained.
+    """
+    gd: dict[str, Any] = {}
+    training.tensorflow(gd)
+    row = conn.execute(
         "SELECT w.model, c.params, c.seed, d.feature_shape, d.num_classes, d.dataset_id FROM configs c"
         " JOIN workloads w USING (workload_id) JOIN datasets d ON d.name = w.dataset WHERE c.config_id = %s",
         [config_id],
-    ).fetchone()  # type: ignore[misc]
+    ).fetchone()
+    if row is None:
+        raise ValueError(f"config {config_id} does not exist (or its dataset is gone)")
+    model_name, params, seed, shape, classes, dataset_id = row
     shards: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = defaultdict(lambda: ([], []))
     for segment, x, y in conn.execute(
         "SELECT segment, x, y FROM dataset_buffers WHERE dataset_id = %s AND split = 'train' ORDER BY buffer_id",
@@ -122,7 +135,6 @@ def replay(conn: Connection, config_id: int) -> ModelState:
     ):
         shards[segment][0].append(packing.from_bytes(x, tuple(shape)))
         shards[segment][1].append(packing.from_bytes(y, ()))
-    gd: dict[str, Any] = {}
     model = training.build_compiled(gd, training.ModelSpec(model_name, params, tuple(shape), classes, seed))
     for (segment,) in conn.execute(
         "SELECT segment FROM units WHERE config_id = %s ORDER BY epoch, started_at", [config_id]
@@ -132,8 +144,40 @@ def replay(conn: Connection, config_id: int) -> ModelState:
     return training.capture(model)
 
 
+def state_differences(a: ModelState, b: ModelState) -> list[str]:
+    """How two states differ, byte for byte; empty when they are the same state.
+
+    The model/optimizer split counts (a variable moved from one list to the other is a
+    difference), then each array's dtype (byte order included), shape and bytes: -0.0 and 0.0,
+    or two NaNs with different payloads, differ, as they would change what training does next.
+    The meta is compared as JSON (so 1 and 1.0, or True and 1, differ; key order does not).
+    """
+    problems = []
+    if json.dumps(a.meta, sort_keys=True) != json.dumps(b.meta, sort_keys=True):
+        problems.append(f"meta {a.meta!r} != {b.meta!r}")
+    for part, ours, theirs in (
+        ("model", a.model_variables, b.model_variables),
+        ("optimizer", a.optimizer_variables, b.optimizer_variables),
+    ):
+        if len(ours) != len(theirs):
+            problems.append(f"{len(ours)} {part} variables != {len(theirs)}")
+            continue
+        for i, (x, y) in enumerate(zip(ours, theirs, strict=True)):
+            if x.dtype != y.dtype or x.shape != y.shape:
+                problems.append(f"{part} variable {i}: {x.dtype.str}{list(x.shape)} != {y.dtype.str}{list(y.shape)}")
+            elif x.tobytes() != y.tobytes():
+                differing = _values_differing(x, y)
+                problems.append(f"{part} variable {i}: {differing} of {x.size} values differ in their bytes")
+    return problems
+
+
+def _values_differing(x: np.ndarray, y: np.ndarray) -> int:
+    """Elements of two arrays of one dtype and shape whose bytes differ."""
+    width = x.dtype.itemsize
+    ours, theirs = (np.frombuffer(v.tobytes(), np.uint8).reshape(-1, width) for v in (x, y))
+    return int(np.count_nonzero((ours != theirs).any(axis=1)))
+
+
 def states_equal(a: ModelState, b: ModelState) -> bool:
-    ours, theirs = a.model_variables + a.optimizer_variables, b.model_variables + b.optimizer_variables
-    return len(ours) == len(theirs) and all(
-        x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(ours, theirs, strict=True)
-    )
+    """The same state byte for byte (:func:`state_differences` says where two differ)."""
+    return not state_differences(a, b)

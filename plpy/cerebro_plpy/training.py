@@ -38,23 +38,41 @@ class TrainingError(RuntimeError):
     """Training diverged or failed in a way that fails the config (not the unit's infrastructure)."""
 
 
+#: TensorFlow's intra- and inter-op threads in every process that trains a unit or replays one.
+THREADS = 1
+
+
+class ThreadSettingError(RuntimeError):
+    """TensorFlow already runs in this process with other thread counts than :data:`THREADS`."""
+
+
 def tensorflow(gd: dict[str, Any]) -> ModuleType:
-    """TensorFlow, imported once per process with one intra/inter-op thread.
+    """TensorFlow, imported once per process with :data:`THREADS` intra/inter-op threads.
 
     One thread per backend: segments run side by side on separate cores, and
-    oversubscribed thread pools cost more than they bring (see the README).
+    oversubscribed thread pools cost more than they bring (see the README). The counts
+    also decide the order of float sums, so bit-exact replays need the same ones.
     """
     if GD_TENSORFLOW not in gd:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 
-        # Thread settings only apply before TensorFlow's runtime starts; a process
-        # that already ran TensorFlow keeps what it has.
+        threading = tf.config.threading
+        # Thread settings only apply before TensorFlow's runtime starts (setting the value it
+        # already has is a no-op): a process that started it with other counts cannot train here.
         try:
-            tf.config.threading.set_intra_op_parallelism_threads(1)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
+            threading.set_intra_op_parallelism_threads(THREADS)
+            threading.set_inter_op_parallelism_threads(THREADS)
         except RuntimeError:
-            pass
+            pass  # the counts it runs with are checked below
+        running = (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
+        if running != (THREADS, THREADS):
+            raise ThreadSettingError(
+                f"TensorFlow already runs in this process with intra/inter-op threads {running[0]}/{running[1]}"
+                f" (0 = TensorFlow's default), not {THREADS}/{THREADS}: something started it before"
+                " cerebro_plpy.training could set them; call training.tensorflow() before any other TensorFlow or"
+                " Keras use, or train in a fresh process"
+            )
         gd[GD_TENSORFLOW] = tf
     tf_module: ModuleType = gd[GD_TENSORFLOW]
     return tf_module

@@ -13,7 +13,7 @@ from psycopg import errors, sql
 
 from cerebro_db import install
 from cerebro_db.cluster import ClusterConfig
-from tests.conftest import TINY_CNN, prepare_fashion, run_until_idle
+from tests.conftest import TINY_CNN, add_tenant, prepare_fashion, run_until_idle
 from tests.plpy.test_custom import GOOD
 
 Session = psycopg.Connection[Any]
@@ -151,26 +151,33 @@ def test_internals_are_off_limits(alices_work: dict[str, Any], bob: Session, sta
 
 
 def test_a_user_cannot_pose_as_the_system(
-    alices_work: dict[str, Any], logins: dict[str, str], bob: Session, fashion_table: str
+    alices_work: dict[str, Any], logins: dict[str, str], cluster: ClusterConfig, dsn: str, fashion_table: str
 ) -> None:
-    """cerebro.internal is a plain setting anyone can SET: it must not open the status guard."""
-    dataset = prepare_fashion(logins["bob"], f"public.{fashion_table}", 1)
-    workload = one(bob, "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => 1)", dataset, json.dumps(TINY_CNN))
-    bob.execute("SET cerebro.internal = on")
-    with pytest.raises(errors.InvalidParameterValue, match="cannot change status from pending to completed"):
-        bob.execute("UPDATE configs SET status = 'completed' WHERE workload_id = %s", [workload])
-    bob.execute("INSERT INTO configs (workload_id, params) VALUES (%s, '{}')", [workload])
-    assert one(bob, "SELECT count(*) FROM configs WHERE workload_id = %s AND status <> 'pending'", workload) == 0
-    # Nor may it put words in the system's mouth in the event log (a hyperband reason would
-    # make the config immune to pruning).
-    bob.execute("SET cerebro.reason = 'hyperband: kept by the system'")
-    bob.execute("UPDATE configs SET status = 'stopped' WHERE workload_id = %s", [workload])
-    events = bob.execute(
-        "SELECT DISTINCT kind, actor, detail FROM config_events e JOIN configs c USING (config_id)"
-        " WHERE c.workload_id = %s",
-        [workload],
-    ).fetchall()
-    assert set(events) == {("created", "bob", None), ("stopped", "bob", None)}
+    """cerebro.internal is a plain setting anyone can SET: it must not open the status guard.
+
+    A user of its own (``logins`` grants the table): bob owns nothing, whichever test runs first."""
+    poser_dsn = add_tenant(cluster, dsn, "poser")
+    poser_name = psycopg.conninfo.conninfo_to_dict(poser_dsn)["user"]
+    dataset = prepare_fashion(poser_dsn, f"public.{fashion_table}", 1)
+    with psycopg.connect(poser_dsn, autocommit=True) as poser:
+        workload = one(
+            poser, "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => 1)", dataset, json.dumps(TINY_CNN)
+        )
+        poser.execute("SET cerebro.internal = on")
+        with pytest.raises(errors.InvalidParameterValue, match="cannot change status from pending to completed"):
+            poser.execute("UPDATE configs SET status = 'completed' WHERE workload_id = %s", [workload])
+        poser.execute("INSERT INTO configs (workload_id, params) VALUES (%s, '{}')", [workload])
+        assert one(poser, "SELECT count(*) FROM configs WHERE workload_id = %s AND status <> 'pending'", workload) == 0
+        # Nor may it put words in the system's mouth in the event log (a hyperband reason would
+        # make the config immune to pruning).
+        poser.execute("SET cerebro.reason = 'hyperband: kept by the system'")
+        poser.execute("UPDATE configs SET status = 'stopped' WHERE workload_id = %s", [workload])
+        events = poser.execute(
+            "SELECT DISTINCT kind, actor, detail FROM config_events e JOIN configs c USING (config_id)"
+            " WHERE c.workload_id = %s",
+            [workload],
+        ).fetchall()
+    assert set(events) == {("created", poser_name, None), ("stopped", poser_name, None)}
 
 
 def test_a_group_role_owns_nothing(bob: Session, fashion_table: str) -> None:

@@ -263,6 +263,7 @@ def test_prepare_dataset_still_cannot_read_what_the_tenant_cannot(dsn: str, mall
     assert owned(mallory) == before
 
 
+@pytest.mark.usefixtures("logins")  # its grant lets a new login read the blobs table
 def test_adduser_refuses_a_name_that_still_owns_rows(dsn: str, cluster: ClusterConfig, blobs_2seg: str) -> None:
     name = "wr_reborn"
     login = dataclasses.replace(cluster, user=name, password=install.add_user(dsn, name)).dsn()
