@@ -15,10 +15,14 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 small=(--small)
 mop_vs_keras=(--rows 4000 --epochs 1 --no-keras-all-cores)
+hitl_latency=(--trials 20 --adds 5)
+predict_on_segments=(--rows 4000)
 suffix=_small
 if [[ "${1:-}" == "--full" ]]; then
     small=()
     mop_vs_keras=()
+    hitl_latency=()
+    predict_on_segments=()
     suffix=
 elif [[ $# -gt 0 ]]; then
     echo "usage: bench/run_all.sh [--full]" >&2
@@ -54,6 +58,9 @@ run workload "${small[@]}"
 run mop_vs_keras "${mop_vs_keras[@]}"
 run simulate_scale "${small[@]}"
 run scaling "${small[@]}"
+run hitl_latency "${hitl_latency[@]}"
+run faults
+run predict_on_segments "${predict_on_segments[@]}"
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "FAILED (missed a target or crashed): ${failed[*]}" >&2
     exit 1

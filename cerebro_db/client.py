@@ -86,14 +86,6 @@ def configs(conn: Connection, workload_id: int) -> list[Row]:
     )
 
 
-def workload_status(conn: Connection, workload_id: int) -> str | None:
-    """The workload's status (None if there is no such workload, or it is not the user's)."""
-    status: str | None = conn.execute(
-        select(Workload.status).where(Workload.workload_id == workload_id)
-    ).scalar_one_or_none()
-    return status
-
-
 def workload_finished(conn: Connection, workload_id: int) -> bool:
     """Whether waiting for the workload is over (the SQL workload_finished: it is no longer running, or there is
     no such workload of the user's)."""

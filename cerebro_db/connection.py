@@ -5,8 +5,9 @@ psycopg connections and SQLAlchemy engines (the CLI, the dashboard, Alembic, the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any
 
 import psycopg
@@ -47,7 +48,7 @@ def connect(dsn: str | None = None, **options: Any) -> psycopg.Connection[Any]:
 
 
 #: The dashboard's pool: few connections, each checked before use (the server may have restarted meanwhile).
-SMALL_POOL: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4}
+SMALL_POOL: Mapping[str, Any] = MappingProxyType({"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4})
 
 
 def make_engine(dsn: str | None = None, **pool: Any) -> Engine:

@@ -183,8 +183,6 @@ class Scheduler:
         self._stop.clear()
         control = self._connect_locked()
         try:
-            # Before anything runs: the code of another schema version would fail its units, or half work.
-            migrate.check_schema_version(control)
             # Units a dead scheduler left open ended unseen: they cost their configs nothing.
             control.execute("SELECT abandon_unit_attempts()")
             self.ready.set()
@@ -210,6 +208,13 @@ class Scheduler:
     def _connect_locked(self) -> psycopg.Connection[Any]:
         """The control connection, holding the one-scheduler-per-database lock for its lifetime."""
         control = psycopg.connect(self.dsn, autocommit=True, application_name="cerebro scheduler", options=SEARCH_PATH)
+        try:
+            # Before anything, the lock included (a database without the API has no lock key): the code of another
+            # schema version would fail its units, or half work.
+            migrate.check_schema_version(control)
+        except migrate.SchemaVersionError:
+            control.close()
+            raise
         # Wait a little: a scheduler that was just killed leaves a backend that needs a
         # moment to notice and release the lock.
         control.execute("SELECT set_config('lock_timeout', %s, false)", [str(LOCK_WAIT_MS)])

@@ -22,7 +22,7 @@ import numpy as np
 import psycopg
 
 from cerebro_db.cluster import server_environment
-from cerebro_plpy import packing
+from cerebro_plpy import memory, packing
 
 
 @dataclass
@@ -137,7 +137,7 @@ def _validation_timer(keras: Any, marks: list[float]) -> Any:
 
 def keras_child(job_path: str, threads: str) -> None:
     """The subprocess: train each config with ``model.fit``, validating at each epoch end; print JSON."""
-    from cerebro_plpy import training, unit
+    from cerebro_plpy import training
 
     job = json.loads(Path(job_path).read_text())
     started = time.perf_counter()
@@ -163,7 +163,7 @@ def keras_child(job_path: str, threads: str) -> None:
     throwaway = training.build_compiled(gd, training.ModelSpec(first.model, first.params, shape, classes, 0))
     few = min(len(y), 4 * int(first.params["batch_size"]))
     throwaway.fit(training.make_dataset(gd, x[:few], y[:few], first.params["batch_size"]), epochs=1, verbose=0)
-    throwaway.evaluate(training.make_dataset(gd, val_x, val_y, unit.EVALUATION_BATCH), verbose=0)
+    throwaway.evaluate(training.make_dataset(gd, val_x, val_y, memory.EVALUATION_BATCH), verbose=0)
     del throwaway
     warmup_s = time.perf_counter() - started
 
@@ -177,7 +177,7 @@ def keras_child(job_path: str, threads: str) -> None:
         timer = _validation_timer(keras, marks)
         history = model.fit(
             training.make_dataset(gd, x, y, spec.params["batch_size"]),
-            validation_data=training.make_dataset(gd, val_x, val_y, unit.EVALUATION_BATCH),
+            validation_data=training.make_dataset(gd, val_x, val_y, memory.EVALUATION_BATCH),
             epochs=epochs,
             shuffle=False,
             verbose=0,

@@ -24,7 +24,7 @@ def _worker(index: int, data_path: str, part: str, conn: Connection) -> None:
     ``part`` is ``'all'`` (a full copy of the training rows) or ``'shard'`` (training rows of segment
     ``index``, and the ``index``-th half of the validation rows).
     """
-    from cerebro_plpy import training, unit
+    from cerebro_plpy import memory, training
 
     gd: dict[str, Any] = {}
     training.tensorflow(gd)  # one intra- and one inter-op thread, as a segment backend
@@ -44,7 +44,7 @@ def _worker(index: int, data_path: str, part: str, conn: Connection) -> None:
         return model
 
     def evaluate(model: Any) -> tuple[float, float]:
-        return training.evaluate(gd, model, val_x, val_y, unit.EVALUATION_BATCH, lambda: None)
+        return training.evaluate(gd, model, val_x, val_y, memory.EVALUATION_BATCH, lambda: None)
 
     def noop() -> None:
         return None
@@ -58,7 +58,7 @@ def _worker(index: int, data_path: str, part: str, conn: Connection) -> None:
             for spec in command[1]:
                 model = fresh(spec)
                 training.train_pass(gd, model, x[:WARMUP_ROWS], y[:WARMUP_ROWS], spec.params["batch_size"], noop)
-                training.evaluate(gd, model, val_x[:WARMUP_ROWS], val_y[:WARMUP_ROWS], unit.EVALUATION_BATCH, noop)
+                training.evaluate(gd, model, val_x[:WARMUP_ROWS], val_y[:WARMUP_ROWS], memory.EVALUATION_BATCH, noop)
             conn.send(("ready", index, int(x.nbytes + y.nbytes)))
         elif kind == "pass":  # model averaging: one pass over the local shard from the given state
             _, spec, raw = command

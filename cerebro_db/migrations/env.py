@@ -1,8 +1,9 @@
 """Alembic environment: target metadata from cerebro_db.models, version table in schema cerebro."""
 
 from alembic import context
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import CreateSchema
 
 from cerebro_db.connection import default_dsn, sqlalchemy_url
 from cerebro_db.models import SCHEMA, Base
@@ -16,7 +17,7 @@ def run_migrations_online() -> None:
     # it as a named schema, not the default one, to compare tables correctly.
     engine = create_engine(url, poolclass=NullPool, connect_args={"options": "-c search_path=public"})
     with engine.connect() as connection:
-        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+        connection.execute(CreateSchema(SCHEMA, if_not_exists=True))
         connection.commit()
         context.configure(
             connection=connection,

@@ -3,7 +3,7 @@
 -- system's status transitions: config_transition, workload_transition, fail_config, finish_workload,
 -- config_hop_committed, settle_unrunnable_configs; procedures), model_states and the raw tables'
 -- system-written columns.
--- Row-level security (migrations/v0_3_0) then limits every row to its owner.
+-- Row-level security (cerebro_db/migrations/versions/v0_3_0_tenancy.py) then limits every row to its owner.
 
 REVOKE ALL ON ALL TABLES IN SCHEMA cerebro FROM PUBLIC;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA cerebro FROM PUBLIC;

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cerebro_plpy import dataset, packing, shards, text, training, unit
+from cerebro_plpy import dataset, memory, packing, shards, text, training
 from cerebro_plpy.plpy_adapter import Database
 from cerebro_plpy.state import ModelState
 
@@ -100,7 +100,7 @@ def evaluate(db: Database, gd: dict[str, Any], config_id: int, dataset_name: str
         raw = (x.reshape(-1, len(theirs.shift)) * theirs.scale + theirs.shift).reshape(x.shape)
         x = _normalization(config).apply(raw)
     model = _model(gd, config, cached=True)
-    loss, metric = training.evaluate(gd, model, x, y, unit.EVALUATION_BATCH, db.check_interrupts)
+    loss, metric = training.evaluate(gd, model, x, y, memory.EVALUATION_BATCH, db.check_interrupts)
     return {"loss": loss, "metric": metric}
 
 

@@ -22,8 +22,6 @@ import numpy as np
 from cerebro_plpy import memory, training
 from cerebro_plpy.state import ModelState
 
-EVALUATION_BATCH = memory.EVALUATION_BATCH
-
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
@@ -78,11 +76,12 @@ def train_hop(
         "train_s": time.perf_counter() - tick,
         "validation_s": None,
     }
-    if shard.validation is not None and context["epoch_done"]:
+    if context["epoch_done"]:
+        assert shard.validation is not None  # checked above
         tick = time.perf_counter()
         val_x, val_y = shard.validation
         summary["val_loss"], summary["val_metric"] = training.evaluate(
-            gd, model, val_x, val_y, EVALUATION_BATCH, check_interrupts
+            gd, model, val_x, val_y, memory.EVALUATION_BATCH, check_interrupts
         )
         summary["validation_s"] = time.perf_counter() - tick
 

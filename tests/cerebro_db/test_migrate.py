@@ -90,3 +90,6 @@ def test_a_newer_schema_is_refused_as_unknown(fresh_dsn: str) -> None:
 def test_a_database_without_the_schema_is_refused(fresh_dsn: str) -> None:
     with pytest.raises(migrate.SchemaVersionError, match="no cerebro-db schema: install it with `cerebro-db up`"):
         check(fresh_dsn)
+    # The scheduler says so too, before it needs the API for its lock.
+    with pytest.raises(migrate.SchemaVersionError, match="no cerebro-db schema: install it with `cerebro-db up`"):
+        Scheduler(fresh_dsn).run(until_idle=True)

@@ -108,7 +108,7 @@ def test_the_workload_with_fewer_units_in_flight_goes_first(workloads: Any, sess
 def test_run_unit_refuses_a_unit_it_was_not_given(workloads: Any, sessions: tuple[Session, Session]) -> None:
     _, (config,) = workloads(1)
     a, _ = sessions
-    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="not claimed by this transaction") as error:
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="not claimed by this transaction") as error:
         a.execute("SELECT run_unit(%s, 0)", [config])
     assert error.value.diag.message_hint is not None
     a.rollback()

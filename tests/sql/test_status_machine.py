@@ -148,6 +148,20 @@ def test_a_system_transition_that_no_longer_applies_does_nothing(conn: Session, 
     assert one(conn, "SELECT workload_transition(%s, 'finish')", workload) is True  # none of its configs active
 
 
+def test_finishing_a_workload_a_config_became_active_in_is_skipped_not_an_error(
+    conn: Session, tenants: list[tuple[str, str]]
+) -> None:
+    # What the trigger sees when a user's add_config commits between finish_workload's decision and its
+    # UPDATE's trigger (a newer snapshot): the finish no longer applies. It must not fail the unit that
+    # finished the workload (its config would be failed), only change nothing.
+    workload, config = launch(tenants[0])
+    as_system(conn, "UPDATE workloads SET status = 'completed' WHERE workload_id = %s", workload)
+    assert one(conn, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "running"  # skipped
+    with pytest.raises(errors.InvalidParameterValue, match="from running to stopped"):  # no such change: refused
+        as_system(conn, "UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", workload)
+    assert state(conn, config)[0] == "pending"
+
+
 def test_workload_finished_is_the_one_rule_the_waiters_read(conn: Session, tenants: list[tuple[str, str]]) -> None:
     workload, config = launch(tenants[0])
     with psycopg.connect(tenants[0][0], autocommit=True) as ann:

@@ -2,14 +2,16 @@
 
 Revision ID: v0_4_6
 Revises: v0_4_5
-Create Date: 2026-12-01
+Create Date: 2026-12-02
 
 ``unit_context`` and ``record_hop`` are plpgsql now (``cerebro_db/sql/10_unit/40_hop.sql``), and
 ``unit_context`` and ``train_hop`` return one row (OUT parameters) instead of a table: CREATE OR
 REPLACE cannot change a function's result type, so the old ones go here, before the SQL API is
 reloaded. Each name is schema-qualified (the migration's search_path is public).
 
-Downgrade drops the new shapes so that the older version's SQL files can create theirs.
+Downgrade drops the new shapes so that the older version's SQL files can create theirs, and the status
+machine's two triggers of this version (``configs_status``, ``workloads_status``): the older files check
+status in ``configs_guard`` / ``workloads_guard`` and would not replace them.
 """
 
 from collections.abc import Sequence
@@ -39,6 +41,12 @@ def upgrade() -> None:
         op.execute(f"DROP FUNCTION IF EXISTS cerebro.{signature}")
 
 
+#: This version's triggers that the older SQL files do not know (their functions stay, unused).
+NEW_TRIGGERS = (("configs_status", "configs"), ("workloads_status", "workloads"))
+
+
 def downgrade() -> None:
+    for trigger, table in NEW_TRIGGERS:
+        op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON cerebro.{table}")
     for signature in NEW_FUNCTIONS:
         op.execute(f"DROP FUNCTION IF EXISTS cerebro.{signature}")

@@ -26,7 +26,7 @@ BEGIN
         RAISE EXCEPTION 'config % is not claimed by this transaction; call claim_unit(%) first', config_id, segment
             USING HINT = 'units are claimed and run by the scheduler (cerebro-db scheduler), in one transaction: '
                          'claim_unit, then unit_context, train_hop and record_hop',
-                  ERRCODE = 'object_not_in_prerequisite_state';
+                  ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NOT unit_fits(config_id, segment) THEN
         RAISE EXCEPTION 'config % may not run on segment %: it visited it this epoch already', config_id, segment
@@ -63,6 +63,11 @@ BEGIN
     LEFT JOIN model_states s ON s.config_id = c.config_id
     LEFT JOIN registered_models r ON r.name = w.model
     WHERE c.config_id = unit_context.config_id;
+    IF NOT FOUND THEN  -- its workload's dataset went meanwhile
+        RAISE EXCEPTION 'config % has no dataset to train on', config_id
+            USING HINT = 'SELECT * FROM unrunnable_configs() lists configs that can never train, and why',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
 END
 $$;
 
@@ -101,7 +106,7 @@ DECLARE
     progress record;
     epoch int;
     epoch_done boolean;
-    rows int := (summary ->> 'rows')::int;
+    rows int;
     epoch_rows bigint;
     loss_sum float8;
     metric_sum float8;
@@ -115,7 +120,7 @@ BEGIN
         RAISE EXCEPTION 'record_hop of config % needs unit_context first, in the same transaction', config_id
             USING HINT = 'units are claimed and run by the scheduler (cerebro-db scheduler), in one transaction: '
                          'claim_unit, then unit_context, train_hop and record_hop',
-                  ERRCODE = 'object_not_in_prerequisite_state';
+                  ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT c.epochs_done, c.workload_id, d.num_segments, coalesce(s.visited_segments, '{}') AS visited,
            coalesce(s.epoch_rows, 0) AS epoch_rows, coalesce(s.epoch_loss_sum, 0) AS epoch_loss_sum,
@@ -126,6 +131,18 @@ BEGIN
     JOIN datasets d ON d.name = w.dataset
     LEFT JOIN model_states s ON s.config_id = c.config_id
     WHERE c.config_id = record_hop.config_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'config % has no dataset to record a hop of', config_id
+            USING HINT = 'SELECT * FROM unrunnable_configs() lists configs that can never train, and why',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(summary -> 'rows') IS DISTINCT FROM 'number' OR jsonb_typeof(summary -> 'train_loss') IS DISTINCT
+       FROM 'number' OR jsonb_typeof(summary -> 'train_metric') IS DISTINCT FROM 'number' THEN
+        RAISE EXCEPTION 'the hop of config % came back without rows, train_loss and train_metric: %', config_id,
+                        summary
+            USING HINT = 'record_hop takes the summary train_hop returned', ERRCODE = 'invalid_parameter_value';
+    END IF;
+    rows := (summary ->> 'rows')::int;
     epoch := progress.epochs_done + 1;
     epoch_done := cardinality(progress.visited) + 1 = progress.num_segments;
     IF epoch_done AND jsonb_typeof(summary -> 'val_loss') IS DISTINCT FROM 'number' THEN
@@ -171,8 +188,8 @@ BEGIN
         PERFORM on_epoch_end(config_id, epoch);
     END IF;
     PERFORM finish_workload(progress.workload_id);
-    RETURN jsonb_build_object('config_id', config_id, 'segment', segment, 'epoch', epoch, 'epoch_done', epoch_done)
-        || jsonb_build_object('rows', summary -> 'rows', 'train_loss', summary -> 'train_loss',
+    RETURN jsonb_build_object('config_id', config_id, 'segment', segment, 'epoch', epoch, 'epoch_done', epoch_done,
+                              'rows', summary -> 'rows', 'train_loss', summary -> 'train_loss',
                               'train_metric', summary -> 'train_metric', 'data_load_s', summary -> 'data_load_s',
                               'state_load_s', summary -> 'state_load_s', 'train_s', summary -> 'train_s',
                               'state_save_s', summary -> 'state_save_s', 'validation_s', summary -> 'validation_s');

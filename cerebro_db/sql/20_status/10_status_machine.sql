@@ -15,7 +15,7 @@
 --   epochs left / no epoch left: the config's max_epochs above / not above its epochs_done;
 --   no config active:            none of the workload's configs pending or running.
 -- event_kind: what config_events logs (a procedure's stop is 'pruned', never read from a message).
-CREATE OR REPLACE VIEW status_transitions AS
+CREATE OR REPLACE VIEW status_transitions WITH (security_invoker = true) AS
 SELECT * FROM (VALUES
     ('config', 'create', NULL, 'pending', 'user', 'created', NULL),
     ('config', 'create', NULL, 'pending', 'system', 'created', NULL),
@@ -130,7 +130,7 @@ DECLARE
 BEGIN
     PERFORM set_config('cerebro.internal', 'on', true);
     UPDATE configs c SET status = target, event_detail = reason,
-                         error = CASE WHEN target = 'failed' THEN reason END
+                         error = CASE WHEN target = 'failed' THEN reason ELSE c.error END
     WHERE c.config_id = config_transition.config_id
       AND (legal_transition('config', c.status, target, 'system', c.max_epochs - c.epochs_done)).transition
           = config_transition.transition;
@@ -315,6 +315,15 @@ DECLARE
 BEGIN
     change := legal_transition('workload', OLD.status, NEW.status, CASE WHEN internal THEN 'system' ELSE 'user' END,
                                workload_has_active_configs(OLD.workload_id)::int);
+    -- The system's finish decided in its UPDATE that no config was active; this statement's newer snapshot
+    -- may see one a user added or resumed meanwhile: the change no longer applies, it is skipped (FOUND is
+    -- false for workload_transition), never an error in the unit that finished the workload.
+    IF change.transition IS NULL AND internal AND EXISTS (
+        SELECT 1 FROM status_transitions t
+        WHERE t.object = 'workload' AND t.actor = 'system' AND t.from_status = OLD.status AND t.to_status = NEW.status)
+    THEN
+        RETURN NULL;
+    END IF;
     IF change.transition IS NULL THEN
         RAISE EXCEPTION 'workload %: cannot change status from % to %', OLD.workload_id, OLD.status, NEW.status
             USING HINT = CASE WHEN internal THEN 'the system''s: ' || transitions_hint('workload', 'system')

@@ -156,12 +156,12 @@ def test_an_unclaimed_unit_is_refused_and_changes_nothing(backend: Backend) -> N
     with workload(backend) as (conn, config):
         with (
             conn.transaction(),
-            pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="not claimed by this transaction"),
+            pytest.raises(psycopg.errors.InvalidParameterValue, match="not claimed by this transaction"),
         ):
             backend.executor(conn, 0).run_unit(conn, config)
         with (
             conn.transaction(),
-            pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="not claimed by this transaction"),
+            pytest.raises(psycopg.errors.InvalidParameterValue, match="not claimed by this transaction"),
         ):
             conn.execute("SELECT record_hop(%s, 0, '{\"rows\": 1}', '\\x00')", [config])
         assert units(conn, config) == []
@@ -171,7 +171,7 @@ def test_an_unclaimed_unit_is_refused_and_changes_nothing(backend: Backend) -> N
 def test_record_hop_without_unit_context_is_refused(backend: Backend) -> None:
     with workload(backend) as (conn, config), conn.transaction(force_rollback=True):
         assert conn.execute("SELECT config_id FROM claim_unit(0)").fetchone() == (config,)
-        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="needs unit_context first") as error:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="needs unit_context first") as error:
             conn.execute("SELECT record_hop(%s, 0, '{\"rows\": 1}', '\\x00')", [config])
         assert error.value.diag.message_hint is not None
 
