@@ -96,6 +96,7 @@ def config_events(conn: Connection, config_id: int) -> list[Row]:
         config=config_id,
     )
 
+
 def workload_finished(conn: Connection, workload_id: int) -> bool:
     """Whether waiting for the workload is over (the SQL workload_finished: it is no longer running, or there is
     no such workload of the user's)."""
