@@ -27,8 +27,8 @@ SPACE_HINT = (
 )
 #: The hint of a procedure that does not fit its arguments.
 PROCEDURE_HINT = (
-    "procedure 'grid' takes lists of choices and no num_configs; 'random', 'hyperband' and 'hyperopt' take "
-    "num_configs and ranges too"
+    "procedure 'grid' takes lists of choices and no num_configs; 'random' and 'hyperopt' take num_configs and "
+    "ranges too, 'hyperband' either (README, Search spaces and procedures)"
 )
 
 PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
