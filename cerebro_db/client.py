@@ -86,6 +86,17 @@ def configs(conn: Connection, workload_id: int) -> list[Row]:
     )
 
 
+def config_events(conn: Connection, config_id: int) -> list[Row]:
+    """The config's history (config_events) in order: ``at``, ``kind`` (``created``, a status, ``pruned`` or
+    ``max_epochs``), ``epochs_done``, ``actor`` (``cerebro``: the system) and ``detail`` (the reason, or NULL)."""
+    return _rows(
+        conn,
+        "SELECT e.at, e.kind, e.epochs_done, e.actor, e.detail FROM config_events e"
+        " WHERE e.config_id = :config ORDER BY e.event_id",
+        config=config_id,
+    )
+
+
 def workload_finished(conn: Connection, workload_id: int) -> bool:
     """Whether waiting for the workload is over (the SQL workload_finished: it is no longer running, or there is
     no such workload of the user's)."""

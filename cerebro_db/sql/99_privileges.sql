@@ -38,6 +38,7 @@ GRANT EXECUTE ON FUNCTION
     raise_if_error, seed_bound, derived_seed, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
     legal_transition, transitions_hint, workload_has_active_configs, workload_finished,
     role_limits, raise_over_limit, check_max_epochs, bounded_unit_timeout, active_configs, check_active_configs,
+    check_room_for_a_config, check_new_config,
     dataset_name_taken, is_registered_model, config_state, _store_dataset, _store_dataset_buffer, _create_workload,
     _prepare_dataset, _expand_search_space, _complete_params, _check_training_memory, training_memory_limit,
     _evaluate, _predict_begin, _predict_part, _export_model,

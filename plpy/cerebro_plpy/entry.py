@@ -32,8 +32,8 @@ from cerebro_plpy.params import ParamError
 from cerebro_plpy.plpy_adapter import PlpyDatabase
 from cerebro_plpy.training import TrainingError
 
+#: The errors users must fix, with their hint (a ParamError carries its own: the roster, the search space's form...).
 _USER_ERRORS: dict[type[Exception], str] = {
-    ParamError: "check the search space and params against the model's hyper-parameters (SELECT * FROM roster)",
     PackingError: "see prepare_dataset in the README for the accepted table layouts",
     TrainingError: "the config failed; try other hyper-parameters",
     MemoryGuardError: "the memory guard estimates a config's peak training memory before it trains (README, "
@@ -50,6 +50,8 @@ _USER_ERRORS: dict[type[Exception], str] = {
 def _result(call: Callable[[], Any]) -> str:
     try:
         return json.dumps({"result": call()})
+    except ParamError as error:
+        return json.dumps({"error": str(error), "hint": error.hint})
     except tuple(_USER_ERRORS) as error:
         hint = next(hint for kind, hint in _USER_ERRORS.items() if isinstance(error, kind))
         return json.dumps({"error": str(error), "hint": hint})
@@ -142,19 +144,27 @@ def check_training_memory(plpy: Any, gd: dict[str, Any], workload_id: int, param
     return _result(lambda: memory.check_config(PlpyDatabase(plpy, gd), gd, workload_id, json.loads(params)))
 
 
+#: A clone's overrides that do not fit.
+CLONE_HINT = (
+    "a clone continues its source's weights: clone_config may override lr, batch_size, max_epochs and other keys "
+    "that keep the architecture; to try another architecture, SELECT add_config(workload, params)"
+)
+
+
 def clone_params(model: str, params: str, overrides: str, feature_shape: list[int], registered: bool) -> str:
     """The params of a clone: ``overrides`` applied, refused where they would change the architecture."""
 
     def merge() -> dict[str, Any]:
         source, changes = json.loads(params), json.loads(overrides)
         if not isinstance(changes, dict):
-            raise ParamError(f"overrides must be a JSON object, got {changes!r}")
+            raise ParamError(f"overrides must be a JSON object, got {changes!r}", CLONE_HINT)
         merged = roster.validate(model, {**source, **changes}, tuple(feature_shape), registered)
         if roster.architecture_key(model, merged, registered) != roster.architecture_key(model, source, registered):
             changed = sorted(k for k in changes if k not in ("lr", "batch_size") and changes[k] != source.get(k))
             raise ParamError(
                 f"overrides {changed} would change the model's variables; a clone keeps its source's weights, "
-                "so it may only change lr, batch_size and other keys that keep the architecture"
+                "so it may only change lr, batch_size and other keys that keep the architecture",
+                CLONE_HINT,
             )
         return merged
 

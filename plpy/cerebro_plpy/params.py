@@ -6,9 +6,17 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+#: Where to look for a model's hyper-parameters: the hint of a bad param value.
+ROSTER_HINT = "SELECT * FROM roster lists each model's hyper-parameters, their types, defaults and legal values"
+
 
 class ParamError(ValueError):
-    """A hyper-parameter or search space the user must fix; the message names the key."""
+    """A hyper-parameter or search space the user must fix; the message names the key, ``hint`` where to look
+    (by default the roster: the raiser knows better when the problem is the search space's form or a procedure)."""
+
+    def __init__(self, message: str, hint: str = ROSTER_HINT) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)

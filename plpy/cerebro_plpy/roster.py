@@ -290,7 +290,11 @@ def roster_model(name: str, registered: bool = False) -> RosterModel:
         return ROSTER[name]
     if registered:
         return RosterModel(name, "registered script (register_model)", (), None, (1, 2, 3), open_params=True)
-    raise ParamError(f"unknown model {name!r}; the roster has {', '.join(sorted(ROSTER))} (or register_model one)")
+    raise ParamError(
+        f"unknown model {name!r}; the roster has {', '.join(sorted(ROSTER))} (or register_model one)",
+        "SELECT DISTINCT model, model_doc FROM roster lists the built-in models, SELECT name FROM registered_models "
+        "the registered scripts (README, Custom models)",
+    )
 
 
 def validate(

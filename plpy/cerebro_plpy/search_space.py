@@ -20,6 +20,17 @@ import numpy as np
 from cerebro_plpy import roster
 from cerebro_plpy.params import Param, ParamError
 
+#: The hint of a search space of the wrong form (a bad value inside it gets the roster's).
+SPACE_HINT = (
+    'a search_space maps each hyper-parameter to a value, a list of choices, {"choices": [...]} or '
+    '{"min": .., "max": .., "log": true|false} (README, Search spaces and procedures)'
+)
+#: The hint of a procedure that does not fit its arguments.
+PROCEDURE_HINT = (
+    "procedure 'grid' takes lists of choices and no num_configs; 'random' and 'hyperopt' take num_configs and "
+    "ranges too, 'hyperband' either (README, Search spaces and procedures)"
+)
+
 PROCEDURES = ("grid", "random", "hyperopt", "hyperband")
 #: One workload's configs are rows every claim looks at: keep a search within reason.
 MAX_CONFIGS = 10_000
@@ -67,7 +78,7 @@ def _inferred(key: str, spec: Any) -> Param:
 def parse(model: str, space: Any, registered: bool = False) -> dict[str, Dimension]:
     """The dimensions of ``space``, each checked against the model's parameters."""
     if not isinstance(space, dict) or not space:
-        raise ParamError(f"search_space must be a non-empty JSON object, got {space!r}")
+        raise ParamError(f"search_space must be a non-empty JSON object, got {space!r}", SPACE_HINT)
     declared = declared_params(model, space, registered)
     dimensions: dict[str, Dimension] = {}
     for key, spec in space.items():
@@ -89,7 +100,8 @@ def _dimension(param: Param, spec: Any) -> Dimension:
             return _range(param, spec)
         raise ParamError(
             f'search_space[{param.name!r}] has keys {sorted(keys)}; use {{"choices": [...]}} '
-            'or {"min": .., "max": .., "log": true|false}'
+            'or {"min": .., "max": .., "log": true|false}',
+            SPACE_HINT,
         )
     if isinstance(spec, list):
         return _choices(param, spec)
@@ -98,21 +110,21 @@ def _dimension(param: Param, spec: Any) -> Dimension:
 
 def _choices(param: Param, values: Any) -> Choices:
     if not isinstance(values, list) or not values:
-        raise ParamError(f"search_space[{param.name!r}] needs a non-empty list of choices, got {values!r}")
+        raise ParamError(f"search_space[{param.name!r}] needs a non-empty list of choices, got {values!r}", SPACE_HINT)
     return Choices(tuple(param.check(v) for v in values))
 
 
 def _range(param: Param, spec: dict[str, Any]) -> Range:
     if param.kind is str:
-        raise ParamError(f"search_space[{param.name!r}] is categorical; give choices, not a range")
+        raise ParamError(f"search_space[{param.name!r}] is categorical; give choices, not a range", SPACE_HINT)
     low, high = param.check(spec["min"]), param.check(spec["max"])
     if low > high:
-        raise ParamError(f"search_space[{param.name!r}] has min {low} > max {high}")
+        raise ParamError(f"search_space[{param.name!r}] has min {low} > max {high}", SPACE_HINT)
     log = spec.get("log", False)
     if not isinstance(log, bool):
-        raise ParamError(f"search_space[{param.name!r}].log must be true or false, got {log!r}")
+        raise ParamError(f"search_space[{param.name!r}].log must be true or false, got {log!r}", SPACE_HINT)
     if log and low <= 0:
-        raise ParamError(f"search_space[{param.name!r}] is log-scaled, so min must be > 0, got {low}")
+        raise ParamError(f"search_space[{param.name!r}] is log-scaled, so min must be > 0, got {low}", SPACE_HINT)
     return Range(float(low), float(high), log)
 
 
@@ -133,17 +145,22 @@ def expand(
     starts ``parallelism`` random configs and lets TPE propose the rest as results arrive.
     """
     if procedure not in PROCEDURES:
-        raise ParamError(f"unknown procedure {procedure!r}; choose one of {', '.join(PROCEDURES)}")
+        raise ParamError(f"unknown procedure {procedure!r}; choose one of {', '.join(PROCEDURES)}", PROCEDURE_HINT)
     dimensions = parse(model, space, registered)
     declared = declared_params(model, space, registered)
     if procedure == "hyperband" and num_configs is None:
         procedure = "grid"
     if procedure == "grid":
         if num_configs is not None:
-            raise ParamError("grid creates one config per combination of choices; leave num_configs NULL")
+            raise ParamError(
+                "grid creates one config per combination of choices; leave num_configs NULL", PROCEDURE_HINT
+            )
         ranges = [key for key, dim in dimensions.items() if isinstance(dim, Range)]
         if ranges:
-            raise ParamError(f"grid needs choices, but search_space[{ranges[0]!r}] is a range; use procedure 'random'")
+            raise ParamError(
+                f"grid needs choices, but search_space[{ranges[0]!r}] is a range; use procedure 'random'",
+                PROCEDURE_HINT,
+            )
         keys = list(dimensions)
         _check_count(math.prod(len(dim.values) for dim in dimensions.values() if isinstance(dim, Choices)), "grid")
         points = [
@@ -152,7 +169,7 @@ def expand(
         ]
     else:
         if num_configs is None or num_configs < 1:
-            raise ParamError(f"procedure {procedure!r} needs num_configs >= 1, got {num_configs}")
+            raise ParamError(f"procedure {procedure!r} needs num_configs >= 1, got {num_configs}", PROCEDURE_HINT)
         _check_count(num_configs, "num_configs")
         count = min(num_configs, max(1, parallelism)) if procedure == "hyperopt" else num_configs
         rng = np.random.default_rng(seed)
@@ -166,7 +183,8 @@ def _check_count(count: int, what: str) -> None:
     if count > MAX_CONFIGS:
         raise ParamError(
             f"{what} would create {count} configs, more than {MAX_CONFIGS} in one workload; "
-            "narrow the search space (or sample it with procedure 'random')"
+            "narrow the search space (or sample it with procedure 'random')",
+            SPACE_HINT,
         )
 
 

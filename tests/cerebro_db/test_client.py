@@ -32,6 +32,17 @@ def test_status_changes_name_the_status_seen(dsn: str, fashion_2seg: str) -> Non
         with pytest.raises(client.ActionError, match=refused), client.transaction(engine) as sa:
             client.set_max_epochs(sa, config, 0, "stopped", 1)
         with client.transaction(engine) as sa:
+            client.set_max_epochs(sa, config, 3, "stopped", 1)
+        with client.transaction(engine) as sa:
+            events = client.config_events(sa, config)
+            assert client.config_events(sa, 999999) == []
+        assert [(e["kind"], e["epochs_done"], e["detail"]) for e in events] == [
+            ("created", 0, None),
+            ("stopped", 0, None),
+            ("max_epochs", 0, "max_epochs 1 -> 3"),
+        ]
+        assert [e["at"] for e in events] == sorted(e["at"] for e in events)
+        with client.transaction(engine) as sa:
             assert client.set_workload_status(sa, workload, "stopped", "running") == f"workload {workload}: stopped"
     finally:  # never left pending for a later test's scheduler
         with client.transaction(engine) as sa:

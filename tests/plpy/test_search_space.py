@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cerebro_plpy import roster, search_space
-from cerebro_plpy.params import ParamError
+from cerebro_plpy.params import ROSTER_HINT, ParamError
 from cerebro_plpy.search_space import Choices, Range
 
 TABULAR = (4,)
@@ -85,8 +85,11 @@ def test_parse_checks_choice_values() -> None:
     ],
 )
 def test_parse_errors_name_the_key(space: dict[str, Any], message: str) -> None:
-    with pytest.raises(ParamError, match=message):
+    with pytest.raises(ParamError, match=message) as raised:
         search_space.parse("mlp", space)
+    # Which hyper-parameters there are is the roster's to explain; a space of the wrong form is the search space's.
+    unknown = message.startswith("unknown hyper-parameter")
+    assert raised.value.hint == (ROSTER_HINT if unknown else search_space.SPACE_HINT)
 
 
 @pytest.mark.parametrize("space", [{}, [], ["lr"], "lr", None, 3])

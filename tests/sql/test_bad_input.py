@@ -92,6 +92,33 @@ def test_refused_with_the_bad_value_named_and_nothing_written(
     assert snapshot(conn) == before
 
 
+#: Refusals and the hint each gets: the roster for a bad param value, not for the search space's form, a
+#: procedure's arguments or a clone's overrides.
+HINTS = [
+    ("SELECT add_config({workload}, '{{\"momentum\": 0.9}}')", "FROM roster"),
+    ("SELECT run_model_selection({dataset}, 'cnn', '{{\"lr\": [-0.1]}}')", "FROM roster"),
+    ("SELECT run_model_selection({dataset}, 'nope', '{{\"lr\": [0.1]}}')", "FROM registered_models"),
+    ("SELECT run_model_selection({dataset}, 'cnn', '[1, 2]')", "a search_space maps each hyper-parameter"),
+    ("SELECT run_model_selection({dataset}, 'cnn', '{{\"lr\": {{\"max\": 1}}}}')", "a search_space maps"),
+    (
+        "SELECT run_model_selection({dataset}, 'cnn', '{{\"lr\": [0.1]}}', procedure => 'random')",
+        "procedure 'grid' takes lists of choices",
+    ),
+    ("SELECT clone_config({config}, '{{\"filters\": 8}}')", "a clone continues its source's weights"),
+]
+
+
+@pytest.mark.parametrize(("statement", "hint"), HINTS)
+def test_each_refusal_gets_a_hint_that_fits(
+    conn: Session, stopped: dict[str, int], fashion_2seg: str, statement: str, hint: str
+) -> None:
+    with pytest.raises(errors.InvalidParameterValue) as raised:
+        conn.execute(statement.format(dataset=f"'{fashion_2seg}'", **stopped))
+    given = raised.value.diag.message_hint or ""
+    assert hint in given, given
+    assert ("roster" in given) == (hint == "FROM roster" or "registered_models" in hint), given
+
+
 def test_names_with_quotes_semicolons_and_unicode_are_data_not_sql(conn: Session) -> None:
     table = 'Odd "table"; DROP TABLE configs; --'
     conn.execute(

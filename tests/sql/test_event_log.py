@@ -189,3 +189,30 @@ def test_hyperband_prunes_a_config_its_user_stopped_and_resumed_with_a_forged_re
         ("running", me),
     ]
     mallory.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [workload])
+
+
+def test_max_epochs_changes_are_logged_and_one_transactions_events_keep_their_order(
+    mallory: Session, forger: tuple[str, str]
+) -> None:
+    """A resume with more epochs logs two events, max_epochs first; ``at`` is each event's own time."""
+    me = one(mallory, "SELECT current_user")
+    workload = launch(mallory, forger[1], "grid", [0.001], 2)
+    (config,) = configs_of(mallory, workload)
+    with mallory.transaction():  # now() would give every event of it the same time
+        mallory.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])
+        mallory.execute("UPDATE configs SET max_epochs = 5, status = 'running' WHERE config_id = %s", [config])
+    mallory.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])
+    mallory.execute("UPDATE configs SET max_epochs = 3 WHERE config_id = %s", [config])
+    events = mallory.execute(
+        "SELECT kind, actor, detail, at FROM config_events WHERE config_id = %s ORDER BY event_id", [config]
+    ).fetchall()
+    assert [event[:3] for event in events[1:]] == [
+        ("stopped", me, None),
+        ("max_epochs", me, "max_epochs 2 -> 5"),
+        ("running", me, None),
+        ("stopped", me, None),
+        ("max_epochs", me, "max_epochs 5 -> 3"),
+    ]
+    at = [event[3] for event in events]
+    assert at == sorted(at) and at[1] < at[2]  # the stop and the resume: one transaction, two statements
+    mallory.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [workload])

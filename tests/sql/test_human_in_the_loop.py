@@ -178,13 +178,17 @@ def test_insert_into_a_finished_workload_reopens_it_and_trains_the_new_config(
 
 def test_add_config_validates_params_against_the_model(user: Session, dataset: str, system: Session) -> None:
     workload = launch(user, dataset, {"lr": [0.003], **TINY_CNN}, epochs=1)
+    first = one(user, "SELECT add_config(%s, '{\"lr\": 0.01}')", workload)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown hyper-parameter 'learning_rate'"):
         user.execute("SELECT add_config(%s, '{\"learning_rate\": 0.1}')", [workload])
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="batch_size must be >= 1"):
         user.execute("SELECT add_config(%s, '{\"batch_size\": 0}')", [workload])
     with pytest.raises(psycopg.errors.UndefinedObject, match="unknown workload 999999"):
         user.execute("SELECT add_config(999999, '{}')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="overrides .'filters'. would change"):
+        user.execute("SELECT clone_config(%s, '{\"filters\": 3}')", [first])
     config = one(user, "SELECT add_config(%s, '{\"lr\": 0.02}')", workload)
+    assert config == first + 1  # the refused ones took no config_id
     assert one(user, "SELECT params -> 'lr', max_epochs FROM configs WHERE config_id = %s", config) == (0.02, 1)
     system.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 

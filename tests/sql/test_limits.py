@@ -125,6 +125,17 @@ def test_each_path_is_refused_at_the_limit_and_changes_nothing(
     assert snapshot(dora) == before
 
 
+def test_a_refused_add_or_clone_takes_no_config_id(dora: Session, at_limit: dict[str, Any]) -> None:
+    workload, config = at_limit["workload"], at_limit["config"]
+    last = one(dora, "SELECT max(config_id) FROM configs")
+    for statement in REFUSED:
+        if statement[0].startswith(("SELECT add_config", "SELECT clone_config")):
+            with pytest.raises(errors.ProgramLimitExceeded):
+                dora.execute(statement[0], at_limit)
+    dora.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])
+    assert one(dora, "SELECT add_config(%s, '{\"lr\": 0.5}')", workload) == last + 1
+
+
 def test_resuming_counts_like_adding(dora: Session, at_limit: dict[str, Any]) -> None:
     workload, config = at_limit["workload"], at_limit["config"]
     dora.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])

@@ -85,7 +85,7 @@ def test_bad_search_space_shows_an_error_and_creates_nothing(conn: Session, fash
     app.button[-1].click().run()
     assert not app.exception, app.exception
     shown = texts(app)
-    assert "lr must be >= 1e-12, got -1.0" in shown and "hint: check the search space" in shown, shown
+    assert "lr must be >= 1e-12, got -1.0" in shown and "hint: SELECT * FROM roster lists" in shown, shown
     assert value(conn, "SELECT count(*) FROM workloads") == before
 
 

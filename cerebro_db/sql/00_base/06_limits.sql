@@ -101,6 +101,23 @@ BEGIN
 END
 $$;
 
+-- Whether the owner may add one more config in flight: add_config and clone_config ask before their
+-- INSERT, so that a refused config takes no config_id. Only an early refusal: check_active_configs
+-- counts again after the INSERT, under the owner's lock.
+CREATE OR REPLACE FUNCTION check_room_for_a_config(owner text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    allowed int := (SELECT l.max_active_configs FROM role_limits(owner) l);
+    active int := active_configs(owner);
+BEGIN
+    IF active >= allowed THEN
+        PERFORM raise_over_limit(owner, 'max_active_configs', allowed::text,
+                                 format('%s configs pending or running', active + 1));
+    END IF;
+END
+$$;
+
 -- The row '*' is what every role falls back on: it can be changed, not removed.
 CREATE OR REPLACE FUNCTION limits_keep_everyone() RETURNS trigger
 LANGUAGE plpgsql SET search_path = cerebro, pg_temp

@@ -274,9 +274,12 @@ $$;
 CREATE OR REPLACE TRIGGER configs_status
 BEFORE INSERT OR UPDATE ON configs FOR EACH ROW EXECUTE FUNCTION configs_status();
 
--- Logs every status change; cascades to the workload: a config that can take units again (a
--- resume, a new config) reopens it, and a user's change that leaves a config unable to run may
--- finish it (the system's transitions leave that to their callers: see config_transition).
+-- Logs every status change and every max_epochs change (kind 'max_epochs'; one UPDATE that does
+-- both, a resume with more epochs, logs two events: max_epochs first, as it allowed the resume);
+-- at is clock_timestamp(), so the events of one transaction keep their order in time too.
+-- Cascades to the workload: a config that can take units again (a resume, a new config) reopens
+-- it, and a user's change that leaves a config unable to run may finish it (the system's
+-- transitions leave that to their callers: see config_transition).
 -- SECURITY DEFINER: users read the log but cannot write it, and finishing must see every config of
 -- the workload.
 CREATE OR REPLACE FUNCTION configs_after_change() RETURNS trigger
@@ -286,9 +289,14 @@ DECLARE
     -- Read raw: under SECURITY DEFINER is_internal() would be true for anyone who sets it.
     was_internal boolean := coalesce(current_setting('cerebro.internal', true), '') = 'on';
 BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.max_epochs IS DISTINCT FROM OLD.max_epochs THEN
+        INSERT INTO config_events (config_id, kind, epochs_done, detail, actor, at)
+        VALUES (NEW.config_id, 'max_epochs', NEW.epochs_done,
+                format('max_epochs %s -> %s', OLD.max_epochs, NEW.max_epochs), NEW.event_actor, clock_timestamp());
+    END IF;
     IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status THEN
-        INSERT INTO config_events (config_id, kind, epochs_done, detail, actor)
-        VALUES (NEW.config_id, NEW.event_kind, NEW.epochs_done, NEW.event_detail, NEW.event_actor);
+        INSERT INTO config_events (config_id, kind, epochs_done, detail, actor, at)
+        VALUES (NEW.config_id, NEW.event_kind, NEW.epochs_done, NEW.event_detail, NEW.event_actor, clock_timestamp());
     END IF;
     IF NEW.status IN ('pending', 'running') AND (TG_OP = 'INSERT' OR OLD.status NOT IN ('pending', 'running')) THEN
         PERFORM workload_transition(NEW.workload_id, 'reopen');

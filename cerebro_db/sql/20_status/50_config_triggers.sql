@@ -10,31 +10,47 @@ from cerebro_plpy import entry
 return entry.complete_params(model, params, feature_shape, registered)
 $$;
 
--- INSERT INTO configs (workload_id, params): params are validated against the workload's
--- model and completed with defaults; max_epochs comes from the workload, within the owner's
--- limit (the system's own inserts, clone_config and procedures, check their limits themselves).
-CREATE OR REPLACE FUNCTION configs_before_insert() RETURNS trigger
-LANGUAGE plpgsql SET search_path = cerebro, pg_temp
+-- A new config of workload_id: params are validated against the workload's model and completed
+-- with defaults (params_out); max_epochs comes from the workload when NULL (max_epochs_out), within
+-- the owner's limit (the system's own inserts, clone_config and procedures, check their limits
+-- themselves). The memory guard (45_memory_guard.sql): user inserts and clones are refused here;
+-- configs a procedure suggests during a hop are left to their first unit (refusing would undo the hop).
+-- configs_before_insert runs it on every INSERT; add_config also before its INSERT, which takes a
+-- config_id even if a BEFORE trigger then refuses the row.
+CREATE OR REPLACE FUNCTION check_new_config(workload_id int, params jsonb, max_epochs int, cloned boolean,
+                                            OUT params_out jsonb, OUT max_epochs_out int)
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     workload record;
 BEGIN
     SELECT w.model, w.max_epochs, w.owner, d.feature_shape INTO workload
-    FROM workloads w JOIN datasets d ON d.name = w.dataset WHERE w.workload_id = NEW.workload_id;
+    FROM workloads w JOIN datasets d ON d.name = w.dataset WHERE w.workload_id = check_new_config.workload_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown workload %', NEW.workload_id USING ERRCODE = 'undefined_object';
+        RAISE EXCEPTION 'unknown workload %', check_new_config.workload_id USING ERRCODE = 'undefined_object';
     END IF;
-    NEW.max_epochs := coalesce(NEW.max_epochs, workload.max_epochs);
+    max_epochs_out := coalesce(check_new_config.max_epochs, workload.max_epochs);
     IF NOT is_internal() THEN
-        PERFORM check_max_epochs(workload.owner, NEW.max_epochs);
+        PERFORM check_max_epochs(workload.owner, max_epochs_out);
     END IF;
-    NEW.params := raise_if_error(_complete_params(workload.model, NEW.params, workload.feature_shape,
+    params_out := raise_if_error(_complete_params(workload.model, check_new_config.params, workload.feature_shape,
                                                   is_registered_model(workload.model)));
-    -- The memory guard (45_memory_guard.sql): user inserts and clones are refused here; configs a
-    -- procedure suggests during a hop are left to their first unit (refusing would undo the hop).
-    IF NOT is_internal() OR NEW.cloned_from IS NOT NULL THEN
-        PERFORM raise_if_error(_check_training_memory(NEW.workload_id, NEW.params));
+    IF NOT is_internal() OR cloned THEN
+        PERFORM raise_if_error(_check_training_memory(check_new_config.workload_id, params_out));
     END IF;
+END
+$$;
+
+-- INSERT INTO configs (workload_id, params): checked and completed by check_new_config.
+CREATE OR REPLACE FUNCTION configs_before_insert() RETURNS trigger
+LANGUAGE plpgsql SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    checked record;
+BEGIN
+    checked := check_new_config(NEW.workload_id, NEW.params, NEW.max_epochs, NEW.cloned_from IS NOT NULL);
+    NEW.params := checked.params_out;
+    NEW.max_epochs := checked.max_epochs_out;
     RETURN NEW;
 END
 $$;

@@ -2,11 +2,22 @@
 --   SELECT add_config(1, '{"lr": 0.02}');
 --   SELECT clone_config(3, '{"lr": 0.0005}');     -- continues from 3's trained weights and optimizer state
 
+-- Checked before the INSERT, so that a refused config takes no config_id (the INSERT's triggers
+-- check it again; the memory guard's estimate is cached by then).
 CREATE OR REPLACE FUNCTION add_config(workload_id int, params jsonb) RETURNS int
-LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
+DECLARE
+    new_id int;
+BEGIN
+    PERFORM check_new_config(add_config.workload_id, add_config.params, NULL, false);
+    IF NOT is_internal() THEN  -- as configs_check_quota: the system's own inserts are not counted
+        PERFORM check_room_for_a_config(w.owner) FROM workloads w WHERE w.workload_id = add_config.workload_id;
+    END IF;
     INSERT INTO configs (workload_id, params) VALUES (add_config.workload_id, add_config.params)
-    RETURNING config_id
+    RETURNING config_id INTO new_id;
+    RETURN new_id;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION _clone_params(
@@ -74,6 +85,9 @@ BEGIN
     IF overrides ? 'max_epochs' THEN
         PERFORM check_max_epochs(source.owner, (overrides ->> 'max_epochs')::int);
     END IF;
+    -- The INSERT's memory guard and the quota check after it, asked first: a refused clone takes no config_id.
+    PERFORM raise_if_error(_check_training_memory(source.workload_id, new_params));
+    PERFORM check_room_for_a_config(source.owner);
 
     PERFORM set_config('cerebro.internal', 'on', true);
     INSERT INTO configs (workload_id, params, status, epochs_done, max_epochs, seed, cloned_from, created_by,
