@@ -102,7 +102,11 @@ def show_flashes() -> None:
     for error_id, message in list(errors.items()):
         text_col, dismiss_col = st.columns([12, 1], vertical_alignment="center")
         text_col.error(message)
-        dismiss_col.button("Dismiss", key=f"dismiss_error_{error_id}", on_click=errors.pop, args=(error_id,))
+        dismiss_col.button("Dismiss", key=f"dismiss_error_{error_id}", on_click=dismiss, args=(error_id,))
+
+
+def dismiss(error_id: int) -> None:
+    st.session_state["errors"].pop(error_id, None)
 
 
 def plural(count: int, noun: str) -> str:

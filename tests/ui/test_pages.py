@@ -154,6 +154,10 @@ def test_the_page_refreshes_while_anything_is_pending_or_running(conn: Session, 
     app.run()
     assert "refreshing every 2 s" in sidebar_says(app), sidebar_says(app)
     assert app.button(key=f"stop_{config}")  # the row follows too
+    app.button(key=f"stop_{config}").click().run()  # a click on the page (it reruns only the page's fragment)
+    assert "Not refreshing" in sidebar_says(app), sidebar_says(app)
+    app.button(key=f"resume_{config}").click().run()
+    assert "refreshing every 2 s" in sidebar_says(app), sidebar_says(app)
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 
 

@@ -279,6 +279,19 @@ def lineage(workload_id: int) -> None:
         st.markdown(f"- config {config['config_id']}: {config['origin']} from {source}")
 
 
+def page(workload_id: int, seen_status: str, seen_every: int | None) -> None:
+    """The whole page but the sidebar, as a fragment refreshed every ``seen_every`` seconds; when the workload's
+    status or whether to refresh changed since, the whole app reruns: the sidebar and the interval follow."""
+    row = common.read(client.workload, workload_id)
+    assert row is not None
+    configs = common.read(client.configs, workload_id)
+    if (row["status"], common.refresh_every(configs)) != (seen_status, seen_every):
+        st.rerun()
+    live(row, configs)
+    steer(row, configs)
+    lineage(workload_id)
+
+
 rows = {row["workload_id"]: row for row in common.read(client.workloads)}
 if not rows:
     st.title("Workload")
@@ -294,19 +307,6 @@ workload_id: int = st.sidebar.selectbox(
     format_func=lambda w: f"#{w} {rows[w]['name'] or 'unnamed'} ({rows[w]['status']})",
 )
 st.query_params["workload"] = str(workload_id)
-
-
-def page(workload_id: int, seen_status: str, seen_every: int | None) -> None:
-    """The whole page but the sidebar, as a fragment refreshed every ``seen_every`` seconds; when the workload's
-    status or whether to refresh changed since, the whole app reruns: the sidebar and the interval follow."""
-    row = common.read(client.workload, workload_id)
-    assert row is not None
-    configs = common.read(client.configs, workload_id)
-    if (row["status"], common.refresh_every(configs)) != (seen_status, seen_every):
-        st.rerun()
-    live(row, configs)
-    steer(row, configs)
-    lineage(workload_id)
 
 
 every = common.refresh_every(common.read(client.configs, workload_id))
