@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from streamlit.testing.v1 import AppTest
+from streamlit.runtime.scriptrunner import RerunData
+from streamlit.testing.v1 import AppTest, local_script_runner
 
 from cerebro_db import client, connection, install
 from cerebro_db.cluster import ClusterConfig
@@ -141,22 +143,36 @@ def sidebar_says(app: AppTest) -> str:
     return "\n".join(str(caption.value) for caption in app.sidebar.caption)
 
 
+def run_the_fragment(app: AppTest) -> None:
+    """Run the page's fragment alone, as its ``run_every`` timer or a click inside it does (AppTest's own runs are
+    whole-app runs)."""
+    (fragment_id,) = app._fragment_storage._fragments  # the detail page is one fragment
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local_script_runner, "RerunData", functools.partial(RerunData, fragment_id_queue=[fragment_id]))
+        app.run()
+    assert not app.exception, app.exception
+
+
 def test_the_page_refreshes_while_anything_is_pending_or_running(conn: Session, fashion_2seg: str) -> None:
     workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=2)
     (config,) = configs_of(conn, workload)
     app = open_page("workload_detail", workload=str(workload))
     assert "refreshing every 2 s" in sidebar_says(app)
     conn.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])  # from psql, not the page
-    app.run()
-    assert "Not refreshing: nothing in this workload is pending or running" in sidebar_says(app)
-    assert app.button(key=f"resume_{config}")
-    conn.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [config])  # resumed elsewhere
-    app.run()
+    run_the_fragment(app)  # the timer's next refresh
+    assert "Not refreshing: nothing in this workload is pending or running" in sidebar_says(app), sidebar_says(app)
+    assert "(running)" not in app.sidebar.selectbox[0].options[0]  # the sidebar's status follows too
+    app.button(key=f"resume_{config}").click()
+    run_the_fragment(app)  # a click inside the fragment reruns only the fragment
+    assert value(conn, "SELECT status FROM configs WHERE config_id = %s", config) == "running"
     assert "refreshing every 2 s" in sidebar_says(app), sidebar_says(app)
+    assert app.sidebar.selectbox[0].options == [f"#{workload} unnamed (running)"]
     assert app.button(key=f"stop_{config}")  # the row follows too
-    app.button(key=f"stop_{config}").click().run()  # a click on the page (it reruns only the page's fragment)
-    assert "Not refreshing" in sidebar_says(app), sidebar_says(app)
-    app.button(key=f"resume_{config}").click().run()
+    conn.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])
+    app.run()  # a reload
+    assert "Not refreshing" in sidebar_says(app)
+    conn.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [config])  # resumed from psql
+    app.run()  # the next reload or action on the page
     assert "refreshing every 2 s" in sidebar_says(app), sidebar_says(app)
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 
