@@ -195,13 +195,15 @@ def test_a_config_widgets_stay_with_their_config_when_the_ranking_changes(conn: 
         f"clone_lr_{low_lr}",
         f"clone_lr_{high_lr}",
     ]
-    app.number_input(key=f"clone_bs_{low_lr}").set_value(16).run()  # the user edits config low_lr's Clone popover
+    app.session_state[f"clone_popover_{low_lr}"] = True  # the user opens config low_lr's Clone popover
+    app.number_input(key=f"clone_bs_{low_lr}").set_value(16).run()  # and edits it
     set_metric(conn, high_lr, 0.95)  # meanwhile the other config overtakes it
     app.run()
     assert [number.key for number in app.number_input if number.key.startswith("clone_lr_")] == [
         f"clone_lr_{high_lr}",
         f"clone_lr_{low_lr}",
     ]
+    assert app.session_state[f"clone_popover_{low_lr}"] and not app.session_state[f"clone_popover_{high_lr}"]
     assert app.number_input(key=f"clone_lr_{low_lr}").value == 0.001
     assert app.number_input(key=f"clone_bs_{low_lr}").value == 16
     app.button(key=f"clone_{low_lr}").click().run()
@@ -324,7 +326,7 @@ def test_workloads_page_lists_progress_and_links(conn: Session, fashion_2seg: st
     run_until_idle(dsn)
     app = open_page("workloads")
     assert f"**#{workload} listed**" in texts(app)
-    assert any((bar.value, bar.text) == (100, "1 / 1 epochs") for bar in app.get("progress"))
+    assert any((bar.value, bar.text) == (100, "1 / 1 epoch") for bar in app.get("progress"))
     links = [link for link in app.get("page_link") if link.proto.query_string == f"workload={workload}"]
     assert links, "no link into the workload"
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
