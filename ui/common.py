@@ -22,8 +22,12 @@ DOUBLE_CLICK_S = 10.0
 DETAIL_PAGE = "views/workload_detail.py"
 LAUNCH_PAGE = "views/launch.py"
 
+#: Seconds between refreshes of a page while anything it shows is pending or running.
+REFRESH_S = 2
+
 STATUS_COLORS = {
     "running": "blue",
+    "training": "violet",
     "pending": "gray",
     "stopped": "orange",
     "completed": "green",
@@ -88,8 +92,45 @@ def flash(kind: str, message: str) -> None:
 
 
 def show_flashes() -> None:
+    """Outcomes as toasts that last; errors stay on the page (refreshes included) until dismissed."""
+    errors: dict[int, str] = st.session_state.setdefault("errors", {})
     for kind, message in st.session_state.pop("flashes", []):
-        {"success": st.success, "info": st.info, "error": st.error}[kind](message)
+        if kind == "error":
+            errors[max(errors, default=0) + 1] = message
+        else:
+            st.toast(message, icon=":material/check_circle:" if kind == "success" else None, duration="long")
+    for error_id, message in list(errors.items()):
+        text_col, dismiss_col = st.columns([12, 1], vertical_alignment="center")
+        text_col.error(message)
+        dismiss_col.button("Dismiss", key=f"dismiss_error_{error_id}", on_click=dismiss, args=(error_id,))
+
+
+def dismiss(error_id: int) -> None:
+    st.session_state["errors"].pop(error_id, None)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def number(value: Any) -> str:
+    """Floats with 3 significant digits (``0.000417``), anything else as it is."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def prefill(key: str, value: Any) -> None:
+    """Put ``value`` into the widget ``key`` (created without a value) unless the user has changed what was put
+    there last: a prefill follows the data until it is edited."""
+    last: dict[str, Any] = st.session_state.setdefault("prefills", {})
+    if key not in st.session_state or st.session_state[key] == last.get(key):
+        st.session_state[key] = value
+    last[key] = value
+
+
+def refresh_every(configs: list[dict[str, Any]]) -> int | None:
+    """Refresh while anything is pending or running (a resume or more epochs restarts it), else not at all."""
+    return REFRESH_S if any(config["status"] in ("pending", "running") for config in configs) else None
 
 
 def status_badge(status: str) -> None:

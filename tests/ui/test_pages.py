@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from streamlit.testing.v1 import AppTest
+from streamlit.runtime.scriptrunner import RerunData
+from streamlit.testing.v1 import AppTest, local_script_runner
 
 from cerebro_db import client, connection, install
 from cerebro_db.cluster import ClusterConfig
@@ -21,7 +23,8 @@ Session = psycopg.Connection[Any]
 
 def texts(app: AppTest) -> str:
     """Everything the page says, for matching messages."""
-    parts = [e.value for kind in ("markdown", "caption", "info", "success", "error", "warning") for e in app.get(kind)]
+    kinds = ("markdown", "caption", "info", "success", "error", "warning", "toast")
+    parts = [e.value for kind in kinds for e in app.get(kind)]
     return "\n".join(str(part) for part in parts)
 
 
@@ -60,7 +63,7 @@ def test_launch_form_creates_a_workload(conn: Session, fashion_2seg: str) -> Non
     name = unique("launched")
     app.text_input(key="name").set_value(name).run()
     app.text_input(key="description").set_value("from the form").run()
-    assert "Grid creates **2 configs** × 1 epochs" in texts(app)
+    assert "Grid creates **2 configs** × 1 epoch =" in texts(app)
     app.button[-1].click().run()  # Launch
     assert not app.exception, app.exception
     workload, description, space = value(
@@ -121,6 +124,136 @@ def test_a_stale_row_never_overwrites_a_newer_status(conn: Session, fashion_2seg
     app.number_input(key=f"epochs_{config}").set_value(2).run()
     app.button(key=f"set_epochs_{config}").click().run()
     assert value(conn, "SELECT status, max_epochs FROM configs WHERE config_id = %s", config) == ("running", 2)
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def set_metric(conn: Session, config: int, val_metric: float) -> None:
+    """As if the config had finished epoch 1 with this validation metric (the leaderboard ranks by it)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL cerebro.internal = on")
+        conn.execute(
+            "INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric, seconds)"
+            " VALUES (%s, 1, 1, 0, 1, %s, 1)"
+            " ON CONFLICT (config_id, epoch) DO UPDATE SET val_metric = excluded.val_metric",
+            [config, val_metric],
+        )
+
+
+def sidebar_says(app: AppTest) -> str:
+    return "\n".join(str(caption.value) for caption in app.sidebar.caption)
+
+
+def run_the_fragment(app: AppTest) -> None:
+    """Run the page's fragment alone, as its ``run_every`` timer or a click inside it does (AppTest's own runs are
+    whole-app runs)."""
+    (fragment_id,) = app._fragment_storage._fragments  # the detail page is one fragment
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local_script_runner, "RerunData", functools.partial(RerunData, fragment_id_queue=[fragment_id]))
+        app.run()
+    assert not app.exception, app.exception
+
+
+def test_the_page_refreshes_while_anything_is_pending_or_running(conn: Session, fashion_2seg: str) -> None:
+    workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=2)
+    (config,) = configs_of(conn, workload)
+    app = open_page("workload_detail", workload=str(workload))
+    assert "refreshing every 2 s" in sidebar_says(app)
+    conn.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])  # from psql, not the page
+    run_the_fragment(app)  # the timer's next refresh
+    assert "Not refreshing: nothing in this workload is pending or running" in sidebar_says(app), sidebar_says(app)
+    assert "(running)" not in app.sidebar.selectbox[0].options[0]  # the sidebar's status follows too
+    app.button(key=f"resume_{config}").click()
+    run_the_fragment(app)  # a click inside the fragment reruns only the fragment
+    assert value(conn, "SELECT status FROM configs WHERE config_id = %s", config) == "running"
+    assert "refreshing every 2 s" in sidebar_says(app), sidebar_says(app)
+    assert app.sidebar.selectbox[0].options == [f"#{workload} unnamed (running)"]
+    assert app.button(key=f"stop_{config}")  # the row follows too
+    conn.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [config])
+    app.run()  # a reload
+    assert "Not refreshing" in sidebar_says(app)
+    conn.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [config])  # resumed from psql
+    app.run()  # the next reload or action on the page
+    assert "refreshing every 2 s" in sidebar_says(app), sidebar_says(app)
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_refresh_follows_the_current_state_not_the_page_load() -> None:
+    import common  # noqa: PLC0415 -- beside app.py, as the pages import it
+
+    assert common.refresh_every([{"status": "completed"}, {"status": "stopped"}]) is None
+    assert common.refresh_every([{"status": "completed"}, {"status": "pending"}]) == 2
+    assert common.refresh_every([{"status": "running"}]) == 2
+
+
+def test_a_config_widgets_stay_with_their_config_when_the_ranking_changes(conn: Session, fashion_2seg: str) -> None:
+    workload = launch(conn, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=2)
+    low_lr, high_lr = configs_of(conn, workload)
+    set_metric(conn, low_lr, 0.9)
+    set_metric(conn, high_lr, 0.5)
+    app = open_page("workload_detail", workload=str(workload))
+    assert [number.key for number in app.number_input if number.key.startswith("clone_lr_")] == [
+        f"clone_lr_{low_lr}",
+        f"clone_lr_{high_lr}",
+    ]
+    app.session_state[f"clone_popover_{low_lr}"] = True  # the user opens config low_lr's Clone popover
+    app.number_input(key=f"clone_bs_{low_lr}").set_value(16).run()  # and edits it
+    set_metric(conn, high_lr, 0.95)  # meanwhile the other config overtakes it
+    app.run()
+    assert [number.key for number in app.number_input if number.key.startswith("clone_lr_")] == [
+        f"clone_lr_{high_lr}",
+        f"clone_lr_{low_lr}",
+    ]
+    assert app.session_state[f"clone_popover_{low_lr}"] and not app.session_state[f"clone_popover_{high_lr}"]
+    assert app.number_input(key=f"clone_lr_{low_lr}").value == 0.001
+    assert app.number_input(key=f"clone_bs_{low_lr}").value == 16
+    app.button(key=f"clone_{low_lr}").click().run()
+    clone = value(conn, "SELECT params ->> 'lr', params ->> 'batch_size' FROM configs WHERE cloned_from = %s", low_lr)
+    assert clone == ("0.001", "16")
+    assert value(conn, "SELECT count(*) FROM configs WHERE cloned_from = %s", high_lr) == 0
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_an_error_stays_until_dismissed_and_a_success_is_a_lasting_toast(conn: Session, fashion_2seg: str) -> None:
+    workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
+    (config,) = configs_of(conn, workload)
+    app = open_page("workload_detail", workload=str(workload))
+    stop = app.button(key=f"stop_{config}")
+    with conn.transaction():  # meanwhile it trained to the end
+        conn.execute("SET LOCAL cerebro.internal = on")
+        conn.execute("UPDATE configs SET epochs_done = 1, status = 'completed' WHERE config_id = %s", [config])
+    stop.click().run()
+    refused = f"config {config} changed meanwhile (now completed); nothing done"
+    assert any(refused in error.value for error in app.error), texts(app)
+    app.run().run()  # refreshes keep it
+    assert any(refused in error.value for error in app.error), texts(app)
+    dismiss = next(button for button in app.button if button.key.startswith("dismiss_error_"))
+    dismiss.click().run()
+    assert not any(refused in error.value for error in app.error)
+    app.number_input(key=f"epochs_{config}").set_value(2).run()
+    app.button(key=f"set_epochs_{config}").click().run()
+    assert any(f"config {config}" in toast.value for toast in app.toast), texts(app)
+    assert app.toast[0].proto.duration >= 10  # seconds: "long", not the 4 s default
+    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+
+
+def test_a_config_that_a_segment_trains_shows_training_and_floats_are_short(
+    conn: Session, fashion_2seg: str, dsn: str
+) -> None:
+    workload = launch(conn, fashion_2seg, {"lr": [0.00041675129058196, 0.003], **TINY_CNN}, epochs=1)
+    trained, waiting = configs_of(conn, workload)
+    app = open_page("workload_detail", workload=str(workload))
+    assert "lr 0.000417" in texts(app) and "0.00041675" not in texts(app), texts(app)
+    assert "· 1 epoch ·" in texts(app)
+    assert ":gray-badge[pending]" in texts(app) and "training" not in texts(app)
+    with psycopg.connect(dsn, autocommit=True) as unit:  # holds the locks a running unit holds (active_units)
+        unit.execute(
+            "SELECT pg_advisory_lock(config_lock_key(), %s), pg_advisory_lock(segment_lock_key(), 0)", [trained]
+        )
+        app.run()
+    badges = [element.value for element in app.markdown if "-badge[" in element.value]
+    assert badges == [":blue-badge[running]", ":violet-badge[training]", ":gray-badge[pending]"], badges
+    assert f"config {trained}" in [metric.value for metric in app.metric]  # the segment says so too
+    assert waiting
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 
 
@@ -193,7 +326,7 @@ def test_workloads_page_lists_progress_and_links(conn: Session, fashion_2seg: st
     run_until_idle(dsn)
     app = open_page("workloads")
     assert f"**#{workload} listed**" in texts(app)
-    assert any((bar.value, bar.text) == (100, "1 / 1 epochs") for bar in app.get("progress"))
+    assert any((bar.value, bar.text) == (100, "1 / 1 epoch") for bar in app.get("progress"))
     links = [link for link in app.get("page_link") if link.proto.query_string == f"workload={workload}"]
     assert links, "no link into the workload"
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
@@ -234,18 +367,22 @@ def test_prepare_a_dataset_from_a_table_then_select_it(conn: Session, fashion_ta
     name = unique("prepared")
     app.text_input(key="prep_name").set_value(name).run()
     app.text_input(key="prep_shape").set_value("28, 28, x").run()
-    app.button[0].click().run()
+    labelled(app, "Prepare dataset").click().run()
     assert "feature shape '28, 28, x': give whole numbers" in texts(app)
     app.text_input(key="prep_shape").set_value("28,28,1").run()
-    app.button[0].click().run()
+    labelled(app, "Prepare dataset").click().run()
     assert not app.exception, app.exception
     assert f"dataset '{name}' prepared: 1,080 training and 120 validation rows on 2 segments" in texts(app)
     assert app.selectbox(key="dataset").value == name  # and chosen for the launch
     assert value(conn, "SELECT feature_shape FROM datasets WHERE name = %s", name) == [28, 28, 1]
 
 
+def labelled(app: AppTest, label: str) -> Any:
+    return next(button for button in app.button if button.label == label)
+
+
 def register_button(app: AppTest) -> Any:
-    return next(button for button in app.button if button.label == "Register")
+    return labelled(app, "Register")
 
 
 def test_an_admin_registers_a_script_and_launches_it(conn: Session, blobs_2seg: str) -> None:

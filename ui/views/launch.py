@@ -170,14 +170,16 @@ def preview(space: dict[str, Any], procedure: str, max_epochs: int, num_configs:
             st.warning("Grid needs choices only: a range can only be sampled (random, hyperopt, hyperband).")
         else:
             st.info(
-                f"Grid creates **{size} config{'s' if size != 1 else ''}** × {max_epochs} epochs = "
+                f"Grid creates **{size} config{'s' if size != 1 else ''}** × {common.plural(max_epochs, 'epoch')} = "
                 f"{size * max_epochs:,} config-epochs"
                 + (" (hyperband then stops the weakest at epochs 1, 3, 9, …)." if procedure == "hyperband" else ".")
             )
     elif procedure == "hyperopt":
         st.info(f"Hyperopt starts one config per segment; TPE proposes more up to **{num_configs or '?'}**.")
     else:
-        st.info(f"{procedure.capitalize()} samples **{num_configs or '?'} configs** × {max_epochs} epochs.")
+        st.info(
+            f"{procedure.capitalize()} samples **{num_configs or '?'} configs** × {common.plural(max_epochs, 'epoch')}."
+        )
     with st.expander("Search space (jsonb)"):
         st.code(json.dumps(space, indent=2), language="json")
 

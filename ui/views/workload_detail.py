@@ -11,9 +11,6 @@ from sqlalchemy import Connection
 
 from cerebro_db import client
 
-#: Seconds between refreshes of the live part while the workload runs.
-REFRESH_S = 2
-
 
 def change_status(config_id: int, status: str, seen: str) -> None:
     common.act(lambda conn: client.set_config_status(conn, config_id, status, seen))
@@ -33,7 +30,8 @@ def clone(config_id: int) -> None:
     def run(conn: Connection) -> str:
         new = client.clone_config(conn, config_id, overrides)
         lr, batch_size, epochs = overrides["lr"], overrides["batch_size"], overrides["max_epochs"]
-        return f"config {new} cloned from config {config_id} (lr {lr:g}, batch size {batch_size}, {epochs} epochs)"
+        shown = f"lr {common.number(lr)}, batch size {batch_size}, {common.plural(epochs, 'epoch')}"
+        return f"config {new} cloned from config {config_id} ({shown})"
 
     common.act(run, once=f"clone {config_id} {overrides}")
 
@@ -53,7 +51,7 @@ def add_config(workload_id: int, keys: list[str]) -> None:
 
 
 def searched(params: dict[str, Any], space: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {params[key]}" for key in editor.searched_keys(space) if key in params)
+    return ", ".join(f"{key} {common.number(params[key])}" for key in editor.searched_keys(space) if key in params)
 
 
 def curves_chart(metrics: list[dict[str, Any]], value: str, title: str) -> alt.Chart:
@@ -83,13 +81,16 @@ def curves_chart(metrics: list[dict[str, Any]], value: str, title: str) -> alt.C
     )
 
 
-def config_row(config: dict[str, Any], space: dict[str, Any], widths: list[int], workload_epochs: int) -> None:
+def config_row(
+    config: dict[str, Any], space: dict[str, Any], widths: list[int], workload_epochs: int, training: bool
+) -> None:
+    """One config's row; every widget is keyed by the config id, so it stays with its config when the ranking moves."""
     config_id, status = config["config_id"], config["status"]
     cells = st.columns(widths, vertical_alignment="center")
     cells[0].markdown(f"**{config_id}**" + (f" ← {config['cloned_from']}" if config["cloned_from"] else ""))
     cells[1].markdown(searched(config["params"], space) or "defaults", help=str(config["params"]))
     with cells[2]:
-        common.status_badge(status)
+        common.status_badge("training" if training and status in ("pending", "running") else status)
     cells[3].markdown(f"{config['epochs_done']} / {config['max_epochs']}")
     cells[4].markdown(common.percent(config["best_val_metric"]))
     cells[5].markdown("—" if config["best_val_loss"] is None else f"{config['best_val_loss']:.4f}")
@@ -100,7 +101,7 @@ def config_row(config: dict[str, Any], space: dict[str, Any], widths: list[int],
         stop_col.button(
             "Resume", key=f"resume_{config_id}", on_click=change_status, args=(config_id, "running", status)
         )
-    with clone_col.popover("Clone"):
+    with clone_col.popover("Clone", key=f"clone_popover_{config_id}", on_change="rerun"):
         st.number_input("lr", value=float(config["params"].get("lr", 0.001)), format="%g", key=f"clone_lr_{config_id}")
         st.number_input(
             "batch size", min_value=1, value=int(config["params"].get("batch_size", 64)), key=f"clone_bs_{config_id}"
@@ -112,7 +113,7 @@ def config_row(config: dict[str, Any], space: dict[str, Any], widths: list[int],
             key=f"clone_epochs_{config_id}",
         )
         st.button("Clone config", key=f"clone_{config_id}", on_click=clone, args=(config_id,), type="primary")
-    with epochs_col.popover("Epochs"):
+    with epochs_col.popover("Epochs", key=f"epochs_popover_{config_id}", on_change="rerun"):
         st.number_input(
             "max epochs",
             min_value=max(config["epochs_done"], 1),
@@ -138,27 +139,32 @@ def header(row: dict[str, Any]) -> None:
         common.status_badge(row["status"])
     if row["status"] == "running":
         action_col.button(
-            "Stop all", on_click=change_workload, args=(workload_id, "stopped", "running"), icon=":material/stop:"
+            "Stop all",
+            key=f"stop_all_{workload_id}",
+            on_click=change_workload,
+            args=(workload_id, "stopped", "running"),
+            icon=":material/stop:",
         )
     elif row["status"] == "stopped":
         action_col.button(
             "Resume all",
+            key=f"resume_all_{workload_id}",
             on_click=change_workload,
             args=(workload_id, "running", "stopped"),
             icon=":material/play_arrow:",
         )
     st.caption(
         f"{row['owner']} · model `{row['model']}` · {row['procedure']} · dataset `{row['dataset']}` · "
-        f"{row['max_epochs']} epochs · created {row['created_at']:%Y-%m-%d %H:%M}"
+        f"{common.plural(row['max_epochs'], 'epoch')} · created {row['created_at']:%Y-%m-%d %H:%M}"
     )
     if row["description"]:
         st.markdown(row["description"])
 
 
-def live(workload_id: int) -> None:
-    """What changes while the workload trains; a fragment, so it refreshes without reloading the page."""
-    row = common.read(client.workload, workload_id)
-    assert row is not None
+def live(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
+    """Progress, curves, the configs and the segments."""
+    workload_id = row["workload_id"]
+    activity = common.read(client.segment_activity)
     header(row)
     common.show_flashes()
     space = row["search_space"]
@@ -186,15 +192,16 @@ def live(workload_id: int) -> None:
         strict=True,
     ):
         cell.caption(label)
-    for config in common.read(client.configs, workload_id):
-        config_row(config, space, widths, row["max_epochs"])
+    training = {segment["config_id"] for segment in activity}
+    for config in configs:
+        config_row(config, space, widths, row["max_epochs"], config["config_id"] in training)
 
     st.subheader("Segments now")
     if not common.read(client.scheduler_alive):
         st.warning(
             "No scheduler is running: nothing trains. Start one with `cerebro-db scheduler` (or `cerebro-db up`)."
         )
-    for segment_col, segment in zip(st.columns(4), common.read(client.segment_activity), strict=False):
+    for segment_col, segment in zip(st.columns(4), activity, strict=False):
         if segment["config_id"] is None:
             segment_col.metric(f"Segment {segment['segment']}", "idle")
         else:
@@ -213,22 +220,23 @@ def steer(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
     add_col, drill_col = st.columns(2)
     with add_col.container(border=True):
         st.markdown("**Add a config**")
-        best = configs[0]["params"] if configs else {}
+        best = configs[0]["params"] if configs else {}  # the prefill follows the best config until edited
         keys = list(space)
         for key in keys:
-            st.text_input(key, value=str(best.get(key, "")), key=f"add_{workload_id}_{key}")
+            common.prefill(f"add_{workload_id}_{key}", common.number(best[key]) if key in best else "")
+            st.text_input(key, key=f"add_{workload_id}_{key}")
         st.button(
             "Add config", key=f"add_{workload_id}", on_click=add_config, args=(workload_id, keys), icon=":material/add:"
         )
     with drill_col.container(border=True):
         st.markdown("**Drill down**")
         st.caption("A new workload searching around the chosen configs, warm-started from this one's best weights.")
-        chosen = st.multiselect(
-            "Around configs",
-            [config["config_id"] for config in configs],
-            default=[config["config_id"] for config in configs[:2] if config["best_val_metric"] is not None],
-            key=f"drill_{workload_id}",
+        common.prefill(
+            f"drill_{workload_id}",
+            [config["config_id"] for config in configs[:2] if config["best_val_metric"] is not None],
         )
+        ids = [config["config_id"] for config in configs]
+        chosen = st.multiselect("Around configs", ids, key=f"drill_{workload_id}")
         if st.button("Drill down", key=f"drill_down_{workload_id}", disabled=not chosen, icon=":material/zoom_in:"):
             selected = [config["params"] for config in configs if config["config_id"] in chosen]
             st.session_state["launch_prefill"] = {
@@ -271,6 +279,19 @@ def lineage(workload_id: int) -> None:
         st.markdown(f"- config {config['config_id']}: {config['origin']} from {source}")
 
 
+def page(workload_id: int, seen_status: str, seen_every: int | None) -> None:
+    """The whole page but the sidebar, as a fragment refreshed every ``seen_every`` seconds; when the workload's
+    status or whether to refresh changed since, the whole app reruns: the sidebar and the interval follow."""
+    row = common.read(client.workload, workload_id)
+    assert row is not None
+    configs = common.read(client.configs, workload_id)
+    if (row["status"], common.refresh_every(configs)) != (seen_status, seen_every):
+        st.rerun()
+    live(row, configs)
+    steer(row, configs)
+    lineage(workload_id)
+
+
 rows = {row["workload_id"]: row for row in common.read(client.workloads)}
 if not rows:
     st.title("Workload")
@@ -286,9 +307,10 @@ workload_id: int = st.sidebar.selectbox(
     format_func=lambda w: f"#{w} {rows[w]['name'] or 'unnamed'} ({rows[w]['status']})",
 )
 st.query_params["workload"] = str(workload_id)
-row = common.read(client.workload, workload_id)
-assert row is not None
 
-st.fragment(live, run_every=REFRESH_S if row["status"] == "running" else None)(workload_id)
-steer(row, common.read(client.configs, workload_id))
-lineage(workload_id)
+
+every = common.refresh_every(common.read(client.configs, workload_id))
+st.sidebar.caption(
+    f"Live: refreshing every {every} s." if every else "Not refreshing: nothing in this workload is pending or running."
+)
+st.fragment(page, run_every=every)(workload_id, rows[workload_id]["status"], every)

@@ -40,7 +40,7 @@ def overview() -> None:
             planned = max(row["epochs_planned"], 1)
             st.progress(
                 min(row["epochs_done"] / planned, 1.0),
-                text=f"{row['epochs_done']} / {row['epochs_planned']} epochs",
+                text=f"{row['epochs_done']} / {common.plural(row['epochs_planned'], 'epoch')}",
             )
             configs, best, eta = st.columns(3)
             configs.metric(
