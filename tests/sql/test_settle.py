@@ -88,7 +88,7 @@ def test_lowering_max_epochs_to_the_epochs_done_completes_the_config_and_its_wor
     assert one(conn, "SELECT status, error FROM configs WHERE config_id = %s", config) == ("completed", None)
     kind, actor, detail = last_event(conn, config)
     assert (kind, actor) == ("completed", conn.info.user)
-    assert detail == "max_epochs lowered to the 1 epochs done: nothing left to train"
+    assert detail == "max_epochs lowered to the 1 epoch done: nothing left to train"
     assert one(conn, "SELECT status FROM workloads WHERE workload_id = %s", workload) == "completed"
     conn.execute("CALL wait_for_workload(%s)", [workload])  # both return at once (no scheduler runs here)
     with sqlalchemy_connection(dsn) as client:

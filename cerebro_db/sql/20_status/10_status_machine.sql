@@ -263,7 +263,8 @@ BEGIN
         change := legal_transition('config', OLD.status, 'completed', 'system', NEW.max_epochs - NEW.epochs_done);
         NEW.status := change.to_status;
         NEW.event_kind := change.event_kind;
-        NEW.event_detail := format('max_epochs lowered to the %s epochs done: nothing left to train', NEW.epochs_done);
+        NEW.event_detail := format('max_epochs lowered to the %s epoch%s done: nothing left to train', NEW.epochs_done,
+                                   CASE WHEN NEW.epochs_done = 1 THEN '' ELSE 's' END);
     END IF;
     RETURN NEW;
 END
