@@ -88,6 +88,8 @@ class AttemptLog:
         self.dsn = dsn
         self._conn: psycopg.Connection[Any] | None = None
         self._unsettled: list[tuple[int, UnitFailure]] = []
+        #: Configs whose begin lost its reply: its attempt may be committed, and open.
+        self._lost_begins: list[int] = []
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -101,9 +103,15 @@ class AttemptLog:
         return self._conn
 
     def begin(self, config_id: int, segment: int, epoch: int) -> int:
-        row = (
-            self._connection().execute("SELECT begin_unit_attempt(%s, %s, %s)", [config_id, segment, epoch]).fetchone()
-        )
+        try:
+            row = (
+                self._connection()
+                .execute("SELECT begin_unit_attempt(%s, %s, %s)", [config_id, segment, epoch])
+                .fetchone()
+            )
+        except psycopg.OperationalError:
+            self._lost_begins.append(config_id)  # the next settle abandons the attempt if it was committed
+            raise
         assert row is not None
         attempt: int = row[0]
         return attempt
@@ -140,6 +148,15 @@ class AttemptLog:
                 log.error("config %s failed: %s", config_id, reason)
             else:
                 log.warning("unit of config %s did not commit (%s); it will run again", config_id, failure)
+        while self._lost_begins:
+            try:
+                self._connection().execute("SELECT abandon_lost_attempts(%s)", [self._lost_begins[0]])
+            except psycopg.Error as error:
+                log.warning("a lost begin of config %s is looked for at the next try (%s)", self._lost_begins[0], error)
+                if isinstance(error, psycopg.OperationalError) and self._conn is not None and self._conn.broken:
+                    self.close()
+                return
+            self._lost_begins.pop(0)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -112,6 +112,21 @@ def test_an_unsettled_attempt_keeps_its_config_from_being_claimed(conn: Session,
     assert claimable(dsn, config)
 
 
+def test_an_attempt_whose_begin_lost_its_reply_is_abandoned_unless_a_unit_holds_it(
+    conn: Session, config: int, dsn: str
+) -> None:
+    lost = one(conn, "SELECT begin_unit_attempt(%s, 0, 1)", config)  # committed; the scheduler never heard
+    with psycopg.connect(dsn) as in_flight:  # as a unit of the config in flight holds it (claim_unit's locks)
+        in_flight.execute(
+            "SELECT pg_advisory_xact_lock(config_lock_key(), %s), pg_advisory_xact_lock(segment_lock_key(), 1)",
+            [config],
+        )
+        assert one(conn, "SELECT abandon_lost_attempts(%s)", config) == 0
+    assert one(conn, "SELECT abandon_lost_attempts(%s)", config) == 1
+    assert one(conn, "SELECT outcome FROM unit_attempts WHERE attempt_id = %s", lost) == "abandoned"
+    assert claimable(dsn, config) and status(conn, config) == ("pending", None)
+
+
 def test_a_new_scheduler_abandons_what_a_dead_one_left_open(conn: Session, config: int) -> None:
     open_attempt = one(conn, "SELECT begin_unit_attempt(%s, 0, 1)", config)
     assert one(conn, "SELECT abandon_unit_attempts()") >= 1

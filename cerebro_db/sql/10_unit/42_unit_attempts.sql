@@ -109,6 +109,23 @@ END
 $$;
 
 -- At a scheduler's start: attempts a dead scheduler left open were not seen to end; they cost nothing.
+-- A begin whose reply was lost (the server restarted during it) may have committed its attempt, which
+-- would keep its config from every claim. An open attempt of the config that no unit in flight holds
+-- (a unit holds its config's lock from its claim to its end: active_units) is that one: abandoned, it
+-- costs nothing and frees the config. Returns how many it abandoned.
+CREATE OR REPLACE FUNCTION abandon_lost_attempts(config_id int) RETURNS int
+LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+    WITH abandoned AS (
+        UPDATE unit_attempts a SET outcome = 'abandoned', ended_at = clock_timestamp(),
+                                   detail = 'its begin lost its reply (the server restarted)'
+        WHERE a.config_id = abandon_lost_attempts.config_id AND a.outcome IS NULL
+          AND NOT EXISTS (SELECT 1 FROM active_units u WHERE u.config_id = abandon_lost_attempts.config_id)
+        RETURNING 1
+    )
+    SELECT count(*)::int FROM abandoned
+$$;
+
 CREATE OR REPLACE FUNCTION abandon_unit_attempts() RETURNS int
 LANGUAGE sql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
