@@ -229,7 +229,7 @@ class Scheduler:
             # Before anything, the lock included (a database without the API has no lock key): the code of another
             # schema version would fail its units, or half work.
             migrate.check_schema_version(control)
-        except migrate.SchemaVersionError:
+        except BaseException:  # a refusal, or the server went meanwhile: the connection goes with it
             control.close()
             raise
         # Wait a little: a scheduler that was just killed leaves a backend that needs a

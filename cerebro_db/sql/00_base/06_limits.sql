@@ -81,23 +81,30 @@ $$;
 -- snapshot (a new statement, read committed), so two inserts at once cannot both pass on the
 -- same headroom. SECURITY DEFINER for the advisory lock (revoked from PUBLIC); a caller may
 -- lock only their own key.
-CREATE OR REPLACE FUNCTION check_active_configs(owner text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
+-- The refusal when active configs in flight would be over the owner's max_active_configs.
+CREATE OR REPLACE FUNCTION check_max_active_configs(owner text, active int) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     allowed int := (SELECT l.max_active_configs FROM role_limits(owner) l);
-    active int;
+BEGIN
+    IF active > allowed THEN
+        PERFORM raise_over_limit(owner, 'max_active_configs', allowed::text,
+                                 format('%s configs pending or running', active));
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION check_active_configs(owner text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
+AS $$
 BEGIN
     IF NOT caller_owns(owner) THEN
         RAISE EXCEPTION 'permission denied to count the configs of %', owner
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     PERFORM pg_advisory_xact_lock(quota_lock_key(), hashtext(owner));
-    active := active_configs(owner);
-    IF active > allowed THEN
-        PERFORM raise_over_limit(owner, 'max_active_configs', allowed::text,
-                                 format('%s configs pending or running', active));
-    END IF;
+    PERFORM check_max_active_configs(owner, active_configs(owner));
 END
 $$;
 
@@ -107,14 +114,8 @@ $$;
 CREATE OR REPLACE FUNCTION check_room_for_a_config(owner text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = cerebro, pg_temp
 AS $$
-DECLARE
-    allowed int := (SELECT l.max_active_configs FROM role_limits(owner) l);
-    active int := active_configs(owner);
 BEGIN
-    IF active >= allowed THEN
-        PERFORM raise_over_limit(owner, 'max_active_configs', allowed::text,
-                                 format('%s configs pending or running', active + 1));
-    END IF;
+    PERFORM check_max_active_configs(owner, active_configs(owner) + 1);
 END
 $$;
 

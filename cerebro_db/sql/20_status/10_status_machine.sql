@@ -219,7 +219,7 @@ LANGUAGE plpgsql SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     internal boolean := is_internal();
-    actor text := CASE WHEN is_internal() THEN 'system' ELSE 'user' END;
+    actor text := CASE WHEN internal THEN 'system' ELSE 'user' END;
     change status_transitions;
 BEGIN
     NEW.event_actor := event_actor();
