@@ -87,9 +87,12 @@ def test_a_free_segment_goes_to_the_owner_with_fewer_units_in_flight(
         conn.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = ANY(%s)", [[*ann, ben]])
 
 
-def test_a_user_starting_later_gets_a_segment_within_one_unit(dsn: str, conn: Session, owners: dict[str, str]) -> None:
-    """Ann runs 3 workloads of 8 configs; ben starts 1 of 2 configs after ann's first unit: of the units that
-    start after ben's workload exists, one of the first two is ben's (the next segment that frees, or the other)."""
+def test_a_user_starting_later_is_not_queued_behind_earlier_work(
+    dsn: str, conn: Session, owners: dict[str, str]
+) -> None:
+    """Ann runs 3 workloads of 8 configs (48 units); ben starts 1 of 2 configs after ann's first unit, and trains
+    long before ann's work is done. The exact claim rule is the test above; here the scheduler's threads race, so a
+    segment may free while the other is between units (both owners idle: a tie), and only no-starvation is exact."""
     ann = [launch(owners["fair_ann"], 8) for _ in range(3)]
     started: list[int] = []
     once = threading.Lock()
@@ -102,17 +105,10 @@ def test_a_user_starting_later_gets_a_segment_within_one_unit(dsn: str, conn: Se
     try:
         Scheduler(dsn, on_unit=ben_starts, idle_wait=0.2).run(until_idle=True, max_units=10)
         (ben,) = started
-        owners_in_order = [
-            row[0]
-            for row in conn.execute(
-                "SELECT w.owner FROM units u JOIN configs c USING (config_id) JOIN workloads w USING (workload_id)"
-                " WHERE w.workload_id = ANY(%s) AND u.started_at > (SELECT created_at FROM workloads"
-                "                                                    WHERE workload_id = %s)"
-                " ORDER BY u.started_at",
-                [[*ann, ben], ben],
-            )
-        ]
-        assert "fair_ben" in owners_in_order[:2], owners_in_order
+        ben_units = conn.execute(
+            "SELECT count(*) FROM units JOIN configs USING (config_id) WHERE workload_id = %s", [ben]
+        ).fetchone()
+        assert ben_units is not None and ben_units[0] >= 1, "ben waited behind 9 of ann's 47 remaining units"
     finally:
         conn.execute(
             "UPDATE workloads SET status = 'stopped' WHERE workload_id = ANY(%s) AND status = 'running'",
