@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
-import os
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +12,7 @@ import psycopg
 import pytest
 
 from cerebro_db import install, sample_data
-from cerebro_db.cluster import ClusterConfig, free_port
+from cerebro_db.cluster import ClusterConfig
 from cerebro_db.scheduler import Scheduler
 from cerebro_db.testing import verify
 from cerebro_db.testing.clusters import temporary_cluster
@@ -162,33 +157,3 @@ def reviews_2seg(dsn: str, reviews_table: str) -> str:
             [name, reviews_table],
         )
     return name
-
-
-@contextlib.contextmanager
-def dashboard_server(dsn: str, timeout: float = 90) -> Iterator[str]:
-    """``cerebro-db ui`` on a free port against ``dsn``; yields its URL once it serves."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cerebro_db.cli", "ui", "--port", str(port)],
-        env={**os.environ, "CEREBRO_DSN": dsn},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    watchdog = threading.Timer(timeout, process.kill)  # a server that never comes up ends the read below
-    watchdog.start()
-    try:
-        assert process.stdout is not None
-        output = []
-        for line in process.stdout:  # Streamlit announces the URL once it listens
-            output.append(line)
-            if f":{port}" in line and "URL" in line:
-                break
-        else:
-            raise AssertionError("cerebro-db ui never served:\n" + "".join(output))
-        watchdog.cancel()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        watchdog.cancel()
-        process.terminate()
-        process.wait(timeout=30)

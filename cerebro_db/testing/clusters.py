@@ -1,18 +1,22 @@
-"""Throwaway clusters for tests and benchmarks: a server, a cluster with cerebro-db installed, a
-coordinator with segment servers. Each is removed when its ``with`` block ends."""
+"""Throwaway clusters for tests, benchmarks and screenshots: a server, a cluster with cerebro-db installed, a
+coordinator with segment servers, a dashboard. Each is removed when its ``with`` block ends."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cerebro_db import install
 from cerebro_db.backends.multi_server import register_segments
-from cerebro_db.cluster import LOOPBACK, ClusterConfig, LocalCluster, hand_to_server_user
+from cerebro_db.cluster import LOOPBACK, ClusterConfig, LocalCluster, free_port, hand_to_server_user
 
 
 @contextlib.contextmanager
@@ -68,3 +72,33 @@ def temporary_multi_server(segments: int = 2, tls_address: str | None = None) ->
             specs = [spec.replace(f"@{LOOPBACK}:", f"@{tls_address}:") for spec in specs]
         register_segments(coordinator.dsn(), specs, passfile, ca)
         yield MultiServerCluster(coordinator.dsn(), servers, passfile)
+
+
+@contextlib.contextmanager
+def dashboard_server(dsn: str, timeout: float = 90) -> Iterator[str]:
+    """``cerebro-db ui`` on a free port against ``dsn``; yields its URL once it serves."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cerebro_db.cli", "ui", "--port", str(port)],
+        env={**os.environ, "CEREBRO_DSN": dsn},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(timeout, process.kill)  # a server that never comes up ends the read below
+    watchdog.start()
+    try:
+        assert process.stdout is not None
+        output = []
+        for line in process.stdout:  # Streamlit announces the URL once it listens
+            output.append(line)
+            if f":{port}" in line and "URL" in line:
+                break
+        else:
+            raise AssertionError("cerebro-db ui never served:\n" + "".join(output))
+        watchdog.cancel()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        watchdog.cancel()
+        process.terminate()
+        process.wait(timeout=30)

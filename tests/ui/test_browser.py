@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import dashboard_server, run_until_idle, unique
+from cerebro_db.testing.clusters import dashboard_server
+from tests.conftest import run_until_idle, unique
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's (install.sh); Playwright cannot download its own here
 
