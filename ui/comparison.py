@@ -18,7 +18,7 @@ import pandas as pd
 import search_space_editor as editor
 import streamlit as st
 
-from cerebro_plpy import procedures, roster, search_space
+from cerebro_plpy import procedures, roster
 from cerebro_plpy.params import ParamError
 
 METRIC = "best val accuracy"
@@ -203,15 +203,6 @@ def scatter_charts(configs: list[dict[str, Any]], found: list[Axis]) -> list[alt
     return plots
 
 
-def distributions(model: str, space: dict[str, Any]) -> dict[str, Any]:
-    """The optuna distribution of each key of ``space``, as the TPE procedure builds them. A model outside the
-    roster is a registered script: the database accepted the workload, so it was registered."""
-    registered = model not in roster.ROSTER
-    dimensions = search_space.parse(model, space, registered)
-    declared = search_space.declared_params(model, space, registered)
-    return {key: procedures._distribution(dim, declared[key].kind) for key, dim in dimensions.items()}
-
-
 def importance(model: str, space: dict[str, Any], configs: list[dict[str, Any]]) -> Importance:
     """optuna's importances of the searched params for the completed configs' best val metric."""
     import optuna
@@ -219,13 +210,15 @@ def importance(model: str, space: dict[str, Any], configs: list[dict[str, Any]])
     finished = [config for config in scored(configs) if config["status"] == "completed"]
     searched = set(editor.searched_keys(space))
     try:
-        spaced = {key: dist for key, dist in distributions(model, space).items() if key in searched}
+        # A model outside the roster is a registered script: the database accepted the workload, so it was registered.
+        every = procedures.distributions(model, space, registered=model not in roster.ROSTER)
+        spaced = {key: dist for key, dist in every.items() if key in searched}
     except ParamError as error:  # a space the roster no longer accepts (a model or param renamed since)
         return Importance({}, 0, len(finished), f"Param importance cannot rebuild the search space: {error}")
     inside = [
         config
         for config in finished
-        if all(procedures._fits(dist, config["params"].get(key)) for key, dist in spaced.items())
+        if all(procedures.fits(dist, config["params"].get(key)) for key, dist in spaced.items())
     ]
     varying = {key: dist for key, dist in spaced.items() if len({str(config["params"][key]) for config in inside}) > 1}
     needs = None
