@@ -13,6 +13,13 @@ from cerebro_plpy import roster, search_space
 from cerebro_plpy.search_space import Choices, Dimension
 
 
+def distributions(model: str, space: dict[str, Any], registered: bool = False) -> dict[str, Any]:
+    """The optuna distribution of each key of ``space`` (the dashboard's param importance uses them too)."""
+    dimensions = search_space.parse(model, space, registered)
+    declared = search_space.declared_params(model, space, registered)
+    return {key: _distribution(dim, declared[key].kind) for key, dim in dimensions.items()}
+
+
 def _distribution(dim: Dimension, kind: type) -> Any:
     import optuna
 
@@ -23,7 +30,8 @@ def _distribution(dim: Dimension, kind: type) -> Any:
     return optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
 
 
-def _fits(distribution: Any, value: Any) -> bool:
+def fits(distribution: Any, value: Any) -> bool:
+    """Whether ``value`` lies in ``distribution`` (a config added or cloned by hand may not)."""
     try:
         return bool(distribution._contains(distribution.to_internal_repr(value)))
     except (ValueError, TypeError):
@@ -50,20 +58,18 @@ def tpe_suggest(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dimensions = search_space.parse(model, space, registered)
-    declared = search_space.declared_params(model, space, registered)
-    distributions = {key: _distribution(dim, declared[key].kind) for key, dim in dimensions.items()}
+    spaced = distributions(model, space, registered)
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for params, value in history:
-        point = {key: params.get(key) for key in distributions}
-        if not all(_fits(distributions[key], v) for key, v in point.items()):
+        point = {key: params.get(key) for key in spaced}
+        if not all(fits(spaced[key], v) for key, v in point.items()):
             continue
         state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.RUNNING
-        study.add_trial(optuna.trial.create_trial(params=point, distributions=distributions, value=value, state=state))
+        study.add_trial(optuna.trial.create_trial(params=point, distributions=spaced, value=value, state=state))
     suggestions = []
     for _ in range(count):
-        trial = study.ask(distributions)
+        trial = study.ask(spaced)
         point = {key: value.item() if hasattr(value, "item") else value for key, value in trial.params.items()}
         suggestions.append(roster.validate(model, point, feature_shape, registered))
     return suggestions

@@ -4,6 +4,7 @@ from typing import Any
 
 import altair as alt
 import common
+import comparison
 import pandas as pd
 import search_space_editor as editor
 import streamlit as st
@@ -288,6 +289,7 @@ def page(workload_id: int, seen_status: str, seen_every: int | None) -> None:
     if (row["status"], common.refresh_every(configs)) != (seen_status, seen_every):
         st.rerun()
     live(row, configs)
+    comparison.section(row, configs)
     steer(row, configs)
     lineage(workload_id)
 
