@@ -50,6 +50,7 @@ def summary(config: dict[str, Any]) -> None:
         common.percent(config["best_val_metric"]),
         None if config["best_epoch"] is None else f"epoch {config['best_epoch']} · rank {config['rank']}",
         delta_color="off",
+        delta_arrow="off",
     )
     loss.metric("Val loss at best", "—" if config["best_val_loss"] is None else f"{config['best_val_loss']:.4f}")
     state.metric("State size", "—" if config["state_bytes"] is None else common.size(config["state_bytes"]))
@@ -61,7 +62,9 @@ def curve(config_id: int) -> None:
 
 
 def config_link(row: dict[str, Any], prefix: str) -> None:
-    where = "" if row["origin"] == "clone" else f" of workload #{row['workload_id']} {row['workload_name'] or ''}"
+    where = (
+        "" if row["origin"] == "clone" else f" of workload #{row['workload_id']} {row['workload_name'] or 'unnamed'}"
+    )
     st.page_link(
         common.CONFIG_PAGE,
         label=f"{prefix}: config {row['config_id']}{where} ({row['status']})",
@@ -107,25 +110,26 @@ def units(config_id: int) -> None:
         return
     st.caption(f"{common.plural(len(found), 'unit')}: one per hop to a segment; seconds per phase.")
     seconds = {column: st.column_config.NumberColumn(name, format="%.3f") for column, name in details.PHASES.items()}
-    table_col, totals_col = st.columns([3, 1])
-    table_col.dataframe(
+    st.dataframe(
         details.units_table(found),
         hide_index=True,
         column_config={
             **seconds,
             "train_loss": st.column_config.NumberColumn("train loss", format="%.4f"),
-            "started_at": st.column_config.DatetimeColumn("started", format="HH:mm:ss.SSS"),
-            "finished_at": st.column_config.DatetimeColumn("finished", format="HH:mm:ss.SSS"),
+            "started_at": st.column_config.DatetimeColumn("started", format="MM-DD HH:mm:ss"),
+            "finished_at": st.column_config.DatetimeColumn("finished", format="MM-DD HH:mm:ss"),
             "backend_pid": st.column_config.NumberColumn("backend pid", format="%d"),
         },
     )
-    totals_col.dataframe(
+    st.markdown("**Time per phase**, all units together")
+    st.dataframe(
         details.phase_totals(found),
         hide_index=True,
         column_config={
             "seconds": st.column_config.NumberColumn("total s", format="%.2f"),
             "share": st.column_config.ProgressColumn("share", format="percent", min_value=0, max_value=1),
         },
+        width=420,
     )
 
 
