@@ -167,6 +167,61 @@ def lineage(conn: Connection, workload_id: int) -> Row:
     return {"parent": parent, "children": children, "derived": derived}
 
 
+# ---- config page
+
+
+def all_configs(conn: Connection) -> list[Row]:
+    """Every config the user may see, newest first, with its workload's name (the config page's picker)."""
+    return _rows(
+        conn,
+        "SELECT c.config_id, c.workload_id, w.name AS workload_name, c.status"
+        " FROM configs c JOIN workloads w USING (workload_id) ORDER BY c.config_id DESC",
+    )
+
+
+def config(conn: Connection, config_id: int) -> Row | None:
+    """One config with its workload, its rank and best epoch there, and ``state_bytes``: the size of its latest
+    committed state (NULL before its first unit); None if there is no such config of the user's."""
+    found = _rows(
+        conn,
+        "SELECT c.config_id, c.workload_id, w.name AS workload_name, l.rank, c.params, c.status, c.epochs_done,"
+        " c.max_epochs, l.best_val_metric, l.best_val_loss, l.best_epoch, c.cloned_from, c.created_by,"
+        " c.created_at, c.error, octet_length(cerebro.config_state(c.config_id)) AS state_bytes"
+        " FROM configs c JOIN workloads w USING (workload_id) JOIN leaderboard l USING (config_id)"
+        # the leaderboard ranks within a workload: filtering on its partition computes only this workload's
+        " WHERE c.config_id = :config AND l.workload_id = (SELECT workload_id FROM configs WHERE config_id = :config)",
+        config=config_id,
+    )
+    return found[0] if found else None
+
+
+def config_lineage(conn: Connection, config_id: int) -> list[Row]:
+    """The config's relatives, by ``relation``: its ``parent`` (``origin`` says whether it was cloned within the
+    workload or warm-started from another), and the configs made from it (``clone`` or ``warm start``)."""
+    return _rows(
+        conn,
+        "SELECT CASE WHEN l.config_id = :config THEN 'parent' ELSE l.origin END AS relation, l.origin,"
+        " r.config_id, r.workload_id, w.name AS workload_name, r.status"
+        " FROM workload_lineage l"
+        " JOIN configs r ON r.config_id = CASE WHEN l.config_id = :config THEN l.cloned_from ELSE l.config_id END"
+        " JOIN workloads w ON w.workload_id = r.workload_id"
+        " WHERE l.config_id = :config OR l.cloned_from = :config ORDER BY r.config_id",
+        config=config_id,
+    )
+
+
+def config_units(conn: Connection, config_id: int) -> list[Row]:
+    """The config's committed units in order, with the seconds of each phase (``validation_s``: NULL unless the
+    unit ended an epoch)."""
+    return _rows(
+        conn,
+        "SELECT unit_id, epoch, segment, rows, data_load_s, state_load_s, train_s, state_save_s, validation_s,"
+        " train_loss, train_metric, started_at, finished_at, backend_pid"
+        " FROM units WHERE config_id = :config ORDER BY unit_id",
+        config=config_id,
+    )
+
+
 def datasets(conn: Connection) -> list[Row]:
     """Prepared datasets with their shards: rows and stored bytes per segment and split."""
     found = _rows(

@@ -11,6 +11,7 @@ st.navigation(
         st.Page("views/workloads.py", title="Workloads", icon=":material/list_alt:", default=True),
         st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:"),
         st.Page("views/workload_detail.py", title="Workload detail", icon=":material/monitoring:", url_path="workload"),
+        st.Page("views/config.py", title="Config", icon=":material/tune:", url_path="config"),
         st.Page("views/catalog.py", title="Models & datasets", icon=":material/dataset:"),
         st.Page("views/tensorboard_logs.py", title="TensorBoard", icon=":material/insights:"),
     ]

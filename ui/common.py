@@ -20,6 +20,7 @@ T = TypeVar("T")
 DOUBLE_CLICK_S = 10.0
 
 DETAIL_PAGE = "views/workload_detail.py"
+CONFIG_PAGE = "views/config.py"
 LAUNCH_PAGE = "views/launch.py"
 
 #: Seconds between refreshes of a page while anything it shows is pending or running.
@@ -84,6 +85,11 @@ def act(do: Callable[[Connection], str], *, once: str | None = None) -> bool:
         recent[once] = (time.monotonic(), message)
     flash("success", message)
     return True
+
+
+def change_status(config_id: int, status: str, seen: str) -> None:
+    """Stop (``stopped``) or resume (``running``) a config the page showed as ``seen`` (a button's callback)."""
+    act(lambda conn: client.set_config_status(conn, config_id, status, seen))
 
 
 def flash(kind: str, message: str) -> None:

@@ -13,10 +13,6 @@ from sqlalchemy import Connection
 from cerebro_db import client
 
 
-def change_status(config_id: int, status: str, seen: str) -> None:
-    common.act(lambda conn: client.set_config_status(conn, config_id, status, seen))
-
-
 def change_workload(workload_id: int, status: str, seen: str) -> None:
     common.act(lambda conn: client.set_workload_status(conn, workload_id, status, seen))
 
@@ -88,7 +84,12 @@ def config_row(
     """One config's row; every widget is keyed by the config id, so it stays with its config when the ranking moves."""
     config_id, status = config["config_id"], config["status"]
     cells = st.columns(widths, vertical_alignment="center")
-    cells[0].markdown(f"**{config_id}**" + (f" ← {config['cloned_from']}" if config["cloned_from"] else ""))
+    cells[0].page_link(
+        common.CONFIG_PAGE,
+        label=f"{config_id}" + (f" ← {config['cloned_from']}" if config["cloned_from"] else ""),
+        query_params={"config": str(config_id)},
+        help=f"config {config_id}'s page: its lineage, history and units",
+    )
     cells[1].markdown(searched(config["params"], space) or "defaults", help=str(config["params"]))
     with cells[2]:
         common.status_badge("training" if training and status in ("pending", "running") else status)
@@ -97,10 +98,12 @@ def config_row(
     cells[5].markdown("—" if config["best_val_loss"] is None else f"{config['best_val_loss']:.4f}")
     stop_col, clone_col, epochs_col = cells[6].columns(3)
     if status in ("pending", "running"):
-        stop_col.button("Stop", key=f"stop_{config_id}", on_click=change_status, args=(config_id, "stopped", status))
+        stop_col.button(
+            "Stop", key=f"stop_{config_id}", on_click=common.change_status, args=(config_id, "stopped", status)
+        )
     elif status == "stopped" and config["epochs_done"] < config["max_epochs"]:
         stop_col.button(
-            "Resume", key=f"resume_{config_id}", on_click=change_status, args=(config_id, "running", status)
+            "Resume", key=f"resume_{config_id}", on_click=common.change_status, args=(config_id, "running", status)
         )
     with clone_col.popover("Clone", key=f"clone_popover_{config_id}", on_change="rerun"):
         st.number_input("lr", value=float(config["params"].get("lr", 0.001)), format="%g", key=f"clone_lr_{config_id}")
