@@ -186,7 +186,7 @@ def config(conn: Connection, config_id: int) -> Row | None:
         conn,
         "SELECT c.config_id, c.workload_id, w.name AS workload_name, l.rank, c.params, c.status, c.epochs_done,"
         " c.max_epochs, l.best_val_metric, l.best_val_loss, l.best_epoch, c.cloned_from, c.created_by,"
-        " c.created_at, c.error, octet_length(cerebro.config_state(c.config_id)) AS state_bytes"
+        " c.created_at, c.error, cerebro.config_state_bytes(c.config_id) AS state_bytes"
         " FROM configs c JOIN workloads w USING (workload_id) JOIN leaderboard l USING (config_id)"
         # the leaderboard ranks within a workload: filtering on its partition computes only this workload's
         " WHERE c.config_id = :config AND l.workload_id = (SELECT workload_id FROM configs WHERE config_id = :config)",

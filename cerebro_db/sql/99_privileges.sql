@@ -39,7 +39,7 @@ GRANT EXECUTE ON FUNCTION
     legal_transition, transitions_hint, workload_has_active_configs, workload_finished,
     role_limits, raise_over_limit, check_max_epochs, bounded_unit_timeout, active_configs, check_max_active_configs,
     check_active_configs, check_room_for_a_config, check_new_config,
-    dataset_name_taken, is_registered_model, config_state, _store_dataset, _store_dataset_buffer, _create_workload,
+    dataset_name_taken, is_registered_model, config_state, config_state_bytes, _store_dataset, _store_dataset_buffer, _create_workload,
     _prepare_dataset, _expand_search_space, _complete_params, _check_training_memory, training_memory_limit,
     _evaluate, _predict_begin, _predict_part, _export_model,
     scheduler_lock_key, config_lock_key, segment_lock_key, quota_lock_key

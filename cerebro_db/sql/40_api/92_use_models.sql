@@ -13,6 +13,15 @@ AS $$
     WHERE s.config_id = config_state.config_id AND caller_owns(w.owner)
 $$;
 
+-- Its size, for the dashboard's config page: octet_length reads a stored value's size from its
+-- TOAST header, so a refresh does not fetch a big model's whole state.
+CREATE OR REPLACE FUNCTION config_state_bytes(config_id int) RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = cerebro, pg_temp
+AS $$
+    SELECT octet_length(s.state) FROM model_states s JOIN configs c USING (config_id) JOIN workloads w USING (workload_id)
+    WHERE s.config_id = config_state_bytes.config_id AND caller_owns(w.owner)
+$$;
+
 CREATE OR REPLACE FUNCTION _evaluate(config_id int, dataset text) RETURNS jsonb
 LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
 AS $$
