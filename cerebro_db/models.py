@@ -355,6 +355,7 @@ class ImportedModel(Base):
     input_shape: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
     output_shape: Mapped[list[int | None]] = mapped_column(ARRAY(Integer), nullable=False)
     params: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    #: ``model.layers`` in order: name, class, output_shape (Keras' text), output_shapes, params, trainable.
+    #: ``model.layers`` in order, a nested model's own after it (named ``outer/inner``): name, class, output_shape
+    #: (Keras' text), output_shapes (per output, the batch dimension included), params, trainable.
     layers: Mapped[Any] = mapped_column(JSONB, nullable=False)
     created_at: Mapped[datetime] = _now()

@@ -106,15 +106,14 @@ def _shape_text(shapes: list[list[int | None]]) -> str:
     return texts[0] if len(texts) == 1 else f"[{', '.join(texts)}]"
 
 
-def _layer(model: keras.Model, index: int) -> dict[str, Any]:
+def _layer(layer: keras.Layer, path: str) -> dict[str, Any]:
     import keras
 
-    layer = model.layers[index]
     # A layer called more than once (shared) has an output per call; its first is the one in the model's graph order.
     outputs = keras.tree.flatten(layer._inbound_nodes[0].output_tensors) if layer._inbound_nodes else []
     shapes = [_dims(tensor.shape) for tensor in outputs]
     return {
-        "name": layer.name,
+        "name": path + layer.name,
         "class": type(layer).__name__,
         "output_shape": _shape_text(shapes) if shapes else None,
         "output_shapes": shapes,
@@ -123,9 +122,23 @@ def _layer(model: keras.Model, index: int) -> dict[str, Any]:
     }
 
 
+def _layers(model: keras.Model, path: str = "") -> list[dict[str, Any]]:
+    """``model.layers`` in order, each nested model followed by its own layers, named by their path
+    (``outer/inner``: Keras names cannot contain a slash). A model ``cerebro-db export`` wrote is one: its
+    normalization, then the trained model and its layers."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        found.append(_layer(layer, path))
+        if isinstance(layer, keras.Model):
+            found.extend(_layers(layer, f"{path}{layer.name}/"))
+    return found
+
+
 def describe(model: keras.Model) -> dict[str, Any]:
-    """Shapes (per example: the batch dimension left out), parameter count and layers (in ``model.layers``' order)
-    of a model with one fixed input and one output; :class:`ImportedModelError` otherwise."""
+    """Shapes (per example: the batch dimension left out), parameter count and layers (:func:`_layers`) of a model
+    with one fixed input and one output; :class:`ImportedModelError` otherwise."""
     inputs, outputs = model.inputs or [], model.outputs or []
     if len(inputs) != 1 or len(outputs) != 1:
         raise ImportedModelError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs, not 1 and 1", "shape")
@@ -138,7 +151,7 @@ def describe(model: keras.Model) -> dict[str, Any]:
         "input_shape": input_shape[1:],
         "output_shape": _dims(outputs[0].shape)[1:],
         "params": int(model.count_params()),
-        "layers": [_layer(model, i) for i in range(len(model.layers))],
+        "layers": _layers(model),
     }
 
 
@@ -159,7 +172,9 @@ def inspect(data: bytes) -> dict[str, Any]:
     if "refusal" in answer:
         raise ImportedModelError(answer["refusal"]["message"], answer["refusal"]["kind"])
     reason = answer.get("memory") or child.died(done)
-    raise ImportedModelError(f"loading the model failed within {child.ADDRESS_SPACE / 2**30:g} GB ({reason})", "too_big")
+    raise ImportedModelError(
+        f"loading the model failed within {child.ADDRESS_SPACE / 2**30:g} GB ({reason})", "too_big"
+    )
 
 
 def _main() -> None:

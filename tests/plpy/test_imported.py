@@ -65,6 +65,16 @@ def test_a_fixed_input_model_is_described_layer_by_layer() -> None:
     assert found["layers"][0]["output_shapes"] == [[None, 2, 2, 2]]
 
 
+def test_a_nested_model_is_followed_by_its_layers_named_by_their_path() -> None:
+    """As cerebro-db export writes a config: its normalization, then the trained model."""
+    inner = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, name="hidden"), keras.layers.Dense(3, name="out")], name="mlp"
+    )
+    outer = keras.Sequential([keras.Input((6,)), keras.layers.Normalization(mean=0.0, variance=1.0), inner])
+    layers = [(la["name"], la["output_shape"], la["params"]) for la in imported.describe(outer)["layers"]]
+    assert layers[1:] == [("mlp", "(None, 3)", 83), ("mlp/hidden", "(None, 8)", 56), ("mlp/out", "(None, 3)", 27)]
+
+
 def test_an_input_without_a_fixed_shape_is_refused_naming_it() -> None:
     with pytest.raises(ImportedModelError, match=r"input shape \(None, None, 3\) is not fixed") as refused:
         imported.describe(unfixed_model())

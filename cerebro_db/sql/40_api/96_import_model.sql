@@ -98,7 +98,8 @@ END
 $$;
 
 -- One row per layer of model.layers, in order, as import_model found them (no TensorFlow is imported to read
--- them). Invoker rights: someone else's model is unknown.
+-- them); a nested model is followed by its own layers, named by their path (outer/inner), and its params count
+-- theirs. Invoker rights: someone else's model is unknown.
 CREATE OR REPLACE FUNCTION model_layers(model text)
 RETURNS TABLE (index int, name text, class text, output_shape text, params bigint, trainable boolean)
 LANGUAGE plpgsql STABLE SET search_path = cerebro, pg_temp
