@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from cerebro_db import cli, install
 from cerebro_db.cluster import ClusterConfig
@@ -138,15 +139,11 @@ def test_another_user_can_neither_see_nor_drop_it_an_admin_can(
     admin = unique("import_admin")
     admin_dsn = dataclasses.replace(cluster, user=admin, password=install.add_user(dsn, admin, admin=True)).dsn()
     with psycopg.connect(admin_dsn, autocommit=True) as as_admin:
-        assert one(as_admin, "SELECT owner FROM imported_model_catalog WHERE name = %s", name) == ann_role(as_ann)
+        owner = one(as_admin, "SELECT owner FROM imported_model_catalog WHERE name = %s", name)
+        assert owner == one(as_ann, "SELECT current_user")
         assert one(as_admin, "SELECT count(*) FROM model_layers(%s)", name) == 3
         as_admin.execute("SELECT drop_imported_model(%s)", [name])
     assert one(conn, "SELECT count(*) FROM imported_models WHERE name = %s", name) == 0
-
-
-def ann_role(session: Session) -> str:
-    role: str = one(session, "SELECT current_user")
-    return role
 
 
 def test_a_config_trained_and_exported_by_cerebro_db_imports_back(
@@ -203,3 +200,16 @@ def test_the_cli_refuses_an_oversized_file_before_sending_it_and_passes_on_refus
     with pytest.raises(SystemExit, match="No such file"):
         cli.main(["import-model", unique("gone"), str(tmp_path / "gone.keras")])
     assert stored(conn) == before
+
+
+def test_adduser_refuses_a_name_whose_imported_models_remain(dsn: str, cluster: ClusterConfig, tiny: bytes) -> None:
+    name = unique("import_reborn")
+    login = dataclasses.replace(cluster, user=name, password=install.add_user(dsn, name)).dsn()
+    with psycopg.connect(login, autocommit=True) as session:
+        import_model(session, unique("left_behind"), tiny)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP SCHEMA {0}; DROP ROLE {0}").format(sql.Identifier(name)))  # adduser made both
+        with pytest.raises(ValueError, match=f"1 imported_models still belong to '{name}'"):
+            install.add_user(dsn, name)
+        admin.execute("DELETE FROM imported_models WHERE owner = %s", [name])
+    install.add_user(dsn, name)  # a new role of that name, inheriting nothing
