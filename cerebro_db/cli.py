@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from cerebro_db import client, install, migrate, sample_data, tensorboard
@@ -369,6 +369,34 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"config {args.config_id} -> {path} ({len(model):,} bytes; load it with keras.saving.load_model)")
 
 
+def cmd_import_model(args: argparse.Namespace) -> None:
+    """import_model from a file: refused here if over the server's limit (nothing uploaded), else read once and sent
+    as one binary parameter (no hex text copy), then its layers printed."""
+    path: Path = args.file
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise SystemExit(f"cerebro-db import-model: {error}") from None
+    with sqlalchemy_connection() as conn:
+        limit = conn.execute(text("SELECT cerebro.max_import_bytes()")).scalar_one()
+        if size > limit:
+            raise SystemExit(f"cerebro-db import-model: {path} has {size:,} bytes, over the import limit of {limit:,}")
+        conn.exec_driver_sql(  # %(file)b: psycopg's binary format, which SQLAlchemy's text() cannot ask for
+            "SELECT cerebro.import_model(%(name)s, %(file)b, %(description)s)",
+            {"name": args.name, "file": path.read_bytes(), "description": args.description},
+        )
+        layers = conn.execute(text("SELECT * FROM cerebro.model_layers(:name)"), {"name": args.name}).all()
+        conn.commit()
+    print(f"{path} -> imported model {args.name!r} ({size:,} bytes, {len(layers)} layers)")
+    print(
+        format_table(
+            ["#", "layer", "class", "output shape", "params", "trainable"],
+            [[*row[:4], f"{row[4]:,}", "yes" if row[5] else "no"] for row in layers],
+            right=[True, False, False, False, True, False],
+        )
+    )
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     started = time.monotonic()
     rows = predict_on_segments(default_dsn(), args.config_id, args.source_table, args.id_column, args.output_table)
@@ -517,6 +545,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     export.add_argument("config_id", type=int)
     export.add_argument("-o", "--output", help="file to write (default: config_<id>.keras)")
     export.set_defaults(run=cmd_export)
+    imports = commands.add_parser(
+        "import-model", help="import a pretrained .keras file (checked in Keras' safe mode) and list its layers"
+    )
+    imports.add_argument("name", help="the name configs will know it by (unique across users)")
+    imports.add_argument("file", type=Path, help="a Keras 3 .keras archive, as model.save writes it")
+    imports.add_argument("--description")
+    imports.set_defaults(run=cmd_import_model)
     predict = commands.add_parser("predict", help="predict(...) with its parts on the segments side by side")
     predict.add_argument("config_id", type=int)
     predict.add_argument("source_table")

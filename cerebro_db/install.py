@@ -58,7 +58,7 @@ def install(dsn: str, segments: int | None = None) -> None:
 
 
 #: Tables whose rows belong to a role by name (``owner``), in the order they can be deleted.
-OWNED_TABLES = ("workloads", "datasets", "registered_models")
+OWNED_TABLES = ("workloads", "datasets", "registered_models", "imported_models")
 
 
 def rows_owned_by(conn: psycopg.Connection[Any], name: str) -> dict[str, int]:

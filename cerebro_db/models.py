@@ -328,3 +328,34 @@ class Limit(Base):
     max_epochs: Mapped[int | None] = mapped_column(Integer)
     default_unit_timeout: Mapped[timedelta | None] = mapped_column(Interval)
     max_unit_timeout: Mapped[timedelta | None] = mapped_column(Interval)
+
+
+class ImportedModel(Base):
+    """A pretrained model brought in with ``import_model``: its ``.keras`` archive and what the check found.
+
+    Written only by ``import_model`` (after loading the archive in Keras' safe mode), read and dropped by its owner
+    (and ``cerebro_admin``). ``name`` is unique across users, like a dataset's: configs name their base by it.
+    """
+
+    __tablename__ = "imported_models"
+    __table_args__ = (
+        CheckConstraint("name <> ''", name="name"),
+        CheckConstraint("size_bytes = octet_length(keras_file)", name="size_bytes"),
+    )
+    imported_model_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    owner: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
+    description: Mapped[str | None] = mapped_column(Text)
+    #: The archive as imported (stored uncompressed: a .keras file is a zip already).
+    keras_file: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    #: Per-backend caches of the loaded model can be keyed by it.
+    sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    #: Per example (the batch dimension left out); an unknown output dimension is NULL.
+    input_shape: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+    output_shape: Mapped[list[int | None]] = mapped_column(ARRAY(Integer), nullable=False)
+    params: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    #: ``model.layers`` in order, a nested model's own after it (named ``outer/inner``): name, class, output_shape
+    #: (Keras' text), output_shapes (per output, the batch dimension included), params, trainable.
+    layers: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _now()

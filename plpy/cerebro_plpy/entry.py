@@ -15,6 +15,7 @@ from cerebro_plpy import (
     custom,
     dataset,
     greenplum,
+    imported,
     inference,
     memory,
     procedures,
@@ -25,6 +26,7 @@ from cerebro_plpy import (
     unit,
 )
 from cerebro_plpy.custom import ScriptError
+from cerebro_plpy.imported import ImportedModelError
 from cerebro_plpy.inference import InferenceError
 from cerebro_plpy.memory import MemoryGuardError
 from cerebro_plpy.packing import PackingError
@@ -52,6 +54,8 @@ def _result(call: Callable[[], Any]) -> str:
         return json.dumps({"result": call()})
     except ParamError as error:
         return json.dumps({"error": str(error), "hint": error.hint})
+    except ImportedModelError as error:  # each refusal has its own SQLSTATE (raise_if_error's errcode)
+        return json.dumps({"error": str(error), "hint": error.hint, "errcode": error.sqlstate})
     except tuple(_USER_ERRORS) as error:
         hint = next(hint for kind, hint in _USER_ERRORS.items() if isinstance(error, kind))
         return json.dumps({"error": str(error), "hint": hint})
@@ -213,6 +217,11 @@ def check_model_script(gd: dict[str, Any], name: str, source: str, entry_point: 
         return {**summary, "source_sha256": custom.source_sha256(source)}
 
     return _result(check)
+
+
+def describe_imported_model(keras_file: bytes) -> str:
+    """import_model's check: the archive loads in safe mode with a fixed input; its shapes and layers."""
+    return _result(lambda: imported.inspect(keras_file))
 
 
 def roster_table() -> list[dict[str, Any]]:

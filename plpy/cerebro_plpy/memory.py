@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import resource
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cerebro_plpy import custom, roster
+from cerebro_plpy import child, custom, roster
 from cerebro_plpy.custom import Script
 from cerebro_plpy.plpy_adapter import Database
 
@@ -49,9 +46,6 @@ DEFAULT_MAX_TRAINING_MB = 4096.0
 EVALUATION_BATCH = 1024
 
 GD_PROFILES = "cerebro.memory_profiles"
-#: Address space of the child that builds a model to measure it: TensorFlow needs about 1.6 GB.
-CHILD_ADDRESS_SPACE = 4 * 2**30
-CHILD_TIMEOUT_S = 300.0
 
 _FLOAT = 4
 #: Slot variables per trainable weight of Keras optimizers at their defaults (unknown ones count as Adam).
@@ -291,43 +285,23 @@ def check_config(db: Database, gd: dict[str, Any], workload_id: int, params: dic
 
 
 def _measure_in_child(request: dict[str, Any], model: str, params: dict[str, Any]) -> Profile | None:
-    # The embedded interpreter's sys.executable is not Python; its base installation's is.
-    interpreter = os.path.join(sys.base_exec_prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}")
-    environment = {
-        **os.environ,
-        # This package's own directory first: an editable install finds it by an import hook, not sys.path.
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), *(p for p in sys.path if p)]),
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        # Thread pools reserve address space per core; the child computes nothing.
-        "TF_NUM_INTEROP_THREADS": "1",
-        "TF_NUM_INTRAOP_THREADS": "1",
-    }
     try:
-        done = subprocess.run(  # noqa: S603 - a fixed module of this package, the request on stdin
-            [interpreter, "-m", "cerebro_plpy.memory"],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            timeout=CHILD_TIMEOUT_S,
-            env=environment,
-            check=False,
-        )
+        done = child.run("cerebro_plpy.memory", request)
     except subprocess.TimeoutExpired:
         raise MemoryGuardError(
             f"config {json.dumps(params, sort_keys=True)} of model {model!r}: building it to estimate its memory "
-            f"took longer than {CHILD_TIMEOUT_S:g} s"
+            f"took longer than {child.TIMEOUT_S:g} s"
         ) from None
-    lines = done.stdout.strip().splitlines()
-    answer: dict[str, Any] = json.loads(lines[-1]) if done.returncode == 0 and lines else {}
+    answer = child.answer(done)
     if "profile" in answer:
         return Profile(**answer["profile"])
     if "error" in answer:
         return None
-    # Out of memory, or the child died (TensorFlow aborts on a failed allocation): refuse, to be safe.
-    reason = answer.get("memory") or f"exit status {done.returncode}: {done.stderr.strip()[-300:]}"
+    # Out of memory, or the child died: refuse, to be safe.
+    reason = answer.get("memory") or child.died(done)
     raise MemoryGuardError(
         f"config {json.dumps(params, sort_keys=True)} of model {model!r}: building it to estimate its memory "
-        f"failed within {CHILD_ADDRESS_SPACE / 2**30:g} GB ({reason}); lower {', '.join(_size_params(model))}"
+        f"failed within {child.ADDRESS_SPACE / 2**30:g} GB ({reason}); lower {', '.join(_size_params(model))}"
     )
 
 
@@ -355,15 +329,13 @@ def measure(request: dict[str, Any]) -> Profile:
 
 
 def _main() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
+    child.limit_address_space()
     request = json.load(sys.stdin)
     try:
         answer: dict[str, Any] = {"profile": asdict(measure(request))}
     except Exception as error:  # noqa: BLE001 - reported to the parent, which decides
         # custom.create wraps the script's errors; the original stays the context.
-        causes = [error, error.__context__]
-        memory_error = any(type(e).__name__ in ("MemoryError", "ResourceExhaustedError") for e in causes)
-        answer = {"memory" if memory_error else "error": f"{type(error).__name__}: {error}"[:300]}
+        answer = {"memory" if child.is_memory_error(error) else "error": f"{type(error).__name__}: {error}"[:300]}
     print(json.dumps(answer))
 
 
