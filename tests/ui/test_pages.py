@@ -326,18 +326,6 @@ def test_add_config_and_drill_down_into_a_warm_started_workload(conn: Session, f
     conn.execute("DELETE FROM workloads WHERE workload_id IN (%s, %s)", [child, parent])
 
 
-def test_workloads_page_lists_progress_and_links(conn: Session, fashion_2seg: str, dsn: str) -> None:
-    workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
-    conn.execute("UPDATE workloads SET name = 'listed' WHERE workload_id = %s", [workload])
-    run_until_idle(dsn)
-    app = open_page("workloads")
-    assert f"**#{workload} listed**" in texts(app)
-    assert any((bar.value, bar.text) == (100, "1 / 1 epoch") for bar in app.get("progress"))
-    links = [link for link in app.get("page_link") if link.proto.query_string == f"workload={workload}"]
-    assert links, "no link into the workload"
-    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
-
-
 def test_catalog_shows_the_roster_and_shards(fashion_2seg: str) -> None:
     app = open_page("catalog")
     assert any("**cnn**" in expander.label for expander in app.expander)
