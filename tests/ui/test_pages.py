@@ -352,25 +352,6 @@ def test_tensorboard_page_says_how_and_exports(
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 
 
-def test_prepare_a_dataset_from_a_table_then_select_it(conn: Session, fashion_table: str) -> None:
-    app = open_page("launch")
-    app.radio(key="dataset_source").set_value("Prepare one from a table").run()
-    app.selectbox(key="prep_table").set_value(f"public.{fashion_table}").run()  # outside the role's schema
-    app.selectbox(key="prep_label").set_value("label").run()
-    app.multiselect(key="prep_features").set_value(["pixels"]).run()
-    name = unique("prepared")
-    app.text_input(key="prep_name").set_value(name).run()
-    app.text_input(key="prep_shape").set_value("28, 28, x").run()
-    labelled(app, "Prepare dataset").click().run()
-    assert "feature shape '28, 28, x': give whole numbers" in texts(app)
-    app.text_input(key="prep_shape").set_value("28,28,1").run()
-    labelled(app, "Prepare dataset").click().run()
-    assert not app.exception, app.exception
-    assert f"dataset '{name}' prepared: 1,080 training and 120 validation rows on 2 segments" in texts(app)
-    assert app.selectbox(key="dataset").value == name  # and chosen for the launch
-    assert value(conn, "SELECT feature_shape FROM datasets WHERE name = %s", name) == [28, 28, 1]
-
-
 def labelled(app: AppTest, label: str) -> Any:
     return next(button for button in app.button if button.label == label)
 
