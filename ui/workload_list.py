@@ -22,7 +22,8 @@ def filtered(rows: Sequence[dict[str, Any]], chosen: Mapping[str, Collection[str
 
 
 def table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """One line per workload (:func:`cerebro_db.client.workloads` rows), in their order, typed for sorting."""
+    """One line per workload (:func:`cerebro_db.client.workloads` rows), in their order, typed for sorting; what
+    tells workloads apart first (a narrow page scrolls to the rest)."""
     return pd.DataFrame(
         {
             "workload": pd.Series([row["workload_id"] for row in rows], dtype="int64"),
@@ -32,16 +33,16 @@ def table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
                 [min(row["epochs_done"] / max(row["epochs_planned"], 1), 1.0) for row in rows], dtype="float64"
             ),
             "epochs": [f"{row['epochs_done']} / {row['epochs_planned']}" for row in rows],
-            "owner": [row["owner"] for row in rows],
-            "dataset": [row["dataset"] for row in rows],
-            "model": [row["model"] for row in rows],
-            "procedure": [row["procedure"] for row in rows],
-            "configs": [f"{row['configs_active']} / {row['configs']}" for row in rows],
             "best_val_accuracy": pd.Series([row["best_val_metric"] for row in rows], dtype="float64"),
             # an estimate only means something while the workload trains
             "time_left": pd.Series(
                 [row["eta"] if row["status"] == "running" else None for row in rows], dtype="timedelta64[ns]"
             ),
+            "configs": [f"{row['configs_active']} / {row['configs']}" for row in rows],
+            "owner": [row["owner"] for row in rows],
+            "dataset": [row["dataset"] for row in rows],
+            "model": [row["model"] for row in rows],
+            "procedure": [row["procedure"] for row in rows],
             "created": pd.to_datetime(pd.Series([row["created_at"] for row in rows], dtype=object), utc=True),
             "parent": pd.Series([row["parent_workload_id"] for row in rows], dtype="Int64"),
         }

@@ -88,12 +88,12 @@ def prepare() -> None:
 
 def prepare_button(problem: str | None, key: str) -> None:
     """ "Prepare dataset", or why it cannot run yet beside it."""
-    button_col, why_col = st.columns([1, 3], vertical_alignment="center")
-    button_col.button(
-        "Prepare dataset", key=key, on_click=prepare, icon=":material/database:", disabled=problem is not None
-    )
-    if problem is not None:
-        why_col.caption(f"To prepare: {problem}.")
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.button(
+            "Prepare dataset", key=key, on_click=prepare, icon=":material/database:", disabled=problem is not None
+        )
+        if problem is not None:
+            st.caption(f"To prepare: {problem}.")
 
 
 def dataset_section() -> DatasetChoice:
@@ -287,8 +287,8 @@ problems = [
     None if space is None else editor.procedure_problem(space, procedure, num_configs),
 ]
 reasons = [problem for problem in problems if problem is not None]
-launch_col, why_col = st.columns([1, 5], vertical_alignment="center")
-if launch_col.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=bool(reasons)):
+launch_row = st.container(horizontal=True, vertical_alignment="center")
+if launch_row.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=bool(reasons)):
     assert dataset.name is not None and space is not None
     request = client.LaunchRequest(
         dataset.name, model, space, procedure, max_epochs, num_configs, name, description, parent, warm_start
@@ -303,6 +303,7 @@ if launch_col.button("Launch", type="primary", icon=":material/rocket_launch:", 
         st.switch_page(common.DETAIL_PAGE, query_params={"workload": str(launched[0])})
     common.show_flashes()
 if reasons:
-    why_col.warning(f"To launch: {'; '.join(reasons)}.", icon=":material/block:")
+    launch_row.warning(f"To launch: {'; '.join(reasons)}.", icon=":material/block:")
 if dataset.preparable:  # the action the first reason asks for, right here
-    prepare_button(None, "prepare_at_launch")
+    with launch_row:
+        prepare_button(None, "prepare_at_launch")

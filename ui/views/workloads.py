@@ -15,17 +15,19 @@ TABLE = "workloads_table"
 SHOWN = "workloads_shown"
 
 COLUMNS = {
-    "workload": st.column_config.NumberColumn("#", format="%d", pinned=True),
-    "name": st.column_config.TextColumn("Name", pinned=True),
+    "workload": st.column_config.NumberColumn("#", format="%d"),
+    "name": st.column_config.TextColumn("Name"),
     "status": st.column_config.TextColumn("Status"),
-    "progress": st.column_config.ProgressColumn("Progress", format="percent", min_value=0, max_value=1),
+    "progress": st.column_config.ProgressColumn("Progress", format="percent", min_value=0, max_value=1, width=110),
     "epochs": st.column_config.TextColumn("Epochs", help="epochs trained / planned (stopped configs count as done)"),
     "owner": st.column_config.TextColumn("Owner"),
     "dataset": st.column_config.TextColumn("Dataset"),
     "model": st.column_config.TextColumn("Model"),
     "procedure": st.column_config.TextColumn("Procedure"),
     "configs": st.column_config.TextColumn("Configs", help="active / all"),
-    "best_val_accuracy": st.column_config.NumberColumn("Best val accuracy", format="percent"),
+    "best_val_accuracy": st.column_config.NumberColumn(
+        "Best val acc.", format="percent", help="best validation accuracy"
+    ),
     "time_left": st.column_config.NumberColumn("Time left", format="duration", help="an estimate, while running"),
     "created": st.column_config.DatetimeColumn("Created", format="distance"),
     "parent": st.column_config.NumberColumn("Parent", format="#%d", help="the workload this one drills down from"),
@@ -65,9 +67,9 @@ def overview(seen_every: int | None) -> None:
         selection_mode="single-row",
         column_config=COLUMNS,
         hide_index=True,
-        placeholder="none",
+        placeholder="—",
     )
-    st.caption("Select a row to open its workload; click a column's header to sort by it.")
+    st.caption("Tick a row's box to open its workload; click a column's header to sort by it.")
 
 
 st.title("Workloads")
