@@ -23,17 +23,17 @@ def filtered(rows: Sequence[dict[str, Any]], chosen: Mapping[str, Collection[str
 
 def table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One line per workload (:func:`cerebro_db.client.workloads` rows), in their order, typed for sorting; what
-    tells workloads apart first (a narrow page scrolls to the rest)."""
+    tells workloads apart first (a narrow page scrolls to the rest); progress and accuracy in percent."""
     return pd.DataFrame(
         {
             "workload": pd.Series([row["workload_id"] for row in rows], dtype="int64"),
             "name": [row["name"] or "unnamed" for row in rows],
             "status": [row["status"] for row in rows],
             "progress": pd.Series(
-                [min(row["epochs_done"] / max(row["epochs_planned"], 1), 1.0) for row in rows], dtype="float64"
+                [min(100 * row["epochs_done"] / max(row["epochs_planned"], 1), 100.0) for row in rows], dtype="float64"
             ),
             "epochs": [f"{row['epochs_done']} / {row['epochs_planned']}" for row in rows],
-            "best_val_accuracy": pd.Series([row["best_val_metric"] for row in rows], dtype="float64"),
+            "best_val_accuracy": 100 * pd.Series([row["best_val_metric"] for row in rows], dtype="float64"),
             # an estimate only means something while the workload trains
             "time_left": pd.Series(
                 [row["eta"] if row["status"] == "running" else None for row in rows], dtype="timedelta64[ns]"

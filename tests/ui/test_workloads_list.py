@@ -45,10 +45,10 @@ def test_the_table_has_a_typed_line_per_workload() -> None:
     frame = workload_list.table(rows)
     assert list(frame["workload"]) == [2, 1]
     assert list(frame["name"]) == ["sweep", "unnamed"]
-    assert list(frame["progress"]) == [0.75, 1.0]
+    assert list(frame["progress"]) == [75.0, 100.0]
     assert list(frame["epochs"]) == ["6 / 8", "8 / 8"]
     assert list(frame["configs"]) == ["3 / 4", "3 / 4"]
-    assert frame["best_val_accuracy"][0] == 0.5 and pd.isna(frame["best_val_accuracy"][1])
+    assert frame["best_val_accuracy"][0] == 50.0 and pd.isna(frame["best_val_accuracy"][1])
     assert frame["time_left"][0] == timedelta(minutes=3) and pd.isna(frame["time_left"][1])  # only while running
     assert frame["parent"][0] == 1 and pd.isna(frame["parent"][1])
     assert frame["created"][0] == datetime(2025, 1, 2, 3, 4, tzinfo=UTC)

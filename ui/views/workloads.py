@@ -18,7 +18,7 @@ COLUMNS = {
     "workload": st.column_config.NumberColumn("#", format="%d"),
     "name": st.column_config.TextColumn("Name"),
     "status": st.column_config.TextColumn("Status"),
-    "progress": st.column_config.ProgressColumn("Progress", format="percent", min_value=0, max_value=1, width=110),
+    "progress": st.column_config.ProgressColumn("Progress", format="%.0f %%", min_value=0, max_value=100, width=110),
     "epochs": st.column_config.TextColumn("Epochs", help="epochs trained / planned (stopped configs count as done)"),
     "owner": st.column_config.TextColumn("Owner"),
     "dataset": st.column_config.TextColumn("Dataset"),
@@ -26,7 +26,7 @@ COLUMNS = {
     "procedure": st.column_config.TextColumn("Procedure"),
     "configs": st.column_config.TextColumn("Configs", help="active / all"),
     "best_val_accuracy": st.column_config.NumberColumn(
-        "Best val acc.", format="percent", help="best validation accuracy"
+        "Best val acc.", format="%.1f %%", help="best validation accuracy"
     ),
     "time_left": st.column_config.NumberColumn("Time left", format="duration", help="an estimate, while running"),
     "created": st.column_config.DatetimeColumn("Created", format="distance"),
