@@ -175,3 +175,65 @@ def clone_max_epochs(epochs_done: int, max_epochs: int, workload_max_epochs: int
     """The Clone form's max_epochs: the source's, or, once the source has trained them all (a clone
     starts at its epochs and needs some left), a workload's worth of epochs beyond them."""
     return max_epochs if epochs_done < max_epochs else epochs_done + workload_max_epochs
+
+
+def procedure_problem(space: dict[str, Any], procedure: str, num_configs: int | None) -> str | None:
+    """Why the procedure cannot run ``space`` with ``num_configs`` (None if it can), as the database would
+    refuse it: grid takes choices only and no count, random and hyperopt need a count."""
+    if procedure == "grid" or (procedure == "hyperband" and num_configs is None):
+        ranges = [key for key, spec in space.items() if isinstance(spec, dict) and "min" in spec]
+        if ranges:
+            way = "give choices, or a number of configs to sample" if procedure == "hyperband" else "give choices"
+            return f"grid cannot enumerate a range ({', '.join(ranges)}): {way}, or pick random, hyperopt or hyperband"
+    elif num_configs is None:
+        return f"{procedure} needs the number of configs to sample"
+    return None
+
+
+#: Column names a dataset's label usually has, most likely first.
+LABEL_NAMES = ("label", "labels", "target", "class", "y")
+
+
+def default_label(columns: Sequence[str]) -> str | None:
+    """The column named like a label (``label``, ``target``, ``class``, ``y``, ``*_label``), else None: the user
+    chooses (the first column is usually an ``id``)."""
+    by_name = {column.lower(): column for column in columns}
+    for name in LABEL_NAMES:
+        if name in by_name:
+            return by_name[name]
+    return next((column for column in columns if column.lower().endswith(("_label", "_target", "_class"))), None)
+
+
+def id_like(column: str) -> bool:
+    return column.lower() == "id" or column.lower().endswith("_id")
+
+
+def default_features(columns: Sequence[str], label: str | None) -> list[str]:
+    """Every column but the label and ids (an id as a feature lets a model learn the row order)."""
+    return [column for column in columns if column != label and not id_like(column)]
+
+
+def feature_shape(raw: str) -> list[int] | None:
+    """``28,28,1`` -> [28, 28, 1]; nothing typed -> None (the features' own shape)."""
+    text = raw.strip()
+    try:
+        return [int(part) for part in text.split(",")] if text else None
+    except ValueError:
+        raise SpaceError(f"feature shape {raw!r}: give whole numbers separated by commas, e.g. 28,28,1") from None
+
+
+def dataset_problem(label: str | None, features: Sequence[str], name: str, shape: str) -> str | None:
+    """What keeps "Prepare dataset" from running (None if nothing does)."""
+    if label is None:
+        return "choose the label column"
+    if not features:
+        return "choose the feature columns"
+    if label in features:
+        return f"the label {label!r} cannot be a feature too"
+    if not name.strip():
+        return "give the dataset a name"
+    try:
+        feature_shape(shape)
+    except SpaceError as error:
+        return str(error)
+    return None

@@ -326,18 +326,6 @@ def test_add_config_and_drill_down_into_a_warm_started_workload(conn: Session, f
     conn.execute("DELETE FROM workloads WHERE workload_id IN (%s, %s)", [child, parent])
 
 
-def test_workloads_page_lists_progress_and_links(conn: Session, fashion_2seg: str, dsn: str) -> None:
-    workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
-    conn.execute("UPDATE workloads SET name = 'listed' WHERE workload_id = %s", [workload])
-    run_until_idle(dsn)
-    app = open_page("workloads")
-    assert f"**#{workload} listed**" in texts(app)
-    assert any((bar.value, bar.text) == (100, "1 / 1 epoch") for bar in app.get("progress"))
-    links = [link for link in app.get("page_link") if link.proto.query_string == f"workload={workload}"]
-    assert links, "no link into the workload"
-    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
-
-
 def test_catalog_shows_the_roster_and_shards(fashion_2seg: str) -> None:
     app = open_page("catalog")
     assert any("**cnn**" in expander.label for expander in app.expander)
@@ -362,25 +350,6 @@ def test_tensorboard_page_says_how_and_exports(
     for split in ("train", "validation"):
         assert list((tmp_path / "tensorboard" / f"workload_{workload}" / f"config_{config}" / split).glob("events.*"))
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
-
-
-def test_prepare_a_dataset_from_a_table_then_select_it(conn: Session, fashion_table: str) -> None:
-    app = open_page("launch")
-    app.radio(key="dataset_source").set_value("Prepare one from a table").run()
-    app.selectbox(key="prep_table").set_value(f"public.{fashion_table}").run()  # outside the role's schema
-    app.selectbox(key="prep_label").set_value("label").run()
-    app.multiselect(key="prep_features").set_value(["pixels"]).run()
-    name = unique("prepared")
-    app.text_input(key="prep_name").set_value(name).run()
-    app.text_input(key="prep_shape").set_value("28, 28, x").run()
-    labelled(app, "Prepare dataset").click().run()
-    assert "feature shape '28, 28, x': give whole numbers" in texts(app)
-    app.text_input(key="prep_shape").set_value("28,28,1").run()
-    labelled(app, "Prepare dataset").click().run()
-    assert not app.exception, app.exception
-    assert f"dataset '{name}' prepared: 1,080 training and 120 validation rows on 2 segments" in texts(app)
-    assert app.selectbox(key="dataset").value == name  # and chosen for the launch
-    assert value(conn, "SELECT feature_shape FROM datasets WHERE name = %s", name) == [28, 28, 1]
 
 
 def labelled(app: AppTest, label: str) -> Any:

@@ -1,7 +1,7 @@
 """Launch a workload: dataset (or prepare one), roster model, search space, procedure; grid preview."""
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import common
 import search_space_editor as editor
@@ -13,6 +13,12 @@ from cerebro_db.models import PROCEDURES
 
 MODES = ("default", "choices", "range")
 PREPARED, FROM_TABLE = "Prepared dataset", "Prepare one from a table"
+
+
+class DatasetChoice(NamedTuple):
+    name: str | None  # the prepared dataset to launch on
+    missing: str | None = None  # why there is none
+    preparable: bool = False  # the table form is complete: "Prepare dataset" can be offered beside Launch too
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -53,27 +59,20 @@ def apply_prefill(prefill: dict[str, Any]) -> None:
 
 
 def prepare() -> None:
-    """Callback of "Prepare dataset": prepare_dataset, then select the new dataset."""
+    """Callback of "Prepare dataset" (disabled until the form is complete): prepare_dataset, then select the new
+    dataset."""
     state = st.session_state
-    shape_text = state.get("prep_shape", "").strip()
-    try:
-        shape = [int(part) for part in shape_text.split(",")] if shape_text else None
-    except ValueError:
-        common.flash("error", f"feature shape {shape_text!r}: give whole numbers separated by commas, e.g. 28,28,1")
-        return
+    table = state["prep_table"]
     name = state["prep_name"].strip()
-    if not name:
-        common.flash("error", "give the dataset a name")
-        return
 
     def run(conn: Connection) -> str:
         shards = client.prepare_dataset(
             conn,
             name,
-            state["prep_table"],
-            state["prep_label"],
-            feature_columns=state.get("prep_features"),
-            feature_shape=shape,
+            table,
+            state[f"prep_label_{table}"],
+            feature_columns=state[f"prep_features_{table}"],
+            feature_shape=editor.feature_shape(state.get("prep_shape", "")),
             validation_fraction=state["prep_fraction"],
         )
         train = sum(row["train_rows"] for row in shards)
@@ -87,14 +86,25 @@ def prepare() -> None:
         state.update(dataset_source=PREPARED, dataset=name)
 
 
-def dataset_section() -> str | None:
+def prepare_button(problem: str | None, key: str) -> None:
+    """ "Prepare dataset", or why it cannot run yet beside it."""
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.button(
+            "Prepare dataset", key=key, on_click=prepare, icon=":material/database:", disabled=problem is not None
+        )
+        if problem is not None:
+            st.caption(f"To prepare: {problem}.")
+
+
+def dataset_section() -> DatasetChoice:
+    """The dataset to launch on, or None and why there is none; the form that prepares one from a table."""
     st.subheader("1 · Dataset")
     datasets = common.read(client.datasets)
     source = st.radio("Dataset", (PREPARED, FROM_TABLE), key="dataset_source", horizontal=True)
     if source == PREPARED:
         if not datasets:
             st.info("No prepared datasets yet — prepare one from a table.")
-            return None
+            return DatasetChoice(None, "no prepared dataset yet: choose “Prepare one from a table” in 1 · Dataset")
         by_name = {row["name"]: row for row in datasets}
         name: str = st.selectbox("Prepared dataset", list(by_name), key="dataset")
         row = by_name[name]
@@ -103,27 +113,41 @@ def dataset_section() -> str | None:
             f"{row['num_classes']} classes · features {'×'.join(map(str, row['feature_shape']))} · "
             f"{row['num_segments']} segments · from `{row['source_table']}`"
         )
-        return name
+        return DatasetChoice(name)
     tables = common.read(client.source_tables)
     if not tables:
         st.info("No tables to prepare from: load one into the database first (`cerebro-db demo` loads Fashion-MNIST).")
-        return None
+        return DatasetChoice(None, "no table to prepare a dataset from")
     table_col, label_col = st.columns(2)
-    table = table_col.selectbox("Source table", list(tables), key="prep_table")
-    label_col.selectbox("Label column", tables[table], key="prep_label")
-    st.multiselect(
+    table: str = table_col.selectbox("Source table", list(tables), key="prep_table")
+    columns = tables[table]
+    # Keyed by table: another table gets its own defaults. No label column is guessed but one named like a label.
+    label = editor.default_label(columns)
+    chosen_label: str | None = label_col.selectbox(
+        "Label column",
+        columns,
+        index=None if label is None else columns.index(label),
+        key=f"prep_label_{table}",
+        placeholder="choose the column to predict",
+    )
+    features = st.multiselect(
         "Feature columns",
-        tables[table],
-        key="prep_features",
-        placeholder="all other columns",
-        help="Numeric columns, or one array / bytea column (then give its shape).",
+        columns,
+        default=editor.default_features(columns, label),
+        key=f"prep_features_{table}",
+        placeholder="choose the columns to learn from",
+        help="Numeric columns, or one array / bytea column (then give its shape). Ids are left out: a model "
+        "would learn the row order.",
     )
     name_col, shape_col, fraction_col = st.columns(3)
-    name_col.text_input("Dataset name", key="prep_name", placeholder="e.g. fashion")
-    shape_col.text_input("Feature shape", key="prep_shape", placeholder="e.g. 28,28,1 for images")
+    name = name_col.text_input("Dataset name", key="prep_name", placeholder="e.g. fashion")
+    shape = shape_col.text_input("Feature shape", key="prep_shape", placeholder="e.g. 28,28,1 for images")
     fraction_col.slider("Validation fraction", 0.05, 0.5, 0.1, 0.05, key="prep_fraction")
-    st.button("Prepare dataset", on_click=prepare, icon=":material/database:")
-    return None
+    problem = editor.dataset_problem(chosen_label, features, name, shape)
+    prepare_button(problem, "prepare")
+    if problem is None:
+        return DatasetChoice(None, "prepare the dataset first", preparable=True)
+    return DatasetChoice(None, f"prepare the dataset first: {problem} in 1 · Dataset")
 
 
 def space_section(model: str, params: list[editor.ParamSpec]) -> list[editor.SpaceEntry]:
@@ -166,9 +190,7 @@ def space_section(model: str, params: list[editor.ParamSpec]) -> list[editor.Spa
 def preview(space: dict[str, Any], procedure: str, max_epochs: int, num_configs: int | None) -> None:
     size = editor.grid_size(space)
     if procedure == "grid" or (procedure == "hyperband" and num_configs is None):
-        if size is None:
-            st.warning("Grid needs choices only: a range can only be sampled (random, hyperopt, hyperband).")
-        else:
+        if size is not None:  # else Launch says why it is disabled
             st.info(
                 f"Grid creates **{size} config{'s' if size != 1 else ''}** × {common.plural(max_epochs, 'epoch')} = "
                 f"{size * max_epochs:,} config-epochs"
@@ -259,10 +281,17 @@ except editor.SpaceError as error:
 if space is not None:
     preview(space, procedure, max_epochs, num_configs)
 
-if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=dataset is None or space is None):
-    assert dataset is not None and space is not None
+problems = [
+    dataset.missing,
+    None if space is not None else "fix the search space (the error above)",
+    None if space is None else editor.procedure_problem(space, procedure, num_configs),
+]
+reasons = [problem for problem in problems if problem is not None]
+launch_row = st.container(horizontal=True, vertical_alignment="center")
+if launch_row.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=bool(reasons)):
+    assert dataset.name is not None and space is not None
     request = client.LaunchRequest(
-        dataset, model, space, procedure, max_epochs, num_configs, name, description, parent, warm_start
+        dataset.name, model, space, procedure, max_epochs, num_configs, name, description, parent, warm_start
     )
     launched: list[int] = []
 
@@ -273,3 +302,8 @@ if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled
     if common.act(run, once=repr(request)):
         st.switch_page(common.DETAIL_PAGE, query_params={"workload": str(launched[0])})
     common.show_flashes()
+if reasons:
+    launch_row.warning(f"To launch: {'; '.join(reasons)}.", icon=":material/block:")
+if dataset.preparable:  # the action the first reason asks for, right here
+    with launch_row:
+        prepare_button(None, "prepare_at_launch")

@@ -1,56 +1,82 @@
-"""Every workload with its progress, best metric and a link into it; refreshed while any trains."""
+"""Every workload in one sortable table, filtered by status, owner and dataset; a row opens its page. Refreshed
+while any workload is pending or running."""
+
+from typing import Any
 
 import common
+import pandas as pd
 import streamlit as st
+import workload_list
 
 from cerebro_db import client
 
-st.title("Workloads")
+TABLE = "workloads_table"
+#: The ids of the table's rows as last shown: a selection names a row by its position in that table.
+SHOWN = "workloads_shown"
+
+COLUMNS = {
+    "workload": st.column_config.NumberColumn("#", format="%d"),
+    "name": st.column_config.TextColumn("Name"),
+    "status": st.column_config.TextColumn("Status"),
+    "progress": st.column_config.ProgressColumn("Progress", format="%.0f %%", min_value=0, max_value=100, width=110),
+    "epochs": st.column_config.TextColumn("Epochs", help="epochs trained / planned (stopped configs count as done)"),
+    "owner": st.column_config.TextColumn("Owner"),
+    "dataset": st.column_config.TextColumn("Dataset"),
+    "model": st.column_config.TextColumn("Model"),
+    "procedure": st.column_config.TextColumn("Procedure"),
+    "configs": st.column_config.TextColumn("Configs", help="active / all"),
+    "best_val_accuracy": st.column_config.NumberColumn(
+        "Best val acc.", format="%.1f %%", help="best validation accuracy"
+    ),
+    "time_left": st.column_config.NumberColumn("Time left", format="duration", help="an estimate, while running"),
+    "created": st.column_config.DatetimeColumn("Created", format="distance"),
+    "parent": st.column_config.NumberColumn("Parent", format="#%d", help="the workload this one drills down from"),
+}
 
 
-@st.fragment(run_every=5)
-def overview() -> None:
+def open_selected() -> None:
+    """A row chosen in the table as last shown opens that workload's page."""
+    selection = st.session_state.get(TABLE)
+    rows = selection["selection"]["rows"] if selection else []
+    shown: list[int] = st.session_state.get(SHOWN, [])
+    if rows and rows[0] < len(shown):
+        st.switch_page(common.DETAIL_PAGE, query_params={"workload": str(shown[rows[0]])})
+
+
+def overview(seen_every: int | None) -> None:
+    open_selected()
     rows = common.read(client.workloads)
-    if not rows:
-        st.info("No workloads yet — launch one.")
-        st.page_link(common.LAUNCH_PAGE, label="Launch a workload", icon=":material/rocket_launch:")
-        return
-    running = [row for row in rows if row["status"] == "running"]
+    if common.refresh_every(rows) != seen_every:  # something started or everything ended: the interval follows
+        st.rerun()
+    filters = st.columns(len(workload_list.FILTERS))
+    chosen: dict[str, list[str]] = {}
+    for column, (name, label) in zip(filters, workload_list.FILTERS.items(), strict=True):
+        options = workload_list.filter_options(rows, name, st.session_state.get(f"filter_{name}", []))
+        chosen[name] = column.multiselect(label, options, key=f"filter_{name}", placeholder="all")
+    shown = workload_list.filtered(rows, chosen)
     total, active, done = st.columns(3)
-    total.metric("Workloads", len(rows))
-    active.metric("Running", len(running))
-    done.metric("Epochs trained", f"{sum(row['epochs_done'] for row in rows):,}")
-    for row in rows:
-        with st.container(border=True):
-            title, status, link = st.columns([6, 1, 1], vertical_alignment="center")
-            title.markdown(f"**#{row['workload_id']} {row['name'] or 'unnamed'}**")
-            with status:
-                common.status_badge(row["status"])
-            link.page_link(
-                common.DETAIL_PAGE,
-                label="Open",
-                icon=":material/arrow_forward:",
-                query_params={"workload": str(row["workload_id"])},
-            )
-            st.caption(
-                f"{row['owner']} · model `{row['model']}` · {row['procedure']} · dataset `{row['dataset']}` · "
-                f"created {row['created_at']:%Y-%m-%d %H:%M}"
-                + (f" · drill-down of #{row['parent_workload_id']}" if row["parent_workload_id"] else "")
-            )
-            planned = max(row["epochs_planned"], 1)
-            st.progress(
-                min(row["epochs_done"] / planned, 1.0),
-                text=f"{row['epochs_done']} / {common.plural(row['epochs_planned'], 'epoch')}",
-            )
-            configs, best, eta = st.columns(3)
-            configs.metric(
-                "Configs",
-                row["configs"],
-                help=f"{row['configs_active']} active, {row['configs_completed']} completed, "
-                f"{row['configs_stopped']} stopped, {row['configs_failed']} failed",
-            )
-            best.metric("Best val accuracy", common.percent(row["best_val_metric"]))
-            eta.metric("Time left (estimate)", common.duration(row["eta"]) if row["status"] == "running" else "—")
+    total.metric("Workloads", len(shown) if len(shown) == len(rows) else f"{len(shown)} of {len(rows)}")
+    active.metric("Running", sum(row["status"] == "running" for row in shown))
+    done.metric("Epochs trained", f"{sum(row['epochs_done'] for row in shown):,}")
+    st.session_state[SHOWN] = [row["workload_id"] for row in shown]
+    frame: pd.DataFrame = workload_list.table(shown)
+    st.dataframe(
+        frame,
+        key=TABLE,
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config=COLUMNS,
+        hide_index=True,
+        placeholder="—",
+    )
+    st.caption("Tick a row's box to open its workload; click a column's header to sort by it.")
 
 
-overview()
+st.title("Workloads")
+workloads: list[dict[str, Any]] = common.read(client.workloads)
+if not workloads:
+    st.info("No workloads yet — launch one.")
+    st.page_link(common.LAUNCH_PAGE, label="Launch a workload", icon=":material/rocket_launch:")
+else:
+    every = common.refresh_every(workloads)
+    st.fragment(overview, run_every=every)(every)
