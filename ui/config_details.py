@@ -22,6 +22,11 @@ def params_table(params: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame({"param": list(params), "value": [common.number(value) for value in params.values()]})
 
 
+def events_table(events: list[dict[str, Any]]) -> pd.DataFrame:
+    """The config's history; an event without a reason shows none (not "None")."""
+    return pd.DataFrame(events, columns=["at", "kind", "epochs_done", "actor", "detail"]).fillna({"detail": ""})
+
+
 def units_table(units: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per committed unit: where and when it ran and the seconds of each phase."""
     columns = ["epoch", "segment", "rows", *PHASES, "train_loss", "started_at", "finished_at", "backend_pid"]

@@ -216,3 +216,11 @@ def test_phase_totals_add_up_each_phase_and_skip_missing_validation() -> None:
         "0.000417",
         "64",
     ]
+
+
+def test_an_event_without_a_reason_shows_no_reason() -> None:
+    events = [
+        {"at": None, "kind": "created", "epochs_done": 0, "actor": "ann", "detail": None},
+        {"at": None, "kind": "pruned", "epochs_done": 1, "actor": "cerebro", "detail": "hyperband rung 1"},
+    ]
+    assert list(config_details.events_table(events)["detail"]) == ["", "hyperband rung 1"]

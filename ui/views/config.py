@@ -91,7 +91,7 @@ def lineage(config_id: int) -> None:
 def history(config_id: int) -> None:
     st.subheader("History")
     st.dataframe(
-        common.read(client.config_events, config_id),
+        details.events_table(common.read(client.config_events, config_id)),
         hide_index=True,
         column_config={
             "at": st.column_config.DatetimeColumn("at", format="YYYY-MM-DD HH:mm:ss"),
