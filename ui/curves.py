@@ -20,6 +20,8 @@ Axis = Literal["epoch", "wall clock"]
 #: What a chart can show: the metric's column stem in the rows -> its title.
 VALUES = {"loss": "loss", "metric": "accuracy"}
 SPLITS = (("train", "train"), ("validation", "val"))
+#: A line's parts: its config's own epochs, and those it inherited from its ancestors.
+PARTS = ["own", "inherited"]
 #: Configs a leaderboard selects at first, so the chart stays readable.
 DEFAULT_CURVES = 5
 
@@ -83,9 +85,12 @@ def points(rows: Iterable[Row], value: str) -> pd.DataFrame:
     ).sort_values(["config_id", "split", "part", "epoch"], kind="stable")
 
 
-def below(**options: Any) -> alt.Legend:
-    """A legend under the plot: it grows the chart's height instead of being clipped beside it."""
-    return alt.Legend(orient="bottom", direction="horizontal", **options)
+def legend(orient: Literal["top", "bottom"], **options: Any) -> alt.Legend:
+    """A legend above or under the plot (it grows the chart's height instead of being clipped beside it), its
+    symbols line strokes at full opacity (the marks' opacity says which config is isolated, not the legend's)."""
+    return alt.Legend(
+        orient=orient, direction="horizontal", symbolType="stroke", symbolStrokeColor="#888", symbolOpacity=1, **options
+    )
 
 
 def chart(
@@ -95,7 +100,7 @@ def chart(
     x: Axis = "epoch",
     log: bool = False,
     height: int = 260,
-) -> alt.Chart:
+) -> alt.LayerChart:
     """The curves of the configs in ``rows`` (``client.curves_with_ancestors``) for ``value``: colour by config
     (ordered by id, a categorical scheme), dash by split, inherited parts faded and thin; ``x`` epochs or wall
     clock (each epoch's ``finished_at``), ``log`` a log y axis. Legends sit below the plot, so they never clip."""
@@ -111,49 +116,50 @@ def chart(
         if x == "epoch"
         else alt.X("finished at:T", title="finished at (wall clock)")
     )
+    # others fade while a config is isolated (the condition is the fade: the legends keep full opacity)
     opacity = (
-        alt.when(isolate)
-        .then(
-            alt.Opacity(
-                "part:N",
-                title="epochs",
-                scale=alt.Scale(domain=["own", "inherited"], range=[1.0, 0.4]),
-                legend=below(labelExpr="datum.label == 'own' ? 'own' : 'inherited from a parent'"),
-            )
-        )
-        .otherwise(alt.value(0.07))
+        alt.when(~isolate)
+        .then(alt.value(0.07))
+        .otherwise(alt.Opacity("part:N", scale=alt.Scale(domain=PARTS, range=[1.0, 0.4]), legend=None))
     )
+    base = alt.Chart(frame).encode(
+        x=x_encoding,
+        y=alt.Y("value:Q", title=title, scale=alt.Scale(zero=False, type="log" if log else "linear")),
+        color=alt.Color(
+            "config:N",
+            title="config",
+            scale=alt.Scale(domain=configs, scheme="tableau10" if len(configs) <= 10 else "category20"),
+            sort=configs,
+            legend=legend("bottom", columns=min(len(configs), 5) or 1, symbolLimit=0, symbolStrokeWidth=3),
+        ),
+        opacity=opacity,
+        tooltip=[
+            "config",
+            "workload",
+            "params",
+            "split",
+            "epoch",
+            alt.Tooltip("value:Q", title=title, format=".4g"),
+            alt.Tooltip("finished at:T", format="%H:%M:%S"),
+            "trained by",
+        ],
+    )
+    lines = base.mark_line().encode(
+        strokeDash=alt.StrokeDash("split:N", title="split", legend=legend("top", symbolStrokeWidth=2)),
+        strokeWidth=alt.StrokeWidth(
+            "part:N",
+            title="epochs",
+            scale=alt.Scale(domain=PARTS, range=[2.5, 1.2]),
+            legend=legend("top", labelExpr=f"datum.label == '{PARTS[0]}' ? 'own' : 'inherited (faded)'"),
+        ),
+    )
+    # points of their own layer: a line's point overlay would turn the legends' line symbols into blank dots
+    dots = base.mark_point(filled=True, size=24)
     return (
-        alt.Chart(frame, title=title)
-        .mark_line(point=True)
-        .encode(
-            x=x_encoding,
-            y=alt.Y("value:Q", title=title, scale=alt.Scale(zero=False, type="log" if log else "linear")),
-            color=alt.Color(
-                "config:N",
-                title="config (click to isolate, shift-click to add)",
-                scale=alt.Scale(domain=configs, scheme="tableau10" if len(configs) <= 10 else "category20"),
-                sort=configs,
-                legend=below(columns=min(len(configs), 5) or 1, symbolLimit=0),
-            ),
-            strokeDash=alt.StrokeDash("split:N", title="split", legend=below()),
-            strokeWidth=alt.StrokeWidth(
-                "part:N", scale=alt.Scale(domain=["own", "inherited"], range=[2, 1.2]), legend=None
-            ),
-            opacity=opacity,
-            tooltip=[
-                "config",
-                "workload",
-                "params",
-                "split",
-                "epoch",
-                alt.Tooltip("value:Q", title=title, format=".4g"),
-                alt.Tooltip("finished at:T", format="%H:%M:%S"),
-                "trained by",
-            ],
-        )
-        .add_params(isolate, zoom)
-        .properties(height=height)
+        alt.layer(lines.add_params(isolate, zoom), dots, title=title)
+        # fit the width only: the legends add to the height instead of squeezing the plot (Streamlit's theme fits
+        # both, so many configs shrank the plot and clipped legends)
+        .properties(height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
     )
 
 

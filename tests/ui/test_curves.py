@@ -71,17 +71,18 @@ def test_the_chart_zooms_isolates_logs_and_orders_configs_by_id() -> None:
     params = {param["name"]: param for param in spec["params"]}
     assert params["zoom"]["bind"] == "scales" and params["zoom"]["select"]["type"] == "interval"
     assert params["isolate"]["bind"] == "legend" and params["isolate"]["select"]["fields"] == ["config"]
-    encoding = spec["encoding"]
+    encoding = spec["layer"][0]["encoding"]  # the lines (the points layer shares their encodings)
     assert encoding["y"]["scale"]["type"] == "log"
     assert encoding["color"]["scale"] == {"domain": ["config 2", "config 9", "config 10"], "scheme": "tableau10"}
     assert encoding["color"]["legend"]["orient"] == "bottom" and encoding["strokeDash"]["field"] == "split"
     assert {"field": "params", "type": "nominal"} in encoding["tooltip"]
-    assert encoding["opacity"]["condition"]["param"] == "isolate"  # others fade
+    assert encoding["opacity"]["condition"]["test"] == {"not": {"param": "isolate"}}  # the others fade
     wall_clock = curves.chart(rows, "metric", x="wall clock").to_dict()
-    assert wall_clock["encoding"]["x"]["field"] == "finished at" and wall_clock["encoding"]["x"]["type"] == "temporal"
-    assert wall_clock["encoding"]["y"]["scale"]["type"] == "linear"
+    (lines, dots) = (layer["encoding"] for layer in wall_clock["layer"])
+    assert lines["x"] == dots["x"] and (lines["x"]["field"], lines["x"]["type"]) == ("finished at", "temporal")
+    assert lines["y"]["scale"]["type"] == "linear"
     many = curves.chart([point(config, 1) for config in range(1, 13)], "loss").to_dict()
-    assert many["encoding"]["color"]["scale"]["scheme"] == "category20"
+    assert many["layer"][0]["encoding"]["color"]["scale"]["scheme"] == "category20"
 
 
 def test_ticks_follow_their_configs_when_rows_move() -> None:

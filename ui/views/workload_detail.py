@@ -118,6 +118,7 @@ def leaderboard(row: dict[str, Any], configs: list[dict[str, Any]]) -> list[int]
         on_select="rerun",
         selection_mode="multi-row",
         hide_index=True,
+        placeholder="—",
         column_config=table_columns(frame),
     )
     st.download_button(
