@@ -156,7 +156,7 @@ def chart(
     # points of their own layer: a line's point overlay would turn the legends' line symbols into blank dots
     dots = base.mark_point(filled=True, size=24)
     return (
-        alt.layer(lines.add_params(isolate, zoom), dots, title=title)
+        alt.LayerChart(layer=[lines.add_params(isolate, zoom), dots], title=title)
         # fit the width only: the legends add to the height instead of squeezing the plot (Streamlit's theme fits
         # both, so many configs shrank the plot and clipped legends)
         .properties(height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
