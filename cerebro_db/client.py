@@ -130,6 +130,67 @@ def learning_curves(conn: Connection, workload_id: int) -> list[Row]:
     )
 
 
+# ---- curves and leaderboard
+
+# The searched params (the search space's keys) of the config ``c`` of the workload ``w``.
+_SEARCHED_PARAMS = "(SELECT jsonb_object_agg(k, c.params -> k) FROM jsonb_object_keys(w.search_space) k)"
+
+
+def curves_with_ancestors(conn: Connection, config_ids: Sequence[int]) -> list[Row]:
+    """The learning curve of each config in ``config_ids``, continued back through its ancestors (``cloned_from``,
+    recursively): one row per point, like :func:`learning_curves`, where ``config_id`` is the config whose line it
+    is, ``from_config`` the config that trained that epoch and ``inherited`` whether it is an ancestor's point.
+
+    A clone keeps counting its source's epochs, so it inherits the source's epochs up to the clone point; a warm
+    start (a config of a drill-down workload, started from its parent workload's weights) counts from 1, so the
+    epochs its source had finished when it was created are shifted to end at epoch 0. ``epoch`` is on the line's
+    own count; ``workload_id`` and ``searched_params`` are the line's config's.
+    """
+    return _rows(
+        conn,
+        "WITH RECURSIVE chain AS ("
+        "   SELECT c.config_id AS line, c.config_id AS source, NULL::int AS upto, 0 AS shift, 0 AS depth"
+        "   FROM configs c WHERE c.config_id = ANY(CAST(:configs AS int[]))"
+        "   UNION ALL"
+        "   SELECT chain.line, p.config_id, link.point, chain.shift + link.shift, chain.depth + 1"
+        "   FROM chain JOIN configs c ON c.config_id = chain.source JOIN configs p ON p.config_id = c.cloned_from"
+        # a clone starts at its source's epochs_done (its first own epoch follows it); a warm start at the
+        # epochs its source had finished when it was created
+        "   CROSS JOIN LATERAL (SELECT CASE WHEN p.workload_id = c.workload_id"
+        "       THEN coalesce((SELECT min(m.epoch) - 1 FROM epoch_metrics m WHERE m.config_id = c.config_id),"
+        "                     c.epochs_done)"
+        "       ELSE (SELECT coalesce(max(m.epoch), 0) FROM epoch_metrics m"
+        "             WHERE m.config_id = p.config_id AND m.finished_at <= c.created_at) END AS point) clone_point"
+        "   CROSS JOIN LATERAL (SELECT clone_point.point,"
+        "       CASE WHEN p.workload_id = c.workload_id THEN 0 ELSE clone_point.point END AS shift) link"
+        "   WHERE chain.depth < 1000"  # lineage is acyclic (a source is older); a bound all the same
+        ")"
+        " SELECT chain.line AS config_id, m.config_id AS from_config, m.epoch - chain.shift AS epoch,"
+        " chain.depth > 0 AS inherited, m.train_loss, m.train_metric, m.val_loss, m.val_metric, m.seconds,"
+        f" m.finished_at, c.workload_id, {_SEARCHED_PARAMS} AS searched_params"
+        " FROM chain JOIN epoch_metrics m ON m.config_id = chain.source AND m.epoch <= coalesce(chain.upto, m.epoch)"
+        " JOIN configs c ON c.config_id = chain.line JOIN workloads w ON w.workload_id = c.workload_id"
+        " ORDER BY chain.line, 3",
+        configs=list(config_ids),
+    )
+
+
+def dataset_configs(conn: Connection, workload_id: int) -> list[Row]:
+    """The configs of every workload on this workload's dataset, as :func:`configs` has them plus ``workload_id``
+    and ``workload_name``; ``rank`` is across all of them (by best val metric)."""
+    return _rows(
+        conn,
+        "SELECT l.workload_id, w.name AS workload_name,"
+        " rank() OVER (ORDER BY l.best_val_metric DESC NULLS LAST) AS rank, l.config_id, l.params, l.status,"
+        " l.epochs_done, l.max_epochs, l.best_val_metric, l.best_val_loss, l.best_epoch, c.cloned_from,"
+        f" c.created_by, c.error, {_SEARCHED_PARAMS} AS searched_params"
+        " FROM leaderboard l JOIN configs c USING (config_id) JOIN workloads w ON w.workload_id = l.workload_id"
+        " WHERE w.dataset = (SELECT dataset FROM workloads WHERE workload_id = :workload)"
+        " ORDER BY rank, l.config_id",
+        workload=workload_id,
+    )
+
+
 def segments(conn: Connection) -> list[Row]:
     """The registered segments and where each is (``local``, or its server's URL); the operator's read
     (users may not read ``segments.dsn``)."""

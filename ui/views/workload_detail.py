@@ -2,9 +2,9 @@
 
 from typing import Any
 
-import altair as alt
 import common
 import comparison
+import curves
 import pandas as pd
 import search_space_editor as editor
 import streamlit as st
@@ -51,31 +51,104 @@ def searched(params: dict[str, Any], space: dict[str, Any]) -> str:
     return ", ".join(f"{key} {common.number(params[key])}" for key in editor.searched_keys(space) if key in params)
 
 
-def curves_chart(metrics: list[dict[str, Any]], value: str, title: str) -> alt.Chart:
-    long = pd.DataFrame(
-        [
-            {
-                "config": f"config {row['config_id']}",
-                "epoch": row["epoch"],
-                "split": split,
-                title: row[f"{prefix}_{value}"],
-            }
-            for row in metrics
-            for split, prefix in (("train", "train"), ("validation", "val"))
-        ]
-    )
-    return (
-        alt.Chart(long, title=title)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y(f"{title}:Q", scale=alt.Scale(zero=False)),
-            color=alt.Color("config:N", title="config"),
-            strokeDash=alt.StrokeDash("split:N", title="split"),
-            tooltip=["config", "epoch", "split", alt.Tooltip(f"{title}:Q", format=".4f")],
+def learning_curves(workload_id: int, chosen: list[int]) -> None:
+    """Loss and accuracy of the configs chosen in the leaderboard, a clone's line continuing its parent's."""
+    x_col, log_col = st.columns([3, 1], vertical_alignment="center")
+    x: curves.Axis = (
+        x_col.segmented_control(
+            "x axis",
+            ["epoch", "wall clock"],
+            default="epoch",
+            key=f"curves_x_{workload_id}",
+            label_visibility="collapsed",
         )
-        .properties(height=280)
+        or "epoch"
     )
+    log = log_col.toggle("log scale", key=f"curves_log_{workload_id}")
+    rows = common.read(client.curves_with_ancestors, chosen) if chosen else []
+    if not rows:
+        st.info(
+            "No epoch of the chosen configs has finished yet — curves appear as each epoch's validation commits."
+            if chosen
+            else "Tick configs in the leaderboard below to draw their curves."
+        )
+        return
+    loss_col, metric_col = st.columns(2)
+    loss_col.altair_chart(curves.chart(rows, "loss", x=x, log=log), width="stretch")
+    metric_col.altair_chart(curves.chart(rows, "metric", x=x, log=log), width="stretch")
+    st.caption(
+        "Drag to pan, scroll to zoom, double-click to reset; click a config in a legend to isolate it. "
+        "A clone's line continues its parent's epochs (faded)."
+    )
+
+
+def leaderboard(row: dict[str, Any], configs: list[dict[str, Any]]) -> list[int]:
+    """The configs as a sortable, filterable table whose ticked rows choose the curves; returns the chosen ids."""
+    workload_id = row["workload_id"]
+    filter_col, across_col = st.columns([3, 1], vertical_alignment="center")
+    across = across_col.toggle(
+        f"All workloads on `{row['dataset']}`",
+        key=f"leaderboard_across_{workload_id}",
+        help="List the configs of every workload on this dataset, to compare and draw them together.",
+    )
+    listed = common.read(client.dataset_configs, workload_id) if across else configs
+    statuses = filter_col.pills(
+        "status",
+        sorted({config["status"] for config in listed}),
+        selection_mode="multi",
+        key=f"leaderboard_status_{workload_id}",
+        label_visibility="collapsed",
+    )
+    shown = [config for config in listed if not statuses or config["status"] in statuses]
+    frame = curves.table(shown, across=across)
+    key = f"leaderboard_{workload_id}"
+    memory = st.session_state.setdefault(
+        f"curves_{workload_id}",
+        {"shown": [], "chosen": [config["config_id"] for config in configs[: curves.DEFAULT_CURVES]]},
+    )
+    selected = st.session_state[key]["selection"]["rows"] if key in st.session_state else None
+    ids = [int(config_id) for config_id in frame["config"]]
+    memory["chosen"], positions = curves.reselect(memory["shown"], memory["chosen"], selected, ids)
+    memory["shown"] = ids
+    if positions != selected:  # rows moved: the ticks follow their configs
+        st.session_state[key] = {"selection": {"rows": positions, "columns": [], "cells": []}}
+    event = st.dataframe(
+        frame,
+        key=key,
+        on_select="rerun",
+        selection_mode="multi-row",
+        hide_index=True,
+        placeholder="—",
+        column_config=table_columns(frame),
+    )
+    st.download_button(
+        "Download CSV",
+        frame.to_csv(index=False),
+        file_name=f"workload-{workload_id}-configs.csv",
+        mime="text/csv",
+        key=f"leaderboard_csv_{workload_id}",
+        icon=":material/download:",
+        on_click="ignore",
+    )
+    return [memory["shown"][position] for position in event.selection.rows]
+
+
+def table_columns(frame: pd.DataFrame) -> dict[str, Any]:
+    """Short numbers: percentages, 4 decimals for losses, 3 significant digits for numeric params."""
+    columns: dict[str, Any] = {
+        name: st.column_config.NumberColumn(name, format="%.3g")
+        for name in frame.columns
+        if pd.api.types.is_float_dtype(frame[name])
+    }
+    columns.update(
+        {
+            "config": st.column_config.NumberColumn("config", format="%d", pinned=True),
+            "best val accuracy": st.column_config.NumberColumn("best val accuracy", format="percent"),
+            "val loss": st.column_config.NumberColumn("val loss", format="%.4f"),
+            "cloned from": st.column_config.NumberColumn("cloned from", format="%d"),
+        }
+    )
+    return columns
 
 
 def config_row(
@@ -180,15 +253,13 @@ def live(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
     st.progress(min(row["epochs_done"] / max(row["epochs_planned"], 1), 1.0))
 
     st.subheader("Learning curves")
-    metrics = common.read(client.learning_curves, workload_id)
-    if not metrics:
-        st.info("No epoch has finished yet — curves appear as each epoch's validation commits.")
-    else:
-        loss_col, metric_col = st.columns(2)
-        loss_col.altair_chart(curves_chart(metrics, "loss", "loss"), width="stretch")
-        metric_col.altair_chart(curves_chart(metrics, "metric", "accuracy"), width="stretch")
+    chart_area = st.container()  # filled below the leaderboard, whose selection it draws
+    st.subheader("Leaderboard")
+    chosen = leaderboard(row, configs)
+    with chart_area:
+        learning_curves(workload_id, chosen)
 
-    st.subheader("Configs")
+    st.subheader("Steer configs")
     widths = [1, 3, 2, 1, 2, 2, 5]
     for cell, label in zip(
         st.columns(widths),
