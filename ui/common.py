@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import curves
 import streamlit as st
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -137,6 +138,30 @@ def prefill(key: str, value: Any) -> None:
 def refresh_every(configs: list[dict[str, Any]]) -> int | None:
     """Refresh while anything is pending or running (a resume or more epochs restarts it), else not at all."""
     return REFRESH_S if any(config["status"] in ("pending", "running") for config in configs) else None
+
+
+def learning_curves(key: str, config_ids: list[int]) -> bool:
+    """Loss and accuracy of ``config_ids`` side by side, a clone's line continuing its ancestors', with the x-axis
+    and log-scale switches keyed by ``key``; False, drawing no chart, while none of them has finished an epoch."""
+    x_col, log_col = st.columns([3, 1], vertical_alignment="center")
+    x: curves.Axis = (
+        x_col.segmented_control(
+            "x axis", ["epoch", "wall clock"], default="epoch", key=f"{key}_x", label_visibility="collapsed"
+        )
+        or "epoch"
+    )
+    log = log_col.toggle("log scale", key=f"{key}_log")
+    rows = read(client.curves_with_ancestors, config_ids) if config_ids else []
+    if not rows:
+        return False
+    loss_col, metric_col = st.columns(2)
+    loss_col.altair_chart(curves.chart(rows, "loss", x=x, log=log), width="stretch")
+    metric_col.altair_chart(curves.chart(rows, "metric", x=x, log=log), width="stretch")
+    st.caption(
+        "Drag to pan, scroll to zoom, double-click to reset; click a config in a legend to isolate it. "
+        "A clone's line continues its parent's epochs (faded)."
+    )
+    return True
 
 
 def status_badge(status: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 
@@ -39,3 +40,13 @@ def empty_dsn(cluster: ClusterConfig) -> Iterator[str]:
     install.create_database(cluster.dsn("postgres"), "ui_empty")
     install.install(cluster.dsn("ui_empty"), segments=2)
     yield cluster.dsn("ui_empty")
+
+
+def drawn(app: AppTest) -> list[list[str]]:
+    """The configs each learning-curve chart draws (its colour scale's domain); other charts are left out."""
+    specs = [json.loads(chart.proto.spec) for chart in app.get("vega_lite_chart")]
+    return [
+        spec["layer"][0]["encoding"]["color"]["scale"]["domain"]
+        for spec in specs
+        if spec.get("title") in ("loss", "accuracy")
+    ]

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from cerebro_db.cluster import ClusterConfig
 from tests.conftest import add_tenant, run_until_idle, unique
-from tests.ui.conftest import open_page
+from tests.ui.conftest import drawn, open_page
 
 Session = psycopg.Connection[Any]
 
@@ -144,6 +144,7 @@ def test_lineage_links_parent_clones_and_warm_starts_both_ways(
     assert links(clone_page)[f"config={config}"] == f"Parent (cloned from): config {config} (stopped)"
     assert dict(table(clone_page, "param").itertuples(index=False))["lr"] == "0.005"
     assert "No unit has committed yet" in texts(clone_page)  # its own units: none yet
+    assert drawn(clone_page) == [[f"config {clone}"]] * 2  # its line: its parent's epoch so far, inherited
     assert metric(clone_page, "State size") != "—"  # it starts from its parent's weights
     assert "refreshing every 2 s" in sidebar_says(clone_page)
 

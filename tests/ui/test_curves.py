@@ -4,7 +4,6 @@ and the detail page (AppTest) drawing the configs ticked in its leaderboard."""
 from __future__ import annotations
 
 import io
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,11 +11,10 @@ import pandas as pd
 import psycopg
 import pytest
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-from streamlit.testing.v1 import AppTest
 
 from cerebro_db import client, connection
 from tests.conftest import TINY_CNN, launch, one
-from tests.ui.conftest import open_page
+from tests.ui.conftest import drawn, open_page
 
 Session = psycopg.Connection[Any]
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -145,16 +143,6 @@ def test_curves_with_ancestors_continue_clones_and_warm_starts(conn: Session, fa
     assert {row["searched_params"]["lr"] for row in rows if row["config_id"] == grandchild} == {0.002}
     engine.dispose()
     conn.execute("DELETE FROM workloads WHERE workload_id IN (%s, %s)", [drill, workload])
-
-
-def drawn(app: AppTest) -> list[list[str]]:
-    """The configs each learning-curve chart draws (its colour scale's domain); other charts are left out."""
-    specs = [json.loads(chart.proto.spec) for chart in app.get("vega_lite_chart")]
-    return [
-        spec["layer"][0]["encoding"]["color"]["scale"]["domain"]
-        for spec in specs
-        if spec.get("title") in ("loss", "accuracy")
-    ]
 
 
 def test_the_leaderboard_chooses_the_curves_and_downloads(conn: Session, fashion_2seg: str) -> None:

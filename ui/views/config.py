@@ -57,8 +57,9 @@ def summary(config: dict[str, Any]) -> None:
 
 
 def curve(config_id: int) -> None:
-    """The config's learning curve, its ancestors' epochs included: a placeholder until ui/curves.py is wired."""
-    st.caption(f"Learning curve of config {config_id} (with its parent's epochs): not drawn here yet.")
+    """The config's learning curve, its ancestors' epochs included."""
+    if not common.learning_curves(f"config_curves_{config_id}", [config_id]):
+        st.info("No epoch has finished yet — the curve appears as each epoch's validation commits.")
 
 
 def config_link(row: dict[str, Any], prefix: str) -> None:
@@ -143,14 +144,14 @@ def page(config_id: int, seen_status: str, seen_every: int | None) -> None:
     header(config, training)
     common.show_flashes()
     summary(config)
-    params_col, curve_col = st.columns([1, 2])
+    st.subheader("Learning curve")
+    curve(config_id)
+    params_col, lineage_col = st.columns(2)
     with params_col:
         st.subheader("Params")
         st.dataframe(details.params_table(config["params"]), hide_index=True)
-    with curve_col:
-        st.subheader("Learning curve")
-        curve(config_id)
-    lineage(config_id)
+    with lineage_col:
+        lineage(config_id)
     history(config_id)
     units(config_id)
 

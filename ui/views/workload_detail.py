@@ -53,33 +53,12 @@ def searched(params: dict[str, Any], space: dict[str, Any]) -> str:
 
 def learning_curves(workload_id: int, chosen: list[int]) -> None:
     """Loss and accuracy of the configs chosen in the leaderboard, a clone's line continuing its parent's."""
-    x_col, log_col = st.columns([3, 1], vertical_alignment="center")
-    x: curves.Axis = (
-        x_col.segmented_control(
-            "x axis",
-            ["epoch", "wall clock"],
-            default="epoch",
-            key=f"curves_x_{workload_id}",
-            label_visibility="collapsed",
-        )
-        or "epoch"
-    )
-    log = log_col.toggle("log scale", key=f"curves_log_{workload_id}")
-    rows = common.read(client.curves_with_ancestors, chosen) if chosen else []
-    if not rows:
+    if not common.learning_curves(f"curves_{workload_id}", chosen):
         st.info(
             "No epoch of the chosen configs has finished yet — curves appear as each epoch's validation commits."
             if chosen
             else "Tick configs in the leaderboard below to draw their curves."
         )
-        return
-    loss_col, metric_col = st.columns(2)
-    loss_col.altair_chart(curves.chart(rows, "loss", x=x, log=log), width="stretch")
-    metric_col.altair_chart(curves.chart(rows, "metric", x=x, log=log), width="stretch")
-    st.caption(
-        "Drag to pan, scroll to zoom, double-click to reset; click a config in a legend to isolate it. "
-        "A clone's line continues its parent's epochs (faded)."
-    )
 
 
 def leaderboard(row: dict[str, Any], configs: list[dict[str, Any]]) -> list[int]:
