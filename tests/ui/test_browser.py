@@ -1,4 +1,5 @@
-"""End to end in a real headless Chromium: launch from the form, watch a curve appear live, stop a config."""
+"""End to end in a real headless Chromium: launch from the form, watch a curve appear live, clone under a moving
+ranking, stop and resume a config and watch its curve grow."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from cerebro_db.testing.clusters import dashboard_server
 from tests.conftest import run_until_idle, unique
@@ -35,8 +36,23 @@ def choose(page: Page, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-@pytest.mark.slow  # 16 s within the suite, 35 s on its own: its new backends import TensorFlow cold
-def test_launch_watch_and_stop_from_a_browser(browser: Browser, dsn: str, fashion_2seg: str, tmp_path: Path) -> None:
+def steer_row(page: Page, config_id: int) -> Locator:
+    """The config's row under "Steer configs": the innermost row of columns holding its page link."""
+    link = page.get_by_role("link", name=re.compile(rf"^{config_id}( ←.*)?$"))
+    return page.get_by_test_id("stHorizontalBlock").filter(has=link).last
+
+
+def rank_first(dsn: str, config_id: int) -> None:
+    """As if the config's first epoch had validated best of all (the leaderboard ranks by it)."""
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        conn.execute("SET LOCAL cerebro.internal = on")
+        conn.execute("UPDATE epoch_metrics SET val_metric = 1 WHERE config_id = %s AND epoch = 1", [config_id])
+
+
+@pytest.mark.slow  # 30 s within the suite, 45 s on its own: its new backends import TensorFlow cold
+def test_launch_watch_steer_and_resume_from_a_browser(
+    browser: Browser, dsn: str, fashion_2seg: str, tmp_path: Path
+) -> None:
     name = unique("browser")
     with dashboard_server(dsn) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1900})
@@ -54,24 +70,54 @@ def test_launch_watch_and_stop_from_a_browser(browser: Browser, dsn: str, fashio
         page.get_by_role("button", name=re.compile("Launch")).click()
 
         expect(page.get_by_role("heading", name=re.compile(name))).to_be_visible()  # the workload's own page
-        expect(page.get_by_text("No epoch has finished yet")).to_be_visible()
+        expect(page.get_by_text("No epoch of the chosen configs has finished yet")).to_be_visible()
         with psycopg.connect(dsn) as conn:
             row: Any = conn.execute("SELECT workload_id FROM workloads WHERE name = %s", [name]).fetchone()
-        workload = row[0]
-        assert run_until_idle(dsn, max_units=4)  # the first epoch of each config, on both segments
+            workload = row[0]
+            assert run_until_idle(dsn, max_units=4)  # the first epoch of each config, on both segments
+            ranked = [
+                (config, params["lr"])
+                for config, params in conn.execute(
+                    "SELECT config_id, params FROM leaderboard WHERE workload_id = %s ORDER BY rank", [workload]
+                )
+            ]
+        (first, _), (second, second_lr) = ranked
         expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()  # refreshed, no reload
         expect(page.get_by_test_id("stMetricValue").filter(has_text="2 / 4")).to_be_visible()  # all 4 units shown
-        page.screenshot(path=tmp_path / "workload.png", full_page=True)
 
-        page.get_by_role("button", name="Stop", exact=True).first.click()
-        expect(page.get_by_text(re.compile(r"config \d+: stopped"))).to_be_visible()
-        page.screenshot(path=tmp_path / "stopped.png", full_page=True)
+        # The runner-up's Clone popover stays with it while the ranking moves it to the top under the open popover.
+        steer_row(page, second).get_by_role("button", name="Clone", exact=True).click()
+        lr = page.get_by_test_id("stPopoverBody").get_by_label("lr")
+        expect(lr).to_have_value(str(second_lr))
+        rank_first(dsn, second)
+        expect(page.get_by_role("link", name=re.compile(r"^\d+( ←.*)?$")).first).to_have_text(str(second))
+        expect(lr).to_have_value(str(second_lr))
+        page.get_by_role("button", name="Clone config").click()
+        expect(page.get_by_text(re.compile(rf"config \d+ cloned from config {second}"))).to_be_visible()
+        page.screenshot(path=tmp_path / "cloned.png", full_page=True)
+
+        steer_row(page, first).get_by_role("button", name="Stop", exact=True).click()
+        expect(page.get_by_text(f"config {first}: stopped")).to_be_visible()
+        steer_row(page, first).get_by_role("button", name="Resume", exact=True).click()
+        expect(page.get_by_text(f"config {first}: resumed")).to_be_visible()
+
+        # The resumed config's curve grows while the page is open: the loss chart is redrawn with epoch 2.
+        loss_chart = page.get_by_test_id("stVegaLiteChart").first
+        before = loss_chart.screenshot()
+        assert run_until_idle(dsn)
+        expect(page.get_by_text("Not refreshing: nothing in this workload is pending or running.")).to_be_visible()
+        assert loss_chart.screenshot() != before
+        page.screenshot(path=tmp_path / "finished.png", full_page=True)
     with psycopg.connect(dsn) as conn:
-        statuses = [
-            status
-            for (status,) in conn.execute("SELECT status FROM configs WHERE workload_id = %s ORDER BY 1", [workload])
-        ]
+        rows = conn.execute(
+            "SELECT config_id, cloned_from, status, epochs_done FROM configs WHERE workload_id = %s ORDER BY 1",
+            [workload],
+        ).fetchall()
         conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
         conn.commit()
-    assert sorted(statuses) == ["pending", "stopped"] or sorted(statuses) == ["running", "stopped"]
-    assert (tmp_path / "stopped.png").stat().st_size > 10_000
+    assert [(cloned_from, status, epochs) for _, cloned_from, status, epochs in rows] == [
+        (None, "completed", 2),
+        (None, "completed", 2),
+        (second, "completed", 2),
+    ]
+    assert (tmp_path / "finished.png").stat().st_size > 10_000
