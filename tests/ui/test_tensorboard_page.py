@@ -23,7 +23,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cerebro_db import client, tensorboard, tensorboard_server
 from cerebro_db.cluster import free_port
 from cerebro_db.connection import sqlalchemy_connection
-from tests.conftest import TINY_CNN, dashboard_server, launch, run_until_idle, unique
+from cerebro_db.testing.clusters import dashboard_server
+from tests.conftest import TINY_CNN, launch, run_until_idle, unique
 from tests.ui.conftest import open_page
 from tests.ui.test_browser import browser  # noqa: F401  (the fixture)
 
