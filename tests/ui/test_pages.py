@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -332,24 +331,6 @@ def test_catalog_shows_the_roster_and_shards(fashion_2seg: str) -> None:
     assert f"**{fashion_2seg}**" in texts(app)
     shards = [frame.value for frame in app.dataframe if "segment" in frame.value.columns]
     assert any(set(frame["segment"]) == {0, 1} and set(frame["split"]) == {"train", "validation"} for frame in shards)
-
-
-def test_tensorboard_page_says_how_and_exports(
-    conn: Session, fashion_2seg: str, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CEREBRO_HOME", str(tmp_path))  # where the default logdir lives
-    workload = launch(conn, fashion_2seg, {"lr": [0.003], **TINY_CNN}, epochs=1)
-    (config,) = configs_of(conn, workload)
-    run_until_idle(dsn)
-    app = open_page("tensorboard_logs")
-    app.selectbox(key="tensorboard_workload").set_value(workload).run()
-    assert f"cerebro-db tensorboard {workload}\n" in app.code[0].value
-    assert f"tensorboard --logdir {tmp_path / 'tensorboard'}" in app.code[0].value
-    app.button[0].click().run()
-    assert not app.exception, app.exception
-    for split in ("train", "validation"):
-        assert list((tmp_path / "tensorboard" / f"workload_{workload}" / f"config_{config}" / split).glob("events.*"))
-    conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
 
 
 def labelled(app: AppTest, label: str) -> Any:
