@@ -22,8 +22,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cerebro_db import sample_data
 from cerebro_db.cluster import ClusterConfig, free_port
+from cerebro_db.testing.clusters import dashboard_server
 from cerebro_db.testing.faults import cli, connect
-from tests.conftest import TINY_CNN, dashboard_server, launch, run_until_idle
+from tests.conftest import TINY_CNN, launch, run_until_idle
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_tensorboard_writes_the_epoch_metrics_as_event_files(dsn: str, fashion_2
         workload = launch(conn, fashion_2seg, {"lr": [0.001, 0.003], **TINY_CNN}, epochs=2)
         run_until_idle(dsn)
         expected = {
-            (f"config_{config}/{split}", tag, epoch): value
+            (f"config-{config}/{split}", tag, epoch): value
             for config, epoch, train_loss, train_metric, val_loss, val_metric in conn.execute(
                 "SELECT config_id, epoch, train_loss, train_metric, val_loss, val_metric FROM epoch_metrics"
                 " JOIN configs USING (config_id) WHERE workload_id = %s",
@@ -118,7 +119,7 @@ def test_tensorboard_writes_the_epoch_metrics_as_event_files(dsn: str, fashion_2
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"tensorboard --logdir {tmp_path}" in result.stdout
     written = {}
-    for run in (tmp_path / f"workload_{workload}").glob("config_*/*"):
+    for run in (tmp_path / f"w{workload}").glob("config-*/*"):
         accumulator = EventAccumulator(str(run))
         accumulator.Reload()
         for tag in accumulator.Tags()["tensors"]:
