@@ -1,31 +1,20 @@
 """End to end in a real headless Chromium: launch from the form, watch a curve appear live, clone under a moving
-ranking, stop and resume a config and watch its curve grow."""
+ranking, stop and resume a config and watch its curve grow; TensorBoard inside the dashboard draws a scalar."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
+from cerebro_db.cluster import free_port
 from cerebro_db.testing.clusters import dashboard_server
 from tests.conftest import run_until_idle, unique
-
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's (install.sh); Playwright cannot download its own here
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: ./install.sh installs it")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield launched
-        launched.close()
+from tests.ui.conftest import named_workload
 
 
 def choose(page: Page, label: str, option: str) -> None:
@@ -121,3 +110,29 @@ def test_launch_watch_steer_and_resume_from_a_browser(
         (second, "completed", 2),
     ]
     assert (tmp_path / "finished.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_tensorboard_page_in_a_browser_shows_a_scalar(
+    browser: Browser,
+    dsn: str,
+    fashion_2seg: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CEREBRO_HOME", str(tmp_path))  # the dashboard server inherits the environment
+    monkeypatch.setenv("CEREBRO_TENSORBOARD_PORT", str(free_port()))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        workload, config = named_workload(conn, fashion_2seg, unique("tb browser"), epochs=2)
+        run_until_idle(dsn)
+        with dashboard_server(dsn) as url:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            expect.set_options(timeout=60_000)  # TensorBoard and the export import TensorFlow first
+            page.goto(f"{url}/tensorboard_logs?workload={workload}")
+            board = page.frame_locator("iframe[title^='TensorBoard']")
+            expect(board.get_by_text(f"config-{config}/validation").first).to_be_visible()  # the runs list
+            expect(board.get_by_text("loss", exact=True).first).to_be_visible()  # a scalar card's tag
+            expect(board.locator("scalar-card line-chart").first).to_be_visible()  # a drawn curve
+            page.screenshot(path=tmp_path / "tensorboard.png", full_page=True)
+        conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
+    assert (tmp_path / "tensorboard.png").stat().st_size > 10_000

@@ -17,27 +17,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, expect
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cerebro_db import client, tensorboard, tensorboard_server
 from cerebro_db.cluster import free_port
 from cerebro_db.connection import sqlalchemy_connection
-from cerebro_db.testing.clusters import dashboard_server
-from tests.conftest import TINY_CNN, launch, run_until_idle, unique
-from tests.ui.conftest import open_page
-from tests.ui.test_browser import browser  # noqa: F401  (the fixture)
+from tests.conftest import run_until_idle, unique
+from tests.ui.conftest import named_workload, open_page
 
 Session = psycopg.Connection[Any]
-
-
-def named_workload(conn: Session, dataset: str, name: str, *, epochs: int) -> tuple[int, int]:
-    """A one-config workload called ``name``; returns it and its config."""
-    workload = launch(conn, dataset, {"lr": [0.003], **TINY_CNN}, epochs=epochs)
-    conn.execute("UPDATE workloads SET name = %s WHERE workload_id = %s", [name, workload])
-    row = conn.execute("SELECT config_id FROM configs WHERE workload_id = %s", [workload]).fetchone()
-    assert row is not None
-    return workload, row[0]
 
 
 def steps(run: Path) -> dict[str, list[int]]:
@@ -229,29 +217,3 @@ def test_page_exports_and_shows_tensorboard_in_an_iframe_restarting_it_when_it_d
         for pid in tensorboards_on(port):
             os.kill(pid, signal.SIGTERM)
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
-
-
-@pytest.mark.slow
-def test_tensorboard_page_in_a_browser_shows_a_scalar(
-    browser: Browser,  # noqa: F811
-    dsn: str,
-    fashion_2seg: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("CEREBRO_HOME", str(tmp_path))  # the dashboard server inherits the environment
-    monkeypatch.setenv("CEREBRO_TENSORBOARD_PORT", str(free_port()))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        workload, config = named_workload(conn, fashion_2seg, unique("tb browser"), epochs=2)
-        run_until_idle(dsn)
-        with dashboard_server(dsn) as url:
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            expect.set_options(timeout=60_000)  # TensorBoard and the export import TensorFlow first
-            page.goto(f"{url}/tensorboard_logs?workload={workload}")
-            board = page.frame_locator("iframe[title^='TensorBoard']")
-            expect(board.get_by_text(f"config-{config}/validation").first).to_be_visible()  # the runs list
-            expect(board.get_by_text("loss", exact=True).first).to_be_visible()  # a scalar card's tag
-            expect(board.locator("scalar-card line-chart").first).to_be_visible()  # a drawn curve
-            page.screenshot(path=tmp_path / "tensorboard.png", full_page=True)
-        conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
-    assert (tmp_path / "tensorboard.png").stat().st_size > 10_000
