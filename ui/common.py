@@ -11,6 +11,7 @@ import curves
 import streamlit as st
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
+from streamlit.delta_generator import DeltaGenerator
 
 from cerebro_db import client, connection, migrate
 from cerebro_db.cluster import ClusterError
@@ -91,6 +92,28 @@ def act(do: Callable[[Connection], str], *, once: str | None = None) -> bool:
 def change_status(config_id: int, status: str, seen: str) -> None:
     """Stop (``stopped``) or resume (``running``) a config the page showed as ``seen`` (a button's callback)."""
     act(lambda conn: client.set_config_status(conn, config_id, status, seen))
+
+
+def stop_or_resume(where: DeltaGenerator, config: dict[str, Any], *, icons: bool = False) -> None:
+    """The config's Stop button while it may train, Resume while stopped with epochs left, in ``where`` (a
+    column); keyed by the config's id, so it stays with its config wherever the page lists it."""
+    config_id, status = config["config_id"], config["status"]
+    if status in ("pending", "running"):
+        where.button(
+            "Stop",
+            key=f"stop_{config_id}",
+            on_click=change_status,
+            args=(config_id, "stopped", status),
+            icon=":material/stop:" if icons else None,
+        )
+    elif status == "stopped" and config["epochs_done"] < config["max_epochs"]:
+        where.button(
+            "Resume",
+            key=f"resume_{config_id}",
+            on_click=change_status,
+            args=(config_id, "running", status),
+            icon=":material/play_arrow:" if icons else None,
+        )
 
 
 def flash(kind: str, message: str) -> None:

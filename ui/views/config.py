@@ -15,22 +15,7 @@ def header(config: dict[str, Any], training: bool) -> None:
     title_col.title(f"Config {config_id}")
     with badge_col:
         common.status_badge("training" if training and status in ("pending", "running") else status)
-    if status in ("pending", "running"):
-        action_col.button(
-            "Stop",
-            key=f"stop_{config_id}",
-            on_click=common.change_status,
-            args=(config_id, "stopped", status),
-            icon=":material/stop:",
-        )
-    elif status == "stopped" and config["epochs_done"] < config["max_epochs"]:
-        action_col.button(
-            "Resume",
-            key=f"resume_{config_id}",
-            on_click=common.change_status,
-            args=(config_id, "running", status),
-            icon=":material/play_arrow:",
-        )
+    common.stop_or_resume(action_col, config, icons=True)
     st.page_link(
         common.DETAIL_PAGE,
         label=f"Workload #{config['workload_id']} {config['workload_name'] or 'unnamed'}",

@@ -149,14 +149,7 @@ def config_row(
     cells[4].markdown(common.percent(config["best_val_metric"]))
     cells[5].markdown("—" if config["best_val_loss"] is None else f"{config['best_val_loss']:.4f}")
     stop_col, clone_col, epochs_col = cells[6].columns(3)
-    if status in ("pending", "running"):
-        stop_col.button(
-            "Stop", key=f"stop_{config_id}", on_click=common.change_status, args=(config_id, "stopped", status)
-        )
-    elif status == "stopped" and config["epochs_done"] < config["max_epochs"]:
-        stop_col.button(
-            "Resume", key=f"resume_{config_id}", on_click=common.change_status, args=(config_id, "running", status)
-        )
+    common.stop_or_resume(stop_col, config)
     with clone_col.popover("Clone", key=f"clone_popover_{config_id}", on_change="rerun"):
         st.number_input("lr", value=float(config["params"].get("lr", 0.001)), format="%g", key=f"clone_lr_{config_id}")
         st.number_input(
