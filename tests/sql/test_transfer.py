@@ -115,7 +115,7 @@ def test_refusals_name_the_problem_and_create_nothing(
 ) -> None:
     base = pretrained[0]
     layers = layer_names(conn, base)
-    cases = [
+    cases: list[tuple[str, dict[str, Any], str, str]] = [
         (post_1seg, {"base": "no_such_base"}, r"unknown imported model 'no_such_base' \(base\)",
          "imported_model_catalog"),
         (post_1seg, {"base": base, "layer": "cnn/nope"}, "layer 'cnn/nope' is not a layer of imported model",
