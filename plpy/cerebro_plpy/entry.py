@@ -23,6 +23,7 @@ from cerebro_plpy import (
     search_space,
     shards,
     training,
+    transfer,
     unit,
 )
 from cerebro_plpy.custom import ScriptError
@@ -46,6 +47,8 @@ _USER_ERRORS: dict[type[Exception], str] = {
     unit.UnitError: "the scheduler runs a unit where its segment's shard is (cerebro-db scheduler); a segment "
     "server gets a dataset's shards from the coordinator at its first unit of it",
     InferenceError: "SELECT * FROM leaderboard lists the configs and their datasets",
+    transfer.MissingBaseError: "a transfer config's base must stay imported while its configs are used "
+    "(SELECT * FROM imported_model_catalog); a segment server reads it from the coordinator",
 }
 
 
@@ -108,6 +111,7 @@ def train_hop(plpy: Any, gd: dict[str, Any], context: str, state: bytes | None) 
 
     def train() -> tuple[dict[str, Any], bytes]:
         hop = json.loads(context)
+        transfer.fetch_archive(db, gd, hop.get("base_sha256"))
         return unit.train_hop(gd, hop, state, shards.for_hop(db, gd, hop), db.check_interrupts)
 
     outcome, new_state = _result_and_bytes(train)
@@ -222,6 +226,20 @@ def check_model_script(gd: dict[str, Any], name: str, source: str, entry_point: 
 def describe_imported_model(keras_file: bytes) -> str:
     """import_model's check: the archive loads in safe mode with a fixed input; its shapes and layers."""
     return _result(lambda: imported.inspect(keras_file))
+
+
+def transfer_params(params: str, feature_shape: list[int], base: str | None) -> str:
+    """A transfer config's params checked against its base (``transfer_base``'s JSON, NULL if unknown to the
+    workload's owner), its layer resolved."""
+    found = transfer.Base.from_row(json.loads(base)) if base is not None else None
+    return _result(lambda: transfer.resolve(json.loads(params), found, tuple(feature_shape)))
+
+
+def check_transfer_space(space: str, feature_shape: list[int], bases: str) -> str:
+    """A transfer workload's search space: every base, layer and trainable_from it can combine is usable
+    (``bases``: a JSON object of the bases its owner may use, by name)."""
+    found = {name: transfer.Base.from_row(row) for name, row in json.loads(bases).items()}
+    return _result(lambda: transfer.check_space(json.loads(space), found, tuple(feature_shape)))
 
 
 def roster_table() -> list[dict[str, Any]]:

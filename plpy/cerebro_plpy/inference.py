@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cerebro_plpy import dataset, memory, packing, shards, text, training
+from cerebro_plpy import dataset, memory, packing, shards, text, training, transfer
 from cerebro_plpy.plpy_adapter import Database
 from cerebro_plpy.state import ModelState
 
@@ -26,11 +26,13 @@ PREDICT_BATCH = 1024
 _CONFIG_SQL = """
 SELECT c.params::text AS params, c.seed, w.model, d.dataset_id, d.name AS dataset, d.feature_columns,
        d.feature_shape, d.num_classes, d.class_values::text AS class_values, d.normalize, d.norm_shift,
-       d.norm_scale, d.vocabulary, config_state(c.config_id) AS state, r.source, r.entry_point
+       d.norm_scale, d.vocabulary, config_state(c.config_id) AS state, r.source, r.entry_point,
+       b.sha256 AS base_sha256
 FROM configs c
 JOIN workloads w USING (workload_id)
 JOIN datasets d ON d.name = w.dataset
 LEFT JOIN registered_models r ON r.name = w.model
+LEFT JOIN imported_models b ON w.model = 'transfer' AND b.name = c.params ->> 'base'
 WHERE c.config_id = $1
 """
 
@@ -53,8 +55,9 @@ def _config(db: Database, config_id: int) -> dict[str, Any]:
     return rows[0]
 
 
-def _model(gd: dict[str, Any], config: dict[str, Any], *, cached: bool) -> keras.Model:
+def _model(db: Database, gd: dict[str, Any], config: dict[str, Any], *, cached: bool) -> keras.Model:
     """The config's model with its latest weights: the per-backend cached instance, or a fresh one to hand out."""
+    transfer.fetch_archive(db, gd, config["base_sha256"])
     spec = training.ModelSpec.from_row(config)
     model = training.cached_model(gd, spec) if cached else training.build_compiled(gd, spec)
     training.restore(model, ModelState.decode(config["state"]))
@@ -99,7 +102,7 @@ def evaluate(db: Database, gd: dict[str, Any], config_id: int, dataset_name: str
         theirs = _normalization(other)
         raw = (x.reshape(-1, len(theirs.shift)) * theirs.scale + theirs.shift).reshape(x.shape)
         x = _normalization(config).apply(raw)
-    model = _model(gd, config, cached=True)
+    model = _model(db, gd, config, cached=True)
     loss, metric = training.evaluate(gd, model, x, y, memory.EVALUATION_BATCH, db.check_interrupts)
     return {"loss": loss, "metric": metric}
 
@@ -130,7 +133,7 @@ def predict_part(
     size = int(np.prod(shape))
     norm = _normalization(config)
     classes = json.loads(config["class_values"])
-    model = _model(gd, config, cached=True)
+    model = _model(db, gd, config, cached=True)
     output = f"{db.quote_ident(output_schema)}.{db.quote_ident(output_table)}"
     insert = f"INSERT INTO {output} SELECT * FROM jsonb_populate_recordset(NULL::{output}, $1)"
     ident = db.quote_ident(id_column)
@@ -173,7 +176,7 @@ def export(db: Database, gd: dict[str, Any], config_id: int) -> bytes:
     config = _config(db, config_id)
     shape = tuple(config["feature_shape"])
     model = keras.Sequential(
-        [keras.Input(shape), normalization_layer(_normalization(config), shape), _model(gd, config, cached=False)],
+        [keras.Input(shape), normalization_layer(_normalization(config), shape), _model(db, gd, config, cached=False)],
         name=f"cerebro_config_{config_id}",
     )
     with tempfile.TemporaryDirectory(prefix="cerebro-export-") as directory:

@@ -13,12 +13,12 @@ training shard)`` and the evaluation batch ``min(EVALUATION_BATCH, validation ro
 (forward only). It does not count TensorFlow's own overhead, kernel workspaces, or tensors
 inside layers (but for the BERT roster model's attention scores), nor the shard itself.
 
-mlp, cnn and bert are counted from their params (no TensorFlow). The keras.applications
-models and registered scripts are built in a short-lived child process under a memory
-rlimit, with Keras variables left uninitialized (nothing is allocated however wide the
-model), and the result is cached per architecture in ``gd``. So a user's backend never
-imports TensorFlow to launch a workload, and a script with an absurd width cannot take
-the server down while it is being measured.
+mlp, cnn and bert are counted from their params, a transfer config from its base's layers as
+import_model stored them (no TensorFlow). The keras.applications models and registered scripts
+are built in a short-lived child process under a memory rlimit, with Keras variables left
+uninitialized (nothing is allocated however wide the model), and the result is cached per
+architecture in ``gd``. So a user's backend never imports TensorFlow to launch a workload, and
+a script with an absurd width cannot take the server down while it is being measured.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from cerebro_plpy import child, custom, roster
+from cerebro_plpy import child, custom, roster, transfer
 from cerebro_plpy.custom import Script
 from cerebro_plpy.plpy_adapter import Database
 
@@ -58,6 +58,7 @@ _SIZE_PARAMS = {
     "resnet50": ("image_size",),
     "mobilenetv2": ("image_size", "alpha"),
     "bert": ("hidden_size", "intermediate_size", "num_layers", "num_heads", "vocabulary_size"),
+    "transfer": ("head_units", "layer (an earlier one)", "trainable_from (a later one)"),
 }
 
 
@@ -255,7 +256,7 @@ def profile(
 
 # What a new config of the workload trains on: its largest training shard and the validation set.
 _CONFIG_SQL = """
-SELECT w.model, d.feature_shape, d.num_classes, d.validation_rows, r.source, r.entry_point,
+SELECT w.model, w.owner, d.feature_shape, d.num_classes, d.validation_rows, r.source, r.entry_point,
        training_memory_limit() AS max_training_mb,
        (SELECT coalesce(max(shard.rows), 0) FROM (SELECT sum(b.rows) AS rows FROM dataset_buffers b
                                                  WHERE b.dataset_id = d.dataset_id AND b.split = 'train'
@@ -279,9 +280,28 @@ def check_config(db: Database, gd: dict[str, Any], workload_id: int, params: dic
     shape = tuple(row["feature_shape"])
     # Completed already in the trigger; checked again for a direct call.
     params = roster.validate(row["model"], params, shape, script is not None)
-    found = profile(gd, row["model"], params, shape, row["num_classes"], script)
+    if row["model"] == transfer.MODEL:
+        found: Profile | None = transfer_profile(db, params, shape, row["num_classes"], row["owner"])
+    else:
+        found = profile(gd, row["model"], params, shape, row["num_classes"], script)
     if found is not None:
         check(row["model"], params, found, int(row["train_rows"]), int(row["validation_rows"]), limit)
+
+
+_BASE_SQL = "SELECT transfer_base($1, $2)::text AS base"
+
+
+def transfer_profile(
+    db: Database, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int, owner: str
+) -> Profile:
+    """A transfer config's profile, counted from its base's stored layers (the base's weights up to the cut, the
+    trained ones and the head, every kept layer's outputs); refuses a base or layer :func:`transfer.resolve` would."""
+    found = db.query(_BASE_SQL, ["text", "text"], [params["base"], owner])[0]["base"]
+    base = transfer.Base.from_row(json.loads(found)) if found is not None else None
+    resolved = transfer.resolve(params, base, input_shape)
+    assert base is not None  # resolve refused otherwise
+    weights, trainable, activations = transfer.profile_counts(resolved, base, num_classes)
+    return Profile(weights, trainable, optimizer_slots(params["optimizer"], {}), activations)
 
 
 def _measure_in_child(request: dict[str, Any], model: str, params: dict[str, Any]) -> Profile | None:

@@ -27,6 +27,7 @@ class RosterModel:
     name: str
     doc: str
     architecture: tuple[Param, ...]
+    #: None for a registered script and for ``transfer`` (built around its base: :mod:`cerebro_plpy.transfer`).
     builder: Callable[[dict[str, Any], tuple[int, ...], int], keras.Model] | None
     #: Feature ranks the model accepts (1 = flat vectors, 2 = HxW, 3 = HxWxC).
     input_ranks: tuple[int, ...]
@@ -188,6 +189,15 @@ def _count_bert(params: dict[str, Any], input_shape: tuple[int, ...], num_classe
     return embeddings + params["num_layers"] * block + hidden * num_classes + num_classes
 
 
+def _check_transfer(params: dict[str, Any], input_shape: tuple[int, ...]) -> None:
+    if not params["base"].strip():
+        raise ParamError(
+            "model 'transfer' needs base: the name of an imported model to fine-tune",
+            "SELECT name FROM imported_model_catalog lists the models you imported (import_model, README: "
+            "Transfer learning)",
+        )
+
+
 def parameter_count(model: str, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> int | None:
     """How many weights a roster model will have, without building it (None where it cannot be told)."""
     entry = ROSTER.get(model)
@@ -280,6 +290,32 @@ ROSTER: dict[str, RosterModel] = {
             (1,),
             check=_check_bert,
             count=_count_bert,
+        ),
+        RosterModel(
+            "transfer",
+            "fine-tunes an imported model (import_model): the base cut at layer, frozen below trainable_from, "
+            "under a new dense head",
+            (
+                Param("base", str, "", "name of the imported model to fine-tune (imported_model_catalog)"),
+                Param(
+                    "layer",
+                    str,
+                    "",
+                    "the base's layer whose output feeds the head (model_layers(base)); '' = the one before its "
+                    "classifier",
+                ),
+                Param(
+                    "trainable_from",
+                    str,
+                    "",
+                    "the base's layers from this one up to layer are trained, those below stay frozen; '' = none",
+                ),
+                Param("head_units", int, 128, "units of the head's hidden dense layer", low=1, high=65536),
+                Param("dropout", float, 0.0, "dropout rate before the head's output layer", low=0.0, high=0.95),
+            ),
+            None,
+            (1, 2, 3),
+            check=_check_transfer,
         ),
     )
 }

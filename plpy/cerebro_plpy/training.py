@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cerebro_plpy import custom, memory, roster
+from cerebro_plpy import custom, memory, roster, transfer
 from cerebro_plpy.custom import Script
 from cerebro_plpy.state import ModelState
 
@@ -89,11 +89,13 @@ class ModelSpec:
     seed: int
     #: Set for a registered model: the script that builds it.
     script: Script | None = None
+    #: Set for ``transfer``: the sha256 of its base's archive (cached in ``gd`` by :func:`transfer.cache_archive`).
+    base_sha256: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelSpec:
-        """From a query's ``model, params (text), feature_shape, num_classes, seed, source, entry_point``;
-        ``source`` is NULL unless the model is registered."""
+        """From a query's ``model, params (text), feature_shape, num_classes, seed, source, entry_point`` and
+        ``base_sha256``; ``source`` is NULL unless the model is registered, ``base_sha256`` unless it is transfer."""
         script = Script(row["model"], row["source"], row["entry_point"]) if row["source"] is not None else None
         return cls(
             row["model"],
@@ -102,6 +104,7 @@ class ModelSpec:
             row["num_classes"],
             row["seed"],
             script,
+            row.get("base_sha256"),
         )
 
     @property
@@ -110,6 +113,7 @@ class ModelSpec:
         return (
             *roster.architecture_key(self.model, self.params, registered),
             self.script.sha256 if self.script else None,
+            self.base_sha256,
             self.input_shape,
             self.num_classes,
         )
@@ -128,7 +132,14 @@ def build_compiled(gd: dict[str, Any], spec: ModelSpec) -> keras.Model:
     import keras
 
     keras.utils.set_random_seed(spec.seed)
-    if spec.script is None:
+    if spec.model == transfer.MODEL:
+        if spec.base_sha256 is None:
+            raise TrainingError(f"the base {spec.params['base']!r} of this transfer config is no longer imported")
+        model = transfer.build(
+            transfer.load_base(gd, spec.base_sha256), spec.params, spec.input_shape, spec.num_classes
+        )
+        model.compile(optimizer=_optimizer(spec.params), loss=LOSS, metrics=[METRIC])
+    elif spec.script is None:
         model = roster.build(spec.model, spec.params, spec.input_shape, spec.num_classes)
         model.compile(optimizer=_optimizer(spec.params), loss=LOSS, metrics=[METRIC])
     else:
@@ -152,10 +163,18 @@ def cached_model(gd: dict[str, Any], spec: ModelSpec) -> keras.Model:
     return cache[key]
 
 
+def state_variables(model: keras.Model) -> list[Any]:
+    """The model variables a state holds: all but a transfer model's frozen weights (its base's,
+    :func:`transfer.fixed_variables`), which every build loads from the base."""
+    fixed = transfer.fixed_variables(model)
+    return [v for v in model.variables if id(v) not in fixed]
+
+
 def capture(model: keras.Model) -> ModelState:
-    """Model variables (weights, RNG state) and optimizer variables (iterations, lr, slots)."""
+    """Model variables (weights, RNG state; :func:`state_variables`) and optimizer variables (iterations, lr,
+    slots)."""
     return ModelState(
-        [np.asarray(v.numpy()) for v in model.variables],
+        [np.asarray(v.numpy()) for v in state_variables(model)],
         [np.asarray(v.numpy()) for v in model.optimizer.variables],
     )
 
@@ -164,7 +183,7 @@ def restore(model: keras.Model, state: ModelState) -> None:
     """Assign every variable of ``state``; checks all shapes first so a mismatch changes nothing."""
     pairs = []
     for variables, arrays, what in (
-        (model.variables, state.model_variables, "model"),
+        (state_variables(model), state.model_variables, "model"),
         (model.optimizer.variables, state.optimizer_variables, "optimizer"),
     ):
         if len(variables) != len(arrays):
