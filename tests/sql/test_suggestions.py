@@ -267,7 +267,8 @@ def test_a_stopped_config_that_now_ranks_in_the_top_gets_resume(
     assert live(user, early) == []
     play(system, {c: [(0.9, 0.5 + 0.1 * k, 0.9, 0.5 + 0.1 * k)] for k, c in enumerate(others)})
     resume = suggestion(user, "resume", early)
-    assert resume["evidence"]["rank"] == 1 and resume["evidence"]["configs_at_epoch"] == 4
+    # Made as soon as a rung's worth (3) reached epoch 1: first of them, in the top third.
+    assert resume["evidence"]["rank"] == 1 and resume["evidence"]["configs_at_epoch"] == 3
     assert one(user, "SELECT accept_suggestion(%s)", resume["suggestion_id"]) == f"config {early} resumed"
     assert one(user, "SELECT status FROM configs WHERE config_id = %s", early) == "running"
 
@@ -290,7 +291,8 @@ def test_a_stale_suggestion_is_refused_and_changes_nothing(
     flat_curve = [(1.0, 0.42, 1.1, 0.40)] + [(0.9, 0.45, 1.0, 0.45)] * 4
     play(system, {**{c: shifted(HEALTHY[:5], 0.01 * k) for k, c in enumerate(leaders)}, flat: flat_curve})
     stale = suggestion(user, "stop", flat)["suggestion_id"]
-    play(system, {flat: [(0.9, 0.45, 1.0, 0.45)]}, start=6)  # an epoch later: a new one replaces it
+    late = {c: [shifted(HEALTHY, 0.01 * k)[5]] for k, c in enumerate(leaders)}
+    play(system, {**late, flat: [(0.9, 0.45, 1.0, 0.45)]}, start=6)  # an epoch later: a new one replaces it
     fresh = suggestion(user, "stop", flat)["suggestion_id"]
     assert fresh != stale
     before = events(user, flat)
@@ -304,9 +306,11 @@ def test_a_stale_suggestion_is_refused_and_changes_nothing(
 
     # Dismissed, the stop is not suggested again after a new epoch (until the config's status changes).
     assert "not suggested again" in one(user, "SELECT dismiss_suggestion(%s)", fresh)
-    play(system, {flat: [(0.9, 0.45, 1.0, 0.45)]}, start=7)
+    play(system, {**late, flat: [(0.9, 0.45, 1.0, 0.45)]}, start=7)
     assert ("stop", flat) not in live(user, flat)
-    assert one(system, "SELECT count(*) FROM suggestion_log WHERE config_id = %s AND kind = 'stop'", flat) == 2
+    assert one(system, "SELECT max(suggestion_id) FROM suggestion_log WHERE config_id = %s AND kind = 'stop'", flat) == (
+        fresh
+    )
 
 
 def test_another_tenant_can_neither_see_nor_answer_a_suggestion(

@@ -42,10 +42,10 @@ CREATE OR REPLACE FUNCTION _resolve_suggestion(suggestion_id bigint, resolution 
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
-    found suggestion_log;
+    picked suggestion_log;
     config record;
 BEGIN
-    SELECT s.* INTO found
+    SELECT s.* INTO picked
     FROM suggestion_log s JOIN workloads w USING (workload_id)
     WHERE s.suggestion_id = _resolve_suggestion.suggestion_id AND caller_owns(w.owner)
     FOR UPDATE OF s;
@@ -54,32 +54,32 @@ BEGIN
             USING HINT = 'SELECT suggestion_id, kind, reason FROM suggestions lists yours',
                   ERRCODE = 'undefined_object';
     END IF;
-    IF found.resolution = 'superseded' THEN
-        RAISE EXCEPTION 'suggestion % is stale: a newer % suggestion replaced it', suggestion_id, found.kind
+    IF picked.resolution = 'superseded' THEN
+        RAISE EXCEPTION 'suggestion % is stale: a newer % suggestion replaced it', suggestion_id, picked.kind
             USING HINT = format('SELECT * FROM suggestions WHERE workload_id = %s shows the current ones',
-                                found.workload_id),
+                                picked.workload_id),
                   ERRCODE = 'object_not_in_prerequisite_state';
-    ELSIF found.resolution IS NOT NULL THEN
-        RAISE EXCEPTION 'suggestion % was % already', suggestion_id, found.resolution
-            USING HINT = format('SELECT * FROM suggestions WHERE workload_id = %s shows the open ones', found.workload_id),
+    ELSIF picked.resolution IS NOT NULL THEN
+        RAISE EXCEPTION 'suggestion % was % already', suggestion_id, picked.resolution
+            USING HINT = format('SELECT * FROM suggestions WHERE workload_id = %s shows the open ones', picked.workload_id),
                   ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF found.config_id IS NOT NULL AND found.action IS NOT NULL THEN
+    IF picked.config_id IS NOT NULL AND picked.action IS NOT NULL THEN
         SELECT c.epochs_done, c.status, c.max_epochs INTO config
-        FROM configs c WHERE c.config_id = found.config_id FOR NO KEY UPDATE;
+        FROM configs c WHERE c.config_id = picked.config_id FOR NO KEY UPDATE;
         IF (config.epochs_done, config.status, config.max_epochs)
-           IS DISTINCT FROM (found.config_epochs_done, found.config_status, found.config_max_epochs) THEN
+           IS DISTINCT FROM (picked.config_epochs_done, picked.config_status, picked.config_max_epochs) THEN
             RAISE EXCEPTION 'suggestion % is stale: it was made for config % at % epochs done, %, max_epochs %; the'
-                            ' config is at % epochs done, %, max_epochs % now', suggestion_id, found.config_id,
-                            found.config_epochs_done, found.config_status, found.config_max_epochs,
+                            ' config is at % epochs done, %, max_epochs % now', suggestion_id, picked.config_id,
+                            picked.config_epochs_done, picked.config_status, picked.config_max_epochs,
                             config.epochs_done, config.status, config.max_epochs
                 USING HINT = format('SELECT * FROM suggestions WHERE config_id = %s shows its current ones',
-                                    found.config_id),
+                                    picked.config_id),
                       ERRCODE = 'object_not_in_prerequisite_state';
         END IF;
     END IF;
-    IF resolution = 'accepted' AND found.action IS NULL THEN
-        RAISE EXCEPTION 'suggestion % (%) is a warning with nothing to carry out', suggestion_id, found.kind
+    IF resolution = 'accepted' AND picked.action IS NULL THEN
+        RAISE EXCEPTION 'suggestion % (%) is a warning with nothing to carry out', suggestion_id, picked.kind
             USING HINT = format('read its reason and evidence, then SELECT dismiss_suggestion(%s)', suggestion_id),
                   ERRCODE = 'object_not_in_prerequisite_state';
     ELSIF resolution NOT IN ('accepted', 'dismissed') THEN
@@ -88,19 +88,19 @@ BEGIN
     END IF;
     UPDATE suggestion_log s
     SET resolution = _resolve_suggestion.resolution, resolved_by = acting_role(), resolved_at = clock_timestamp()
-    WHERE s.suggestion_id = found.suggestion_id
-    RETURNING s.* INTO found;
+    WHERE s.suggestion_id = picked.suggestion_id
+    RETURNING s.* INTO picked;
     IF resolution = 'accepted' THEN
         INSERT INTO config_events (config_id, kind, epochs_done, detail, actor, at, suggestion_id)
-        SELECT c.config_id, 'accepted', c.epochs_done, format('suggestion %s (%s): %s', found.suggestion_id,
-                                                              found.kind, found.sql),
-               acting_role(), clock_timestamp(), found.suggestion_id
+        SELECT c.config_id, 'accepted', c.epochs_done, format('suggestion %s (%s): %s', picked.suggestion_id,
+                                                              picked.kind, picked.sql),
+               acting_role(), clock_timestamp(), picked.suggestion_id
         FROM configs c
-        WHERE c.config_id = found.config_id
-           OR (found.config_id IS NULL
-               AND c.config_id IN (SELECT v::int FROM jsonb_array_elements_text(found.evidence -> 'configs') v));
+        WHERE c.config_id = picked.config_id
+           OR (picked.config_id IS NULL
+               AND c.config_id IN (SELECT v::int FROM jsonb_array_elements_text(picked.evidence -> 'configs') v));
     END IF;
-    RETURN found;
+    RETURN picked;
 END
 $$;
 
