@@ -237,8 +237,9 @@ class ConfigEvent(Base):
     """What happened to a config and who did it: user stop/resume, procedure prune, failure, clone.
 
     ``kind``: ``created``, the new status, ``pruned`` (a procedure stopped it), ``max_epochs`` (its budget changed,
-    ``detail`` says from what to what) or ``accepted`` (its owner accepted a suggestion); decisions read the kind, never ``detail``. The trigger that logs an event
-    sets ``at`` to ``clock_timestamp()``: the events of one transaction keep their order.
+    ``detail`` says from what to what) or ``accepted`` (its owner accepted a suggestion); decisions read the kind,
+    never ``detail``. The trigger that logs an event sets ``at`` to ``clock_timestamp()``: the events of one
+    transaction keep their order.
     """
 
     __tablename__ = "config_events"

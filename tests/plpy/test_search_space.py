@@ -324,5 +324,7 @@ def test_refine_spans_floats_on_a_log_range_and_keeps_the_chosen_values_of_the_o
 
 
 def test_refine_leaves_out_keys_no_chosen_config_has() -> None:
-    assert search_space.refine({"lr": [0.1], "units": [1, 2]}, [{"lr": 0.1}]) == {"lr": {"min": 0.05, "max": 0.2, "log": True}}
+    assert search_space.refine({"lr": [0.1], "units": [1, 2]}, [{"lr": 0.1}]) == {
+        "lr": {"min": 0.05, "max": 0.2, "log": True}
+    }
     assert search_space.refine({"lr": [0.1]}, []) == {}

@@ -149,8 +149,10 @@ def test_a_dominated_flat_config_gets_stop_and_a_crawling_one_a_higher_lr(
     *leaders, flat, crawling = workload(user, tenants["dataset"], 5, epochs=8)
     flat_curve = [(1.0, 0.42, 1.1, 0.40), (0.9, 0.46, 1.0, 0.45)] + [(0.9, 0.47, 1.0, 0.46)] * 4
     crawl_curve = [(1.0 - 0.01 * e, 0.42, 1.1, 0.40 + 0.001 * e) for e in range(6)]
-    play(system, {**{c: shifted(HEALTHY, 0.01 * k) for k, c in enumerate(leaders)}, flat: flat_curve,
-                  crawling: crawl_curve})
+    play(
+        system,
+        {**{c: shifted(HEALTHY, 0.01 * k) for k, c in enumerate(leaders)}, flat: flat_curve, crawling: crawl_curve},
+    )
     assert sorted(set(live(user, flat))) == [("clone_higher_lr", crawling), ("stop", flat)]
     stop = suggestion(user, "stop", flat)
     assert stop["sql"] == f"UPDATE configs SET status = 'stopped' WHERE config_id = {flat}"
@@ -158,7 +160,7 @@ def test_a_dominated_flat_config_gets_stop_and_a_crawling_one_a_higher_lr(
     assert stop["evidence"]["best_config"] == leaders[2] and stop["evidence"]["gap"] > stop["evidence"]["margin"]
     assert stop["non_destructive"] is False
     faster = suggestion(user, "clone_higher_lr", crawling)
-    assert faster["sql"] == f'SELECT clone_config({crawling}, \'{{"lr": 0.015}}\')'  # lr 0.005 x 3
+    assert faster["sql"] == f"SELECT clone_config({crawling}, '{{\"lr\": 0.015}}')"  # lr 0.005 x 3
     assert faster["non_destructive"] is True
 
     # Accepting carries it out as the user and links the event; the view no longer lists it.
@@ -166,14 +168,18 @@ def test_a_dominated_flat_config_gets_stop_and_a_crawling_one_a_higher_lr(
     assert one(user, "SELECT status FROM configs WHERE config_id = %s", flat) == "stopped"
     login = one(user, "SELECT current_user")
     assert events(user, flat)[-2:] == [("accepted", login, stop["suggestion_id"]), ("stopped", login, None)]
-    assert one(user, "SELECT resolution, resolved_by FROM suggestion_log WHERE suggestion_id = %s",
-               stop["suggestion_id"]) == ("accepted", login)
+    assert one(
+        user, "SELECT resolution, resolved_by FROM suggestion_log WHERE suggestion_id = %s", stop["suggestion_id"]
+    ) == ("accepted", login)
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="was accepted already"):
         user.execute("SELECT accept_suggestion(%s)", [stop["suggestion_id"]])
 
     clone = int(one(user, "SELECT accept_suggestion(%s)", faster["suggestion_id"]).split()[1])
     assert one(user, "SELECT cloned_from, params ->> 'lr', status FROM configs WHERE config_id = %s", clone) == (
-        crawling, "0.015", "pending")
+        crawling,
+        "0.015",
+        "pending",
+    )
     assert events(user, crawling)[-1] == ("accepted", login, faster["suggestion_id"])
     assert one(user, "SELECT status FROM configs WHERE config_id = %s", crawling) == "running"  # the source goes on
 
@@ -182,21 +188,39 @@ def test_a_swinging_or_rising_training_loss_gets_a_lower_lr_and_a_climbing_one_a
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
     *leaders, swinging, rising, diverging = workload(user, tenants["dataset"], 6, epochs=8)
-    play(system, {
-        **{c: shifted(HEALTHY[:5], 0.01 * k) for k, c in enumerate(leaders)},
-        swinging: [(1.0, 0.5, 1.0, 0.5), (0.7, 0.6, 0.8, 0.6), (0.9, 0.55, 0.9, 0.55), (0.6, 0.62, 0.7, 0.62),
-                   (0.85, 0.57, 0.85, 0.57)],
-        rising: [(0.6, 0.6, 0.7, 0.6), (0.5, 0.65, 0.6, 0.65), (0.55, 0.64, 0.62, 0.64), (0.6, 0.63, 0.65, 0.63),
-                 (0.66, 0.62, 0.7, 0.62)],
-        diverging: [(0.6, 0.6, 0.7, 0.6), (0.5, 0.65, 0.6, 0.65), (0.6, 0.6, 0.7, 0.6), (0.8, 0.5, 0.9, 0.5),
-                    (1.2, 0.4, 1.3, 0.4)],
-    })
+    play(
+        system,
+        {
+            **{c: shifted(HEALTHY[:5], 0.01 * k) for k, c in enumerate(leaders)},
+            swinging: [
+                (1.0, 0.5, 1.0, 0.5),
+                (0.7, 0.6, 0.8, 0.6),
+                (0.9, 0.55, 0.9, 0.55),
+                (0.6, 0.62, 0.7, 0.62),
+                (0.85, 0.57, 0.85, 0.57),
+            ],
+            rising: [
+                (0.6, 0.6, 0.7, 0.6),
+                (0.5, 0.65, 0.6, 0.65),
+                (0.55, 0.64, 0.62, 0.64),
+                (0.6, 0.63, 0.65, 0.63),
+                (0.66, 0.62, 0.7, 0.62),
+            ],
+            diverging: [
+                (0.6, 0.6, 0.7, 0.6),
+                (0.5, 0.65, 0.6, 0.65),
+                (0.6, 0.6, 0.7, 0.6),
+                (0.8, 0.5, 0.9, 0.5),
+                (1.2, 0.4, 1.3, 0.4),
+            ],
+        },
+    )
     kinds = set(live(user, swinging))
     assert {("clone_lower_lr", swinging), ("clone_lower_lr", rising), ("divergence", diverging)} <= kinds
     assert not any(config in leaders for _, config in kinds)
     assert ("clone_lower_lr", diverging) not in kinds  # its weights are not worth cloning: the warning says so
     slower = suggestion(user, "clone_lower_lr", swinging)
-    assert slower["sql"] == f'SELECT clone_config({swinging}, \'{{"lr": 0.00133}}\')'  # 0.004 / 3
+    assert slower["sql"] == f"SELECT clone_config({swinging}, '{{\"lr\": 0.00133}}')"  # 0.004 / 3
     warning = suggestion(user, "divergence", diverging)
     assert warning["category"] == "warning" and warning["evidence"]["train_loss"] == 1.2
 
@@ -205,13 +229,22 @@ def test_overfitting_and_possible_leakage_are_warned_about(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
     *leaders, overfit, ahead, perfect = workload(user, tenants["dataset"], 6, epochs=8)
-    play(system, {
-        **{c: shifted(HEALTHY, 0.01 * k) for k, c in enumerate(leaders)},
-        overfit: [(1.0, 0.5, 0.6, 0.6), (0.8, 0.6, 0.5, 0.7), (0.6, 0.7, 0.45, 0.74), (0.5, 0.75, 0.48, 0.74),
-                  (0.4, 0.8, 0.52, 0.73), (0.3, 0.85, 0.56, 0.72)],
-        ahead: [(1.0 - 0.1 * e, 0.5 + 0.03 * e, 0.8 - 0.1 * e, 0.7 + 0.03 * e) for e in range(6)],
-        perfect: [(0.5, 0.8, 0.1, 0.95), (0.3, 0.9, 0.01, 0.9995)],
-    })
+    play(
+        system,
+        {
+            **{c: shifted(HEALTHY, 0.01 * k) for k, c in enumerate(leaders)},
+            overfit: [
+                (1.0, 0.5, 0.6, 0.6),
+                (0.8, 0.6, 0.5, 0.7),
+                (0.6, 0.7, 0.45, 0.74),
+                (0.5, 0.75, 0.48, 0.74),
+                (0.4, 0.8, 0.52, 0.73),
+                (0.3, 0.85, 0.56, 0.72),
+            ],
+            ahead: [(1.0 - 0.1 * e, 0.5 + 0.03 * e, 0.8 - 0.1 * e, 0.7 + 0.03 * e) for e in range(6)],
+            perfect: [(0.5, 0.8, 0.1, 0.95), (0.3, 0.9, 0.01, 0.9995)],
+        },
+    )
     kinds = set(live(user, overfit))
     assert {("overfitting", overfit), ("leakage", ahead), ("leakage", perfect)} <= kinds
     assert not any(config in leaders for _, config in kinds)
@@ -240,19 +273,25 @@ def test_the_best_config_still_improving_gets_extend_and_the_workload_a_drill_do
     assert ("drill_down", None) in kinds
     extend = suggestion(user, "extend", best)
     assert extend["sql"] == f"UPDATE configs SET max_epochs = 6, status = 'running' WHERE config_id = {best}"
-    drill = one(user, "SELECT suggestion_id, evidence -> 'configs', sql FROM suggestions WHERE kind = 'drill_down'"
-                " AND workload_id = (SELECT workload_id FROM configs WHERE config_id = %s)", best)
+    drill = one(
+        user,
+        "SELECT suggestion_id, evidence -> 'configs', sql FROM suggestions WHERE kind = 'drill_down'"
+        " AND workload_id = (SELECT workload_id FROM configs WHERE config_id = %s)",
+        best,
+    )
     assert drill[1] == [best, configs[2]]
     assert "parent_workload => " in drill[2] and "warm_start => true" in drill[2]
 
     assert one(user, "SELECT accept_suggestion(%s)", extend["suggestion_id"]) == (
-        f"config {best} extended to 6 epochs and resumed")
+        f"config {best} extended to 6 epochs and resumed"
+    )
     assert one(user, "SELECT status, max_epochs FROM configs WHERE config_id = %s", best) == ("running", 6)
     started = one(user, "SELECT accept_suggestion(%s)", drill[0])
     child = int(started.split()[1])
     parent = one(user, "SELECT workload_id FROM configs WHERE config_id = %s", best)
-    assert one(user, "SELECT parent_workload_id, procedure, warm_start FROM workloads WHERE workload_id = %s",
-               child) == (parent, "random", True)
+    assert one(
+        user, "SELECT parent_workload_id, procedure, warm_start FROM workloads WHERE workload_id = %s", child
+    ) == (parent, "random", True)
     assert one(user, "SELECT count(*) FROM configs WHERE workload_id = %s", child) == 4
     assert events(user, configs[2])[-1][0::2] == ("accepted", drill[0])  # logged on each config it is around
     user.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [child])
@@ -278,9 +317,11 @@ def test_a_dataset_with_less_than_a_batch_per_segment_is_warned_about(
 ) -> None:
     configs = workload(user, tenants["dataset"], 1, epochs=2, batch_size=128)  # 90 training rows per segment
     play(system, {configs[0]: HEALTHY[:1]})
-    (evidence,) = user.execute("SELECT evidence FROM suggestions WHERE kind = 'dataset_too_small'"
-                               " AND workload_id = (SELECT workload_id FROM configs WHERE config_id = %s)",
-                               [configs[0]]).fetchone() or [None]
+    (evidence,) = user.execute(
+        "SELECT evidence FROM suggestions WHERE kind = 'dataset_too_small'"
+        " AND workload_id = (SELECT workload_id FROM configs WHERE config_id = %s)",
+        [configs[0]],
+    ).fetchone() or [None]
     assert evidence == {"min_rows_per_segment": 90, "segments": 2, "batch_size": 128}
 
 
@@ -308,17 +349,22 @@ def test_a_stale_suggestion_is_refused_and_changes_nothing(
     assert "not suggested again" in one(user, "SELECT dismiss_suggestion(%s)", fresh)
     play(system, {**late, flat: [(0.9, 0.45, 1.0, 0.45)]}, start=7)
     assert ("stop", flat) not in live(user, flat)
-    assert one(system, "SELECT max(suggestion_id) FROM suggestion_log WHERE config_id = %s AND kind = 'stop'", flat) == (
-        fresh
-    )
+    assert one(
+        system, "SELECT max(suggestion_id) FROM suggestion_log WHERE config_id = %s AND kind = 'stop'", flat
+    ) == (fresh)
 
 
 def test_another_tenant_can_neither_see_nor_answer_a_suggestion(
     user: Session, other: Session, tenants: dict[str, str], system: Session
 ) -> None:
     *leaders, flat = workload(user, tenants["dataset"], 4, epochs=8)
-    play(system, {**{c: shifted(HEALTHY, 0.01 * k) for k, c in enumerate(leaders)},
-                  flat: [(1.0, 0.42, 1.1, 0.40)] + [(0.9, 0.45, 1.0, 0.45)] * 5})
+    play(
+        system,
+        {
+            **{c: shifted(HEALTHY, 0.01 * k) for k, c in enumerate(leaders)},
+            flat: [(1.0, 0.42, 1.1, 0.40)] + [(0.9, 0.45, 1.0, 0.45)] * 5,
+        },
+    )
     target = suggestion(user, "stop", flat)["suggestion_id"]
     assert one(other, "SELECT count(*) FROM suggestions") == 0
     assert one(other, "SELECT count(*) FROM suggestion_log") == 0
@@ -349,7 +395,8 @@ def test_a_diverging_config_trained_for_real_gets_a_lower_lr_or_a_divergence_war
         json.dumps({"lr": [0.01, 2.0], "optimizer": "sgd", "batch_size": [16], "hidden_units": [16]}),
     )
     run_until_idle(dsn)
-    wild = one(user, "SELECT config_id FROM configs WHERE workload_id = %s AND (params ->> 'lr')::float8 = 2",
-               workload_id)
+    wild = one(
+        user, "SELECT config_id FROM configs WHERE workload_id = %s AND (params ->> 'lr')::float8 = 2", workload_id
+    )
     made = {kind for (kind,) in user.execute("SELECT kind FROM suggestion_log WHERE config_id = %s", [wild])}
     assert made & {"clone_lower_lr", "divergence"}, made

@@ -10,7 +10,8 @@ them after checking the caller (grants in sql/99_privileges.sql). An accepted su
 ``accepted`` event of config_events.
 
 Downgrade drops the table, the event column and what the SQL API of this version built on them; the ``accepted``
-events stay, without their link.
+events stay, without their link (on_epoch_end's call of suggest_observe is inside an exception block: with the older
+SQL not yet reinstalled, an epoch's end only logs a warning).
 """
 
 from collections.abc import Sequence
@@ -36,16 +37,19 @@ NEW_FUNCTIONS = (
     "accept_suggestion(bigint)",
     "dismiss_suggestion(bigint)",
     "_resolve_suggestion(bigint, text)",
-    "suggestion_sql(text, integer, jsonb)",
     "suggest_observe(integer, integer)",
-    "suggest_for_config(integer, integer, double precision)",
     "suggest_for_workload(integer, integer, double precision)",
+    "suggest_for_config(integer, integer, double precision)",
+    "_refine_search_space(jsonb, jsonb)",
     "add_suggestion(integer, integer, text, text, jsonb, text, jsonb)",
+    "suggestion_sql(text, integer, jsonb)",
     "suggestion_repeat_blocked(integer, integer, text)",
     "config_curve(integer, double precision)",
     "workload_noise(integer)",
+    "_three_digits(double precision)",
+    "_shown(double precision)",
+    "_evidence_number(double precision)",
     "suggestion_thresholds()",
-    "_refine_search_space(jsonb, jsonb)",
 )
 
 

@@ -18,7 +18,8 @@ SELECT * FROM (VALUES
     ('clone_higher_lr', 'action', 'clone', true,
      'its training loss falls every epoch but crawls, and it trails the best: a clone from its weights, lr * 3'),
     ('extend', 'action', 'extend', true, 'the best config finished its epochs still improving: more epochs'),
-    ('resume', 'action', 'resume', true, 'a stopped config that ranks in the top at its epoch now that more reached it'),
+    ('resume', 'action', 'resume', true,
+     'a stopped config that ranks in the top at its epoch now that more reached it'),
     ('drill_down', 'action', 'run_model_selection', true,
      'a new workload searching around the top configs, warm-started from their weights'),
     ('divergence', 'warning', 'stop', false, 'its training loss climbs fast: it is likely to fail (NaN) soon'),
@@ -210,7 +211,8 @@ BEGIN
     IF suggestion_repeat_blocked(workload_id, config_id, kind) THEN
         RETURN;
     END IF;
-    SELECT c.epochs_done, c.status, c.max_epochs INTO config FROM configs c WHERE c.config_id = add_suggestion.config_id;
+    SELECT c.epochs_done, c.status, c.max_epochs INTO config
+    FROM configs c WHERE c.config_id = add_suggestion.config_id;
     IF EXISTS (SELECT 1 FROM suggestion_log s
                WHERE s.workload_id = add_suggestion.workload_id AND s.kind = add_suggestion.kind
                  AND s.config_id IS NOT DISTINCT FROM add_suggestion.config_id AND s.resolution IS NULL
@@ -300,7 +302,8 @@ BEGIN
             format('a clone continues from its weights with steps %s times smaller; it keeps training unless stopped',
                    t.lr_factor),
             jsonb_build_object('overrides',
-                               jsonb_build_object('lr', _three_digits(greatest(lr / t.lr_factor, 1e-12))) || clone_epochs));
+                               jsonb_build_object('lr', _three_digits(greatest(lr / t.lr_factor, 1e-12)))
+                               || clone_epochs));
     END IF;
 
     IF lr IS NOT NULL AND NOT diverging AND dominated AND crawling THEN
@@ -404,7 +407,8 @@ BEGIN
     FROM workloads wl WHERE wl.workload_id = suggest_for_workload.workload_id;
 
     FOR stopped IN
-        SELECT c.config_id, m.val_metric, field.reached, field.better, greatest(1, field.reached / t.configs_at_epoch) AS keep
+        SELECT c.config_id, m.val_metric, field.reached, field.better,
+               greatest(1, field.reached / t.configs_at_epoch) AS keep
         FROM configs c
         JOIN epoch_metrics m ON m.config_id = c.config_id AND m.epoch = c.epochs_done
         CROSS JOIN LATERAL (SELECT count(*) AS reached, count(*) FILTER (WHERE o.val_metric > m.val_metric) AS better
@@ -419,7 +423,8 @@ BEGIN
                 format('stopped at epoch %s, its validation metric %s now ranks %s of the %s configs there (top %s)',
                        epoch, _shown(stopped.val_metric), stopped.better + 1, stopped.reached, stopped.keep),
                 jsonb_build_object('epoch', epoch, 'val_metric', _evidence_number(stopped.val_metric),
-                                   'rank', stopped.better + 1, 'configs_at_epoch', stopped.reached, 'top', stopped.keep),
+                                   'rank', stopped.better + 1, 'configs_at_epoch', stopped.reached,
+                                   'top', stopped.keep),
                 'it trains its remaining epochs from where it stopped', '{}');
         END IF;
     END LOOP;

@@ -61,7 +61,8 @@ BEGIN
                   ERRCODE = 'object_not_in_prerequisite_state';
     ELSIF picked.resolution IS NOT NULL THEN
         RAISE EXCEPTION 'suggestion % was % already', suggestion_id, picked.resolution
-            USING HINT = format('SELECT * FROM suggestions WHERE workload_id = %s shows the open ones', picked.workload_id),
+            USING HINT = format('SELECT * FROM suggestions WHERE workload_id = %s shows the open ones',
+                                picked.workload_id),
                   ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF picked.config_id IS NOT NULL AND picked.action IS NOT NULL THEN
