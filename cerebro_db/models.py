@@ -236,13 +236,18 @@ class EpochMetric(Base):
 class ConfigEvent(Base):
     """What happened to a config and who did it: user stop/resume, procedure prune, failure, clone.
 
-    ``kind``: ``created``, the new status, ``pruned`` (a procedure stopped it) or ``max_epochs`` (its budget changed,
-    ``detail`` says from what to what); decisions read the kind, never ``detail``. The trigger that logs an event
-    sets ``at`` to ``clock_timestamp()``: the events of one transaction keep their order.
+    ``kind``: ``created``, the new status, ``pruned`` (a procedure stopped it), ``max_epochs`` (its budget changed,
+    ``detail`` says from what to what) or ``accepted`` (its owner accepted a suggestion); decisions read the kind,
+    never ``detail``. The trigger that logs an event sets ``at`` to ``clock_timestamp()``: the events of one
+    transaction keep their order.
     """
 
     __tablename__ = "config_events"
-    __table_args__ = (Index("config_events_config_idx", "config_id", "event_id"),)
+    __table_args__ = (
+        Index("config_events_config_idx", "config_id", "event_id"),
+        # Deleting a suggestion (its workload's cascade) looks up the events linked to it.
+        Index("config_events_suggestion_idx", "suggestion_id", postgresql_where=text("suggestion_id IS NOT NULL")),
+    )
     event_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     config_id: Mapped[int] = mapped_column(ForeignKey("configs.config_id", ondelete="CASCADE"), nullable=False)
     kind: Mapped[str] = mapped_column(Text, nullable=False)
@@ -250,6 +255,64 @@ class ConfigEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    #: Kind ``accepted``: the suggestion the user accepted (``accept_suggestion``); the action's own events follow.
+    suggestion_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("suggestion_log.suggestion_id", ondelete="SET NULL")
+    )
+
+
+#: What the system may suggest (the SQL view suggestion_kinds says what each carries out).
+SUGGESTION_KINDS = (
+    "stop",
+    "clone_lower_lr",
+    "clone_higher_lr",
+    "extend",
+    "resume",
+    "drill_down",
+    "divergence",
+    "overfitting",
+    "leakage",
+    "dataset_too_small",
+)
+SUGGESTION_RESOLUTIONS = ("accepted", "dismissed", "superseded")
+
+
+class Suggestion(Base):
+    """Every suggestion the system made at an epoch's end, and what became of it (the view ``suggestions``: the live
+    ones).
+
+    Written by the system (``suggest_observe``) and by ``accept_suggestion`` / ``dismiss_suggestion`` after their
+    checks; users read their own workloads' rows. ``config_*``: the config as the suggestion was made for it (one
+    with an action is stale once the config's differ). ``action``: the arguments of what accepting it does (``sql``
+    shows the same as the statement a user would type).
+    """
+
+    __tablename__ = "suggestion_log"
+    __table_args__ = (
+        CheckConstraint(_in("kind", SUGGESTION_KINDS), name="kind"),
+        CheckConstraint(_in("resolution", SUGGESTION_RESOLUTIONS), name="resolution"),
+        # The view and the epoch-end checks read a workload's unresolved suggestions.
+        Index("suggestion_log_open_idx", "workload_id", "config_id", postgresql_where=text("resolution IS NULL")),
+    )
+    suggestion_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    workload_id: Mapped[int] = mapped_column(
+        ForeignKey("workloads.workload_id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    #: NULL for a suggestion about the whole workload (drill_down, dataset_too_small).
+    config_id: Mapped[int | None] = mapped_column(ForeignKey("configs.config_id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    evidence: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    expected_effect: Mapped[str] = mapped_column(Text, nullable=False)
+    action: Mapped[Any | None] = mapped_column(JSONB)
+    sql: Mapped[str | None] = mapped_column(Text)
+    config_epochs_done: Mapped[int | None] = mapped_column(Integer)
+    config_status: Mapped[str | None] = mapped_column(Text)
+    config_max_epochs: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _now()
+    resolution: Mapped[str | None] = mapped_column(Text)
+    resolved_by: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 UNIT_OUTCOMES = ("committed", "crashed", "bystander", "retried", "failed", "unavailable", "abandoned")

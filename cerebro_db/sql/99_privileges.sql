@@ -13,7 +13,8 @@ GRANT USAGE ON SCHEMA cerebro TO cerebro_user;
 GRANT SELECT (segment) ON segments TO cerebro_user;  -- not dsn: it may carry credentials
 GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, unit_attempts, epoch_metrics, config_events,
                 registered_models, leaderboard, roster, workload_progress, segment_activity, workload_lineage,
-                active_units, limits, status_transitions, alembic_version, imported_models, imported_model_catalog
+                active_units, limits, status_transitions, alembic_version, imported_models, imported_model_catalog,
+                suggestion_log, suggestions, suggestion_kinds
     TO cerebro_user;  -- alembic_version: the dashboard checks the schema version whoever logs in
 -- Limits are the admins' to set (row-level security shows a user their own row and '*').
 GRANT INSERT, UPDATE, DELETE ON limits TO cerebro_admin;
@@ -37,6 +38,7 @@ GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_u
 -- without arguments: each is unique, so a changed signature cannot slip through).
 GRANT EXECUTE ON FUNCTION
     prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
+    accept_suggestion, dismiss_suggestion, _resolve_suggestion, suggestion_thresholds, hyperband_rung_factor,
     evaluate, predict, export_model, import_model, drop_imported_model, model_layers, max_import_bytes,
     raise_if_error, seed_bound, derived_seed, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
     legal_transition, transitions_hint, workload_has_active_configs, workload_finished,

@@ -179,6 +179,11 @@ def clone_params(model: str, params: str, overrides: str, feature_shape: list[in
     return _result(merge)
 
 
+def refine_search_space(space: str, selected: str) -> str:
+    """A drill-down search space around the selected configs' params (the drill_down suggestion)."""
+    return json.dumps(search_space.refine(json.loads(space), json.loads(selected)))
+
+
 def architecture_key(model: str, params: str, registered: bool) -> str:
     """Configs with the same key can take each other's state (warm start)."""
     return json.dumps(roster.architecture_key(model, json.loads(params), registered))

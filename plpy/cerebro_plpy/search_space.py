@@ -198,3 +198,26 @@ def _sample(rng: np.random.Generator, dim: Dimension, kind: type) -> Any:
     if kind is int:
         return int(min(dim.high, max(dim.low, round(value))))
     return float(min(dim.high, max(dim.low, value)))
+
+
+def refine(space: dict[str, Any], selected: list[dict[str, Any]]) -> dict[str, Any]:
+    """A drill-down space around the ``selected`` configs' params, for each key of ``space``.
+
+    Positive floats get a log range from half the smallest to twice the largest selected value
+    (three significant digits, what a user would type); other keys get the selected values as
+    choices (one value: fixed). The dashboard's Drill down form builds the same space.
+    """
+    refined: dict[str, Any] = {}
+    for key in space:
+        values = sorted({config[key] for config in selected if key in config}, key=str)
+        if not values:
+            continue
+        if all(isinstance(v, float) and not isinstance(v, bool) and v > 0 for v in values):
+            refined[key] = {"min": _significant(min(values) / 2), "max": _significant(max(values) * 2), "log": True}
+        else:
+            refined[key] = values if len(values) > 1 else values[0]
+    return refined
+
+
+def _significant(value: float) -> float:
+    return float(f"{value:.3g}") if value and math.isfinite(value) else value

@@ -303,3 +303,28 @@ def test_a_search_creating_too_many_configs_is_refused(
 ) -> None:
     with pytest.raises(ParamError, match=message):
         search_space.expand("mlp", space, procedure, num_configs, seed=0, feature_shape=(4,))
+
+
+# --- refine (the drill_down suggestion) ---------------------------------------------------------------------------
+
+
+def test_refine_spans_floats_on_a_log_range_and_keeps_the_chosen_values_of_the_others() -> None:
+    space = {"lr": [0.001, 0.01, 0.1], "batch_size": [16, 64], "optimizer": "adam", "dropout": [0.0, 0.5]}
+    chosen = [
+        {"lr": 0.003, "batch_size": 16, "optimizer": "adam", "dropout": 0.0},
+        {"lr": 0.0123456, "batch_size": 64, "optimizer": "adam", "dropout": 0.0},
+    ]
+    assert search_space.refine(space, chosen) == {
+        "lr": {"min": 0.0015, "max": 0.0247, "log": True},
+        "batch_size": [16, 64],
+        "optimizer": "adam",
+        "dropout": 0.0,  # 0.0 is no positive float: a fixed value, not a range around zero
+    }
+    search_space.parse("mlp", search_space.refine(space, chosen))  # a space run_model_selection accepts
+
+
+def test_refine_leaves_out_keys_no_chosen_config_has() -> None:
+    assert search_space.refine({"lr": [0.1], "units": [1, 2]}, [{"lr": 0.1}]) == {
+        "lr": {"min": 0.05, "max": 0.2, "log": True}
+    }
+    assert search_space.refine({"lr": [0.1]}, []) == {}

@@ -1,6 +1,7 @@
 -- Procedures observe each finished epoch (called by record_hop in the unit's transaction) and
 -- act as the system: hyperband prunes losing configs at rungs (config_transition, 20_status/),
--- hyperopt adds configs TPE suggests. They never run units themselves.
+-- hyperopt adds configs TPE suggests. They never run units themselves. Then, whatever the
+-- procedure, the suggestions for the user are made (90_suggestions.sql).
 
 -- ASHA-style successive halving with reduction factor 3 and rungs at epochs 1, 3, 9, ...
 -- A config that reaches a rung must be in the top third of the configs that reached it
@@ -102,16 +103,20 @@ BEGIN
     FROM configs c JOIN workloads w USING (workload_id) WHERE c.config_id = on_epoch_end.config_id;
     -- The procedures' configs are the system's (no user's quota check, the reason kept in the log).
     PERFORM set_config('cerebro.internal', 'on', true);
-    IF workload.procedure IN ('hyperband', 'hyperopt') THEN
-        -- Decisions read what other units committed: one at a time per workload, and
-        -- each statement after the lock sees the previous decision.
-        PERFORM pg_advisory_xact_lock(procedure_lock_key(), workload.workload_id);
-    END IF;
+    -- Decisions (the procedure's, the suggestions') read what other units committed: one at a time
+    -- per workload, and each statement after the lock sees the previous decision.
+    PERFORM pg_advisory_xact_lock(procedure_lock_key(), workload.workload_id);
     IF workload.procedure = 'hyperband' THEN
         PERFORM hyperband_observe(config_id, epoch);
     ELSIF workload.procedure = 'hyperopt' THEN
         PERFORM hyperopt_observe(workload.workload_id);
     END IF;
+    -- Advice never fails a unit: a suggestion that cannot be made is logged and left out.
+    BEGIN
+        PERFORM suggest_observe(config_id, epoch);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'no suggestions for config % at epoch %: %', config_id, epoch, SQLERRM;
+    END;
     PERFORM set_config('cerebro.internal', was_internal, true);
 END
 $$;
