@@ -38,7 +38,7 @@ GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_u
 -- without arguments: each is unique, so a changed signature cannot slip through).
 GRANT EXECUTE ON FUNCTION
     prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
-    accept_suggestion, dismiss_suggestion, _resolve_suggestion, suggestion_thresholds, hyperband_rung_factor,
+    accept_suggestion, dismiss_suggestion, _open_suggestion, _resolve_suggestion, suggestion_thresholds, hyperband_rung_factor,
     evaluate, predict, export_model, import_model, drop_imported_model, model_layers, max_import_bytes,
     raise_if_error, seed_bound, derived_seed, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
     legal_transition, transitions_hint, workload_has_active_configs, workload_finished,

@@ -167,7 +167,8 @@ def test_a_dominated_flat_config_gets_stop_and_a_crawling_one_a_higher_lr(
     assert one(user, "SELECT accept_suggestion(%s)", stop["suggestion_id"]) == f"config {flat} stopped"
     assert one(user, "SELECT status FROM configs WHERE config_id = %s", flat) == "stopped"
     login = one(user, "SELECT current_user")
-    assert events(user, flat)[-2:] == [("accepted", login, stop["suggestion_id"]), ("stopped", login, None)]
+    # the action, then the record that it was the suggestion's (recorded only once carried out)
+    assert events(user, flat)[-2:] == [("stopped", login, None), ("accepted", login, stop["suggestion_id"])]
     assert one(
         user, "SELECT resolution, resolved_by FROM suggestion_log WHERE suggestion_id = %s", stop["suggestion_id"]
     ) == ("accepted", login)
@@ -373,7 +374,7 @@ def test_another_tenant_can_neither_see_nor_answer_a_suggestion(
         for call in ("accept_suggestion", "dismiss_suggestion"):
             with pytest.raises(psycopg.errors.UndefinedObject, match=f"unknown suggestion {guess}"):
                 other.execute(sql.SQL("SELECT {}(%s)").format(sql.Identifier(call)), [guess])
-        with pytest.raises(psycopg.errors.UndefinedObject, match="unknown suggestion"):
+        with pytest.raises(psycopg.errors.UndefinedObject, match=f"no open suggestion {guess} of yours"):
             other.execute("SELECT _resolve_suggestion(%s, 'dismissed')", [guess])
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         other.execute("UPDATE suggestion_log SET resolution = 'dismissed' WHERE suggestion_id = %s", [target])
@@ -381,6 +382,11 @@ def test_another_tenant_can_neither_see_nor_answer_a_suggestion(
         user.execute("UPDATE suggestion_log SET resolution = 'dismissed' WHERE suggestion_id = %s", [target])
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         user.execute("SELECT suggest_observe(%s, 1)", [flat])
+    # The owner cannot log an acceptance without carrying it out: the event log says only what was done.
+    events = one(user, "SELECT count(*) FROM config_events WHERE config_id = %s", flat)
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match=f"suggestion {target} .* not carried out"):
+        user.execute("SELECT _resolve_suggestion(%s, 'accepted')", [target])
+    assert one(user, "SELECT count(*) FROM config_events WHERE config_id = %s", flat) == events
     assert one(user, "SELECT status FROM configs WHERE config_id = %s", flat) == "running"
     assert suggestion(user, "stop", flat)["suggestion_id"] == target  # still open, still the user's
 

@@ -36,7 +36,9 @@ NEW_VIEWS = ("suggestions", "suggestion_kinds")
 NEW_FUNCTIONS = (
     "accept_suggestion(bigint)",
     "dismiss_suggestion(bigint)",
-    "_resolve_suggestion(bigint, text)",
+    "_open_suggestion(bigint)",
+    "_resolve_suggestion(bigint, text, integer)",
+    "suggestion_carried_out(cerebro.suggestion_log, integer)",
     "suggest_observe(integer, integer)",
     "suggest_for_workload(integer, integer, double precision)",
     "suggest_for_config(integer, integer, double precision)",

@@ -32,13 +32,10 @@ WHERE s.resolution IS NULL AND w.status <> 'stopped'
        OR (c.epochs_done, c.status, c.max_epochs) = (s.config_epochs_done, s.config_status, s.config_max_epochs))
 ORDER BY s.workload_id, s.suggestion_id;
 
--- Resolves the caller's suggestion (accepted or dismissed) after checking it is theirs, still open and
--- not stale, and logs an acceptance in config_events (actor: the caller; linked to the suggestion) on
--- its config, or on the configs a drill-down is around. accept_suggestion then carries it out as the
--- caller, in the same transaction: if that is refused, the resolution is rolled back with it.
--- SECURITY DEFINER: users cannot write suggestion_log nor config_events. The config's row is locked, so
--- no unit commits an epoch between this check and the action.
-CREATE OR REPLACE FUNCTION _resolve_suggestion(suggestion_id bigint, resolution text) RETURNS suggestion_log
+-- The caller's suggestion, checked to be theirs, still open and not stale, and locked: its config's
+-- row too, so no unit commits an epoch between this check and the action.
+-- SECURITY DEFINER: suggestion_log is the system's; this only reads it.
+CREATE OR REPLACE FUNCTION _open_suggestion(suggestion_id bigint) RETURNS suggestion_log
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
@@ -47,7 +44,7 @@ DECLARE
 BEGIN
     SELECT s.* INTO picked
     FROM suggestion_log s JOIN workloads w USING (workload_id)
-    WHERE s.suggestion_id = _resolve_suggestion.suggestion_id AND caller_owns(w.owner)
+    WHERE s.suggestion_id = _open_suggestion.suggestion_id AND caller_owns(w.owner)
     FOR UPDATE OF s;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown suggestion %', coalesce(suggestion_id::text, 'NULL')
@@ -79,13 +76,65 @@ BEGIN
                       ERRCODE = 'object_not_in_prerequisite_state';
         END IF;
     END IF;
+    RETURN picked;
+END
+$$;
+
+-- Whether what the suggestion carries out is done: the config stopped, running again or extended; or
+-- ``made`` is the clone of its config, or the drill-down of its workload, that it asked for.
+CREATE OR REPLACE FUNCTION suggestion_carried_out(picked suggestion_log, made int) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
+AS $$
+    SELECT CASE (SELECT k.carries_out FROM suggestion_kinds k WHERE k.kind = picked.kind)
+        WHEN 'stop' THEN EXISTS (SELECT 1 FROM configs c WHERE c.config_id = picked.config_id
+                                                           AND c.status = 'stopped')
+        WHEN 'resume' THEN EXISTS (SELECT 1 FROM configs c WHERE c.config_id = picked.config_id
+                                                             AND c.status IN ('pending', 'running'))
+        WHEN 'extend' THEN EXISTS (SELECT 1 FROM configs c WHERE c.config_id = picked.config_id
+                                                             AND c.max_epochs = (picked.action ->> 'max_epochs')::int)
+        WHEN 'clone' THEN EXISTS (SELECT 1 FROM configs c WHERE c.config_id = made
+                                                            AND c.cloned_from = picked.config_id)
+        WHEN 'run_model_selection' THEN EXISTS (
+            SELECT 1 FROM workloads w
+            WHERE w.workload_id = made AND w.parent_workload_id = (picked.action ->> 'parent_workload')::int)
+        ELSE false
+    END
+$$;
+
+-- Records the caller's open suggestion as dismissed, or as accepted once what it carries out is done
+-- (``made``: the config or workload the action created), and logs an acceptance in config_events
+-- (actor: the caller; linked to the suggestion) on its config, or on the configs a drill-down is around.
+-- So the log cannot say a suggestion was accepted that was not carried out.
+-- SECURITY DEFINER: users cannot write suggestion_log nor config_events.
+CREATE OR REPLACE FUNCTION _resolve_suggestion(suggestion_id bigint, resolution text, made int DEFAULT NULL)
+RETURNS suggestion_log
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    picked suggestion_log;
+BEGIN
+    IF resolution IS DISTINCT FROM 'accepted' AND resolution IS DISTINCT FROM 'dismissed' THEN
+        RAISE EXCEPTION 'a suggestion is accepted or dismissed, not %', quote_nullable(resolution)
+            USING HINT = 'SELECT accept_suggestion(id) or SELECT dismiss_suggestion(id)',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT s.* INTO picked
+    FROM suggestion_log s JOIN workloads w USING (workload_id)
+    WHERE s.suggestion_id = _resolve_suggestion.suggestion_id AND caller_owns(w.owner) AND s.resolution IS NULL
+    FOR UPDATE OF s;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no open suggestion % of yours', coalesce(suggestion_id::text, 'NULL')
+            USING HINT = 'SELECT suggestion_id, kind, reason FROM suggestions lists yours',
+                  ERRCODE = 'undefined_object';
+    END IF;
     IF resolution = 'accepted' AND picked.action IS NULL THEN
         RAISE EXCEPTION 'suggestion % (%) is a warning with nothing to carry out', suggestion_id, picked.kind
             USING HINT = format('read its reason and evidence, then SELECT dismiss_suggestion(%s)', suggestion_id),
                   ERRCODE = 'object_not_in_prerequisite_state';
-    ELSIF resolution NOT IN ('accepted', 'dismissed') THEN
-        RAISE EXCEPTION 'a suggestion is accepted or dismissed, not %', quote_nullable(resolution)
-            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF resolution = 'accepted' AND NOT suggestion_carried_out(picked, made) THEN
+        RAISE EXCEPTION 'suggestion % (%) is not carried out', suggestion_id, picked.kind
+            USING HINT = format('SELECT accept_suggestion(%s) carries it out and records it', suggestion_id),
+                  ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     UPDATE suggestion_log s
     SET resolution = _resolve_suggestion.resolution, resolved_by = acting_role(), resolved_at = clock_timestamp()
@@ -106,36 +155,42 @@ END
 $$;
 
 -- Carries the suggestion out through the same SQL API its sql column shows, as the caller (invoker
--- rights: their grants, row-level security, limits and the status machine apply), and returns what
--- it did. A refused action changes nothing: the suggestion stays open.
+-- rights: their grants, row-level security, limits and the status machine apply), then records it, and
+-- returns what it did. A refused action changes nothing: the suggestion stays open.
 CREATE OR REPLACE FUNCTION accept_suggestion(suggestion_id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
-    s suggestion_log := _resolve_suggestion(suggestion_id, 'accepted');
+    s suggestion_log := _open_suggestion(suggestion_id);
     a jsonb := s.action;
     made int;
+    done text;
 BEGIN
+    IF s.action IS NULL THEN  -- a warning: _resolve_suggestion refuses it with its hint
+        PERFORM _resolve_suggestion(suggestion_id, 'accepted');
+    END IF;
     CASE (SELECT k.carries_out FROM suggestion_kinds k WHERE k.kind = s.kind)
     WHEN 'stop' THEN
         UPDATE configs SET status = 'stopped' WHERE config_id = s.config_id;
-        RETURN format('config %s stopped', s.config_id);
+        done := format('config %s stopped', s.config_id);
     WHEN 'resume' THEN
         UPDATE configs SET status = 'running' WHERE config_id = s.config_id;
-        RETURN format('config %s resumed', s.config_id);
+        done := format('config %s resumed', s.config_id);
     WHEN 'extend' THEN
         UPDATE configs SET max_epochs = (a ->> 'max_epochs')::int, status = 'running' WHERE config_id = s.config_id;
-        RETURN format('config %s extended to %s epochs and resumed', s.config_id, a ->> 'max_epochs');
+        done := format('config %s extended to %s epochs and resumed', s.config_id, a ->> 'max_epochs');
     WHEN 'clone' THEN
         made := clone_config(s.config_id, a -> 'overrides');
-        RETURN format('config %s created: a clone of config %s with %s', made, s.config_id, a -> 'overrides');
+        done := format('config %s created: a clone of config %s with %s', made, s.config_id, a -> 'overrides');
     WHEN 'run_model_selection' THEN
         made := run_model_selection(a ->> 'dataset', a ->> 'model', a -> 'search_space', procedure => a ->> 'procedure',
                                     num_configs => (a ->> 'num_configs')::int,
                                     max_epochs => (a ->> 'max_epochs')::int, name => a ->> 'name',
                                     parent_workload => (a ->> 'parent_workload')::int, warm_start => true);
-        RETURN format('workload %s started: %s', made, a ->> 'name');
+        done := format('workload %s started: %s', made, a ->> 'name');
     END CASE;
+    PERFORM _resolve_suggestion(suggestion_id, 'accepted', made);
+    RETURN done;
 END
 $$;
 
@@ -143,7 +198,7 @@ CREATE OR REPLACE FUNCTION dismiss_suggestion(suggestion_id bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
-    s suggestion_log := _resolve_suggestion(suggestion_id, 'dismissed');
+    s suggestion_log := _resolve_suggestion((_open_suggestion(suggestion_id)).suggestion_id, 'dismissed');
 BEGIN
     RETURN format('suggestion %s (%s) dismissed: not suggested again for %s', s.suggestion_id, s.kind,
                   CASE WHEN s.config_id IS NULL THEN format('workload %s', s.workload_id)
