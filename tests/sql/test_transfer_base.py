@@ -49,17 +49,17 @@ def test_a_config_keeps_the_base_it_was_created_on(dsn: str, conn: Session, fash
     conn.execute("UPDATE workloads SET status = 'stopped' WHERE workload_id = %s", [workload])
     conn.execute("SELECT drop_imported_model(%s)", [base])  # nothing active uses it now
 
-    uses = [
+    uses: list[tuple[str, list[Any]]] = [
         ("SELECT * FROM evaluate(%s, %s)", [config, fashion_1seg]),
         ("SELECT export_model(%s)", [config]),
         ("SELECT predict(%s, 'public.fashion_small', 'id', %s)", [config, unique("pinned_predictions")]),
     ]
     for reason in ("dropped", r"re-imported \(sha256 \w{12}\.\.\. now, " + first[:12]):
         for statement, arguments in uses:
-            with pytest.raises(errors.ObjectNotInPrerequisiteState, match=f"base '{base}' was {reason}") as refused:
+            with pytest.raises(errors.ObjectNotInPrerequisiteState, match=f"base '{base}' was {reason}") as stale:
                 conn.execute(statement, arguments)
-            assert f"sha256 {first}" in (refused.value.diag.message_hint or "")
-            assert f"clone_config({config})" in (refused.value.diag.message_hint or "")
+            assert f"sha256 {first}" in (stale.value.diag.message_hint or "")
+            assert f"clone_config({config})" in (stale.value.diag.message_hint or "")
         if reason == "dropped":
             _, second = imported(conn, seed=2, name=base)  # another model under the same name
 
