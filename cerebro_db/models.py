@@ -171,6 +171,9 @@ class Config(Base):
         Integer, nullable=False, server_default=text(f"floor(random() * {INT_MAX})::integer")
     )
     cloned_from: Mapped[int | None] = mapped_column(ForeignKey("configs.config_id", ondelete="SET NULL"))
+    #: A transfer config's base as it was when the config was created (``imported_models.sha256``, set by the
+    #: ``configs_transfer`` trigger): a base re-imported under its name since is refused, not silently used.
+    base_sha256: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from cerebro_db import install, sample_data
 from cerebro_db.cluster import ClusterConfig
@@ -113,10 +116,24 @@ def blobs_2seg(dsn: str) -> str:
     return name
 
 
-def launch(conn: psycopg.Connection[Any], dataset: str, space: dict[str, Any], *, epochs: int, seed: int = 7) -> int:
+def launch(
+    conn: psycopg.Connection[Any],
+    dataset: str,
+    space: dict[str, Any],
+    *,
+    epochs: int,
+    seed: int = 7,
+    model: str = "cnn",
+    procedure: str = "grid",
+    **options: Any,
+) -> int:
+    """A new workload (``options``: run_model_selection's other named arguments, e.g. num_configs)."""
+    named = sql.SQL("").join(
+        sql.SQL(", {} => {}").format(sql.Identifier(key), sql.Literal(value)) for key, value in options.items()
+    )
     row = conn.execute(
-        "SELECT run_model_selection(%s, 'cnn', %s, max_epochs => %s, seed => %s)",
-        [dataset, json.dumps(space), epochs, seed],
+        sql.SQL("SELECT run_model_selection(%s, %s, %s, %s, max_epochs => %s, seed => %s{})").format(named),
+        [dataset, model, json.dumps(space), procedure, epochs, seed],
     ).fetchone()
     assert row is not None
     workload_id: int = row[0]
@@ -157,3 +174,25 @@ def reviews_2seg(dsn: str, reviews_table: str) -> str:
             [name, reviews_table],
         )
     return name
+
+
+#: The layers of :func:`tiny_base`, in order (what model_layers lists).
+TINY_BASE_LAYERS = ("conv", "pool", "flatten", "dense", "classes")
+
+
+def tiny_base(seed: int = 1) -> bytes:
+    """A small "pretrained" model for fine-tuning (random weights from ``seed``), as import_model takes it:
+    a functional cnn on 28x28x1 images with the layers :data:`TINY_BASE_LAYERS`."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(8, activation="relu", name="dense")(x)
+    outputs = keras.layers.Dense(5, activation="softmax", name="classes")(x)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "base.keras"
+        keras.Model(inputs, outputs, name="tiny_base").save(path)
+        return path.read_bytes()

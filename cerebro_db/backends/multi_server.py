@@ -12,7 +12,9 @@ A segment server receives a dataset's shards at its first unit of that dataset: 
 own training buffers and the validation buffers (the epoch's last hop evaluates on
 all of them), streamed with binary COPY from the coordinator in one transaction, so
 a server has a shard whole or not at all. A server belongs to one coordinator: it
-knows datasets by the coordinator's ids.
+knows datasets by the coordinator's ids. A transfer config's base (an imported model)
+comes the same way, at the server's first unit of a config on it, once per server
+(keyed by the archive's sha256, which every unit's context names).
 
 Membership is the coordinator's ``segments`` table: ``dsn`` is the segment server's
 libpq URL without its password (the scheduler's passfile or environment has it). A
@@ -57,8 +59,9 @@ class ServerSegment:
         self._conn = psycopg.connect(dsn, autocommit=True, application_name=f"cerebro segment {segment}", **connect)
         #: Whether the segment server said why, if it ends the connection (crash or shutdown).
         self._farewell = Farewell.watch(self._conn)
-        #: Datasets this server is known to hold (it keeps them across reconnects; this only saves a query).
-        self._held: set[int] = set()
+        #: Datasets (by id) and transfer bases (by sha256) this server is known to hold (it keeps them across
+        #: reconnects; this only saves a query).
+        self._held: set[int | str] = set()
 
     def run_unit(self, coordinator: psycopg.Connection[Any], config_id: int) -> dict[str, Any]:
         found = coordinator.execute(
@@ -68,7 +71,9 @@ class ServerSegment:
         assert found is not None
         context, state, timeout = found
         with on_the_segment(f"segment {self.segment}'s server", self._farewell):
-            self._ensure_dataset(coordinator, context["dataset_id"], timeout)
+            self._ensure(coordinator, context["dataset_id"], timeout)
+            if context.get("base_sha256") is not None:
+                self._ensure(coordinator, context["base_sha256"], timeout)
             with self._conn.transaction():
                 # The unit's time limit holds on both servers.
                 self._conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
@@ -83,14 +88,18 @@ class ServerSegment:
         result: dict[str, Any] = recorded[0]
         return result
 
-    def _ensure_dataset(self, coordinator: psycopg.Connection[Any], dataset_id: int, timeout: str) -> None:
-        if dataset_id in self._held:
+    def _ensure(self, coordinator: psycopg.Connection[Any], what: int | str, timeout: str) -> None:
+        """Send the server dataset ``what`` (an id) or the imported model ``what`` (a sha256) unless it holds it."""
+        if what in self._held:
             return
         # Sending is not the unit's work: no unit_timeout for it on the coordinator.
         coordinator.execute("SELECT set_config('statement_timeout', '0', true)")
-        send_dataset(coordinator, self._conn, dataset_id, self.segment)
+        if isinstance(what, str):
+            send_imported_model(coordinator, self._conn, what)
+        else:
+            send_dataset(coordinator, self._conn, what, self.segment)
         coordinator.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
-        self._held.add(dataset_id)
+        self._held.add(what)
 
     def close(self) -> None:
         self._conn.close()
@@ -131,6 +140,30 @@ def send_dataset(
         if not has_shard:
             sent += _copy(coordinator, server, "dataset_buffers", training)
     return sent
+
+
+def send_imported_model(coordinator: psycopg.Connection[Any], server: psycopg.Connection[Any], sha256: str) -> int:
+    """Give a segment server the imported model whose archive has digest ``sha256`` (a transfer base: the
+    server's units read it by digest) unless it has it; returns the bytes sent.
+
+    A model here by the same id or name but another digest is one the coordinator has since dropped (and
+    perhaps imported anew): it goes first, so the name stays unique.
+    """
+    found = coordinator.execute(
+        "SELECT imported_model_id, name FROM imported_models WHERE sha256 = %s ORDER BY imported_model_id LIMIT 1",
+        [sha256],
+    ).fetchone()
+    if found is None:
+        raise LookupError(f"no imported model with sha256 {sha256} is on the coordinator")
+    model_id, name = found
+    with server.transaction():
+        server.execute("SELECT pg_advisory_xact_lock(imported_model_lock_key(), %s)", [model_id])
+        if server.execute("SELECT 1 FROM imported_models WHERE sha256 = %s", [sha256]).fetchone():
+            return 0
+        server.execute("DELETE FROM imported_models WHERE imported_model_id = %s OR name = %s", [model_id, name])
+        return _copy(
+            coordinator, server, "imported_models", sql.SQL("imported_model_id = {}").format(sql.Literal(model_id))
+        )
 
 
 def distribute(coordinator_dsn: str, dataset: str, passfile: Path | None = None) -> int:

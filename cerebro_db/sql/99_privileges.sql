@@ -47,6 +47,7 @@ GRANT EXECUTE ON FUNCTION
     dataset_name_taken, is_registered_model, config_state, config_state_bytes, _store_dataset, _store_dataset_buffer, _create_workload,
     _prepare_dataset, _expand_search_space, _complete_params, _check_training_memory, training_memory_limit,
     _evaluate, _predict_begin, _predict_part, _export_model, transfer_base, _transfer_params, _check_transfer_space,
+    check_transfer_base, transfer_configs_using,
     scheduler_lock_key, config_lock_key, segment_lock_key, quota_lock_key
     TO cerebro_user;
 GRANT EXECUTE ON PROCEDURE wait_for_workload TO cerebro_user;

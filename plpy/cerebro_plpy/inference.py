@@ -27,12 +27,11 @@ _CONFIG_SQL = """
 SELECT c.params::text AS params, c.seed, w.model, d.dataset_id, d.name AS dataset, d.feature_columns,
        d.feature_shape, d.num_classes, d.class_values::text AS class_values, d.normalize, d.norm_shift,
        d.norm_scale, d.vocabulary, config_state(c.config_id) AS state, r.source, r.entry_point,
-       b.sha256 AS base_sha256
+       c.base_sha256
 FROM configs c
 JOIN workloads w USING (workload_id)
 JOIN datasets d ON d.name = w.dataset
 LEFT JOIN registered_models r ON r.name = w.model
-LEFT JOIN imported_models b ON w.model = 'transfer' AND b.name = c.params ->> 'base'
 WHERE c.config_id = $1
 """
 

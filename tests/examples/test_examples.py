@@ -16,7 +16,7 @@ from tests.conftest import assert_nothing_stranded
 
 EXAMPLES = REPO_ROOT / "examples"
 #: Rows each example loads in the test: enough for its splits and segments, quick to train.
-ROWS = {"image.sql": 400, "text.sql": 300, "tabular.sql": 400}
+ROWS = {"image.sql": 400, "text.sql": 300, "tabular.sql": 400, "transfer.sql": 600}
 
 
 @pytest.fixture

@@ -32,3 +32,9 @@ AS $$ SELECT 1129468421 $$;
 CREATE OR REPLACE FUNCTION quota_lock_key() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
 AS $$ SELECT 1129468422 $$;
+
+-- On a segment server: held (transaction level) while an imported model (a transfer base) is sent to it,
+-- second int: the coordinator's imported_model_id (as dataset_lock_key for datasets).
+CREATE OR REPLACE FUNCTION imported_model_lock_key() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
+AS $$ SELECT 1129468423 $$;

@@ -52,7 +52,7 @@ BEGIN
                'seed', c.seed, 'epoch', c.epochs_done + 1, 'model', w.model, 'dataset_id', d.dataset_id,
                'feature_shape', d.feature_shape, 'num_classes', d.num_classes, 'num_segments', d.num_segments,
                'validation_rows', d.validation_rows, 'source', r.source, 'entry_point', r.entry_point,
-               'base_sha256', b.sha256,  -- a transfer config's base (97_transfer.sql), read by its digest
+               'base_sha256', c.base_sha256,  -- a transfer config's base (97_transfer.sql), read by its digest
                'epoch_done', cardinality(coalesce(s.visited_segments, '{}')) + 1 = d.num_segments,
                -- The scheduler's setting: a user's own SET only reaches the check at launch.
                'max_training_mb', training_memory_limit()),
@@ -63,13 +63,13 @@ BEGIN
     JOIN datasets d ON d.name = w.dataset
     LEFT JOIN model_states s ON s.config_id = c.config_id
     LEFT JOIN registered_models r ON r.name = w.model
-    LEFT JOIN imported_models b ON w.model = 'transfer' AND b.name = c.params ->> 'base'
     WHERE c.config_id = unit_context.config_id;
     IF NOT FOUND THEN  -- its workload's dataset went meanwhile
         RAISE EXCEPTION 'config % has no dataset to train on', config_id
             USING HINT = 'SELECT * FROM unrunnable_configs() lists configs that can never train, and why',
                   ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM check_transfer_base(config_id);  -- the base it was created on, or none
 END
 $$;
 

@@ -36,8 +36,10 @@ CREATE OR REPLACE FUNCTION evaluate(config_id int, dataset text) RETURNS TABLE (
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
-    outcome jsonb := raise_if_error(_evaluate(config_id, dataset));
+    outcome jsonb;
 BEGIN
+    PERFORM check_transfer_base(config_id);
+    outcome := raise_if_error(_evaluate(config_id, dataset));
     RETURN QUERY SELECT (outcome ->> 'loss')::float8, (outcome ->> 'metric')::float8;
 END
 $$;
@@ -79,6 +81,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown config %', config_id USING ERRCODE = 'undefined_object';
     END IF;
+    PERFORM check_transfer_base(config_id);
     SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
     FROM pg_attribute a WHERE a.attrelid = source_table AND a.attname = id_column AND a.attnum > 0
                           AND NOT a.attisdropped;
@@ -149,6 +152,7 @@ AS $$
 DECLARE
     exported record;
 BEGIN
+    PERFORM check_transfer_base(config_id);
     SELECT * INTO exported FROM _export_model(config_id);
     PERFORM raise_if_error(exported.outcome);
     RETURN exported.model;

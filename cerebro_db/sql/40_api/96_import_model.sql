@@ -83,16 +83,33 @@ END
 $$;
 
 -- Invoker rights: row-level security lets a user drop only their own models (cerebro_admin: anyone's).
+-- Refused while pending or running transfer configs fine-tune it (97_transfer.sql): their next unit would find no
+-- base. The row is deleted (and locked) before they are counted; a config created by a transaction that read the
+-- base before this one committed is refused at its first unit instead (check_transfer_base).
 CREATE OR REPLACE FUNCTION drop_imported_model(name text) RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 #variable_conflict use_variable
+DECLARE
+    used record;
 BEGIN
     DELETE FROM imported_models m WHERE m.name = name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown imported model %', quote_literal(coalesce(name, 'NULL'))
             USING HINT = 'SELECT name FROM imported_model_catalog lists the models you can drop',
                   ERRCODE = 'undefined_object';
+    END IF;
+    used := transfer_configs_using(name);
+    IF used.own_configs + used.others_configs > 0 THEN
+        RAISE EXCEPTION 'imported model % is the base of % pending or running configs (%)', quote_literal(name),
+                        used.own_configs + used.others_configs,
+                        concat_ws(', ', 'your workloads ' || array_to_string(used.own_workloads, ', '),
+                                  nullif(used.others_configs, 0) || ' of other users'' workloads')
+            USING HINT = CASE WHEN used.own_configs > 0 THEN format(
+                             'let them finish, or stop them first: UPDATE workloads SET status = ''stopped'' WHERE '
+                             'workload_id IN (%s); then drop it', array_to_string(used.own_workloads, ', '))
+                         ELSE 'their owners must let them finish or stop them first' END,
+                  ERRCODE = 'object_in_use';
     END IF;
 END
 $$;

@@ -1,6 +1,7 @@
 """The same unit checks on each backend that can run here: ``local`` (the coordinator trains on its own
 shard) and ``multi_server`` (a segment server does). Units are claimed and run by hand, one hop at a
-time, through the executor the scheduler uses (``cerebro_db.backends.open_segment``)."""
+time, through the executor the scheduler uses (``cerebro_db.backends.open_segment``). Both coordinators hold
+the same imported model, fine-tuned by the transfer case (a segment server gets it from the coordinator)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import pytest
 
 from cerebro_db import sample_data
 from cerebro_db.backends import SegmentExecutor, open_segment
+from cerebro_db.backends.multi_server import send_imported_model
 from cerebro_db.connection import SEARCH_PATH
 from cerebro_db.testing.clusters import temporary_multi_server
-from tests.conftest import TINY_CNN, launch, unique
+from tests.conftest import TINY_CNN, launch, one, tiny_base, unique
 
 ROWS = 300
 SPACE = {"lr": [0.003], **TINY_CNN}
+#: The base's dense layer trained, its conv frozen; the head reads the dense layer (the default).
+TRANSFER = {"trainable_from": "dense", "head_units": 8, "dropout": 0.1, "lr": 0.003}
 
 Connection = psycopg.Connection[Any]
 
@@ -31,6 +35,8 @@ class Backend:
     dsn: str
     dataset: str
     connect: dict[str, Any]
+    #: The imported model the transfer case fine-tunes (``tiny_base(1)``: the same weights on every backend).
+    base: str = ""
     executors: dict[int, SegmentExecutor] = field(default_factory=dict)
 
     def executor(self, conn: Connection, segment: int) -> SegmentExecutor:
@@ -45,8 +51,9 @@ class Backend:
             executor.close()
 
 
-def _prepare(dsn: str, dataset: str) -> str:
-    """The same rows, split and shards on every backend."""
+def _prepare(dsn: str, dataset: str) -> Backend:
+    """The same rows, split and shards on every backend, and the same imported base."""
+    backend = Backend(dsn, dataset, {}, unique("units_base"))
     with psycopg.connect(dsn, autocommit=True) as conn:
         table = unique("units_source")
         sample_data.load_fashion_mnist(conn, table, limit=ROWS)
@@ -55,12 +62,13 @@ def _prepare(dsn: str, dataset: str) -> str:
             " feature_shape => '{28,28,1}', num_segments => 2, validation_fraction => 0.2, seed => 3)",
             [dataset, f"public.{table}"],
         )
-    return dataset
+        conn.execute("SELECT import_model(%s, %s)", [backend.base, tiny_base(1)])
+    return backend
 
 
 @pytest.fixture(scope="module")
 def local(dsn: str) -> Iterator[Backend]:
-    backend = Backend(dsn, _prepare(dsn, unique("units_local")), {})
+    backend = _prepare(dsn, unique("units_local"))
     yield backend
     backend.close()
 
@@ -68,7 +76,7 @@ def local(dsn: str) -> Iterator[Backend]:
 @pytest.fixture(scope="module")
 def multi() -> Iterator[Backend]:
     with temporary_multi_server(segments=2) as started:
-        backend = Backend(started.coordinator, _prepare(started.coordinator, "units_multi"), {})
+        backend = _prepare(started.coordinator, "units_multi")
         backend.connect["passfile"] = str(started.passfile)
         yield backend
         backend.close()
@@ -81,10 +89,15 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @contextlib.contextmanager
-def workload(backend: Backend, epochs: int = 2) -> Iterator[tuple[Connection, int]]:
-    """A connection to the coordinator and the one config of a new workload no scheduler runs."""
+def workload(backend: Backend, epochs: int = 2, transfer: bool = False) -> Iterator[tuple[Connection, int]]:
+    """A connection to the coordinator and the one config of a new workload no scheduler runs (a cnn, or with
+    ``transfer`` a fine-tuning of the backend's base)."""
     with psycopg.connect(backend.dsn, autocommit=True) as conn:
-        workload_id = launch(conn, backend.dataset, SPACE, epochs=epochs, seed=11)
+        if transfer:
+            space = {**TRANSFER, "base": backend.base}
+            workload_id = launch(conn, backend.dataset, space, epochs=epochs, seed=11, model="transfer")
+        else:
+            workload_id = launch(conn, backend.dataset, SPACE, epochs=epochs, seed=11)
         try:
             row = conn.execute("SELECT config_id FROM configs WHERE workload_id = %s", [workload_id]).fetchone()
             assert row is not None
@@ -176,10 +189,13 @@ def test_record_hop_without_unit_context_is_refused(backend: Backend) -> None:
         assert error.value.diag.message_hint is not None
 
 
-def test_hops_are_bit_identical_on_every_backend(local: Backend, multi: Backend) -> None:
+@pytest.mark.parametrize("transfer", [False, True], ids=["cnn", "transfer"])
+def test_hops_are_bit_identical_on_every_backend(local: Backend, multi: Backend, transfer: bool) -> None:
+    """The transfer case fine-tunes an imported base: on multi_server, each segment server gets it from the
+    coordinator at its first unit of it."""
     results = []
     for backend in (local, multi):
-        with workload(backend) as (conn, config):
+        with workload(backend, transfer=transfer) as (conn, config):
             for segment in (1, 0, 0, 1):  # two epochs, each segment once per epoch
                 hop(backend, conn, config, segment)
             state = conn.execute("SELECT state FROM model_states WHERE config_id = %s", [config]).fetchone()
@@ -191,3 +207,32 @@ def test_hops_are_bit_identical_on_every_backend(local: Backend, multi: Backend)
             results.append((state, metrics, units(conn, config)))
     assert len(results[0][1]) == 2
     assert results[0] == results[1]
+
+
+def test_a_segment_server_gets_an_imported_model_once(multi: Backend) -> None:
+    """Sent whole with its row (a server reads a transfer base by its sha256), once: a server that holds it gets
+    nothing. A model dropped on the coordinator and another imported under its name replaces it there."""
+    name = unique("units_sent")
+    with (
+        psycopg.connect(multi.dsn, autocommit=True) as coordinator,
+        psycopg.connect(
+            one(coordinator, "SELECT dsn FROM segments WHERE segment = 0"),
+            autocommit=True,
+            options=SEARCH_PATH,
+            **multi.connect,
+        ) as server,
+    ):
+        sent = {}
+        for seed in (2, 3):
+            archive = tiny_base(seed)
+            coordinator.execute("SELECT import_model(%s, %s)", [name, archive])
+            sha256 = one(coordinator, "SELECT sha256 FROM imported_models WHERE name = %s", name)
+            sent[seed] = send_imported_model(coordinator, server, sha256)
+            assert sent[seed] > len(archive)  # the archive and the rest of its row
+            assert send_imported_model(coordinator, server, sha256) == 0
+            assert server.execute(
+                "SELECT sha256, keras_file FROM imported_models WHERE name = %s", [name]
+            ).fetchall() == [(sha256, archive)]
+            coordinator.execute("SELECT drop_imported_model(%s)", [name])
+        with pytest.raises(LookupError, match="no imported model with sha256 0+ is on the coordinator"):
+            send_imported_model(coordinator, server, "0" * 64)
