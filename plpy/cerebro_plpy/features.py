@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cerebro_plpy import memory, packing, shards, transfer
+from cerebro_plpy import memory, packing, shards, training, transfer
 from cerebro_plpy.plpy_adapter import Database
 from cerebro_plpy.unit import Arrays, Shard
 
@@ -245,7 +245,9 @@ def needed(db: Database, context: dict[str, Any]) -> list[Piece]:
     return sorted(pieces, key=lambda p: (p.split, p.segment))
 
 
-def _missing(db: Database, context: dict[str, Any], layers: Sequence[str], pieces: Sequence[Piece]) -> dict[Piece, list[str]]:
+def _missing(
+    db: Database, context: dict[str, Any], layers: Sequence[str], pieces: Sequence[Piece]
+) -> dict[Piece, list[str]]:
     done = {
         (r["layer"], Piece(r["split"], r["segment"]))
         for r in db.query(
@@ -270,11 +272,14 @@ def materialize(db: Database, gd: dict[str, Any], context: dict[str, Any]) -> di
     if not _missing(db, context, candidates, pieces):
         return {"passes": 0}
     sha256 = context["base_sha256"]
+    training.tensorflow(gd)  # first: its thread settings hold only if nothing started TensorFlow before
     layers = usable_layers(_frozen_base(gd, sha256), candidates)
     if own not in layers:
         return {"passes": 0}  # its prefix acts differently in training: the config trains through the base
     for piece in pieces:  # in a fixed order: two units locking pieces cannot deadlock
-        db.query(_LOCK_SQL, ["int4", "text", "text", "int4"], [context["dataset_id"], sha256, piece.split, piece.segment])
+        db.query(
+            _LOCK_SQL, ["int4", "text", "text", "int4"], [context["dataset_id"], sha256, piece.split, piece.segment]
+        )
     missing = _missing(db, context, layers, pieces)  # again, under the locks: another unit may have committed them
     passes = [materialize_piece(db, gd, context, piece, tuple(wanted)) for piece, wanted in missing.items()]
     return {"passes": len(passes), "layers": layers, "pieces": passes}
@@ -329,7 +334,9 @@ def _spans(rows: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(rows, start + size)
 
 
-def _arrays(db: Database, gd: dict[str, Any], feature_set: int, shape: tuple[int, ...], split: str, segment: int | None) -> Arrays:
+def _arrays(
+    db: Database, gd: dict[str, Any], feature_set: int, shape: tuple[int, ...], split: str, segment: int | None
+) -> Arrays:
     cache: OrderedDict[tuple[Any, ...], Arrays] = gd.setdefault(GD_FEATURES, OrderedDict())
     key = (feature_set, split, segment)
     if key not in cache:
@@ -361,4 +368,3 @@ def for_hop(db: Database, gd: dict[str, Any], context: dict[str, Any]) -> Shard 
     train = _arrays(db, gd, feature_set, shape, "train", context["segment"])
     validation = _arrays(db, gd, feature_set, shape, "validation", None) if context["epoch_done"] else None
     return Shard(train, validation, time.perf_counter() - tick)
-
