@@ -77,8 +77,11 @@ class Piece:
 
 
 def on_features(context: dict[str, Any]) -> bool:
-    """Whether the hop's config may train on materialized features: a transfer config with a frozen base."""
+    """Whether the hop's config may train on materialized features: a transfer config with a frozen base (unless
+    ``cerebro.feature_transfer`` is off)."""
     if context.get("model") != transfer.MODEL or context.get("base_sha256") is None:
+        return False
+    if context.get("feature_transfer") == "off":
         return False
     params = json.loads(context["params"])
     return params["trainable_from"] == ""
@@ -267,7 +270,8 @@ def materialize(db: Database, gd: dict[str, Any], context: dict[str, Any]) -> di
     if not on_features(context):
         return {"passes": 0}
     own = json.loads(context["params"])["layer"]
-    candidates = sorted({own, *context.get("feature_layers", [])})
+    staged = context.get("feature_transfer") != "unstaged"
+    candidates = sorted({own, *(context.get("feature_layers") or [])}) if staged else [own]
     pieces = needed(db, context)
     if not _missing(db, context, candidates, pieces):
         return {"passes": 0}

@@ -43,6 +43,7 @@ NEW_FUNCTIONS = (
     "store_feature_buffer(integer, text, integer, integer, integer, bytea, bytea)",
     "log_feature_pass(text, integer, text, text[], text, integer, integer, integer, integer, bigint, double precision)",
     "features_lock_key()",
+    "feature_transfer_mode()",
 )
 
 

@@ -55,6 +55,7 @@ BEGIN
                'base_sha256', b.sha256,  -- a transfer config's base (97_transfer.sql), read by its digest
                -- feature transfer (50_features.sql): whose features, and the layers one pass computes
                'owner', w.owner, 'feature_layers', CASE WHEN w.model = 'transfer' THEN feature_layers(c.config_id) END,
+               'feature_transfer', CASE WHEN w.model = 'transfer' THEN feature_transfer_mode() END,
                'epoch_done', cardinality(coalesce(s.visited_segments, '{}')) + 1 = d.num_segments,
                -- The scheduler's setting: a user's own SET only reaches the check at launch.
                'max_training_mb', training_memory_limit()),

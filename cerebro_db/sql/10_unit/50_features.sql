@@ -9,6 +9,23 @@
 -- units (on a server holding several segments, or the epoch's last hop reading every validation slice) from
 -- computing the same piece twice. The first unit on a segment pays for the pass, within its unit_timeout.
 
+-- cerebro.feature_transfer (the scheduler's setting, as cerebro.max_training_mb): 'on' (the default); 'unstaged', a
+-- pass per layer rather than one for all the workload's layers; 'off', frozen bases run at every step. The last two
+-- are the baselines of bench/feature_transfer.py.
+CREATE OR REPLACE FUNCTION feature_transfer_mode() RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    mode text := coalesce(nullif(current_setting('cerebro.feature_transfer', true), ''), 'on');
+BEGIN
+    IF mode NOT IN ('on', 'unstaged', 'off') THEN
+        RAISE EXCEPTION 'cerebro.feature_transfer must be on, unstaged or off, not %', quote_literal(mode)
+            USING HINT = 'ALTER DATABASE ... SET cerebro.feature_transfer = ''on''', ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN mode;
+END
+$$;
+
 -- The layers a pass computes for a unit of config_id: every layer its workload's frozen configs of the same base
 -- that may still train read off it (so they share one pass per shard), its own included.
 CREATE OR REPLACE FUNCTION feature_layers(config_id int) RETURNS text[]
