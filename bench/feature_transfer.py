@@ -17,10 +17,11 @@ timing, so (a)-(c) agree to a tolerance (``ACCURACY_TOLERANCE``), not bit for bi
 tests/sql/test_features.py). Targets: (b) at least 5x faster than (a), and faster than (c).
 
     .venv/bin/python bench/feature_transfer.py            # 2,000 rows, 96x96 (about 10 minutes on 2 cores)
-    .venv/bin/python bench/feature_transfer.py --quick    # 400 rows, 32x32, alpha 0.35 (< 2 minutes): passes only
+    .venv/bin/python bench/feature_transfer.py --quick    # 300 rows, 32x32, alpha 0.35, 2 epochs: pass counts only
 
 Writes bench/results/feature_transfer.csv (``--quick``: feature_transfer_quick.csv); exit status 1 on a missed target
-(``--quick`` checks the pass counts and accuracies, not the speed-ups: fixed costs dominate at that size).
+(``--quick`` checks the pass counts only: fixed costs, and chance-level accuracies on 30 validation rows, dominate
+at that size).
 """
 
 from __future__ import annotations
@@ -72,14 +73,14 @@ class Run:
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="400 rows, 32x32 images, alpha 0.35")
+    parser.add_argument("--quick", action="store_true", help="300 rows, 32x32 images, alpha 0.35, 2 epochs")
     parser.add_argument("--rows", type=int, default=2000, help="Fashion-MNIST rows (train + validation)")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2's width")
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows, args.image_size, args.alpha = 400, 32, 0.35
+        args.rows, args.image_size, args.alpha, args.epochs = 300, 32, 0.35, 2
     return args
 
 
@@ -218,10 +219,10 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> int:
         ("(b) staged: one pass per segment and split", staged.passes == 4, f"{staged.passes} passes"),
         ("(c) per layer: a pass per layer", unstaged.passes == 4 * len(LAYERS), f"{unstaged.passes} passes"),
         ("(a) naive: nothing materialized", naive.passes == 0, f"{naive.passes} passes"),
-        ("val accuracy equal across (a)-(c)", spread <= ACCURACY_TOLERANCE, f"max spread {spread:.4f}"),
     ]
     if not args.quick:
         checks += [
+            ("val accuracy equal across (a)-(c)", spread <= ACCURACY_TOLERANCE, f"max spread {spread:.4f}"),
             (f"(b) >= {SPEEDUP_TARGET:g}x faster than (a)", naive.wall_s / staged.wall_s >= SPEEDUP_TARGET,
              f"{naive.wall_s / staged.wall_s:.2f}x"),
             ("(b) faster than (c)", staged.wall_s < unstaged.wall_s, f"{unstaged.wall_s / staged.wall_s:.2f}x"),
