@@ -37,7 +37,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from benchlib import RESULTS_DIR, step
@@ -207,7 +206,8 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> int:
     ]  # fmt: skip
     print(f"Feature transfer: MobileNetV2 alpha {args.alpha} at {args.image_size}x{args.image_size}, {len(LAYERS)} "
           f"layers x 4 heads x {args.epochs} epochs, {args.rows} rows on 2 segments")  # fmt: skip
-    print(format_table(["run", "wall s", "samples/s", "passes", "MB materialized", "peak MB seg 0 / 1", "vs (a)"], rows))
+    headers = ["run", "wall s", "samples/s", "passes", "MB materialized", "peak MB seg 0 / 1", "vs (a)"]
+    print(format_table(headers, rows))
     configs = sorted(staged.accuracy)
     print()
     print(format_table(
