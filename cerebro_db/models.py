@@ -23,6 +23,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -425,3 +426,67 @@ class ImportedModel(Base):
     #: (Keras' text), output_shapes (per output, the batch dimension included), params, trainable.
     layers: Mapped[Any] = mapped_column(JSONB, nullable=False)
     created_at: Mapped[datetime] = _now()
+
+
+class FeatureSet(Base):
+    """The outputs of one layer of a frozen base for one owner's dataset (feature transfer, ``features.py``).
+
+    Written by the units that materialize them (the scheduler's role), on the server that holds the shards; one per
+    (owner, dataset, base archive, layer), reused by every config and workload that reads that layer with the base
+    frozen; dropped with the dataset, or by ``drop_features``. ``base_name`` is the name it had then.
+    """
+
+    __tablename__ = "feature_sets"
+    __table_args__ = (UniqueConstraint("owner", "dataset_id", "base_sha256", "layer"),)
+    feature_set_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    owner: Mapped[str] = mapped_column(Text, nullable=False)
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.dataset_id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    base_name: Mapped[str] = mapped_column(Text, nullable=False)
+    base_sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    layer: Mapped[str] = mapped_column(Text, nullable=False)
+    #: Per example: the layer's output shape without the batch dimension.
+    feature_shape: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class FeatureBuffer(Base):
+    """Packed float32 features ``x`` and class indices ``y`` of ``rows`` examples: one materialization batch of one
+    segment's split, in the dataset buffers' order (``part`` counts within the segment's split)."""
+
+    __tablename__ = "feature_buffers"
+    __table_args__ = (CheckConstraint(_in("split", ("train", "validation")), name="split"),)
+    feature_set_id: Mapped[int] = mapped_column(
+        ForeignKey("feature_sets.feature_set_id", ondelete="CASCADE"), primary_key=True
+    )
+    split: Mapped[str] = mapped_column(Text, primary_key=True)
+    segment: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    x: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    y: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class FeaturePass(Base):
+    """The log of materialization passes: one staged pass of a base over one segment's split, computing ``layers``
+    (one forward call per batch: ``batches``)."""
+
+    __tablename__ = "feature_passes"
+    __table_args__ = (CheckConstraint(_in("split", ("train", "validation")), name="split"),)
+    pass_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    owner: Mapped[str] = mapped_column(Text, nullable=False)
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.dataset_id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    base_sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    layers: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    split: Mapped[str] = mapped_column(Text, nullable=False)
+    segment: Mapped[int] = mapped_column(Integer, nullable=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    batches: Mapped[int] = mapped_column(Integer, nullable=False)
+    batch_rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    backend_pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    finished_at: Mapped[datetime] = _now()

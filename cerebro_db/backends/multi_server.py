@@ -5,7 +5,7 @@ every decision; a segment server only trains. Per unit, inside the coordinator's
 transaction that claimed it::
 
     coordinator:     SELECT context, state FROM unit_context(config, segment)
-    segment server:  SELECT summary, new_state FROM train_hop(context, state)
+    segment server:  SELECT materialize_features(context); SELECT summary, new_state FROM train_hop(context, state)
     coordinator:     SELECT record_hop(config, segment, summary, new_state)
 
 A segment server receives a dataset's shards at its first unit of that dataset: its
@@ -77,6 +77,8 @@ class ServerSegment:
             with self._conn.transaction():
                 # The unit's time limit holds on both servers.
                 self._conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
+                # Features a frozen transfer base's head reads, stored on this server if new (50_features.sql).
+                self._conn.execute("SELECT materialize_features(%s)", [Jsonb(context)])
                 trained = self._conn.execute(
                     "SELECT summary, new_state FROM train_hop(%s, %s)", [Jsonb(context), state]
                 ).fetchone()

@@ -14,13 +14,16 @@ GRANT SELECT (segment) ON segments TO cerebro_user;  -- not dsn: it may carry cr
 GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, unit_attempts, epoch_metrics, config_events,
                 registered_models, leaderboard, roster, workload_progress, segment_activity, workload_lineage,
                 active_units, limits, status_transitions, alembic_version, imported_models, imported_model_catalog,
-                suggestion_log, suggestions, suggestion_kinds
+                suggestion_log, suggestions, suggestion_kinds, feature_sets, feature_buffers, feature_passes,
+                feature_catalog
     TO cerebro_user;  -- alembic_version: the dashboard checks the schema version whoever logs in
 -- Limits are the admins' to set (row-level security shows a user their own row and '*').
 GRANT INSERT, UPDATE, DELETE ON limits TO cerebro_admin;
 -- Imported models are written only by the SECURITY DEFINER import_model, after its check; their owners drop them
 -- (drop_imported_model, or DELETE: row-level security).
 GRANT DELETE ON imported_models TO cerebro_user;
+-- Materialized features are written by the units; their owners drop them (drop_features, or DELETE).
+GRANT DELETE ON feature_sets TO cerebro_user;
 
 -- Datasets, their buffers and workloads are written only by the SECURITY DEFINER writers
 -- (_store_dataset, _store_dataset_buffer, _create_workload), which stamp the owner and check
@@ -39,7 +42,7 @@ GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_u
 GRANT EXECUTE ON FUNCTION
     prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
     accept_suggestion, dismiss_suggestion, _open_suggestion, _resolve_suggestion, suggestion_thresholds, hyperband_rung_factor,
-    evaluate, predict, export_model, import_model, drop_imported_model, model_layers, max_import_bytes,
+    evaluate, predict, export_model, import_model, drop_imported_model, model_layers, max_import_bytes, drop_features,
     raise_if_error, seed_bound, derived_seed, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
     legal_transition, transitions_hint, workload_has_active_configs, workload_finished,
     role_limits, raise_over_limit, check_max_epochs, bounded_unit_timeout, active_configs, check_max_active_configs,

@@ -14,6 +14,7 @@ from typing import Any
 from cerebro_plpy import (
     custom,
     dataset,
+    features,
     greenplum,
     imported,
     inference,
@@ -112,10 +113,26 @@ def train_hop(plpy: Any, gd: dict[str, Any], context: str, state: bytes | None) 
     def train() -> tuple[dict[str, Any], bytes]:
         hop = json.loads(context)
         transfer.fetch_archive(db, gd, hop.get("base_sha256"))
+        # A frozen base's head trains on its materialized features, if stored here (materialize_features).
+        shard = features.for_hop(db, gd, hop)
+        if shard is not None:
+            return unit.train_hop(gd, {**hop, "on_features": True}, state, shard, db.check_interrupts)
         return unit.train_hop(gd, hop, state, shards.for_hop(db, gd, hop), db.check_interrupts)
 
     outcome, new_state = _result_and_bytes(train)
     return {"outcome": outcome, "new_state": new_state}
+
+
+def materialize_features(plpy: Any, gd: dict[str, Any], context: str) -> str:
+    """The features the hop of ``context`` will read and are not stored here yet, materialized (staged, batched)."""
+    db = PlpyDatabase(plpy, gd)
+
+    def materialize() -> dict[str, Any]:
+        hop = json.loads(context)
+        transfer.fetch_archive(db, gd, hop.get("base_sha256"))
+        return features.materialize(db, gd, hop)
+
+    return _result(materialize)
 
 
 def greenplum_hop(plpy: Any, gd: dict[str, Any], train: greenplum.TrainHop) -> dict[str, Any]:

@@ -91,6 +91,8 @@ class ModelSpec:
     script: Script | None = None
     #: Set for ``transfer``: the sha256 of its base's archive (cached in ``gd`` by :func:`transfer.cache_archive`).
     base_sha256: str | None = None
+    #: ``transfer`` with a frozen base: the head alone, trained on materialized features (:mod:`features`).
+    on_features: bool = False
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelSpec:
@@ -105,6 +107,7 @@ class ModelSpec:
             row["seed"],
             script,
             row.get("base_sha256"),
+            bool(row.get("on_features", False)),
         )
 
     @property
@@ -114,6 +117,7 @@ class ModelSpec:
             *roster.architecture_key(self.model, self.params, registered),
             self.script.sha256 if self.script else None,
             self.base_sha256,
+            self.on_features,
             self.input_shape,
             self.num_classes,
         )
@@ -136,7 +140,7 @@ def build_compiled(gd: dict[str, Any], spec: ModelSpec) -> keras.Model:
         if spec.base_sha256 is None:
             raise TrainingError(f"the base {spec.params['base']!r} of this transfer config is no longer imported")
         model = transfer.build(
-            transfer.load_base(gd, spec.base_sha256), spec.params, spec.input_shape, spec.num_classes
+            transfer.load_base(gd, spec.base_sha256), spec.params, spec.input_shape, spec.num_classes, spec.on_features
         )
         model.compile(optimizer=_optimizer(spec.params), loss=LOSS, metrics=[METRIC])
     elif spec.script is None:

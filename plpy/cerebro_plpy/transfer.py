@@ -240,8 +240,13 @@ def _cut(model: keras.Model, path: str, x: Any, top: bool) -> Any:
     raise KeyError(f"layer {path!r} is not in model {model.name!r}")
 
 
-def build(base: keras.Model, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """The config's model around ``base`` (a fresh copy it takes over): frozen below trainable_from, cut, headed."""
+def build(
+    base: keras.Model, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int, on_features: bool = False
+) -> keras.Model:
+    """The config's model around ``base`` (a fresh copy it takes over): frozen below trainable_from, cut, headed.
+
+    ``on_features``: the head alone, on the cut's materialized outputs (:mod:`cerebro_plpy.features`), built in the
+    same order (same initial weights, Dropout seed and state as through the frozen base)."""
     import keras
 
     layers = list(walk(base))
@@ -251,6 +256,8 @@ def build(base: keras.Model, params: dict[str, Any], input_shape: tuple[int, ...
         layer.trainable = position >= start
     inputs = keras.Input(input_shape)
     x = _cut(base, params["layer"], inputs, top=True)
+    if on_features:
+        inputs = x = keras.Input(x.shape[1:])
     if len(x.shape) > 2:
         x = keras.layers.Flatten(name="head_flatten")(x)
     x = keras.layers.Dense(params["head_units"], activation="relu", name="head_dense")(x)

@@ -38,3 +38,9 @@ AS $$ SELECT 1129468422 $$;
 CREATE OR REPLACE FUNCTION imported_model_lock_key() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
 AS $$ SELECT 1129468423 $$;
+
+-- Held (transaction level, second int: hashtext of the piece) by the unit materializing one segment's split of a
+-- dataset through a frozen base (10_unit/50_features.sql), so that two units never compute the same piece.
+CREATE OR REPLACE FUNCTION features_lock_key() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
+AS $$ SELECT 1129468424 $$;

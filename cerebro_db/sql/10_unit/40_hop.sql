@@ -53,6 +53,9 @@ BEGIN
                'feature_shape', d.feature_shape, 'num_classes', d.num_classes, 'num_segments', d.num_segments,
                'validation_rows', d.validation_rows, 'source', r.source, 'entry_point', r.entry_point,
                'base_sha256', c.base_sha256,  -- a transfer config's base (97_transfer.sql), read by its digest
+               -- feature transfer (50_features.sql): whose features, and the layers one pass computes
+               'owner', w.owner, 'feature_layers', CASE WHEN w.model = 'transfer' THEN feature_layers(c.config_id) END,
+               'feature_transfer', CASE WHEN w.model = 'transfer' THEN feature_transfer_mode() END,
                'epoch_done', cardinality(coalesce(s.visited_segments, '{}')) + 1 = d.num_segments,
                -- The scheduler's setting: a user's own SET only reaches the check at launch.
                'max_training_mb', training_memory_limit()),
@@ -199,15 +202,18 @@ END
 $$;
 
 -- The local backend's unit (cerebro_db/backends/local.py), and a unit by hand: the three calls
--- above, training on this server's own shard of the segment.
+-- above, training on this server's own shard of the segment (after materializing the features a frozen
+-- transfer base's head reads, if they are not stored yet: 50_features.sql).
 --   BEGIN; SELECT * FROM claim_unit(segment); SELECT run_unit(config_id, segment); COMMIT;
 CREATE OR REPLACE FUNCTION run_unit(config_id int, segment int) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     unit record := unit_context(config_id, segment);
-    hop record := train_hop(unit.context, unit.state);
+    hop record;
 BEGIN
+    PERFORM materialize_features(unit.context);
+    hop := train_hop(unit.context, unit.state);
     RETURN record_hop(config_id, segment, hop.summary, hop.new_state);
 END
 $$;

@@ -1,0 +1,253 @@
+"""Feature transfer: heads on 3 layers of a frozen base, 4 head configs each, 3 epochs, on 2 segments.
+
+The base is keras.applications' MobileNetV2 (random init: the compute is what matters) behind a Resizing layer that
+takes Fashion-MNIST's 28x28 images to ``--image-size``. 12 ``transfer`` configs (3 layers x head_units 16/32 x lr
+0.001/0.003, trainable_from '') run three times on the same dataset, seeds and cluster, with
+``cerebro.feature_transfer`` set for the scheduler's sessions:
+
+(a) ``off``: naive, the frozen base runs in every config's every step (and every validation);
+(b) ``on``: cerebro-db's shared, staged materialization: one pass per shard computes all three layers;
+(c) ``unstaged``: a pass per layer per shard, each from the input (materialization without Vista's staging).
+
+Features are dropped between runs, so (b) and (c) each materialize from scratch. Printed per run: wall time (the
+scheduler's run, backends started cold each time: the same fixed cost in all three), samples/s (configs x epochs x
+training rows), materialization passes and bytes, peak resident memory per segment backend (VmHWM, sampled), and
+each config's final validation accuracy. On 2 segments the order in which configs visit the segments depends on
+timing, so (a)-(c) agree to a tolerance (``ACCURACY_TOLERANCE``), not bit for bit (on 1 segment they are bit-identical:
+tests/sql/test_features.py). Targets: (b) at least 5x faster than (a), and faster than (c).
+
+    .venv/bin/python bench/feature_transfer.py            # 2,000 rows, 96x96 (about 10 minutes on 2 cores)
+    .venv/bin/python bench/feature_transfer.py --quick    # 300 rows, 32x32, alpha 0.35, 2 epochs: pass counts only
+
+Writes bench/results/feature_transfer.csv (``--quick``: feature_transfer_quick.csv); exit status 1 on a missed target
+(``--quick`` checks the pass counts only: fixed costs, and chance-level accuracies on 30 validation rows, dominate
+at that size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from benchlib import RESULTS_DIR, step
+from psycopg import sql
+
+from cerebro_db import sample_data
+from cerebro_db.scheduler import Scheduler
+from cerebro_db.testing.clusters import temporary_cluster
+from cerebro_db.text_table import format_table
+
+MODES = {"off": "(a) naive", "on": "(b) staged", "unstaged": "(c) per layer"}
+LAYERS = ["block_6_expand_relu", "block_13_expand_relu", "out_relu"]
+SPEEDUP_TARGET = 5.0
+ACCURACY_TOLERANCE = 0.05
+BASE = "bench_mobilenetv2"
+DATASET = "bench_ft"
+
+
+@dataclass
+class Run:
+    mode: str
+    wall_s: float
+    samples: int
+    passes: int
+    materialized_bytes: int
+    peak_mb: dict[int, float]
+    accuracy: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.wall_s
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="300 rows, 32x32 images, alpha 0.35, 2 epochs")
+    parser.add_argument("--rows", type=int, default=2000, help="Fashion-MNIST rows (train + validation)")
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2's width")
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.image_size, args.alpha, args.epochs = 300, 32, 0.35, 2
+    return args
+
+
+def base_archive(image_size: int, alpha: float) -> bytes:
+    """MobileNetV2 (random init) behind a Resizing of 28x28x1 images, as a .keras file."""
+    from cerebro_plpy import training
+
+    training.tensorflow({})  # one thread, as in the backends
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((28, 28, 1))
+    resized = keras.layers.Resizing(image_size, image_size, name="resize")(inputs)
+    model = keras.applications.MobileNetV2(input_tensor=resized, alpha=alpha, weights=None, classes=10)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "base.keras"
+        model.save(path)
+        return path.read_bytes()
+
+
+class PeakMemory:
+    """The segment backends' peak resident memory (VmHWM), sampled from /proc while a run goes."""
+
+    def __init__(self, dsn: str) -> None:
+        self._conn = psycopg.connect(dsn, autocommit=True)
+        self._stop = threading.Event()
+        self.peak: dict[int, float] = {}
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            rows = self._conn.execute(
+                "SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE 'cerebro segment %'"
+            ).fetchall()
+            for pid, name in rows:
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                found = re.search(r"VmHWM:\s+(\d+) kB", status)
+                if found:
+                    segment = int(name.rsplit(" ", 1)[1])
+                    self.peak[segment] = max(self.peak.get(segment, 0.0), int(found.group(1)) / 1024)
+
+    def stop(self) -> dict[int, float]:
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
+        return self.peak
+
+
+def run_mode(dsn: str, mode: str, args: argparse.Namespace, train_rows: int) -> Run:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        database = conn.info.dbname
+        conn.execute(sql.SQL("ALTER DATABASE {} SET cerebro.feature_transfer = {}").format(
+            sql.Identifier(database), sql.Literal(mode)))  # fmt: skip
+        conn.execute("SELECT drop_features(%s)", [DATASET])
+        before = conn.execute("SELECT coalesce(max(pass_id), 0) FROM feature_passes").fetchone()
+        assert before is not None
+        space = {"base": BASE, "layer": LAYERS, "trainable_from": "", "head_units": [16, 32], "lr": [0.001, 0.003],
+                 "batch_size": 64}  # fmt: skip
+        row = conn.execute(
+            "SELECT run_model_selection(%s, 'transfer', %s, max_epochs => %s, seed => 7, name => %s)",
+            [DATASET, json.dumps(space), args.epochs, f"feature transfer {mode}"],
+        ).fetchone()
+        assert row is not None
+        workload = int(row[0])
+        step(f"{MODES[mode]}: workload {workload}")
+        memory = PeakMemory(dsn)
+        tick = time.perf_counter()
+        Scheduler(dsn, idle_wait=0.2).run(until_idle=True)
+        wall = time.perf_counter() - tick
+        peak = memory.stop()
+        failed = conn.execute(
+            "SELECT config_id, status, error FROM configs WHERE workload_id = %s AND status <> 'completed'", [workload]
+        ).fetchall()
+        if failed:
+            raise RuntimeError(f"{MODES[mode]}: configs did not complete: {failed}")
+        made = conn.execute(
+            "SELECT count(*), coalesce(sum(bytes), 0) FROM feature_passes WHERE pass_id > %s", [before[0]]
+        ).fetchone()
+        assert made is not None
+        accuracy = {
+            index: float(metric)
+            for index, metric in conn.execute(
+                "SELECT row_number() OVER (ORDER BY c.config_id), m.val_metric FROM configs c"
+                " JOIN epoch_metrics m ON m.config_id = c.config_id AND m.epoch = c.max_epochs"
+                " WHERE c.workload_id = %s ORDER BY c.config_id",
+                [workload],
+            )
+        }
+    configs = len(accuracy)
+    return Run(mode, wall, configs * args.epochs * train_rows, int(made[0]), int(made[1]), peak, accuracy)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    step(f"base: MobileNetV2 alpha {args.alpha} at {args.image_size}x{args.image_size}")
+    archive = base_archive(args.image_size, args.alpha)
+    runs: dict[str, Run] = {}
+    with temporary_cluster(segments=2) as cluster:
+        dsn = cluster.dsn()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            sample_data.load_fashion_mnist(conn, "bench_ft_source", limit=args.rows)
+            conn.execute("SELECT import_model(%s, %s)", [BASE, archive])
+            prepared = conn.execute(
+                "SELECT sum(train_rows)::bigint FROM prepare_dataset(%s, 'bench_ft_source', 'label',"
+                " feature_columns => '{pixels}', feature_shape => '{28,28,1}', num_segments => 2, seed => 7)",
+                [DATASET],
+            ).fetchone()
+            assert prepared is not None
+        for mode in MODES:
+            runs[mode] = run_mode(dsn, mode, args, int(prepared[0]))
+    return report(runs, args)
+
+
+def report(runs: dict[str, Run], args: argparse.Namespace) -> int:
+    naive, staged, unstaged = runs["off"], runs["on"], runs["unstaged"]
+    rows = [
+        [MODES[r.mode], f"{r.wall_s:.1f}", f"{r.samples_per_s:.0f}", r.passes, f"{r.materialized_bytes / 2**20:.1f}",
+         " / ".join(f"{r.peak_mb.get(s, 0):.0f}" for s in (0, 1)), f"{naive.wall_s / r.wall_s:.2f}x"]
+        for r in runs.values()
+    ]  # fmt: skip
+    print(f"Feature transfer: MobileNetV2 alpha {args.alpha} at {args.image_size}x{args.image_size}, {len(LAYERS)} "
+          f"layers x 4 heads x {args.epochs} epochs, {args.rows} rows on 2 segments")  # fmt: skip
+    headers = ["run", "wall s", "samples/s", "passes", "MB materialized", "peak MB seg 0 / 1", "vs (a)"]
+    print(format_table(headers, rows))
+    configs = sorted(staged.accuracy)
+    print()
+    print(format_table(
+        ["config", *(MODES[m] for m in MODES)],
+        [[c, *(f"{runs[m].accuracy.get(c, float('nan')):.4f}" for m in MODES)] for c in configs],
+    ))  # fmt: skip
+    spread = max(max(runs[m].accuracy[c] for m in MODES) - min(runs[m].accuracy[c] for m in MODES) for c in configs)
+    checks = [
+        ("(b) staged: one pass per segment and split", staged.passes == 4, f"{staged.passes} passes"),
+        ("(c) per layer: a pass per layer", unstaged.passes == 4 * len(LAYERS), f"{unstaged.passes} passes"),
+        ("(a) naive: nothing materialized", naive.passes == 0, f"{naive.passes} passes"),
+    ]
+    if not args.quick:
+        checks += [
+            ("val accuracy equal across (a)-(c)", spread <= ACCURACY_TOLERANCE, f"max spread {spread:.4f}"),
+            (f"(b) >= {SPEEDUP_TARGET:g}x faster than (a)", naive.wall_s / staged.wall_s >= SPEEDUP_TARGET,
+             f"{naive.wall_s / staged.wall_s:.2f}x"),
+            ("(b) faster than (c)", staged.wall_s < unstaged.wall_s, f"{unstaged.wall_s / staged.wall_s:.2f}x"),
+        ]  # fmt: skip
+    print()
+    for name, ok, detail in checks:
+        print(f"{'PASS' if ok else 'MISS'}  {name}: {detail}")
+    write_csv(runs, args)
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+def write_csv(runs: dict[str, Run], args: argparse.Namespace) -> None:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"feature_transfer{'_quick' if args.quick else ''}.csv"
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["run", "mode", "wall_s", "samples_per_s", "passes", "materialized_bytes", "peak_mb_seg0",
+                         "peak_mb_seg1", "config", "val_accuracy"])  # fmt: skip
+        for r in runs.values():
+            for config, accuracy in sorted(r.accuracy.items()):
+                writer.writerow([MODES[r.mode], r.mode, f"{r.wall_s:.3f}", f"{r.samples_per_s:.1f}", r.passes,
+                                 r.materialized_bytes, f"{r.peak_mb.get(0, 0):.0f}", f"{r.peak_mb.get(1, 0):.0f}",
+                                 config, f"{accuracy:.6f}"])  # fmt: skip
+    step(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
