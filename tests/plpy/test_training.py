@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cerebro_plpy import memory, roster, training
+from cerebro_plpy import memory, roster, training, transfer
 from cerebro_plpy.memory import MemoryGuardError
 from cerebro_plpy.state import ModelState
 from cerebro_plpy.training import ModelSpec, TrainingError
@@ -279,7 +279,8 @@ ROSTER_CASES = {
 
 
 def test_the_cases_cover_the_roster() -> None:
-    assert set(ROSTER_CASES) == set(roster.ROSTER)
+    # transfer needs an imported base to build: tests/plpy/test_transfer.py trains and resumes it
+    assert set(ROSTER_CASES) == set(roster.ROSTER) - {transfer.MODEL}
 
 
 @pytest.mark.parametrize("model", sorted(ROSTER_CASES))

@@ -162,7 +162,11 @@ def test_the_leaderboard_chooses_the_curves_and_downloads(conn: Session, fashion
     assert not app.exception, app.exception
     assert drawn(app) == [[f"config {ids[0]}", f"config {ids[1]}"]] * 2
     add_epochs(conn, ids[0], range(3, 4), T0)  # it overtakes them all: its row moves to the top
-    conn.execute("UPDATE epoch_metrics SET val_metric = 0.99 WHERE config_id = %s AND epoch = 3", [ids[0]])
+    conn.execute(  # above every other (their metrics grow with their ids: whatever the sequence is at)
+        "UPDATE epoch_metrics SET val_metric = (SELECT max(val_metric) + 1 FROM epoch_metrics"
+        "                                       WHERE config_id = ANY(%s)) WHERE config_id = %s AND epoch = 3",
+        [ids, ids[0]],
+    )
     app.run()
     assert list(app.dataframe[0].value["config"])[0] == ids[0]
     assert drawn(app) == [[f"config {ids[0]}", f"config {ids[1]}"]] * 2  # the ticks moved with it
