@@ -7,7 +7,6 @@ the database still checks legal values and names.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,30 +144,6 @@ def space_entries(space: dict[str, Any]) -> list[SpaceEntry]:
             listed = values if isinstance(values, list) else [values]
             entries.append(SpaceEntry(name, "choices", ", ".join(str(v) for v in listed)))
     return entries
-
-
-def refine_space(space: dict[str, Any], selected: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A drill-down space around the ``selected`` configs' params, for each key ``space`` searched.
-
-    Positive floats get a log range from half the smallest to twice the largest selected
-    value; other keys get the selected values as choices.
-    """
-    refined: dict[str, Any] = {}
-    for key in space:
-        values = sorted({config[key] for config in selected if key in config}, key=str)
-        if not values:
-            continue
-        if all(isinstance(v, float) and not isinstance(v, bool) and v > 0 for v in values):
-            low, high = min(values), max(values)
-            refined[key] = {"min": _round(low / 2), "max": _round(high * 2), "log": True}
-        else:
-            refined[key] = values if len(values) > 1 else values[0]
-    return refined
-
-
-def _round(value: float) -> float:
-    """Three significant digits: the editor shows what the user would type."""
-    return float(f"{value:.3g}") if value and math.isfinite(value) else value
 
 
 def clone_max_epochs(epochs_done: int, max_epochs: int, workload_max_epochs: int) -> int:

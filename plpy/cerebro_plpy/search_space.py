@@ -205,7 +205,7 @@ def refine(space: dict[str, Any], selected: list[dict[str, Any]]) -> dict[str, A
 
     Positive floats get a log range from half the smallest to twice the largest selected value
     (three significant digits, what a user would type); other keys get the selected values as
-    choices (one value: fixed). The dashboard's Drill down form builds the same space.
+    choices (one value: fixed). The dashboard's Drill down form and the drill_down suggestion use it.
     """
     refined: dict[str, Any] = {}
     for key in space:

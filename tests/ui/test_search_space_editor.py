@@ -54,20 +54,6 @@ def test_grid_size_counts_the_combinations_and_refuses_ranges() -> None:
     assert editor.searched_keys({"lr": {"min": 0.1, "max": 1.0}}) == ["lr"]
 
 
-def test_refine_space_centres_on_the_chosen_configs() -> None:
-    space = {"lr": [0.001, 0.01, 0.1], "batch_size": [32, 64, 128], "optimizer": ["adam", "sgd"], "filters": 4}
-    chosen = [
-        {"lr": 0.001, "batch_size": 64, "optimizer": "adam", "filters": 4, "dropout": 0.0},
-        {"lr": 0.01, "batch_size": 64, "optimizer": "sgd", "filters": 4, "dropout": 0.0},
-    ]
-    assert editor.refine_space(space, chosen) == {
-        "lr": {"min": 0.0005, "max": 0.02, "log": True},
-        "batch_size": 64,
-        "optimizer": ["adam", "sgd"],
-        "filters": 4,
-    }
-
-
 def test_roster_rows_become_param_specs_by_model() -> None:
     rows = [
         {"model": "mlp", "model_doc": "a perceptron", "param": "lr", "type": "float", "default_value": 0.001}

@@ -11,6 +11,7 @@ import streamlit as st
 from sqlalchemy import Connection
 
 from cerebro_db import client
+from cerebro_plpy import search_space
 
 
 def change_workload(workload_id: int, status: str, seen: str) -> None:
@@ -289,7 +290,7 @@ def steer(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
             st.session_state["launch_prefill"] = {
                 "dataset": row["dataset"],
                 "model": row["model"],
-                "search_space": editor.refine_space(space, selected) or space,
+                "search_space": search_space.refine(space, selected) or space,
                 "procedure": "random",
                 "num_configs": 4,
                 "max_epochs": row["max_epochs"],
