@@ -48,7 +48,7 @@ def row_hashes(x: bytes, y: bytes, row_size: int) -> np.ndarray:
         raise PackingError(f"a buffer of {len(features)} feature rows has {len(labels)} labels")
     # + 0 turns -0.0 into 0.0: rows equal as numbers hash alike. The label as one more column: one hash call a row.
     rows = np.ascontiguousarray(np.column_stack([features + np.float32(0), labels]), dtype=packing.FLOAT32)
-    data = memoryview(rows).cast("B")
+    data = rows.data.cast("B")
     width = rows.shape[1] * packing.FLOAT32.itemsize
     digests = b"".join(
         hashlib.blake2b(data[i * width : (i + 1) * width], digest_size=HASH.itemsize).digest() for i in range(len(rows))
