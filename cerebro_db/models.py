@@ -115,6 +115,23 @@ class DatasetBuffer(Base):
     y: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
+class DatasetDuplicates(Base):
+    """A dataset's exact duplicate rows (features and label equal), counted once from its buffers
+    (``dataset_leakage``; a dataset never changes after prepare_dataset). Written only by that SECURITY DEFINER
+    function, which counts them itself; row-level security shows its own datasets' to a user."""
+
+    __tablename__ = "dataset_duplicates"
+    __table_args__ = (CheckConstraint("validation_duplicates >= 0 AND train_duplicates >= 0", name="counts"),)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.dataset_id", ondelete="CASCADE"), primary_key=True)
+    #: Validation rows that copy a training row: the splits may leak into each other.
+    validation_duplicates: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    #: Training rows that copy an earlier training row.
+    train_duplicates: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    #: How long the count took (it reads every buffer once).
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    counted_at: Mapped[datetime] = _now()
+
+
 class Workload(Base):
     __tablename__ = "workloads"
     __table_args__ = (

@@ -15,7 +15,7 @@ GRANT SELECT ON datasets, dataset_buffers, workloads, configs, units, unit_attem
                 registered_models, leaderboard, roster, workload_progress, segment_activity, workload_lineage,
                 active_units, limits, status_transitions, alembic_version, imported_models, imported_model_catalog,
                 suggestion_log, suggestions, suggestion_kinds, feature_sets, feature_buffers, feature_passes,
-                feature_catalog
+                feature_catalog, dataset_duplicates
     TO cerebro_user;  -- alembic_version: the dashboard checks the schema version whoever logs in
 -- Limits are the admins' to set (row-level security shows a user their own row and '*').
 GRANT INSERT, UPDATE, DELETE ON limits TO cerebro_admin;
@@ -40,7 +40,7 @@ GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_u
 -- The SQL API, and what its invoker-rights functions, triggers and views call (names
 -- without arguments: each is unique, so a changed signature cannot slip through).
 GRANT EXECUTE ON FUNCTION
-    prepare_dataset, run_model_selection, add_config, clone_config, warm_start_configs,
+    prepare_dataset, dataset_leakage, duplicate_rows_reason, run_model_selection, add_config, clone_config, warm_start_configs,
     accept_suggestion, dismiss_suggestion, _open_suggestion, _resolve_suggestion, suggestion_thresholds, hyperband_rung_factor,
     evaluate, predict, export_model, import_model, drop_imported_model, model_layers, max_import_bytes, drop_features,
     raise_if_error, seed_bound, derived_seed, is_internal, acting_role, event_actor, scheduler_alive, roster_params,

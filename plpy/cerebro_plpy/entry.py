@@ -18,6 +18,7 @@ from cerebro_plpy import (
     greenplum,
     imported,
     inference,
+    leakage,
     memory,
     procedures,
     roster,
@@ -76,6 +77,10 @@ def check_dataset(class_values: str, **arguments: Any) -> str:
 
 def check_buffer(**arguments: Any) -> str:
     return _result(lambda: dataset.check_buffer(**arguments))
+
+
+def count_duplicate_rows(plpy: Any, gd: dict[str, Any], dataset_id: int) -> str:
+    return _result(lambda: leakage.dataset_duplicates(PlpyDatabase(plpy, gd), dataset_id))
 
 
 def evaluate(plpy: Any, gd: dict[str, Any], config_id: int, dataset_name: str) -> str:

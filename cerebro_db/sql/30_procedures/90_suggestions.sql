@@ -355,7 +355,8 @@ BEGIN
                              _shown(margin), t.leakage_epochs)
                  ELSE format('validation metric %s is near perfect', _shown(curve.best_val_metric)) END,
             jsonb_build_object('epoch', epoch, 'best_val_metric', _evidence_number(curve.best_val_metric),
-                               'epochs_val_ahead', curve.val_ahead, 'margin', _evidence_number(margin)),
+                               'epochs_val_ahead', curve.val_ahead, 'margin', _evidence_number(margin))
+                || leakage_evidence(c.workload_id),
             'none by itself: check that no rows are shared between the training and validation splits', NULL);
     END IF;
 
@@ -477,6 +478,10 @@ BEGIN
                        ' batch_size', greatest(1, shard.rows * shard.segments / shard.batch_size)),
                 NULL);
         END IF;
+    END IF;
+
+    IF epoch = 1 THEN  -- rows copied between the splits: warned about before any curve can show it
+        PERFORM suggest_duplicate_rows(workload_id);
     END IF;
 END
 $$;

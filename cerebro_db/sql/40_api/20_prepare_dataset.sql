@@ -172,6 +172,8 @@ CREATE OR REPLACE FUNCTION prepare_dataset(
 ) RETURNS TABLE (segment int, train_rows bigint, validation_rows bigint)
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
+DECLARE
+    copies record;
 BEGIN
     IF name IS NULL OR source_table IS NULL OR label_column IS NULL THEN
         RAISE EXCEPTION 'prepare_dataset needs name, source_table and label_column'
@@ -186,5 +188,13 @@ BEGIN
             name, source_table::oid, source_table::text, label_column, feature_columns, validation_fraction,
             num_segments, buffer_rows, "normalize", feature_shape, coalesce(seed, 0), sequence_length,
             vocabulary_size))) AS r;
+    -- Counted now, once (the dataset never changes): the leakage warning reads it at a workload's first epoch end.
+    SELECT l.validation_duplicates, l.validation_rows INTO copies FROM dataset_leakage(prepare_dataset.name) l;
+    IF copies.validation_duplicates > 0 THEN
+        RAISE NOTICE '%: %', prepare_dataset.name,
+                     duplicate_rows_reason(copies.validation_duplicates, copies.validation_rows)
+            USING HINT = 'validation metrics will overstate how models generalize: remove the copies from the source'
+                         ' table and prepare the dataset again (SELECT * FROM dataset_leakage(...) shows the counts)';
+    END IF;
 END
 $$;
