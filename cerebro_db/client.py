@@ -89,10 +89,12 @@ def configs(conn: Connection, workload_id: int) -> list[Row]:
 def config_events(conn: Connection, config_id: int) -> list[Row]:
     """The config's history (config_events) in order: ``at``, ``kind`` (``created``, a status, ``pruned``,
     ``max_epochs`` or ``accepted``), ``epochs_done``, ``actor`` (``cerebro``: the system), ``detail`` (the reason,
-    or NULL) and, for an accepted suggestion, its ``suggestion_reason``."""
+    or NULL) and, for an accepted suggestion, its ``suggestion_id``, ``suggestion_kind``, ``suggestion_reason`` and
+    ``suggestion_sql``."""
     return _rows(
         conn,
-        "SELECT e.at, e.kind, e.epochs_done, e.actor, e.detail, s.reason AS suggestion_reason FROM config_events e"
+        "SELECT e.at, e.kind, e.epochs_done, e.actor, e.detail, e.suggestion_id, s.kind AS suggestion_kind,"
+        " s.reason AS suggestion_reason, s.sql AS suggestion_sql FROM config_events e"
         " LEFT JOIN suggestion_log s ON s.suggestion_id = e.suggestion_id"
         " WHERE e.config_id = :config ORDER BY e.event_id",
         config=config_id,

@@ -78,11 +78,15 @@ def scroll_height(count: int) -> int | Literal["content"]:
 
 
 def explain_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A config's history with each accepted suggestion's reason leading its detail (which names the suggestion
-    and the SQL it ran): ``at epoch 6 it trails config 3 ... — suggestion 12 (stop): UPDATE configs ...``."""
+    """A config's history with each accepted suggestion's detail leading with which it was and why (the table cuts
+    long text): ``suggestion 12 (stop): at epoch 6 it trails config 3 ... · ran: UPDATE configs ...``."""
     return [
-        {**event, "detail": f"{event['suggestion_reason']} — {event['detail']}"}
-        if event["kind"] == "accepted" and event.get("suggestion_reason")
+        {
+            **event,
+            "detail": f"suggestion {event['suggestion_id']} ({event['suggestion_kind']}): "
+            f"{event['suggestion_reason']} · ran: {event['suggestion_sql']}",
+        }
+        if event["kind"] == "accepted" and event.get("suggestion_id") is not None
         else event
         for event in events
     ]

@@ -149,7 +149,8 @@ def test_the_panel_lists_the_suggestions_and_accept_carries_one_out(conn: Sessio
     (history,) = [frame.value for frame in page.dataframe if list(frame.value.columns)[:1] == ["at"]]
     accepted = history[history["kind"] == "accepted"]
     (detail,) = list(accepted["detail"])
-    assert detail.startswith("at epoch 6 it trails config") and f"— suggestion {stop} (stop): UPDATE" in detail
+    assert detail.startswith(f"suggestion {stop} (stop): at epoch 6 it trails config"), detail
+    assert detail.endswith(f" · ran: UPDATE configs SET status = 'stopped' WHERE config_id = {flat}"), detail
 
 
 def test_a_config_page_lists_its_own_suggestions(steered: dict[str, Any]) -> None:
@@ -245,11 +246,18 @@ def test_the_panel_scrolls_only_past_a_few() -> None:
     assert suggestion_panel.scroll_height(suggestion_panel.SCROLL_AFTER + 1) == suggestion_panel.SCROLL_HEIGHT
 
 
-def test_an_accepted_event_leads_with_the_suggestion_reason() -> None:
+def test_an_accepted_event_says_which_suggestion_and_why_first() -> None:
     events = [
-        {"kind": "stopped", "detail": None, "suggestion_reason": None},
-        {"kind": "accepted", "detail": "suggestion 4 (stop): UPDATE ...", "suggestion_reason": "it trails"},
+        {"kind": "stopped", "detail": None, "suggestion_id": None},
+        {
+            "kind": "accepted",
+            "detail": "suggestion 4 (stop): UPDATE ...",
+            "suggestion_id": 4,
+            "suggestion_kind": "stop",
+            "suggestion_reason": "it trails",
+            "suggestion_sql": "UPDATE ...",
+        },
     ]
     explained = suggestion_panel.explain_events(events)
     assert explained[0] == events[0]
-    assert explained[1]["detail"] == "it trails — suggestion 4 (stop): UPDATE ..."
+    assert explained[1]["detail"] == "suggestion 4 (stop): it trails · ran: UPDATE ..."
