@@ -61,9 +61,9 @@ def system(dsn: str) -> Iterator[Session]:
         session.execute("DELETE FROM workloads WHERE workload_id > %s", [before])
 
 
-def workload(conn: Session, dataset: str, curves: list[list[Epoch]], epochs: int = 8) -> tuple[int, list[int]]:
-    """A grid workload of one mlp config per curve (lr 0.001, 0.002, ... in order); its id and configs."""
-    space = {"lr": [0.001 * (k + 1) for k in range(len(curves))], "batch_size": [16], "hidden_units": [8]}
+def workload(conn: Session, dataset: str, configs: int, epochs: int = 8) -> tuple[int, list[int]]:
+    """A grid workload of ``configs`` mlp configs (lr 0.001, 0.002, ... in order); its id and configs."""
+    space = {"lr": [0.001 * (k + 1) for k in range(configs)], "batch_size": [16], "hidden_units": [8]}
     workload_id = one(
         conn, "SELECT run_model_selection(%s, 'mlp', %s, max_epochs => %s)", dataset, json.dumps(space), epochs
     )
@@ -91,7 +91,7 @@ def play(system: Session, curves: dict[int, list[Epoch]]) -> None:
 @pytest.fixture
 def steered(conn: Session, system: Session, blobs_2seg: str) -> dict[str, Any]:
     """Three healthy leaders, a flat config far behind (stop) and a crawling one (clone with a higher lr)."""
-    workload_id, (*leaders, flat, crawling) = workload(conn, blobs_2seg, [HEALTHY] * 5)
+    workload_id, (*leaders, flat, crawling) = workload(conn, blobs_2seg, 5)
     play(system, {**{c: shifted(HEALTHY, 0.01 * k) for k, c in enumerate(leaders)}, flat: FLAT, crawling: CRAWLING})
     found = {
         (kind, config): suggestion_id
@@ -176,7 +176,7 @@ def test_a_stale_suggestion_is_refused_and_changes_nothing(conn: Session, steere
 
 
 def test_a_warning_with_nothing_to_carry_out_has_no_accept(conn: Session, system: Session, blobs_2seg: str) -> None:
-    workload_id, (*leaders, diverging, perfect) = workload(conn, blobs_2seg, [HEALTHY] * 5)
+    workload_id, (*leaders, diverging, perfect) = workload(conn, blobs_2seg, 5)
     play(
         system,
         {
