@@ -87,11 +87,15 @@ def configs(conn: Connection, workload_id: int) -> list[Row]:
 
 
 def config_events(conn: Connection, config_id: int) -> list[Row]:
-    """The config's history (config_events) in order: ``at``, ``kind`` (``created``, a status, ``pruned`` or
-    ``max_epochs``), ``epochs_done``, ``actor`` (``cerebro``: the system) and ``detail`` (the reason, or NULL)."""
+    """The config's history (config_events) in order: ``at``, ``kind`` (``created``, a status, ``pruned``,
+    ``max_epochs`` or ``accepted``), ``epochs_done``, ``actor`` (``cerebro``: the system), ``detail`` (the reason,
+    or NULL) and, for an accepted suggestion, its ``suggestion_id``, ``suggestion_kind``, ``suggestion_reason`` and
+    ``suggestion_sql``."""
     return _rows(
         conn,
-        "SELECT e.at, e.kind, e.epochs_done, e.actor, e.detail FROM config_events e"
+        "SELECT e.at, e.kind, e.epochs_done, e.actor, e.detail, e.suggestion_id, s.kind AS suggestion_kind,"
+        " s.reason AS suggestion_reason, s.sql AS suggestion_sql FROM config_events e"
+        " LEFT JOIN suggestion_log s ON s.suggestion_id = e.suggestion_id"
         " WHERE e.config_id = :config ORDER BY e.event_id",
         config=config_id,
     )
@@ -497,3 +501,34 @@ def export_model(conn: Connection, config_id: int) -> bytes:
     """``export_model``: the config's latest model as a ``.keras`` file's bytes."""
     model: bytes = conn.execute(text("SELECT cerebro.export_model(:config)"), {"config": config_id}).scalar_one()
     return model
+
+
+# ---- suggestions
+
+
+def suggestions(conn: Connection, workload_id: int, config_id: int | None = None) -> list[Row]:
+    """The workload's live suggestions (all, or one config's) as the view ``suggestions`` lists them: kind,
+    category (``action`` or ``warning``), reason, evidence, expected effect, the SQL that carries it out."""
+    return _rows(
+        conn,
+        "SELECT suggestion_id, workload_id, config_id, kind, category, non_destructive, reason, evidence,"
+        " expected_effect, sql, created_at, epochs_done, status, max_epochs FROM suggestions"
+        " WHERE workload_id = :workload AND (CAST(:config AS int) IS NULL OR config_id = :config)"
+        " ORDER BY suggestion_id",
+        workload=workload_id,
+        config=config_id,
+    )
+
+
+def accept_suggestion(conn: Connection, suggestion_id: int) -> str:
+    """``accept_suggestion``: carries it out as the caller and logs it; returns what it did. A stale or resolved
+    one is refused (in :func:`transaction`: an :class:`ActionError` with the server's message and hint)."""
+    done: str = conn.execute(text("SELECT cerebro.accept_suggestion(:id)"), {"id": suggestion_id}).scalar_one()
+    return done
+
+
+def dismiss_suggestion(conn: Connection, suggestion_id: int) -> str:
+    """``dismiss_suggestion``: hides it; that kind is not suggested again for its config until its status
+    changes. Returns what it did."""
+    done: str = conn.execute(text("SELECT cerebro.dismiss_suggestion(:id)"), {"id": suggestion_id}).scalar_one()
+    return done

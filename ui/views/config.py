@@ -5,6 +5,7 @@ from typing import Any
 import common
 import config_details as details
 import streamlit as st
+import suggestion_panel
 
 from cerebro_db import client
 
@@ -77,7 +78,7 @@ def lineage(config_id: int) -> None:
 def history(config_id: int) -> None:
     st.subheader("History")
     st.dataframe(
-        details.events_table(common.read(client.config_events, config_id)),
+        details.events_table(suggestion_panel.explain_events(common.read(client.config_events, config_id))),
         hide_index=True,
         column_config={
             "at": st.column_config.DatetimeColumn("at", format="YYYY-MM-DD HH:mm:ss"),
@@ -129,6 +130,7 @@ def page(config_id: int, seen_status: str, seen_every: int | None) -> None:
     header(config, training)
     common.show_flashes()
     summary(config)
+    suggestion_panel.panel(config["workload_id"], config_id)
     st.subheader("Learning curve")
     curve(config_id)
     params_col, lineage_col = st.columns(2)

@@ -8,6 +8,7 @@ import curves
 import pandas as pd
 import search_space_editor as editor
 import streamlit as st
+import suggestion_panel
 from sqlalchemy import Connection
 
 from cerebro_db import client
@@ -212,7 +213,7 @@ def header(row: dict[str, Any]) -> None:
 
 
 def live(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
-    """Progress, curves, the configs and the segments."""
+    """Progress, suggestions, curves, the configs and the segments."""
     workload_id = row["workload_id"]
     activity = common.read(client.segment_activity)
     header(row)
@@ -224,6 +225,7 @@ def live(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
     configs_metric.metric("Configs active", f"{row['configs_active']} of {row['configs']}")
     eta.metric("Time left (estimate)", common.duration(row["eta"]) if row["status"] == "running" else "—")
     st.progress(min(row["epochs_done"] / max(row["epochs_planned"], 1), 1.0))
+    suggestion_panel.panel(workload_id)
 
     st.subheader("Learning curves")
     chart_area = st.container()  # filled below the leaderboard, whose selection it draws
