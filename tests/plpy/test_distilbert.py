@@ -67,5 +67,5 @@ def test_the_memory_guard_sizes_distilbert(length: int, batch_size: int, validat
     if fits:
         assert memory.check("distilbert", params, profile, 10_000, validation_rows, limit).total_bytes < 2 * 2**30
     else:
-        with pytest.raises(MemoryGuardError, match=r"model 'distilbert': training needs about 52 GB .*lower batch_size"):
+        with pytest.raises(MemoryGuardError, match=r"'distilbert': training needs about 52 GB .*lower batch_size"):
             memory.check("distilbert", params, profile, 10_000, validation_rows, limit)
