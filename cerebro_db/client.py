@@ -532,3 +532,49 @@ def dismiss_suggestion(conn: Connection, suggestion_id: int) -> str:
     changes. Returns what it did."""
     done: str = conn.execute(text("SELECT cerebro.dismiss_suggestion(:id)"), {"id": suggestion_id}).scalar_one()
     return done
+
+
+# ---- imported models and features
+
+
+def imported_models(conn: Connection) -> list[Row]:
+    """The ``imported_model_catalog``: the pretrained models the user may fine-tune (``import_model``), with their
+    shapes (per example), layer and weight counts and archive size."""
+    return _rows(
+        conn,
+        "SELECT name, owner, description, input_shape, output_shape, layers, params, size_bytes, created_at"
+        " FROM imported_model_catalog ORDER BY name",
+    )
+
+
+def model_layers(conn: Connection, name: str) -> list[Row]:
+    """``model_layers``: the imported model's layers in order (index, name, class, output_shape, params,
+    trainable); a nested model's own layers follow it, named ``outer/inner``."""
+    return _rows(conn, "SELECT * FROM cerebro.model_layers(:name) ORDER BY index", name=name)
+
+
+def features(conn: Connection) -> list[Row]:
+    """The ``feature_catalog``: layer outputs of imported models materialized for the user's datasets (feature
+    transfer), one row per (dataset, base, layer) with its shape, rows and stored size."""
+    return _rows(
+        conn,
+        "SELECT feature_set_id, owner, dataset, base, layer, feature_shape, segments, train_rows, validation_rows,"
+        " size_bytes, created_at FROM feature_catalog ORDER BY dataset, base, layer, feature_set_id",
+    )
+
+
+def drop_imported_model(conn: Connection, name: str) -> str:
+    """``drop_imported_model``; refused while pending or running configs fine-tune it (the message names them)."""
+    conn.execute(text("SELECT cerebro.drop_imported_model(:name)"), {"name": name})
+    return f"imported model {name!r} dropped"
+
+
+def drop_features(conn: Connection, dataset: str, base: str, layer: str) -> str:
+    """``drop_features`` of one (dataset, base, layer); a later config that reads them materializes them again."""
+    dropped = conn.execute(
+        text("SELECT cerebro.drop_features(:dataset, :base, :layer)"),
+        {"dataset": dataset, "base": base, "layer": layer},
+    ).scalar_one()
+    if not dropped:
+        raise ActionError(f"no features of {base!r} at layer {layer!r} on dataset {dataset!r} left to drop")
+    return f"features of {base!r} at layer {layer!r} on dataset {dataset!r} dropped"

@@ -65,10 +65,13 @@ def _value(spec: ParamSpec, raw: str) -> Any:
     return number
 
 
-def build_search_space(entries: Sequence[SpaceEntry], params: Sequence[ParamSpec]) -> dict[str, Any]:
-    """The search_space jsonb for ``run_model_selection``; the database checks legal values and names."""
+def build_search_space(
+    entries: Sequence[SpaceEntry], params: Sequence[ParamSpec], picked: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The search_space jsonb for ``run_model_selection``, with ``picked`` keys set by other widgets (transfer's
+    base and layers); the database checks legal values and names."""
     by_name = {spec.name: spec for spec in params}
-    space: dict[str, Any] = {}
+    space: dict[str, Any] = dict(picked or {})
     for entry in entries:
         spec = by_name[entry.name]
         if entry.mode == "choices":

@@ -13,7 +13,7 @@ training shard)`` and the evaluation batch ``min(EVALUATION_BATCH, validation ro
 (forward only). It does not count TensorFlow's own overhead, kernel workspaces, or tensors
 inside layers (but for the BERT roster model's attention scores), nor the shard itself.
 
-mlp, cnn and bert are counted from their params, a transfer config from its base's layers as
+mlp, cnn, bert and distilbert are counted from their params, a transfer config from its base's layers as
 import_model stored them (no TensorFlow). The keras.applications models and registered scripts
 are built in a short-lived child process under a memory rlimit, with Keras variables left
 uninitialized (nothing is allocated however wide the model), and the result is cached per
@@ -58,6 +58,7 @@ _SIZE_PARAMS = {
     "resnet50": ("image_size",),
     "mobilenetv2": ("image_size", "alpha"),
     "bert": ("hidden_size", "intermediate_size", "num_layers", "num_heads", "vocabulary_size"),
+    "distilbert": ("hidden_size", "intermediate_size", "num_layers", "num_heads", "vocabulary_size"),
     "transfer": ("head_units", "layer (an earlier one)", "trainable_from (a later one)"),
 }
 
@@ -128,13 +129,18 @@ def _bert_activations(params: dict[str, Any], input_shape: tuple[int, ...], num_
     return embeddings + params["num_layers"] * (layers + attention) + num_classes
 
 
-_ACTIVATIONS = {"mlp": _mlp_activations, "cnn": _cnn_activations, "bert": _bert_activations}
+_ACTIVATIONS = {
+    "mlp": _mlp_activations,
+    "cnn": _cnn_activations,
+    "bert": _bert_activations,
+    "distilbert": _bert_activations,  # bert at another size
+}
 
 
 def roster_profile(
     model: str, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
 ) -> Profile | None:
-    """The profile of mlp, cnn and bert, counted from their params (None for the other models)."""
+    """The profile of mlp, cnn, bert and distilbert, counted from their params (None for the other models)."""
     weights = roster.parameter_count(model, params, input_shape, num_classes)
     if model not in _ACTIVATIONS or weights is None:
         return None
@@ -228,7 +234,7 @@ def profile(
     num_classes: int,
     script: Script | None,
 ) -> Profile | None:
-    """The model's profile: counted for mlp/cnn/bert, else measured in a child process and cached per
+    """The model's profile: counted for mlp/cnn/bert/distilbert, else measured in a child process and cached per
     architecture. None if a registered script fails to build for another reason than memory (training
     reports that error itself)."""
     if script is None:

@@ -11,6 +11,7 @@ registered (``registered=True``): only the database knows.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,8 +157,12 @@ def _check_bert(params: dict[str, Any], input_shape: tuple[int, ...]) -> None:
         raise ParamError(f"hidden_size {params['hidden_size']} must be a multiple of num_heads {params['num_heads']}")
 
 
-def _build_bert(params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """A BERT-style encoder over token ids (stored as float32; 0 pads), classifying from the first position."""
+def _build_bert(
+    params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int, name: str = "bert"
+) -> keras.Model:
+    """A BERT-style encoder over token ids (stored as float32; 0 pads), classifying from the first position.
+
+    Single-segment text: no token-type embeddings and no pooler, as DistilBERT (the ``distilbert`` entry)."""
     import keras
 
     (length,) = input_shape
@@ -178,7 +183,7 @@ def _build_bert(params: dict[str, Any], input_shape: tuple[int, ...], num_classe
     # The first position (the text tokenizer's start token) is never padding: a masked mean
     # over an all-padding row would divide by zero.
     outputs = keras.layers.Dense(num_classes, activation="softmax")(x[:, 0, :])
-    return keras.Model(tokens, outputs, name="bert")
+    return keras.Model(tokens, outputs, name=name)
 
 
 def _count_bert(params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> int:
@@ -212,6 +217,30 @@ _IMAGE_SIZE = Param(
     low=0,
     high=1024,
 )
+
+
+def _bert_params(
+    num_layers: int, num_heads: int, hidden_size: int, intermediate_size: int, vocabulary_size: int
+) -> tuple[Param, ...]:
+    """bert's hyper-parameters with these defaults (``distilbert`` is bert at another size)."""
+    return (
+        Param("num_layers", int, num_layers, "transformer blocks", low=1, high=48),
+        Param("num_heads", int, num_heads, "attention heads per block (must divide hidden_size)", low=1, high=64),
+        Param("hidden_size", int, hidden_size, "width of the embeddings and blocks", low=2, high=4096),
+        Param(
+            "intermediate_size", int, intermediate_size, "units of each block's feed-forward layer", low=1, high=16384
+        ),
+        Param(
+            "vocabulary_size",
+            int,
+            vocabulary_size,
+            "token embedding rows: at least the dataset's vocabulary_size (token ids must be below it)",
+            low=2,
+            high=2_000_000,
+        ),
+        Param("dropout", float, 0.1, "dropout after attention and feed-forward", low=0.0, high=0.95),
+    )
+
 
 ROSTER: dict[str, RosterModel] = {
     model.name: model
@@ -271,22 +300,18 @@ ROSTER: dict[str, RosterModel] = {
         RosterModel(
             "bert",
             "BERT-style transformer encoder over token ids (a text dataset's features); sequence length from the data",
-            (
-                Param("num_layers", int, 2, "transformer blocks", low=1, high=48),
-                Param("num_heads", int, 2, "attention heads per block (must divide hidden_size)", low=1, high=64),
-                Param("hidden_size", int, 64, "width of the embeddings and blocks", low=2, high=4096),
-                Param("intermediate_size", int, 128, "units of each block's feed-forward layer", low=1, high=16384),
-                Param(
-                    "vocabulary_size",
-                    int,
-                    20000,
-                    "token embedding rows: at least the dataset's vocabulary_size (token ids must be below it)",
-                    low=2,
-                    high=2_000_000,
-                ),
-                Param("dropout", float, 0.1, "dropout after attention and feed-forward", low=0.0, high=0.95),
-            ),
+            _bert_params(num_layers=2, num_heads=2, hidden_size=64, intermediate_size=128, vocabulary_size=20000),
             _build_bert,
+            (1,),
+            check=_check_bert,
+            count=_count_bert,
+        ),
+        RosterModel(
+            "distilbert",
+            "bert at DistilBERT-base's size (6 blocks, hidden 768, 12 heads, feed-forward 3072, WordPiece's 30522 "
+            "token rows): 66.4M encoder weights at 512 tokens",
+            _bert_params(num_layers=6, num_heads=12, hidden_size=768, intermediate_size=3072, vocabulary_size=30522),
+            functools.partial(_build_bert, name="distilbert"),
             (1,),
             check=_check_bert,
             count=_count_bert,

@@ -215,7 +215,7 @@ def guarded_model(
 ) -> keras.Model:
     """:func:`cached_model`, within the memory guard (:mod:`cerebro_plpy.memory`).
 
-    mlp, cnn and bert are counted, and a registered script (any width) measured in a child
+    mlp, cnn, bert and distilbert are counted, and a registered script (any width) measured in a child
     process, before they are built; keras.applications, whose weights their params bound, and a
     script that failed to build for measuring (building it here reports its error), once built.
     """

@@ -189,7 +189,7 @@ def test_validate_rejects_other_models_params() -> None:
 
 def test_validate_unknown_model() -> None:
     with pytest.raises(
-        ParamError, match="unknown model 'resnet'; the roster has bert, cnn, mlp, mobilenetv2, resnet50"
+        ParamError, match="unknown model 'resnet'; the roster has bert, cnn, distilbert, mlp, mobilenetv2, resnet50"
     ):
         roster.validate("resnet", {}, (4,))
     with pytest.raises(ParamError, match="unknown model 'resnet'"):

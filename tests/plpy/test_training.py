@@ -275,6 +275,11 @@ ROSTER_CASES = {
     "resnet50": ({"optimizer": "sgd"}, (8, 8)),  # grayscale HxW, resized up to 32x32
     "mobilenetv2": ({"alpha": 0.35}, (8, 8, 3)),
     "bert": ({"num_layers": 1, "hidden_size": 16, "intermediate_size": 16, "vocabulary_size": 50}, (12,)),
+    # at a tiny size (its builder is bert's); DistilBERT-base itself is counted in tests/plpy/test_distilbert.py
+    "distilbert": (
+        {"num_layers": 1, "num_heads": 2, "hidden_size": 16, "intermediate_size": 16, "vocabulary_size": 50},
+        (12,),
+    ),
 }
 
 

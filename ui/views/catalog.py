@@ -1,9 +1,14 @@
-"""The model roster, registered model scripts (admins register new ones), and the prepared datasets."""
+"""The model roster, registered model scripts (admins register new ones), imported models and the features
+materialized from them, and the prepared datasets."""
+
+from collections.abc import Callable
+from typing import Any
 
 import common
 import pandas as pd
 import search_space_editor
 import streamlit as st
+import transfer_form
 from sqlalchemy import Connection
 
 from cerebro_db import client
@@ -37,6 +42,114 @@ def register() -> None:
         return client.register_model(conn, name, source, entry_point)
 
     common.act(run, once=f"register {name}")
+
+
+def drop_popover(
+    what: str, key: str, options: list[Any], label: Callable[[Any], str], drop: Callable[[Any], None]
+) -> None:
+    """A "Drop" popover: choose one of ``options``, then confirm; the database refuses what is still in use."""
+    with st.popover(f"Drop {what}", icon=":material/delete:"):
+        chosen = st.selectbox(what.capitalize(), options, key=f"{key}_choice", format_func=label)
+        st.caption("This cannot be undone.")
+        st.button("Drop it", key=f"{key}_confirm", type="primary", on_click=drop, args=(chosen,))
+
+
+def drop_model(name: str) -> None:
+    common.act(lambda conn: client.drop_imported_model(conn, name))
+
+
+def drop_features(row: dict[str, Any]) -> None:
+    common.act(lambda conn: client.drop_features(conn, row["dataset"], row["base"], row["layer"]))
+
+
+def imported_models_section() -> None:
+    st.subheader("Imported models")
+    models = common.read(client.imported_models)
+    if not models:
+        st.info(
+            "No imported models yet: `cerebro-db import-model NAME FILE.keras` imports a pretrained Keras model "
+            "(or `SELECT import_model(...)`), to fine-tune with the roster model `transfer`."
+        )
+        return
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "name": row["name"],
+                    "input": transfer_form.shape_text(row["input_shape"]),
+                    "output": transfer_form.shape_text(row["output_shape"]),
+                    "layers": row["layers"],
+                    "weights": row["params"],
+                    "size": common.size(row["size_bytes"]),
+                    "created": row["created_at"],
+                    "owner": row["owner"],
+                    "description": row["description"],
+                }
+                for row in models
+            ]
+        ),
+        column_config={"created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
+        hide_index=True,
+        width="stretch",
+    )
+    for row in models:
+        with st.expander(f"Layers of **{row['name']}**"):
+            layers = common.read(client.model_layers, row["name"])
+            st.dataframe(
+                pd.DataFrame(layers).set_index("index")[["name", "class", "output_shape", "params", "trainable"]],
+                width="stretch",
+            )
+    by_name = {row["name"]: row for row in models}
+    drop_popover(
+        "an imported model",
+        "drop_model",
+        list(by_name),
+        lambda name: f"{name} ({common.size(by_name[name]['size_bytes'])})",
+        drop_model,
+    )
+
+
+def features_section() -> None:
+    st.subheader("Materialized features")
+    found = common.read(client.features)
+    if not found:
+        st.info(
+            "No materialized features yet: a transfer config that freezes its base stores the base's outputs at its "
+            "layer once per dataset, here, for every later config to reuse."
+        )
+        return
+    st.caption(
+        f"{common.plural(len(found), 'feature set')}, {common.size(sum(r['size_bytes'] for r in found))} in all."
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "dataset": row["dataset"],
+                    "base": row["base"],
+                    "layer": row["layer"],
+                    "shape": transfer_form.shape_text(row["feature_shape"]),
+                    "rows": f"{row['train_rows']:,} + {row['validation_rows']:,}",
+                    "size": common.size(row["size_bytes"]),
+                    "created": row["created_at"],
+                }
+                for row in found
+            ]
+        ),
+        column_config={
+            "rows": st.column_config.TextColumn(help="training + validation rows"),
+            "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+        },
+        hide_index=True,
+        width="stretch",
+    )
+    drop_popover(
+        "features",
+        "drop_features",
+        found,
+        lambda row: f"{row['dataset']} · {row['base']} · {row['layer']} ({common.size(row['size_bytes'])})",
+        drop_features,
+    )
 
 
 st.title("Models & datasets")
@@ -76,6 +189,9 @@ if common.read(client.may_register_models):
         st.file_uploader("Script (.py)", type=["py"], key="script_file")
         st.text_area("… or paste it", value=EXAMPLE_SCRIPT, height=260, key="script_source")
         st.button("Register", on_click=register, icon=":material/upload:")
+
+imported_models_section()
+features_section()
 
 st.subheader("Prepared datasets")
 found = common.read(client.datasets)

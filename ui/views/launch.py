@@ -1,11 +1,14 @@
-"""Launch a workload: dataset (or prepare one), roster model, search space, procedure; grid preview."""
+"""Launch a workload: dataset (or prepare one), roster model (transfer: a base and its layers), search space,
+procedure; grid preview."""
 
 import json
 from typing import Any, NamedTuple
 
 import common
+import pandas as pd
 import search_space_editor as editor
 import streamlit as st
+import transfer_form
 from sqlalchemy import Connection
 
 from cerebro_db import client
@@ -19,6 +22,7 @@ class DatasetChoice(NamedTuple):
     name: str | None  # the prepared dataset to launch on
     missing: str | None = None  # why there is none
     preparable: bool = False  # the table form is complete: "Prepare dataset" can be offered beside Launch too
+    feature_shape: list[int] | None = None  # the prepared dataset's
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -39,13 +43,20 @@ def apply_prefill(prefill: dict[str, Any]) -> None:
         parent_workload=prefill["parent_workload"],
         warm_start=True,
     )
-    model = prefill["model"]
+    model, space = prefill["model"], dict(prefill["search_space"])
     if model not in roster():  # a registered script: its space is typed as JSON
-        st.session_state[f"space_json_{model}"] = json.dumps(prefill["search_space"])
+        st.session_state[f"space_json_{model}"] = json.dumps(space)
         return
+    if model == transfer_form.MODEL:  # the base and layers have pickers of their own
+        base, layers, trainable_from = transfer_form.picked(space)
+        if base is not None:
+            st.session_state.update(
+                {"transfer_base": base, f"transfer_layer_{base}": layers, f"transfer_trainable_{base}": trainable_from}
+            )
+        space = {key: value for key, value in space.items() if key not in transfer_form.PICKED}
     for spec in roster()[model][1]:
         st.session_state[f"mode_{model}_{spec.name}"] = "default"
-    for entry in editor.space_entries(prefill["search_space"]):
+    for entry in editor.space_entries(space):
         key = f"{model}_{entry.name}"
         st.session_state.update(
             {
@@ -113,7 +124,7 @@ def dataset_section() -> DatasetChoice:
             f"{row['num_classes']} classes · features {'×'.join(map(str, row['feature_shape']))} · "
             f"{row['num_segments']} segments · from `{row['source_table']}`"
         )
-        return DatasetChoice(name)
+        return DatasetChoice(name, feature_shape=list(row["feature_shape"]))
     tables = common.read(client.source_tables)
     if not tables:
         st.info("No tables to prepare from: load one into the database first (`cerebro-db demo` loads Fashion-MNIST).")
@@ -148,6 +159,72 @@ def dataset_section() -> DatasetChoice:
     if problem is None:
         return DatasetChoice(None, "prepare the dataset first", preparable=True)
     return DatasetChoice(None, f"prepare the dataset first: {problem} in 1 · Dataset")
+
+
+def base_label(row: dict[str, Any]) -> str:
+    return (
+        f"{row['name']} · input {transfer_form.shape_text(row['input_shape'])} · "
+        f"{common.plural(row['layers'], 'layer')} · {common.size(row['size_bytes'])}"
+    )
+
+
+def transfer_section(feature_shape: list[int] | None) -> tuple[dict[str, Any] | None, str | None]:
+    """transfer's base (an imported model) and the layers to cut at and train from, each shown with its output
+    shape: the search space's picked keys (None without a base), and why Launch must wait (None if it need not)."""
+    bases = {row["name"]: row for row in common.read(client.imported_models)}
+    if not bases:
+        st.info(
+            "No imported models to fine-tune yet: `cerebro-db import-model NAME FILE.keras` imports one "
+            "(or `SELECT import_model(...)`; README: Transfer learning)."
+        )
+        return None, "import a base model to fine-tune first (cerebro-db import-model)"
+    if st.session_state.get("transfer_base") not in bases:  # first visit, or the base was dropped
+        fitting = [name for name, row in bases.items() if transfer_form.shape_problem(row, feature_shape) is None]
+        st.session_state["transfer_base"] = (fitting or list(bases))[0]
+    base: str = st.selectbox(
+        "Base model",
+        list(bases),
+        key="transfer_base",
+        format_func=lambda name: base_label(bases[name]),
+        help="an imported model (Models & datasets lists them): its input shape must be the dataset's features'",
+    )
+    row = bases[base]
+    st.caption(
+        f"{row['description'] or 'no description'} · output {transfer_form.shape_text(row['output_shape'])} · "
+        f"{row['params']:,} weights · imported {row['created_at']:%Y-%m-%d %H:%M} by {row['owner']}"
+    )
+    mismatch = transfer_form.shape_problem(row, feature_shape)
+    if mismatch is not None:
+        st.warning(mismatch, icon=":material/block:")
+    layers = common.read(client.model_layers, base)
+    cuts = transfer_form.cut_layers(layers)
+    names = [layer["name"] for layer in cuts]
+    labels = {layer["name"]: transfer_form.layer_label(layer) for layer in cuts}
+    frozen = "nothing: the base stays frozen (feature transfer)"
+    layer_col, trainable_col = st.columns(2)
+    chosen = layer_col.multiselect(
+        "Layer (the head reads its output)",
+        names,
+        key=f"transfer_layer_{base}",
+        format_func=labels.__getitem__,
+        placeholder=f"default: {names[-2]}" if len(names) > 1 else "choose a layer",
+        help="several: the search space compares them (configs that freeze the base share one materialization)",
+    )
+    trainable_from = trainable_col.multiselect(
+        "Trainable from",
+        [transfer_form.FROZEN, *names],
+        key=f"transfer_trainable_{base}",
+        format_func=lambda name: frozen if name == transfer_form.FROZEN else labels[name],
+        placeholder=f"default: {frozen}",
+        help="this layer and the later ones up to the cut are trained, earlier ones stay frozen",
+    )
+    with st.expander(f"Layers of {base} ({len(layers)})"):
+        st.dataframe(
+            pd.DataFrame(layers).set_index("index")[["name", "class", "output_shape", "params", "trainable"]],
+            width="stretch",
+        )
+    problem = mismatch or transfer_form.layer_problem(cuts, chosen, trainable_from)
+    return transfer_form.space(base, chosen, trainable_from), problem
 
 
 def space_section(model: str, params: list[editor.ParamSpec]) -> list[editor.SpaceEntry]:
@@ -225,8 +302,15 @@ with model_col:
         models[model][0] if model in models else "registered script: its own hyper-parameters, plus lr and batch_size"
     )
 st.subheader("3 · Search space")
+picked: dict[str, Any] | None = None
+transfer_problem = None
+if model == transfer_form.MODEL:
+    picked, transfer_problem = transfer_section(dataset.feature_shape)
 if model in models:
-    entries = space_section(model, models[model][1])
+    entries = space_section(
+        model,
+        [spec for spec in models[model][1] if model != transfer_form.MODEL or spec.name not in transfer_form.PICKED],
+    )
 else:
     space_json = st.text_area(
         "Search space (JSON)",
@@ -272,7 +356,7 @@ with st.expander("Drill down from a parent workload", expanded=st.session_state.
 space: dict[str, Any] | None
 try:
     if model in models:
-        space = editor.build_search_space(entries, models[model][1])
+        space = editor.build_search_space(entries, models[model][1], picked)
     else:
         space = editor.parse_space_json(space_json)
 except editor.SpaceError as error:
@@ -283,6 +367,7 @@ if space is not None:
 
 problems = [
     dataset.missing,
+    transfer_problem,
     None if space is not None else "fix the search space (the error above)",
     None if space is None else editor.procedure_problem(space, procedure, num_configs),
 ]
