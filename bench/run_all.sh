@@ -17,12 +17,14 @@ small=(--small)
 mop_vs_keras=(--rows 4000 --epochs 1 --no-keras-all-cores)
 hitl_latency=(--trials 20 --adds 5)
 predict_on_segments=(--rows 4000)
+feature_transfer=(--quick)
 suffix=_small
 if [[ "${1:-}" == "--full" ]]; then
     small=()
     mop_vs_keras=()
     hitl_latency=()
     predict_on_segments=()
+    feature_transfer=()
     suffix=
 elif [[ $# -gt 0 ]]; then
     echo "usage: bench/run_all.sh [--full]" >&2
@@ -61,6 +63,7 @@ run scaling "${small[@]}"
 run hitl_latency "${hitl_latency[@]}"
 run faults
 run predict_on_segments "${predict_on_segments[@]}"
+run feature_transfer "${feature_transfer[@]}"
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "FAILED (missed a target or crashed): ${failed[*]}" >&2
     exit 1
