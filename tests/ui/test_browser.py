@@ -74,12 +74,13 @@ def test_launch_watch_steer_and_resume_from_a_browser(
         expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()  # refreshed, no reload
         expect(page.get_by_test_id("stMetricValue").filter(has_text="2 / 4")).to_be_visible()  # all 4 units shown
 
-        # The runner-up's Clone popover stays with it while the ranking moves it to the top under the open popover.
+        # The runner-up's Clone popover stays with it, and alone, while the ranking moves it to the top.
         steer_row(page, second).get_by_role("button", name="Clone", exact=True).click()
         lr = page.get_by_test_id("stPopoverBody").get_by_label("lr")
         expect(lr).to_have_value(str(second_lr))
         rank_first(dsn, second)
-        expect(page.get_by_role("link", name=re.compile(r"^\d+( ←.*)?$")).first).to_have_text(str(second))
+        expect(page.get_by_test_id("stMetricValue").filter(has_text="100.0 %")).to_be_visible()  # refreshed: re-ranked
+        expect(lr).to_have_count(1)
         expect(lr).to_have_value(str(second_lr))
         page.get_by_role("button", name="Clone config").click()
         expect(page.get_by_text(re.compile(rf"config \d+ cloned from config {second}"))).to_be_visible()

@@ -192,6 +192,7 @@ def test_the_leaderboard_chooses_the_curves_and_downloads(conn: Session, fashion
     assert stranger not in list(app.dataframe[0].value["config"])
     app.toggle(key=f"leaderboard_across_{workload}").set_value(True).run()
     listed = app.dataframe[0].value
-    assert stranger in list(listed["config"]) and set(listed["workload"]) == {workload, other}
+    # other tests' workloads on the shared dataset may be listed too
+    assert stranger in list(listed["config"]) and {workload, other} <= set(listed["workload"])
     assert drawn(app) == [[f"config {ids[0]}", f"config {ids[1]}"]] * 2  # still the same ticks
     conn.execute("DELETE FROM workloads WHERE workload_id IN (%s, %s)", [workload, other])

@@ -204,9 +204,11 @@ def test_a_config_widgets_stay_with_their_config_when_the_ranking_changes(conn: 
     app.number_input(key=f"clone_bs_{low_lr}").set_value(16).run()  # and edits it
     set_metric(conn, high_lr, 0.95)  # meanwhile the other config overtakes it
     app.run()
+    assert list(app.dataframe[0].value["config"])[:2] == [high_lr, low_lr]  # the leaderboard re-ranks
+    # the steering rows keep their places (by config id): nothing moves under the open popover
     assert [number.key for number in app.number_input if number.key.startswith("clone_lr_")] == [
-        f"clone_lr_{high_lr}",
         f"clone_lr_{low_lr}",
+        f"clone_lr_{high_lr}",
     ]
     assert app.session_state[f"clone_popover_{low_lr}"] and not app.session_state[f"clone_popover_{high_lr}"]
     assert app.number_input(key=f"clone_lr_{low_lr}").value == 0.001

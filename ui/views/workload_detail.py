@@ -235,6 +235,7 @@ def live(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
         learning_curves(workload_id, chosen)
 
     st.subheader("Steer configs")
+    st.caption("By config id, so a row never moves under an open popover when the ranking changes.")
     widths = [1, 3, 2, 1, 2, 2, 5]
     for cell, label in zip(
         st.columns(widths),
@@ -243,7 +244,7 @@ def live(row: dict[str, Any], configs: list[dict[str, Any]]) -> None:
     ):
         cell.caption(label)
     training = {segment["config_id"] for segment in activity}
-    for config in configs:
+    for config in sorted(configs, key=lambda config: config["config_id"]):
         config_row(config, space, widths, row["max_epochs"], config["config_id"] in training)
 
     st.subheader("Segments now")
