@@ -17,24 +17,9 @@ from psycopg import sql
 from cerebro_db.cluster import ClusterConfig
 from cerebro_db.models import SUGGESTION_KINDS
 from tests.conftest import add_tenant, one, run_until_idle, unique
+from tests.suggestion_curves import HEALTHY, grid, play, shifted
 
 Session = psycopg.Connection[Any]
-#: (train_loss, train_metric, val_loss, val_metric) of one epoch.
-Epoch = tuple[float, float, float, float]
-
-# Healthy curves: losses fall, validation a little behind training, all within noise of each other.
-HEALTHY: list[Epoch] = [
-    (1.0, 0.50, 1.05, 0.48),
-    (0.8, 0.60, 0.85, 0.58),
-    (0.6, 0.68, 0.68, 0.66),
-    (0.5, 0.73, 0.58, 0.71),
-    (0.42, 0.76, 0.52, 0.74),
-    (0.38, 0.78, 0.49, 0.76),
-]
-
-
-def shifted(curve: list[Epoch], by: float) -> list[Epoch]:
-    return [(tl, tm + by, vl, vm + by) for tl, tm, vl, vm in curve]
 
 
 @pytest.fixture(scope="module")
@@ -79,33 +64,6 @@ def system(conn: Session) -> Iterator[Session]:
     conn.execute("DELETE FROM workloads WHERE workload_id > %s", [before])
 
 
-def workload(user: Session, dataset: str, configs: int, epochs: int, batch_size: int = 16) -> list[int]:
-    """A grid workload of ``configs`` mlp configs, lr 0.001, 0.002, ... (in that order of config_id)."""
-    space = {"lr": [0.001 * (k + 1) for k in range(configs)], "batch_size": [batch_size], "hidden_units": [8]}
-    workload_id = one(
-        user, "SELECT run_model_selection(%s, 'mlp', %s, max_epochs => %s)", dataset, json.dumps(space), epochs
-    )
-    rows = user.execute(
-        "SELECT config_id FROM configs WHERE workload_id = %s ORDER BY (params ->> 'lr')::float8", [workload_id]
-    )
-    return [r[0] for r in rows]
-
-
-def play(system: Session, curves: dict[int, list[Epoch]], start: int = 1) -> None:
-    """Each config's epochs from ``start``, interleaved by epoch as the scheduler's fair share runs them."""
-    for k in range(max(len(c) for c in curves.values())):
-        for config, curve in curves.items():
-            if k < len(curve):
-                epoch = start + k
-                system.execute(
-                    "INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric,"
-                    " seconds) VALUES (%s, %s, %s, %s, %s, %s, 1)",
-                    [config, epoch, *curve[k]],
-                )
-                system.execute("SELECT config_hop_committed(%s, %s)", [config, epoch])
-                system.execute("SELECT suggest_observe(%s, %s)", [config, epoch])
-
-
 def live(user: Session, workload_of: int) -> list[tuple[str, int | None]]:
     """The live suggestions (kind, config) of the workload of config ``workload_of``."""
     rows = user.execute(
@@ -137,7 +95,7 @@ def test_the_kinds_are_one_list(user: Session) -> None:
 
 
 def test_a_clean_workload_gets_no_suggestion(user: Session, tenants: dict[str, str], system: Session) -> None:
-    configs = workload(user, tenants["dataset"], 4, epochs=8)
+    configs = grid(user, tenants["dataset"], 4, epochs=8)[1]
     play(system, {c: shifted(HEALTHY, 0.01 * k) for k, c in enumerate(configs)})
     assert live(user, configs[0]) == []
     assert one(system, "SELECT count(*) FROM suggestion_log WHERE config_id = ANY(%s)", configs) == 0
@@ -146,7 +104,7 @@ def test_a_clean_workload_gets_no_suggestion(user: Session, tenants: dict[str, s
 def test_a_dominated_flat_config_gets_stop_and_a_crawling_one_a_higher_lr(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    *leaders, flat, crawling = workload(user, tenants["dataset"], 5, epochs=8)
+    *leaders, flat, crawling = grid(user, tenants["dataset"], 5, epochs=8)[1]
     flat_curve = [(1.0, 0.42, 1.1, 0.40), (0.9, 0.46, 1.0, 0.45)] + [(0.9, 0.47, 1.0, 0.46)] * 4
     crawl_curve = [(1.0 - 0.01 * e, 0.42, 1.1, 0.40 + 0.001 * e) for e in range(6)]
     play(
@@ -188,7 +146,7 @@ def test_a_dominated_flat_config_gets_stop_and_a_crawling_one_a_higher_lr(
 def test_a_swinging_or_rising_training_loss_gets_a_lower_lr_and_a_climbing_one_a_divergence_warning(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    *leaders, swinging, rising, diverging = workload(user, tenants["dataset"], 6, epochs=8)
+    *leaders, swinging, rising, diverging = grid(user, tenants["dataset"], 6, epochs=8)[1]
     play(
         system,
         {
@@ -229,7 +187,7 @@ def test_a_swinging_or_rising_training_loss_gets_a_lower_lr_and_a_climbing_one_a
 def test_overfitting_and_possible_leakage_are_warned_about(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    *leaders, overfit, ahead, perfect = workload(user, tenants["dataset"], 6, epochs=8)
+    *leaders, overfit, ahead, perfect = grid(user, tenants["dataset"], 6, epochs=8)[1]
     play(
         system,
         {
@@ -264,7 +222,7 @@ def test_overfitting_and_possible_leakage_are_warned_about(
 def test_the_best_config_still_improving_gets_extend_and_the_workload_a_drill_down(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    configs = workload(user, tenants["dataset"], 4, epochs=4)
+    configs = grid(user, tenants["dataset"], 4, epochs=4)[1]
     best = configs[3]
     curves = {c: shifted(HEALTHY[:2] + [HEALTHY[2]] * 2, 0.01 * k) for k, c in enumerate(configs[:3])}  # flat ends
     curves[best] = [(1.0, 0.5, 1.0, 0.5), (0.8, 0.65, 0.8, 0.65), (0.6, 0.75, 0.6, 0.75), (0.5, 0.85, 0.5, 0.85)]
@@ -301,7 +259,7 @@ def test_the_best_config_still_improving_gets_extend_and_the_workload_a_drill_do
 def test_a_stopped_config_that_now_ranks_in_the_top_gets_resume(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    early, *others = workload(user, tenants["dataset"], 4, epochs=4)
+    early, *others = grid(user, tenants["dataset"], 4, epochs=4)[1]
     play(system, {early: [(0.5, 0.9, 0.5, 0.9)]})
     user.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [early])  # alone at epoch 1 yet
     assert live(user, early) == []
@@ -316,7 +274,7 @@ def test_a_stopped_config_that_now_ranks_in_the_top_gets_resume(
 def test_a_dataset_with_less_than_a_batch_per_segment_is_warned_about(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    configs = workload(user, tenants["dataset"], 1, epochs=2, batch_size=128)  # 90 training rows per segment
+    configs = grid(user, tenants["dataset"], 1, epochs=2, batch_size=128)[1]  # 90 training rows per segment
     play(system, {configs[0]: HEALTHY[:1]})
     (evidence,) = user.execute(
         "SELECT evidence FROM suggestions WHERE kind = 'dataset_too_small'"
@@ -329,7 +287,7 @@ def test_a_dataset_with_less_than_a_batch_per_segment_is_warned_about(
 def test_a_stale_suggestion_is_refused_and_changes_nothing(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    *leaders, flat = workload(user, tenants["dataset"], 4, epochs=8)
+    *leaders, flat = grid(user, tenants["dataset"], 4, epochs=8)[1]
     flat_curve = [(1.0, 0.42, 1.1, 0.40)] + [(0.9, 0.45, 1.0, 0.45)] * 4
     play(system, {**{c: shifted(HEALTHY[:5], 0.01 * k) for k, c in enumerate(leaders)}, flat: flat_curve})
     stale = suggestion(user, "stop", flat)["suggestion_id"]
@@ -358,7 +316,7 @@ def test_a_stale_suggestion_is_refused_and_changes_nothing(
 def test_another_tenant_can_neither_see_nor_answer_a_suggestion(
     user: Session, other: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    *leaders, flat = workload(user, tenants["dataset"], 4, epochs=8)
+    *leaders, flat = grid(user, tenants["dataset"], 4, epochs=8)[1]
     play(
         system,
         {

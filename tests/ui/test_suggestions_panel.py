@@ -3,7 +3,6 @@ curves are written by hand the way record_hop writes them, so the epoch-end hook
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,21 +14,10 @@ import suggestion_panel
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import one
+from tests.suggestion_curves import HEALTHY, Epoch, grid, play, shifted
 from tests.ui.conftest import open_page
 
 Session = psycopg.Connection[Any]
-#: (train_loss, train_metric, val_loss, val_metric) of one epoch.
-Epoch = tuple[float, float, float, float]
-
-# Healthy curves: losses fall, validation a little behind training.
-HEALTHY: list[Epoch] = [
-    (1.0, 0.50, 1.05, 0.48),
-    (0.8, 0.60, 0.85, 0.58),
-    (0.6, 0.68, 0.68, 0.66),
-    (0.5, 0.73, 0.58, 0.71),
-    (0.42, 0.76, 0.52, 0.74),
-    (0.38, 0.78, 0.49, 0.76),
-]
 # Far behind the leaders and flat for its last 3 epochs: stop.
 FLAT: list[Epoch] = [(1.0, 0.42, 1.1, 0.40), (0.9, 0.46, 1.0, 0.45)] + [(0.9, 0.47, 1.0, 0.46)] * 4
 # Training loss falling by 1 % an epoch while it trails: clone with a higher lr.
@@ -46,10 +34,6 @@ DIVERGING: list[Epoch] = [
 PERFECT: list[Epoch] = [(0.5, 0.8, 0.1, 0.95), (0.3, 0.9, 0.01, 0.9995)]
 
 
-def shifted(curve: list[Epoch], by: float) -> list[Epoch]:
-    return [(tl, tm + by, vl, vm + by) for tl, tm, vl, vm in curve]
-
-
 @pytest.fixture
 def system(dsn: str) -> Iterator[Session]:
     """The schema owner playing record_hop; the workloads made meanwhile are deleted afterwards (no later test's
@@ -61,37 +45,10 @@ def system(dsn: str) -> Iterator[Session]:
         session.execute("DELETE FROM workloads WHERE workload_id > %s", [before])
 
 
-def workload(conn: Session, dataset: str, configs: int, epochs: int = 8) -> tuple[int, list[int]]:
-    """A grid workload of ``configs`` mlp configs (lr 0.001, 0.002, ... in order); its id and configs."""
-    space = {"lr": [0.001 * (k + 1) for k in range(configs)], "batch_size": [16], "hidden_units": [8]}
-    workload_id = one(
-        conn, "SELECT run_model_selection(%s, 'mlp', %s, max_epochs => %s)", dataset, json.dumps(space), epochs
-    )
-    rows = conn.execute(
-        "SELECT config_id FROM configs WHERE workload_id = %s ORDER BY (params ->> 'lr')::float8", [workload_id]
-    )
-    return workload_id, [row[0] for row in rows]
-
-
-def play(system: Session, curves: dict[int, list[Epoch]]) -> None:
-    """Each config's epochs, interleaved by epoch as the scheduler's fair share runs them; each epoch's end then
-    runs the hook that makes suggestions."""
-    for k in range(max(len(curve) for curve in curves.values())):
-        for config, curve in curves.items():
-            if k < len(curve):
-                system.execute(
-                    "INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric,"
-                    " seconds) VALUES (%s, %s, %s, %s, %s, %s, 1)",
-                    [config, k + 1, *curve[k]],
-                )
-                system.execute("SELECT config_hop_committed(%s, %s)", [config, k + 1])
-                system.execute("SELECT suggest_observe(%s, %s)", [config, k + 1])
-
-
 @pytest.fixture
 def steered(conn: Session, system: Session, blobs_2seg: str) -> dict[str, Any]:
     """Three healthy leaders, a flat config far behind (stop) and a crawling one (clone with a higher lr)."""
-    workload_id, (*leaders, flat, crawling) = workload(conn, blobs_2seg, 5)
+    workload_id, (*leaders, flat, crawling) = grid(conn, blobs_2seg, 5, epochs=8)
     play(system, {**{c: shifted(HEALTHY, 0.01 * k) for k, c in enumerate(leaders)}, flat: FLAT, crawling: CRAWLING})
     found = {
         (kind, config): suggestion_id
@@ -176,7 +133,7 @@ def test_a_stale_suggestion_is_refused_and_changes_nothing(conn: Session, steere
 
 
 def test_a_warning_with_nothing_to_carry_out_has_no_accept(conn: Session, system: Session, blobs_2seg: str) -> None:
-    workload_id, (*leaders, diverging, perfect) = workload(conn, blobs_2seg, 5)
+    workload_id, (*leaders, diverging, perfect) = grid(conn, blobs_2seg, 5, epochs=8)
     play(
         system,
         {
