@@ -79,7 +79,7 @@ def configs(conn: Connection, workload_id: int) -> list[Row]:
         conn,
         "SELECT l.config_id, l.rank, l.params, l.status, l.epochs_done, l.max_epochs, l.best_val_metric,"
         " l.best_val_loss, l.best_epoch, c.cloned_from, c.created_by, c.error,"
-        " (SELECT jsonb_object_agg(k, l.params -> k) FROM jsonb_object_keys(w.search_space) k) AS searched_params"
+        " searched_params(l.params, w.search_space) AS searched_params"
         " FROM leaderboard l JOIN configs c USING (config_id) JOIN workloads w ON w.workload_id = l.workload_id"
         " WHERE l.workload_id = :workload ORDER BY l.rank, l.config_id",
         workload=workload_id,
@@ -136,10 +136,6 @@ def learning_curves(conn: Connection, workload_id: int) -> list[Row]:
 
 # ---- curves and leaderboard
 
-# The searched params (the search space's keys) of the config ``c`` of the workload ``w``.
-_SEARCHED_PARAMS = "(SELECT jsonb_object_agg(k, c.params -> k) FROM jsonb_object_keys(w.search_space) k)"
-
-
 def curves_with_ancestors(conn: Connection, config_ids: Sequence[int]) -> list[Row]:
     """The learning curve of each config in ``config_ids``, continued back through its ancestors (``cloned_from``,
     recursively): one row per point, like :func:`learning_curves`, where ``config_id`` is the config whose line it
@@ -171,7 +167,7 @@ def curves_with_ancestors(conn: Connection, config_ids: Sequence[int]) -> list[R
         ")"
         " SELECT chain.line AS config_id, m.config_id AS from_config, m.epoch - chain.shift AS epoch,"
         " chain.depth > 0 AS inherited, m.train_loss, m.train_metric, m.val_loss, m.val_metric, m.seconds,"
-        f" m.finished_at, c.workload_id, {_SEARCHED_PARAMS} AS searched_params"
+        " m.finished_at, c.workload_id, searched_params(c.params, w.search_space) AS searched_params"
         " FROM chain JOIN epoch_metrics m ON m.config_id = chain.source AND m.epoch <= coalesce(chain.upto, m.epoch)"
         " JOIN configs c ON c.config_id = chain.line JOIN workloads w ON w.workload_id = c.workload_id"
         " ORDER BY chain.line, 3",
@@ -187,7 +183,7 @@ def dataset_configs(conn: Connection, workload_id: int) -> list[Row]:
         "SELECT l.workload_id, w.name AS workload_name,"
         " rank() OVER (ORDER BY l.best_val_metric DESC NULLS LAST) AS rank, l.config_id, l.params, l.status,"
         " l.epochs_done, l.max_epochs, l.best_val_metric, l.best_val_loss, l.best_epoch, c.cloned_from,"
-        f" c.created_by, c.error, {_SEARCHED_PARAMS} AS searched_params"
+        " c.created_by, c.error, searched_params(c.params, w.search_space) AS searched_params"
         " FROM leaderboard l JOIN configs c USING (config_id) JOIN workloads w ON w.workload_id = l.workload_id"
         " WHERE w.dataset = (SELECT dataset FROM workloads WHERE workload_id = :workload)"
         " ORDER BY rank, l.config_id",

@@ -43,7 +43,7 @@ GRANT EXECUTE ON FUNCTION
     prepare_dataset, dataset_leakage, duplicate_rows_reason, run_model_selection, add_config, clone_config, warm_start_configs,
     accept_suggestion, dismiss_suggestion, _open_suggestion, _resolve_suggestion, suggestion_thresholds, hyperband_rung_factor,
     evaluate, predict, export_model, import_model, drop_imported_model, model_layers, max_import_bytes, drop_features,
-    raise_if_error, seed_bound, derived_seed, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
+    raise_if_error, searched_params, seed_bound, derived_seed, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
     legal_transition, transitions_hint, workload_has_active_configs, workload_finished,
     role_limits, raise_over_limit, check_max_epochs, bounded_unit_timeout, active_configs, check_max_active_configs,
     check_active_configs, check_room_for_a_config, check_new_config,

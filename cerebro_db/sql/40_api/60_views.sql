@@ -1,6 +1,11 @@
 -- Every view runs with its reader's rights (security_invoker), so row-level security
 -- shows each user only their own rows.
 
+-- The params a workload searched (its search space's keys) of one of its configs: what tells its configs apart.
+CREATE OR REPLACE FUNCTION searched_params(params jsonb, search_space jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = cerebro, pg_temp
+AS $$ SELECT jsonb_object_agg(k, params -> k) FROM jsonb_object_keys(search_space) k $$;
+
 -- leaderboard: per config, its best validation metric so far (live: epochs commit as they end).
 CREATE OR REPLACE VIEW leaderboard WITH (security_invoker = true) AS
 SELECT c.workload_id,
