@@ -15,6 +15,7 @@ import csv
 import difflib
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -130,14 +131,25 @@ def simulate_scale(results: Path) -> list[str]:
     runs = read_runs(results / "simulate_scale_units.csv", results / "simulate_scale.csv")
     prediction = cross_validate(runs[1], runs[2], seeds=20)
     cells: dict[tuple[int, int], dict[str, float]] = {}
+    replication: dict[tuple[int, int], int] = {}
     for r in rows(results, "simulate_scale.csv"):
-        if r["kind"] == "scale":
-            cells.setdefault((int(r["configs"]), int(r["segments"])), {})[r["schedule"]] = float(r["makespan_s"])
+        if r["kind"] != "scale":
+            continue
+        key = (int(r["configs"]), int(r["segments"]))
+        name = r["schedule"] if r["schedule"] != "mop" else f"mop {r['rule']} {r['replication']}"
+        cells.setdefault(key, {})[name] = float(r["makespan_s"])
+        if r["schedule"] == "mop" and r["rule"] == "fair":
+            replication[key] = max(replication.get(key, 1), int(r["replication"]))
+    for key, v in cells.items():
+        v["mop"] = v[f"mop fair {replication[key]}"]
     more = [v for (configs, segments), v in cells.items() if configs > segments]
     fewer = [v for (configs, segments), v in cells.items() if configs <= segments]
     vs_bsp = [v["bsp"] / v["mop"] for v in more]
     vs_task = [v["task"] / v["mop"] for v in more]
     few_bsp = [v["bsp"] / v["mop"] for v in fewer]
+    one_copy = [v["task"] / v["mop fair 1"] for v in cells.values()]
+    longest = [v["mop fair 1"] / v["mop longest 1"] for v in cells.values()]
+    by_r = Counter(replication.values())
     return [
         *code(validation),
         "",
@@ -151,7 +163,12 @@ def simulate_scale(results: Path) -> list[str]:
         *code(scale),
         f"- With more configs than segments ({len(more)} cells), MOP's speed-up is {min(vs_bsp):.2f}-{max(vs_bsp):.2f}x"
         f" vs BSP and {min(vs_task):.2f}-{max(vs_task):.2f}x vs task parallelism; with no more configs than"
-        f" segments ({len(fewer)} cells) {min(few_bsp):.2f}-{max(few_bsp):.2f}x vs BSP.",
+        f" segments ({len(fewer)} cells) {min(few_bsp):.2f}-{max(few_bsp):.2f}x vs BSP (MOP at each cell's r).",
+        f"- On one copy of the data MOP is {min(one_copy):.2f}-{max(one_copy):.2f}x task parallelism; the smallest"
+        " replication that reaches the target: "
+        + ", ".join(f"r = {r} in {n} cells" for r, n in sorted(by_r.items()))
+        + ". The longest-remaining-work rule is"
+        f" {min(longest):.2f}-{max(longest):.2f}x the fair rule's speed on one copy (below 1: slower).",
     ]
 
 

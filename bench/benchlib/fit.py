@@ -16,20 +16,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib.mop import MopRun
-from benchlib.simulation import SCHEDULES, Overheads, Profile, Result, Unit, draw_mix, simulate, simulate_mop
+from benchlib.simulation import (
+    RULES,
+    Overheads,
+    Profile,
+    Result,
+    Unit,
+    draw_mix,
+    shards_for,
+    simulate_bsp,
+    simulate_mop,
+    simulate_task,
+)
 
 #: A prediction within this share of the measured makespan passes.
 TARGET_ERROR = 0.10
+#: The scale target: MOP's speed at least this share of task parallelism's (issue 20).
+TASK_TARGET = 0.9
 #: Without a real run (--no-real): a forward pass costs about a third of a training step.
 DEFAULT_EVAL_RATIO = 1 / 3
 
 
-def overhead_gaps(log: Sequence[Unit], segments: int, epochs: int) -> list[float]:
+def overhead_gaps(log: Sequence[Unit], segments: int, epochs: int, shards: int | None = None) -> list[float]:
     """The gaps between consecutive units on a segment while some config could legally run there.
 
     Those gaps are overhead (commit, wake-up, claim). The others include a wait for a legal
     unit, which the MOP simulation models itself, so they must not count as overhead.
+    ``shards``: with replication, an epoch is that many units and segment s holds shard s mod shards.
     """
+    shards = shards or segments
     by_config: dict[int, list[Unit]] = {}
     by_segment: dict[int, list[Unit]] = {}
     for unit in log:
@@ -41,10 +56,11 @@ def overhead_gaps(log: Sequence[Unit], segments: int, epochs: int) -> list[float
         if any(u.start <= t < u.end for u in own):
             return False  # running elsewhere
         ended = [u for u in own if u.end <= t]
-        if len(ended) >= segments * epochs:
+        if len(ended) >= shards * epochs:
             return False  # completed
-        epoch = len(ended) // segments + 1
-        return all(u.segment != segment for u in ended if u.epoch == epoch)
+        epoch = len(ended) // shards + 1
+        here = segment % shards
+        return all((u.shard if u.shard >= 0 else u.segment) != here for u in ended if u.epoch == epoch)
 
     gaps = []
     for segment, own in by_segment.items():
@@ -252,6 +268,23 @@ def roster_profiles(path: Path, dataset_rows: int, ratio: float) -> list[Profile
         ]
 
 
+def meets_target(mop: Result, bsp: Result, task: Result) -> bool:
+    """MOP at least :data:`TASK_TARGET` x task parallelism's speed (its makespan at most 1/0.9 of task's), and no
+    slower than bulk-synchronous MOP."""
+    return task.makespan_s >= TASK_TARGET * mop.makespan_s and mop.makespan_s <= bsp.makespan_s
+
+
+def _mean_mop(
+    mix: Sequence[Profile], segments: int, epochs: int, overheads: Overheads, seeds: Sequence[int], rule: str, r: int
+) -> Result:
+    runs = [simulate_mop(mix, segments, epochs, overheads, seed, rule=rule, replication=r) for seed in seeds]
+    result = runs[0]
+    result.makespan_s = statistics.fmean(x.makespan_s for x in runs)
+    result.busy_s = statistics.fmean(x.busy_s for x in runs)
+    result.log = []  # not kept: 100k units per cell
+    return result
+
+
 def sweep(
     profiles: Sequence[Profile],
     segment_counts: Sequence[int],
@@ -261,20 +294,30 @@ def sweep(
     seed: int,
     mop_seeds: int,
 ) -> list[Result]:
-    """Every schedule on every (segments, configs); MOP's makespan and busy time are means over
-    ``mop_seeds`` runs, its random tie-breaks make single runs vary by up to a few tens of percent."""
+    """Every schedule on every (segments, configs): BSP and task parallelism once; MOP (makespan and busy time are
+    means over ``mop_seeds`` runs, its random tie-breaks make single runs vary by up to a few tens of percent) with
+    each claim rule on one copy of the data, then with the fair rule and each shard on r = 2, 3, ... segments
+    until it meets the target (:func:`meets_target`; only replications that change the shard count are tried)."""
     results = []
+    seeds = [seed + k for k in range(mop_seeds)]
     for configs in config_counts:
         mix = draw_mix(profiles, configs, seed + configs)  # the same mix for every schedule and segment count
         for segments in segment_counts:
-            for schedule in SCHEDULES:
-                runs = [
-                    simulate(schedule, mix, segments, epochs, overheads, seed + k)
-                    for k in range(mop_seeds if schedule == "mop" else 1)
-                ]
-                result = runs[0]
-                result.makespan_s = statistics.fmean(r.makespan_s for r in runs)
-                result.busy_s = statistics.fmean(r.busy_s for r in runs)
-                result.log = []  # not kept: 100k units per cell
-                results.append(result)
+            bsp = simulate_bsp(mix, segments, epochs, overheads)
+            task = simulate_task(mix, segments, epochs, overheads)
+            bsp.log, task.log = [], []
+            results += [bsp, task]
+            mops = [_mean_mop(mix, segments, epochs, overheads, seeds, rule, 1) for rule in RULES]
+            results += mops
+            met = meets_target(mops[0], bsp, task)
+            tried = {shards_for(segments, 1)}
+            for r in range(2, segments + 1):
+                if met:
+                    break
+                if shards_for(segments, r) in tried:
+                    continue
+                tried.add(shards_for(segments, r))
+                mop = _mean_mop(mix, segments, epochs, overheads, seeds, "fair", r)
+                results.append(mop)
+                met = meets_target(mop, bsp, task)
     return results

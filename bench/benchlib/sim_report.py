@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib.fit import TARGET_ERROR, Prediction, Validation
+from benchlib.fit import TARGET_ERROR, TASK_TARGET, Prediction, Validation, meets_target
 from benchlib.mop import MopRun
-from benchlib.simulation import SCHEDULES, Result
+from benchlib.simulation import RULES, Result
 from cerebro_db.text_table import format_table
 
 
@@ -74,27 +75,66 @@ def prediction_table(predictions: Sequence[Prediction]) -> str:
     return format_table(headers, rows)
 
 
+@dataclass
+class Cell:
+    """One (configs, segments) cell of the scale sweep."""
+
+    bsp: Result
+    task: Result
+    #: MOP on one copy of the data, per claim rule.
+    one_copy: dict[str, Result]
+    #: MOP with the fair rule at the smallest replication that met the target, else the largest tried.
+    chosen: Result
+
+    @property
+    def met(self) -> bool:
+        return meets_target(self.chosen, self.bsp, self.task)
+
+
+def scale_cells(results: Sequence[Result]) -> dict[tuple[int, int], Cell]:
+    """The sweep's results by (configs, segments)."""
+    grouped: dict[tuple[int, int], list[Result]] = {}
+    for r in results:
+        grouped.setdefault((r.configs, r.segments), []).append(r)
+    cells = {}
+    for key, own in sorted(grouped.items()):
+        mops = [r for r in own if r.schedule == "mop"]
+        cells[key] = Cell(
+            bsp=next(r for r in own if r.schedule == "bsp"),
+            task=next(r for r in own if r.schedule == "task"),
+            one_copy={r.rule: r for r in mops if r.replication == 1},
+            chosen=max((r for r in mops if r.rule == "fair"), key=lambda r: r.replication),
+        )
+    return cells
+
+
 def scale_table(results: Sequence[Result], dataset_bytes: int) -> str:
-    cells = {(r.schedule, r.segments, r.configs): r for r in results}
-    keys = sorted({(r.configs, r.segments) for r in results})
     rows = []
-    for configs, segments in keys:
-        mop, bsp, task = (cells[(s, segments, configs)] for s in SCHEDULES)
+    for (configs, segments), cell in scale_cells(results).items():
+        mop, bsp, task = cell.chosen, cell.bsp, cell.task
         rows.append(
             [
                 configs,
                 segments,
+                *(f"{cell.one_copy[rule].makespan_s / 3600:.2f}" for rule in RULES),
+                f"{task.makespan_s / cell.one_copy['fair'].makespan_s:.2f}",
+                mop.replication,
+                f"{mop.data_copies:.2f} / {mop.storage_bytes(dataset_bytes) / 2**30:.2f}",
                 *(f"{r.makespan_s / 3600:.2f}" for r in (mop, bsp, task)),
                 *(f"{100 * r.utilization:.1f}%" for r in (mop, bsp, task)),
                 f"{bsp.makespan_s / mop.makespan_s:.2f}",
                 f"{task.makespan_s / mop.makespan_s:.2f}",
-                f"{mop.storage_bytes(dataset_bytes) / 2**30:.2f}",
-                f"{task.data_copies} / {task.storage_bytes(dataset_bytes) / 2**30:.1f}",
+                "PASS" if cell.met else "MISS",
+                f"{task.data_copies:.0f} / {task.storage_bytes(dataset_bytes) / 2**30:.1f}",
             ]
         )
     headers = [
         "configs",
         "segments",
+        *(f"MOP h r=1 {rule}" for rule in RULES),
+        "fair vs task",
+        "r",
+        "MOP copies / GiB",
         "MOP h",
         "BSP h",
         "task h",
@@ -103,7 +143,7 @@ def scale_table(results: Sequence[Result], dataset_bytes: int) -> str:
         "task util",
         "MOP speed-up vs BSP",
         "vs task",
-        "MOP/BSP GiB",
+        f">= {TASK_TARGET}x task",
         "task copies / GiB",
     ]
     return format_table(headers, rows)
@@ -135,6 +175,8 @@ def write_csv(
                 "data_copies",
                 "storage_bytes",
                 "fitted_segments",
+                "rule",
+                "replication",
             ]
         )
         for v in validations:
@@ -153,6 +195,8 @@ def write_csv(
                     1,
                     "",
                     v.segments,
+                    "fair",
+                    1,
                 ]
             )
         for p in predictions:
@@ -171,6 +215,8 @@ def write_csv(
                     1,
                     "",
                     p.fitted_segments,
+                    "fair",
+                    1,
                 ]
             )
         for r in results:
@@ -186,9 +232,11 @@ def write_csv(
                     "",
                     "",
                     f"{r.utilization:.4f}",
-                    r.data_copies,
+                    f"{r.data_copies:g}",
                     r.storage_bytes(dataset_bytes),
                     "",
+                    r.rule,
+                    r.replication,
                 ]
             )
 

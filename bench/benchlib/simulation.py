@@ -85,6 +85,8 @@ class Unit:
     epoch: int
     start: float
     end: float
+    #: The shard it trained on (MOP with replication; otherwise the segment's own).
+    shard: int = -1
 
 
 @dataclass
@@ -96,7 +98,10 @@ class Result:
     makespan_s: float
     busy_s: float
     #: Copies of the training set held by the segments together.
-    data_copies: int
+    data_copies: float
+    #: MOP's claim rule (:data:`RULES`) and how many segments store each shard; "" and 1 for the others.
+    rule: str = ""
+    replication: int = 1
     log: list[Unit] = field(default_factory=list, repr=False)
 
     @property
@@ -105,11 +110,11 @@ class Result:
         return self.busy_s / (self.segments * self.makespan_s) if self.makespan_s > 0 else 0.0
 
     def storage_bytes(self, dataset_bytes: int) -> int:
-        return self.data_copies * dataset_bytes
+        return round(self.data_copies * dataset_bytes)
 
 
 def _result(
-    schedule: str, profiles: Sequence[Profile], segments: int, epochs: int, log: list[Unit], copies: int
+    schedule: str, profiles: Sequence[Profile], segments: int, epochs: int, log: list[Unit], copies: float
 ) -> Result:
     return Result(
         schedule=schedule,
@@ -128,6 +133,19 @@ def _check(segments: int, epochs: int) -> None:
         raise ValueError(f"need segments >= 1 and epochs >= 1, got {segments} and {epochs}")
 
 
+#: The claim rules of simulate_mop: ``fair`` is today's claim_unit (least progress first); ``longest`` prefers
+#: the config with the most remaining work (unit-seconds left), as claim_unit does within an owner's work.
+RULES = ("fair", "longest")
+
+
+def shards_for(segments: int, replication: int) -> int:
+    """How many shards the training set is cut into when each is stored on (at least) ``replication`` of
+    ``segments`` segments: every segment holds one shard, shard k on the segments s with s mod shards = k."""
+    if not 1 <= replication <= segments:
+        raise ValueError(f"need 1 <= replication <= segments ({segments}), got {replication}")
+    return segments // replication
+
+
 def simulate_mop(
     profiles: Sequence[Profile],
     segments: int,
@@ -135,23 +153,31 @@ def simulate_mop(
     overheads: Overheads = Overheads(),
     seed: int = 0,
     unit_samples: Sequence[Sequence[float]] | None = None,
+    rule: str = "fair",
+    replication: int = 1,
 ) -> Result:
     """cerebro-db's asynchronous randomized MOP schedule (see the module docstring).
 
     ``unit_samples``: per config, measured unit times (without validation) to draw each unit's
     time from, instead of the profile's fixed ``unit_s``: real units vary, which lengthens the tail.
+    ``rule``: which legal unit a free segment takes (:data:`RULES`). ``replication``: each shard is
+    stored on that many segments (:func:`shards_for`); a config visits every shard once per epoch,
+    on any segment that holds it. A unit is one pass over one shard.
     """
     _check(segments, epochs)
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(RULES)}")
+    shards = shards_for(segments, replication)
     rng = random.Random(seed)
     n = len(profiles)
     done = [0] * n
     visited: list[set[int]] = [set() for _ in range(n)]
     running = [False] * n
-    unit_s = [p.unit_s(segments) for p in profiles]
+    unit_s = [p.unit_s(shards) for p in profiles]
     log: list[Unit] = []
-    # (time, tie-breaker, segment, config or -1): the segment is free again and the config
+    # (time, tie-breaker, segment, config, shard): the segment is free again and the config
     # released, both ``gap_s`` after the unit's end (its commit, notify and the next claim).
-    events: list[tuple[float, int, int, int]] = []
+    events: list[tuple[float, int, int, int, int]] = []
     idle = list(range(segments))
     rng.shuffle(idle)
     now = overheads.start_s
@@ -159,45 +185,51 @@ def simulate_mop(
     while True:
         waiting = []
         for segment in idle:
-            # Least progress first, ties at random: the claim's ORDER BY.
             best: list[int] = []
-            best_progress = -1
+            best_key = 0.0
             for c in range(n):
-                if running[c] or done[c] >= epochs or segment in visited[c]:
+                if running[c] or done[c] >= epochs or segment % shards in visited[c]:
                     continue
-                progress = done[c] * segments + len(visited[c])
-                if not best or progress < best_progress:
-                    best, best_progress = [c], progress
-                elif progress == best_progress:
+                if rule == "fair":  # least progress first: the claim's ORDER BY before this change
+                    key = -float(done[c] * shards + len(visited[c]))
+                else:  # the most unit-seconds left, validations included
+                    left = epochs - done[c]
+                    key = (left * shards - len(visited[c])) * unit_s[c] + left * profiles[c].validation_s
+                if not best or key > best_key:
+                    best, best_key = [c], key
+                elif key == best_key:
                     best.append(c)
             if not best:
                 waiting.append(segment)
                 continue
-            config = rng.choice(best)
-            last = len(visited[config]) == segments - 1
+            config = rng.choice(best)  # ties at random
+            shard = segment % shards
+            last = len(visited[config]) == shards - 1
             duration = rng.choice(unit_samples[config]) if unit_samples else unit_s[config]
             end = now + duration + (profiles[config].validation_s if last else 0.0)
-            log.append(Unit(config, segment, done[config] + 1, now, end))
+            log.append(Unit(config, segment, done[config] + 1, now, end, shard))
             running[config] = True
             order += 1
-            heapq.heappush(events, (end + overheads.gap_s, order, segment, config))
+            heapq.heappush(events, (end + overheads.gap_s, order, segment, config, shard))
         if not events:
             break
         # Advance to the next commit(s); committed units free their segment and config.
         now = events[0][0]
         idle = waiting
         while events and events[0][0] == now:
-            _, _, segment, config = heapq.heappop(events)
+            _, _, segment, config, shard = heapq.heappop(events)
             running[config] = False
-            visited[config].add(segment)
-            if len(visited[config]) == segments:
+            visited[config].add(shard)
+            if len(visited[config]) == shards:
                 visited[config].clear()
                 done[config] += 1
             idle.append(segment)
         rng.shuffle(idle)  # which waiting segment claims first is a race
     if any(d < epochs for d in done):
         raise AssertionError("MOP simulation stopped with work left")  # cannot happen: a free config always fits
-    return _result("mop", profiles, segments, epochs, log, copies=1)
+    result = _result("mop", profiles, segments, epochs, log, copies=segments / shards)
+    result.rule, result.replication = rule, replication
+    return result
 
 
 def bsp_queues(configs: int, segments: int) -> list[list[int]]:

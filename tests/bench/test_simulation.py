@@ -6,14 +6,18 @@ import itertools
 from collections import defaultdict
 
 import pytest
-from benchlib.fit import overhead_gaps
+from benchlib.fit import meets_target, overhead_gaps, sweep
+from benchlib.sim_report import scale_cells
 from benchlib.simulation import (
+    RULES,
     SCHEDULES,
     Overheads,
     Profile,
     Result,
+    Unit,
     bsp_queues,
     draw_mix,
+    shards_for,
     simulate,
     simulate_bsp,
     simulate_mop,
@@ -167,3 +171,96 @@ def test_mop_draws_unit_times_from_samples() -> None:
         assert any(unit.end - unit.start == pytest.approx(t) for t in samples[unit.config])
     assert {round(u.end - u.start, 6) for u in result.log if u.config == 0} == {1.0, 3.0}
     assert result.log == simulate_mop(profiles, 2, 4, seed=1, unit_samples=samples).log
+
+
+@pytest.mark.parametrize(("segments", "replication"), [(4, 2), (6, 3), (7, 2), (8, 8)])
+@pytest.mark.parametrize("rule", RULES)
+def test_mop_with_replication_visits_every_shard_once_per_epoch(segments: int, replication: int, rule: str) -> None:
+    epochs = 3
+    shards = shards_for(segments, replication)
+    result = simulate_mop(MIX, segments, epochs, OVERHEADS, seed=5, rule=rule, replication=replication)
+    assert result.data_copies == pytest.approx(segments / shards)
+    assert not overlaps(result, "config"), "a config ran on two segments at once"
+    assert not overlaps(result, "segment")
+    visits = defaultdict(list)
+    for unit in result.log:
+        assert unit.shard == unit.segment % shards, "a unit on a segment that does not hold its shard"
+        visits[(unit.config, unit.epoch)].append(unit.shard)
+    assert set(visits) == {(c, e) for c in range(len(MIX)) for e in range(1, epochs + 1)}
+    for shards_visited in visits.values():
+        assert sorted(shards_visited) == list(range(shards)), "a shard visited twice or skipped in an epoch"
+    # with several holders per shard a config's epoch does run on more than one holder of a shard
+    if replication < segments:
+        holders = {(u.shard, u.segment) for u in result.log}
+        assert len(holders) > shards
+
+
+@pytest.mark.parametrize("replication", [1, 2, 3])
+@pytest.mark.parametrize("rule", RULES)
+def test_no_rule_idles_a_segment_while_a_legal_unit_exists(rule: str, replication: int) -> None:
+    mix = draw_mix([SMALL, BIG, Profile("tiny", 0.5, 0.01, 0.05)], 20, seed=8)
+    result = simulate_mop(mix, 6, 3, Overheads(), seed=3, rule=rule, replication=replication)
+    gaps = overhead_gaps(result.log, 6, 3, shards_for(6, replication))
+    assert len(gaps) > 30
+    assert gaps == pytest.approx([0.0] * len(gaps))
+
+
+def test_the_idle_check_sees_a_segment_left_idle() -> None:
+    # A log where segment 1 waits 5 s although config 1 could run there: the check must report the gap.
+    log = [
+        Unit(0, 0, 1, 0.0, 1.0, 0),
+        Unit(1, 0, 1, 1.0, 2.0, 0),
+        Unit(0, 1, 1, 1.0, 2.0, 1),
+        Unit(1, 1, 1, 7.0, 8.0, 1),
+        Unit(0, 1, 2, 8.0, 9.0, 1),
+    ]
+    assert 5.0 in overhead_gaps(log, 2, 2)
+
+
+def test_longest_rule_prefers_the_most_remaining_work() -> None:
+    # One segment: the longest rule runs BIG's units before SMALL's until their remaining work crosses over;
+    # the fair rule alternates (least progress first).
+    longest = simulate_mop([SMALL, BIG], 1, 2, seed=1, rule="longest")
+    fair = simulate_mop([SMALL, BIG], 1, 2, seed=1, rule="fair")
+    assert [u.config for u in longest.log] == [1, 1, 0, 0]
+    assert [u.config for u in fair.log][:2] in ([0, 1], [1, 0])
+    assert [u.config for u in fair.log][2:] in ([0, 1], [1, 0])
+
+
+def test_full_replication_is_one_unit_per_epoch() -> None:
+    result = simulate_mop([BIG], 4, 2, OVERHEADS, seed=0, replication=4)
+    assert len(result.log) == 2
+    assert result.makespan_s == pytest.approx(
+        OVERHEADS.start_s + 2 * (BIG.unit_s(1) + BIG.validation_s) + OVERHEADS.gap_s
+    )
+    assert result.data_copies == 4
+
+
+def test_bad_rule_or_replication_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown rule 'random'"):
+        simulate_mop(MIX, 2, 1, rule="random")
+    with pytest.raises(ValueError, match=r"1 <= replication <= segments \(2\), got 3"):
+        simulate_mop(MIX, 2, 1, replication=3)
+    with pytest.raises(ValueError, match="got 0"):
+        shards_for(4, 0)
+    assert shards_for(64, 3) == 21
+
+
+def test_sweep_takes_the_smallest_replication_that_meets_the_target() -> None:
+    # A big hop on many segments: one copy misses 0.9x task parallelism, replication reaches it.
+    heavy = Profile("heavy", epoch_train_s=16.0, unit_fixed_s=1.0, validation_s=0.5)
+    results = sweep([heavy, SMALL], [8], [6], 2, OVERHEADS, seed=1, mop_seeds=2)
+    cells = scale_cells(results)
+    cell = cells[(6, 8)]
+    assert set(cell.one_copy) == set(RULES)
+    assert not meets_target(cell.one_copy["fair"], cell.bsp, cell.task)
+    assert cell.met and cell.chosen.replication > 1
+    tried = sorted(r.replication for r in results if r.schedule == "mop" and r.rule == "fair")
+    assert tried[-1] == cell.chosen.replication
+    for r in results:
+        if r.schedule == "mop" and r.rule == "fair" and r.replication < cell.chosen.replication:
+            assert not meets_target(r, cell.bsp, cell.task)
+    # a cell that meets it on one copy tries no replication
+    light = sweep([SMALL], [2], [8], 2, OVERHEADS, seed=1, mop_seeds=1)
+    assert [r.replication for r in light if r.schedule == "mop"] == [1, 1]
+    assert scale_cells(light)[(8, 2)].met
