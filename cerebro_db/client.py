@@ -136,6 +136,7 @@ def learning_curves(conn: Connection, workload_id: int) -> list[Row]:
 
 # ---- curves and leaderboard
 
+
 def curves_with_ancestors(conn: Connection, config_ids: Sequence[int]) -> list[Row]:
     """The learning curve of each config in ``config_ids``, continued back through its ancestors (``cloned_from``,
     recursively): one row per point, like :func:`learning_curves`, where ``config_id`` is the config whose line it
