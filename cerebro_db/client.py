@@ -574,3 +574,26 @@ def drop_features(conn: Connection, dataset: str, base: str, layer: str) -> str:
     if not dropped:
         raise ActionError(f"no features of {base!r} at layer {layer!r} on dataset {dataset!r} left to drop")
     return f"features of {base!r} at layer {layer!r} on dataset {dataset!r} dropped"
+# ---- autonomy
+
+
+def set_workload_autonomy(
+    conn: Connection,
+    workload_id: int,
+    autonomy: str,
+    budget_epochs: int | None = None,
+    budget_seconds: int | None = None,
+) -> str:
+    """Switch a workload to ``manual``, ``cruise`` or ``autopilot`` (with its budget: epochs and/or seconds; NULL
+    for no bound of that kind), live: the system acts on it from the next epoch's end. Returns what happened."""
+    changed = conn.execute(
+        update(Workload)
+        .where(Workload.workload_id == workload_id)
+        .values(autonomy=autonomy, budget_epochs=budget_epochs, budget_seconds=budget_seconds)
+    ).rowcount
+    if not changed:
+        raise ActionError(f"unknown workload {workload_id}")
+    budget = ", ".join(
+        f"{value} {unit}" for value, unit in ((budget_epochs, "epochs"), (budget_seconds, "s")) if value is not None
+    )
+    return f"workload {workload_id}: {autonomy}" + (f" (budget {budget})" if budget else "")

@@ -117,6 +117,12 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'no suggestions for config % at epoch %: %', config_id, epoch, SQLERRM;
     END;
+    -- Cruise control and autopilot accept some of them (95_autonomy.sql); nor does that fail a unit.
+    BEGIN
+        PERFORM autonomy_observe(config_id);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'no autonomy for config % at epoch %: %', config_id, epoch, SQLERRM;
+    END;
     PERFORM set_config('cerebro.internal', was_internal, true);
 END
 $$;

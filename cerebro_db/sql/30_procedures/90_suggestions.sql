@@ -172,7 +172,7 @@ AS $$
           AND s.resolution IN ('accepted', 'dismissed')
           AND s.resolved_at > coalesce((SELECT max(e.at) FROM config_events e
                                         WHERE e.config_id = suggestion_repeat_blocked.config_id
-                                          AND e.kind NOT IN ('max_epochs', 'accepted')), '-infinity'))
+                                          AND e.kind NOT IN ('max_epochs', 'accepted', 'declined')), '-infinity'))
 $$;
 
 -- The statement a user would type to carry the suggestion out (accept_suggestion does the same, from
