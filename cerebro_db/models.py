@@ -282,10 +282,11 @@ class EpochMetric(Base):
 class ConfigEvent(Base):
     """What happened to a config and who did it: user stop/resume, procedure prune, failure, clone.
 
-    ``kind``: ``created``, the new status, ``pruned`` (a procedure stopped it), ``max_epochs`` (its budget changed,
-    ``detail`` says from what to what) or ``accepted`` (its owner accepted a suggestion); decisions read the kind,
-    never ``detail``. The trigger that logs an event sets ``at`` to ``clock_timestamp()``: the events of one
-    transaction keep their order.
+    ``kind``: ``created``, the new status, ``pruned`` (a procedure, or the autopilot, stopped it), ``max_epochs`` (its
+    budget changed, ``detail`` says from what to what), ``accepted`` (its owner, or the system under cruise control or
+    autopilot, accepted a suggestion) or ``declined`` (the system left a suggestion to the user who steered the config
+    by hand); decisions read the kind, never ``detail``. The trigger that logs an event sets ``at`` to
+    ``clock_timestamp()``: the events of one transaction keep their order.
     """
 
     __tablename__ = "config_events"
@@ -301,7 +302,8 @@ class ConfigEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
-    #: Kind ``accepted``: the suggestion the user accepted (``accept_suggestion``); the action's own events follow.
+    #: Kind ``accepted``: the suggestion accepted (``accept_suggestion``; the action's own events come first); kind
+    #: ``declined``: the suggestion the system left to the user.
     suggestion_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("suggestion_log.suggestion_id", ondelete="SET NULL")
     )

@@ -87,8 +87,8 @@ $$;
 -- (run_model_selection inserts them, as the caller).
 CREATE OR REPLACE FUNCTION _create_workload(
     dataset text, model text, search_space jsonb, procedure text, max_epochs int, num_configs int, name text,
-    parent_workload int, warm_start boolean, seed int, unit_timeout interval, autonomy text, budget_epochs int,
-    budget_seconds int, OUT new_workload int, OUT config_params jsonb
+    parent_workload int, warm_start boolean, seed int, unit_timeout interval, autonomy text DEFAULT 'manual',
+    budget_epochs int DEFAULT NULL, budget_seconds int DEFAULT NULL, OUT new_workload int, OUT config_params jsonb
 )
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
