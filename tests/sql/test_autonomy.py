@@ -193,6 +193,25 @@ def test_cruise_extends_the_best_and_drills_down_at_the_same_level(
     assert child == (one(user, "SELECT current_user"), "cruise", None, True, 4)
 
 
+def test_an_autopilots_drill_down_spends_its_budget(user: Session, tenants: dict[str, str], system: Session) -> None:
+    workload_id, configs = workload(user, tenants["dataset"], 4, epochs=4, autonomy="autopilot", budget_epochs=1000)
+    flat_ends = {c: shifted(HEALTHY[:2] + [HEALTHY[2]] * 2, 0.01 * k) for k, c in enumerate(configs[:3])}
+    play(system, {**flat_ends, configs[3]: [(1.0, 0.5, 1.0, 0.5), (0.8, 0.65, 0.8, 0.65), (0.6, 0.75, 0.6, 0.75)]})
+    child, autonomy, budget_of = one(
+        user, "SELECT workload_id, autonomy, budget_of FROM workloads WHERE parent_workload_id = %s", workload_id
+    )
+    assert (autonomy, budget_of) == ("autopilot", workload_id)
+    before = one(user, "SELECT epochs FROM autopilot_spent(%s)", workload_id)
+    first = one(user, "SELECT min(config_id) FROM configs WHERE workload_id = %s", child)
+    done = one(user, "SELECT epochs_done FROM configs WHERE config_id = %s", first)  # warm-started: 0, its own count
+    play(system, {first: [HEALTHY[0]]}, start=done + 1)
+    assert one(user, "SELECT budget_workload, epochs FROM autopilot_spent(%s)", child) == (workload_id, before + 1)
+    assert one(user, "SELECT epochs FROM autopilot_spent(%s)", workload_id) == before + 1
+    # Its budget is the parent's to set.
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=f"spends the budget of workload {workload_id}"):
+        user.execute("UPDATE workloads SET budget_epochs = 5 WHERE workload_id = %s", [child])
+
+
 def test_autopilot_accepts_a_stop(user: Session, tenants: dict[str, str], system: Session) -> None:
     workload_id, leaders, flat, crawling = stop_and_flat(
         user, tenants["dataset"], autonomy="autopilot", budget_epochs=1000
