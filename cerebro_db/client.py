@@ -574,6 +574,8 @@ def drop_features(conn: Connection, dataset: str, base: str, layer: str) -> str:
     if not dropped:
         raise ActionError(f"no features of {base!r} at layer {layer!r} on dataset {dataset!r} left to drop")
     return f"features of {base!r} at layer {layer!r} on dataset {dataset!r} dropped"
+
+
 # ---- autonomy
 
 

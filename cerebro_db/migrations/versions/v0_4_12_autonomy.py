@@ -1,7 +1,7 @@
-"""v0.4.11: workloads.autonomy and the autopilot's budget (cruise control and autopilot).
+"""v0.4.12: workloads.autonomy and the autopilot's budget (cruise control and autopilot).
 
-Revision ID: v0_4_11
-Revises: v0_4_10
+Revision ID: v0_4_12
+Revises: v0_4_11
 Create Date: 2026-12-03
 
 ``autonomy``: ``manual`` (the system only suggests), ``cruise`` (it accepts the non-destructive suggestions itself)
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "v0_4_11"
-down_revision: str | None = "v0_4_10"
+revision: str = "v0_4_12"
+down_revision: str | None = "v0_4_11"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
