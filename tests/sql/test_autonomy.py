@@ -167,7 +167,7 @@ def test_cruise_accepts_a_clone_but_not_a_stop(user: Session, tenants: dict[str,
     assert events(user, clone[0]) == [("created", "cerebro", None)]
 
 
-def test_cruise_extends_the_best_and_drills_down_at_the_same_level(
+def test_cruise_extends_the_best_and_drills_down_into_a_manual_workload(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
     workload_id, configs = workload(user, tenants["dataset"], 4, epochs=4, autonomy="cruise")
@@ -183,14 +183,15 @@ def test_cruise_extends_the_best_and_drills_down_at_the_same_level(
         ("running", "cerebro"),
         ("accepted", "cerebro"),
     ]
-    # The drill-down is the user's workload (their limits applied), warm-started, at the same level.
+    # The drill-down is the user's workload (their limits applied), warm-started, and manual: cruise control has no
+    # budget, so a drill-down of its own would start workloads without end.
     child = one(
         user,
         "SELECT owner, autonomy, budget_of, warm_start, (SELECT count(*) FROM configs c"
         " WHERE c.workload_id = w.workload_id) FROM workloads w WHERE parent_workload_id = %s",
         workload_id,
     )
-    assert child == (one(user, "SELECT current_user"), "cruise", None, True, 4)
+    assert child == (one(user, "SELECT current_user"), "manual", None, True, 4)
 
 
 def test_an_autopilots_drill_down_spends_its_budget(user: Session, tenants: dict[str, str], system: Session) -> None:

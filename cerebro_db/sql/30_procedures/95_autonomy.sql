@@ -4,10 +4,12 @@
 --   SELECT * FROM autopilot_spent(1);
 -- manual:    suggestions only.
 -- cruise:    the non-destructive ones (suggestion_kinds.non_destructive: the clones, extend, resume,
---            drill_down) are accepted as they are made; stops and warnings stay for the user.
+--            drill_down: a manual workload) are accepted as they are made; stops and warnings stay
+--            for the user.
 -- autopilot: every suggestion with an action is accepted, until the budget (epochs its configs train,
 --            clones and its drill-downs included, and/or wall time, both since autopilot_since) is
 --            spent; then it stops the configs, with the reason in their events, and accepts nothing more.
+--            Its drill-downs run on autopilot within the same budget (budget_of).
 -- At each epoch's end (on_epoch_end, after suggest_observe, inside the unit's transaction), through
 -- the functions accept_suggestion uses (_open_suggestion, _carry_out_suggestion,
 -- _resolve_suggestion) as the system: config_events log actor 'cerebro' and the suggestion's link,
@@ -205,11 +207,10 @@ BEGIN
     carried := _carry_out_suggestion(s);
     PERFORM _resolve_suggestion(s.suggestion_id, 'accepted', carried.made);
     PERFORM check_active_configs(owner);
-    IF carries_out = 'run_model_selection' THEN
-        -- The drill-down runs at the same level; an autopilot's spends this budget.
-        UPDATE workloads w
-        SET autonomy = level, budget_of = CASE WHEN level = 'autopilot' THEN budget_workload END
-        WHERE w.workload_id = carried.made;
+    -- An autopilot's drill-down runs on autopilot within this budget. Cruise control's is manual: with no
+    -- budget, a drill-down that drilled down in turn would start workloads without end.
+    IF carries_out = 'run_model_selection' AND level = 'autopilot' THEN
+        UPDATE workloads w SET autonomy = level, budget_of = budget_workload WHERE w.workload_id = carried.made;
     END IF;
     RETURN carried.done;
 END
