@@ -19,7 +19,7 @@ from psycopg import sql
 from cerebro_db import client, connection
 from cerebro_db.cluster import ClusterConfig
 from tests.conftest import add_tenant, one, run_until_idle, unique
-from tests.sql.test_suggestions import HEALTHY, Epoch, shifted
+from tests.suggestion_curves import HEALTHY, Epoch, shifted
 
 Session = psycopg.Connection[Any]
 
