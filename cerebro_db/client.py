@@ -579,6 +579,22 @@ def drop_features(conn: Connection, dataset: str, base: str, layer: str) -> str:
 # ---- autonomy
 
 
+def workload_autonomy(conn: Connection, workload_id: int) -> Row | None:
+    """The workload's autonomy, its budget and, on autopilot, what it has spent of which budget (``autopilot_spent``:
+    ``epochs_spent`` and ``seconds_spent`` of ``effective_budget_epochs`` and ``_seconds``, its own or, for a
+    drill-down, those of the workload whose budget it spends); None for an unknown workload."""
+    found = _rows(
+        conn,
+        "SELECT w.autonomy, w.budget_epochs, w.budget_seconds, w.budget_of, w.budget_spent_at,"
+        " s.epochs AS epochs_spent, s.seconds AS seconds_spent, s.budget_epochs AS effective_budget_epochs,"
+        " s.budget_seconds AS effective_budget_seconds"
+        " FROM workloads w LEFT JOIN LATERAL autopilot_spent(w.workload_id) s ON w.autonomy = 'autopilot'"
+        " WHERE w.workload_id = :workload",
+        workload=workload_id,
+    )
+    return found[0] if found else None
+
+
 def set_workload_autonomy(
     conn: Connection,
     workload_id: int,

@@ -337,11 +337,25 @@ def test_set_workload_autonomy_through_the_client(user: Session, tenants: dict[s
         assert one(
             user, "SELECT autonomy, budget_epochs, budget_seconds FROM workloads WHERE workload_id = %s", workload_id
         ) == ("autopilot", 20, None)
+        with engine.connect() as conn:
+            read = client.workload_autonomy(conn, workload_id)
+        assert read is not None
+        shown = ("autonomy", "budget_epochs", "budget_of", "budget_spent_at", "epochs_spent", "effective_budget_epochs")
+        assert [read[key] for key in shown] == ["autopilot", 20, None, None, 0, 20]
+        other = connection.make_engine(tenants["other_dsn"])
+        try:
+            with other.connect() as conn:
+                assert client.workload_autonomy(conn, workload_id) is None  # another tenant's: unknown
+        finally:
+            other.dispose()
         refused = pytest.raises(client.ActionError, match="an autopilot needs a budget")
         with refused, client.transaction(engine) as conn:
             client.set_workload_autonomy(conn, workload_id, "autopilot")
         with client.transaction(engine) as conn:
             assert client.set_workload_autonomy(conn, workload_id, "cruise") == f"workload {workload_id}: cruise"
+        with engine.connect() as conn:
+            read = client.workload_autonomy(conn, workload_id)
+        assert read is not None and (read["autonomy"], read["epochs_spent"]) == ("cruise", None)
         with pytest.raises(client.ActionError, match="unknown workload 0"), client.transaction(engine) as conn:
             client.set_workload_autonomy(conn, 0, "cruise")
     finally:
