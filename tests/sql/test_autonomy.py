@@ -238,6 +238,31 @@ def test_autopilot_accepts_a_stop(user: Session, tenants: dict[str, str], system
     )
 
 
+@pytest.mark.parametrize(("budget", "stopped"), [(20, 2), (32, 0)])
+def test_an_autopilot_whose_budget_cannot_finish_its_configs_stops_those_losing_a_rung(
+    user: Session, tenants: dict[str, str], system: Session, budget: int, stopped: int
+) -> None:
+    """4 configs x 8 epochs need 32 epochs: a budget of 20 cannot finish them, so at rung epoch 1 the two that trail
+    the first two there are stopped (hyperband's rule: the top third of those that reached it, at least 3 there);
+    after that the 14 epochs left to train fit in the 16 left, and no rung stops any more. A budget of 32 stops
+    none."""
+    workload_id, configs = workload(user, tenants["dataset"], 4, epochs=8, autonomy="autopilot", budget_epochs=budget)
+    best_first = configs[::-1]  # the best curves reach each epoch first
+    play(system, {c: shifted(HEALTHY[:3], 0.01 * (3 - k)) for k, c in enumerate(best_first)})
+    rung_stops = system.execute(
+        "SELECT l.config_id, l.resolution, l.reason FROM suggestion_log l WHERE l.workload_id = %s AND l.kind = 'stop'"
+        " ORDER BY l.config_id",
+        [workload_id],
+    ).fetchall()
+    assert [config for config, _, _ in rung_stops] == sorted(best_first[2:])[:stopped], rung_stops
+    for config, resolution, reason in rung_stops:
+        assert resolution == "accepted" and "at rung epoch 1 it is not in the top 1 of the" in reason, reason
+        assert "left in the budget" in reason and status(user, config) == "stopped"
+        assert events(user, config)[-2][:2] == ("pruned", "cerebro")
+    # Those left ran on to epoch 3 (rung 3 is reached by only 2: no verdict).
+    assert [status(user, c) for c in best_first[:2]] == ["running", "running"]
+
+
 def test_autopilot_leaves_a_config_its_user_resumed(user: Session, tenants: dict[str, str], system: Session) -> None:
     workload_id, leaders, flat, crawling = stop_and_flat(
         user, tenants["dataset"], autonomy="autopilot", budget_epochs=1000

@@ -48,6 +48,8 @@ NEW_FUNCTIONS = (
     "autonomy_accept(cerebro.suggestion_log, text, integer)",
     "autopilot_spent(integer)",
     "autopilot_budget_spent(integer, text)",
+    "autopilot_rung_stop(integer, integer, integer)",
+    "rung_standing(integer, integer)",
     "user_steering(integer)",
     "_carry_out_suggestion(cerebro.suggestion_log)",
     "caller_is_system()",

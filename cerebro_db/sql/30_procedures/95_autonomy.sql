@@ -9,6 +9,8 @@
 -- autopilot: every suggestion with an action is accepted, until the budget (epochs its configs train,
 --            clones and its drill-downs included, and/or wall time, both since autopilot_since) is
 --            spent; then it stops the configs, with the reason in their events, and accepts nothing more.
+--            While the epochs left in the budget cannot finish its configs, it also suggests (and so
+--            accepts) hyperband's rung stops (autopilot_rung_stop).
 --            Its drill-downs run on autopilot within the same budget (budget_of).
 -- At each epoch's end (on_epoch_end, after suggest_observe, inside the unit's transaction), through
 -- the functions accept_suggestion uses (_open_suggestion, _carry_out_suggestion,
@@ -216,6 +218,47 @@ BEGIN
 END
 $$;
 
+-- An autopilot whose epoch budget cannot finish its configs must choose among them, as hyperband does:
+-- while the pending and running configs of its workloads need more epochs than the budget has left, a
+-- config that loses its rung (rung_standing: not in the top 1/eta of those that reached a rung epoch)
+-- gets a stop suggestion saying so, which the autopilot then accepts like any other (never over its
+-- user: autonomy_accept). Once the budget can finish them, the curves' own rules are left to act. A
+-- wall-time budget alone gives no epoch count to plan with.
+CREATE OR REPLACE FUNCTION autopilot_rung_stop(config_id int, budget_workload int, epochs_left int) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    c record;
+    needed int;
+    standing record;
+BEGIN
+    SELECT cf.workload_id, cf.status, cf.epochs_done, cf.max_epochs INTO c
+    FROM configs cf WHERE cf.config_id = autopilot_rung_stop.config_id;
+    IF epochs_left IS NULL OR c.status NOT IN ('pending', 'running') THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(x.max_epochs - x.epochs_done), 0) INTO needed
+    FROM configs x JOIN workloads g USING (workload_id)
+    WHERE (g.workload_id = budget_workload OR g.budget_of = budget_workload) AND x.status IN ('pending', 'running');
+    IF needed <= epochs_left THEN
+        RETURN;
+    END IF;
+    SELECT * INTO standing FROM rung_standing(config_id, c.epochs_done);
+    IF standing.loses THEN
+        PERFORM add_suggestion(c.workload_id, config_id, 'stop',
+            format('the autopilot''s budget cannot finish its configs (%s epochs to train, %s left in the budget);'
+                   ' at rung epoch %s it is not in the top %s of the %s configs there (hyperband''s rule)',
+                   needed, epochs_left, c.epochs_done, standing.keep, standing.reached),
+            jsonb_build_object('epoch', c.epochs_done, 'val_metric', _evidence_number(standing.val_metric),
+                               'configs_at_epoch', standing.reached, 'better', standing.better,
+                               'keep', standing.keep, 'epochs_to_train', needed, 'budget_epochs_left', epochs_left),
+            format('frees its %s remaining epochs for the configs ahead; it can be resumed later',
+                   c.max_epochs - c.epochs_done),
+            '{}');
+    END IF;
+END
+$$;
+
 -- Called by on_epoch_end (the workload's procedure lock held, as the system) after suggest_observe:
 -- the workload's open suggestions the level accepts, oldest first, each on its own (one that fails
 -- is logged as a WARNING and stays open; never the unit's failure). An autopilot whose budget is spent
@@ -246,6 +289,7 @@ BEGIN
             END;
             RETURN;
         END IF;
+        PERFORM autopilot_rung_stop(config_id, budget.budget_workload, budget.budget_epochs - budget.epochs);
     END IF;
     FOR s IN
         SELECT l.* FROM suggestion_log l JOIN suggestion_kinds k USING (kind) LEFT JOIN configs c USING (config_id)
