@@ -42,6 +42,7 @@ from typing import Any
 
 import psycopg
 from benchlib import RESULTS_DIR, step
+from psycopg import sql
 
 from cerebro_db import sample_data
 from cerebro_db.scheduler import Scheduler
@@ -107,10 +108,13 @@ def budget_for(grid_epochs: int) -> int:
 
 
 def launch(conn: psycopg.Connection[Any], args: argparse.Namespace, procedure: str, **options: Any) -> int:
-    named = "".join(f", {key} => %({key})s" for key in options)
+    """A workload of ``SPACE`` (run_model_selection's other named arguments: ``options``)."""
+    named = sql.SQL("").join(sql.SQL(", {} => {}").format(sql.Identifier(key), sql.Placeholder(key)) for key in options)
     row = conn.execute(
-        "SELECT run_model_selection(%(dataset)s, 'mlp', %(space)s, %(procedure)s, max_epochs => %(epochs)s,"
-        f" seed => %(seed)s, name => %(name)s{named})",
+        sql.SQL(
+            "SELECT run_model_selection(%(dataset)s, 'mlp', %(space)s, %(procedure)s, max_epochs => %(epochs)s,"
+            " seed => %(seed)s, name => %(name)s{})"
+        ).format(named),
         {
             "dataset": DATASET,
             "space": json.dumps(args.space),
