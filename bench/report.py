@@ -176,6 +176,10 @@ def scaling(results: Path) -> list[str]:
     return code(printed(results, "scaling"))
 
 
+def autonomy(results: Path) -> list[str]:
+    return code(printed(results, "autonomy"))
+
+
 def run_all(results: Path) -> list[str]:
     lines = []
     machine = results / "machine.txt"
@@ -209,6 +213,7 @@ GENERATORS: dict[str, Callable[[Path], list[str]]] = {
         mop_vs_keras,
         simulate_scale,
         scaling,
+        autonomy,
         run_all,
     )
 }

@@ -18,6 +18,7 @@ mop_vs_keras=(--rows 4000 --epochs 1 --no-keras-all-cores)
 hitl_latency=(--trials 20 --adds 5)
 predict_on_segments=(--rows 4000)
 feature_transfer=(--quick)
+autonomy=(--quick)
 suffix=_small
 if [[ "${1:-}" == "--full" ]]; then
     small=()
@@ -25,6 +26,7 @@ if [[ "${1:-}" == "--full" ]]; then
     hitl_latency=()
     predict_on_segments=()
     feature_transfer=()
+    autonomy=()
     suffix=
 elif [[ $# -gt 0 ]]; then
     echo "usage: bench/run_all.sh [--full]" >&2
@@ -64,6 +66,7 @@ run hitl_latency "${hitl_latency[@]}"
 run faults
 run predict_on_segments "${predict_on_segments[@]}"
 run feature_transfer "${feature_transfer[@]}"
+run autonomy "${autonomy[@]}"
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "FAILED (missed a target or crashed): ${failed[*]}" >&2
     exit 1

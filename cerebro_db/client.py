@@ -575,3 +575,44 @@ def drop_features(conn: Connection, dataset: str, base: str, layer: str) -> str:
     if not dropped:
         raise ActionError(f"no features of {base!r} at layer {layer!r} on dataset {dataset!r} left to drop")
     return f"features of {base!r} at layer {layer!r} on dataset {dataset!r} dropped"
+
+
+# ---- autonomy
+
+
+def workload_autonomy(conn: Connection, workload_id: int) -> Row | None:
+    """The workload's autonomy, its budget and, on autopilot, what it has spent of which budget (``autopilot_spent``:
+    ``epochs_spent`` and ``seconds_spent`` of ``effective_budget_epochs`` and ``_seconds``, its own or, for a
+    drill-down, those of the workload whose budget it spends); None for an unknown workload."""
+    found = _rows(
+        conn,
+        "SELECT w.autonomy, w.budget_epochs, w.budget_seconds, w.budget_of, w.budget_spent_at,"
+        " s.epochs AS epochs_spent, s.seconds AS seconds_spent, s.budget_epochs AS effective_budget_epochs,"
+        " s.budget_seconds AS effective_budget_seconds"
+        " FROM workloads w LEFT JOIN LATERAL autopilot_spent(w.workload_id) s ON w.autonomy = 'autopilot'"
+        " WHERE w.workload_id = :workload",
+        workload=workload_id,
+    )
+    return found[0] if found else None
+
+
+def set_workload_autonomy(
+    conn: Connection,
+    workload_id: int,
+    autonomy: str,
+    budget_epochs: int | None = None,
+    budget_seconds: int | None = None,
+) -> str:
+    """Switch a workload to ``manual``, ``cruise`` or ``autopilot`` (with its budget: epochs and/or seconds; NULL
+    for no bound of that kind), live: the system acts on it from the next epoch's end. Returns what happened."""
+    changed = conn.execute(
+        update(Workload)
+        .where(Workload.workload_id == workload_id)
+        .values(autonomy=autonomy, budget_epochs=budget_epochs, budget_seconds=budget_seconds)
+    ).rowcount
+    if not changed:
+        raise ActionError(f"unknown workload {workload_id}")
+    budget = ", ".join(
+        f"{value} {unit}" for value, unit in ((budget_epochs, "epochs"), (budget_seconds, "s")) if value is not None
+    )
+    return f"workload {workload_id}: {autonomy}" + (f" (budget {budget})" if budget else "")

@@ -52,6 +52,10 @@ def install(dsn: str, segments: int | None = None) -> None:
                 sql.Identifier(database[0]), sql.Identifier(SCHEMA)
             )
         )
+        # TensorFlow and PostgreSQL's LLVM JIT cannot share a process: a backend that has trained (TensorFlow loaded)
+        # and then runs a query costly enough to JIT (a drill-down's warm start at an epoch's end, over many configs)
+        # dies with SIGSEGV in free(), and the whole server restarts. Model selection gains nothing from JIT.
+        conn.execute(sql.SQL("ALTER DATABASE {} SET jit = off").format(sql.Identifier(database[0])))
         if not conn.execute("SELECT 1 FROM segments").fetchone():
             count = segments or os.cpu_count() or 1
             conn.execute("INSERT INTO segments (segment) SELECT generate_series(0, %s - 1)", [count])

@@ -35,6 +35,8 @@ from cerebro_plpy.search_space import PROCEDURES
 SCHEMA = "cerebro"
 CONFIG_STATUSES = ("pending", "running", "stopped", "completed", "failed")
 WORKLOAD_STATUSES = ("running", "stopped", "completed")
+#: Who accepts a workload's suggestions: its user only, the system the non-destructive ones, or all within a budget.
+AUTONOMY_LEVELS = ("manual", "cruise", "autopilot")
 #: PostgreSQL's largest integer: seeds are drawn below it (SQL's seed_bound() and derived_seed(), 00_base/07_seeds.sql).
 INT_MAX = 2_147_483_647
 
@@ -139,6 +141,15 @@ class Workload(Base):
         CheckConstraint(_in("procedure", PROCEDURES), name="procedure"),
         CheckConstraint("max_epochs > 0", name="max_epochs"),
         CheckConstraint(_TIMEOUT_RANGE.format("unit_timeout"), name="unit_timeout"),
+        CheckConstraint(_in("autonomy", AUTONOMY_LEVELS), name="autonomy"),
+        CheckConstraint("budget_epochs > 0", name="budget_epochs"),
+        CheckConstraint("budget_seconds > 0", name="budget_seconds"),
+        # An autopilot is bounded: by a budget of its own, or by the one of the workload whose drill-down it is.
+        CheckConstraint(
+            "autonomy <> 'autopilot' OR budget_epochs IS NOT NULL OR budget_seconds IS NOT NULL"
+            " OR budget_of IS NOT NULL",
+            name="autopilot_budget",
+        ),
     )
     workload_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
@@ -158,6 +169,20 @@ class Workload(Base):
     #: A unit running longer is cancelled (rolled back) and its config fails. Left out (or set to NULL),
     #: the owner's ``limits.default_unit_timeout`` (a trigger fills it).
     unit_timeout: Mapped[timedelta] = mapped_column(Interval, nullable=False)
+    #: ``manual``: suggestions only; ``cruise``: the system accepts the non-destructive ones; ``autopilot``: all those
+    #: with an action, within the budget (sql/30_procedures/95_autonomy.sql). Users switch it live with UPDATE.
+    autonomy: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'manual'"))
+    #: The autopilot's budget: epochs its configs train (clones and drill-downs included) and wall time, both counted
+    #: from ``autopilot_since``; either may be NULL (no bound of that kind), not both.
+    budget_epochs: Mapped[int | None] = mapped_column(Integer)
+    budget_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: Set by a trigger when the autonomy becomes ``autopilot``.
+    autopilot_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When the autopilot found its budget spent and stopped the configs; it accepts nothing more (a new budget
+    #: clears it).
+    budget_spent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: A drill-down the autopilot started: the workload whose budget its epochs spend.
+    budget_of: Mapped[int | None] = mapped_column(ForeignKey("workloads.workload_id"))
 
 
 class Config(Base):
@@ -257,10 +282,11 @@ class EpochMetric(Base):
 class ConfigEvent(Base):
     """What happened to a config and who did it: user stop/resume, procedure prune, failure, clone.
 
-    ``kind``: ``created``, the new status, ``pruned`` (a procedure stopped it), ``max_epochs`` (its budget changed,
-    ``detail`` says from what to what) or ``accepted`` (its owner accepted a suggestion); decisions read the kind,
-    never ``detail``. The trigger that logs an event sets ``at`` to ``clock_timestamp()``: the events of one
-    transaction keep their order.
+    ``kind``: ``created``, the new status, ``pruned`` (a procedure, or the autopilot, stopped it), ``max_epochs`` (its
+    budget changed, ``detail`` says from what to what), ``accepted`` (its owner, or the system under cruise control or
+    autopilot, accepted a suggestion) or ``declined`` (the system left a suggestion to the user who steered the config
+    by hand); decisions read the kind, never ``detail``. The trigger that logs an event sets ``at`` to
+    ``clock_timestamp()``: the events of one transaction keep their order.
     """
 
     __tablename__ = "config_events"
@@ -276,7 +302,8 @@ class ConfigEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
-    #: Kind ``accepted``: the suggestion the user accepted (``accept_suggestion``); the action's own events follow.
+    #: Kind ``accepted``: the suggestion accepted (``accept_suggestion``; the action's own events come first); kind
+    #: ``declined``: the suggestion the system left to the user.
     suggestion_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("suggestion_log.suggestion_id", ondelete="SET NULL")
     )

@@ -1,4 +1,5 @@
-"""The suggestions panel: what the system suggests for a workload (or one config), with Accept and Dismiss.
+"""The suggestions panel: what the system suggests for a workload (or one config), with Accept and Dismiss, and on
+the workload page the autonomy switch: who accepts them (manual, cruise control, autopilot within a budget).
 
 Warnings come first: they question the numbers every action relies on (possible leakage makes the ranking
 meaningless, a diverging config fails within epochs) and are few, so they never bury the actions. Actions follow
@@ -15,7 +16,7 @@ import streamlit as st
 from sqlalchemy import Connection
 
 from cerebro_db import client
-from cerebro_db.models import SUGGESTION_KINDS
+from cerebro_db.models import AUTONOMY_LEVELS, SUGGESTION_KINDS
 
 #: How the panel names each kind, with its icon.
 KINDS = {
@@ -30,6 +31,22 @@ KINDS = {
     "leakage": ("possible leakage", ":material/water_drop:"),
     "dataset_too_small": ("dataset too small", ":material/grid_off:"),
 }
+#: How the switch names each autonomy level, and what the system then does (sql/30_procedures/95_autonomy.sql).
+LEVELS = {
+    "manual": ("Manual", "the system only suggests; you accept or dismiss"),
+    "cruise": (
+        "Cruise control",
+        "the system accepts the non-destructive suggestions itself (clones, more epochs, resume, drill-down); stops"
+        " and warnings wait for you",
+    ),
+    "autopilot": (
+        "Autopilot",
+        "the system accepts every suggestion with an action until its budget is spent, then stops the configs; what"
+        " you stop, resume or clone by hand stays as you set it",
+    ),
+}
+#: The autopilot's budget inputs: the unit each counts in.
+BUDGET_UNITS = ("epochs", "seconds")
 #: Past this many suggestions the panel scrolls (at this height, px) instead of pushing the curves down.
 SCROLL_AFTER = 3
 SCROLL_HEIGHT = 460
@@ -103,6 +120,80 @@ def dismiss(suggestion_id: int) -> None:
     common.act(lambda conn: client.dismiss_suggestion(conn, suggestion_id), once=f"suggestion {suggestion_id}")
 
 
+def autonomy_text(current: dict[str, Any]) -> str:
+    """What the workload's autonomy lets the system do now; on autopilot, what it has spent of which budget."""
+    name, does = LEVELS[current["autonomy"]]
+    text = f"{name}: {does}."
+    if current["autonomy"] != "autopilot":
+        return text
+    spent = ", ".join(
+        f"{current[f'{unit}_spent']} of {current[f'effective_budget_{unit}']} {unit}"
+        for unit in BUDGET_UNITS
+        if current[f"effective_budget_{unit}"] is not None
+    )
+    if current["budget_of"] is not None:
+        return f"{text} A drill-down: it spends the budget of workload {current['budget_of']} ({spent} so far)."
+    if current["budget_spent_at"] is not None:
+        return f"{text} Budget spent ({spent}) at {current['budget_spent_at']:%H:%M:%S}: a new budget lets it go on."
+    return f"{text} Spent so far: {spent}."
+
+
+def apply_autonomy(workload_id: int) -> None:
+    """The switch's Apply: its level, with the budget inputs' values on autopilot (empty: no bound of that kind)."""
+    level = st.session_state[f"autonomy_{workload_id}"]
+    budget = {unit: None for unit in BUDGET_UNITS}
+    if level == "autopilot":
+        budget = {unit: st.session_state.get(f"budget_{unit}_{workload_id}") for unit in BUDGET_UNITS}
+    common.act(
+        lambda conn: client.set_workload_autonomy(
+            conn,
+            workload_id,
+            level,
+            budget_epochs=None if budget["epochs"] is None else int(budget["epochs"]),
+            budget_seconds=None if budget["seconds"] is None else int(budget["seconds"]),
+        )
+    )
+
+
+def autonomy_switch(workload_id: int) -> None:
+    """Manual / cruise / autopilot (with its budget) and Apply, following the workload's row until edited; what
+    the level lets the system do below it. The server refuses what it must (an autopilot without a budget)."""
+    current = common.read(client.workload_autonomy, workload_id)
+    if current is None:
+        return
+    key = f"autonomy_{workload_id}"
+    common.prefill(key, current["autonomy"])
+    level_col, *budget_cols, apply_col = st.columns([4, 2, 2, 1], vertical_alignment="bottom")
+    chosen = level_col.segmented_control(
+        "Who accepts suggestions",
+        AUTONOMY_LEVELS,
+        key=key,
+        format_func=lambda level: LEVELS[level][0],
+        help="Switches live: the system acts from the next epoch's end.",
+    )
+    if chosen == "autopilot":
+        for column, unit in zip(budget_cols, BUDGET_UNITS, strict=True):
+            common.prefill(f"budget_{unit}_{workload_id}", current[f"budget_{unit}"])
+            column.number_input(
+                f"Budget, {unit}",
+                min_value=1,
+                step=1,
+                value=None,
+                key=f"budget_{unit}_{workload_id}",
+                placeholder="no bound",
+                help=f"{unit.capitalize()} the autopilot may spend from when it takes over (its clones and"
+                " drill-downs count); empty: no bound of this kind",
+            )
+    apply_col.button(
+        "Apply",
+        key=f"apply_autonomy_{workload_id}",
+        on_click=apply_autonomy,
+        args=(workload_id,),
+        disabled=chosen is None,
+    )
+    st.caption(plain(autonomy_text(current)))
+
+
 def card(suggestion: dict[str, Any], linked: bool) -> None:
     """One suggestion: its kind, config (a link, if ``linked``), reason, evidence, expected effect, SQL and buttons
     keyed by its id. Accept only where there is SQL to run: a leakage or small-dataset warning is read and dismissed,
@@ -152,9 +243,11 @@ def card(suggestion: dict[str, Any], linked: bool) -> None:
 
 
 def panel(workload_id: int, config_id: int | None = None) -> None:
-    """The workload's live suggestions (or ``config_id``'s own, on its page), read again on each refresh of the
-    page's fragment; a one-line caption while there are none."""
+    """The workload's autonomy switch and live suggestions (or ``config_id``'s own suggestions, on its page), read
+    again on each refresh of the page's fragment; a one-line caption while there are none."""
     found = ordered(common.read(client.suggestions, workload_id, config_id))
+    if config_id is None:
+        autonomy_switch(workload_id)
     if not found:
         st.caption(
             ":material/tips_and_updates: No suggestions now: they appear at epoch ends, when the curves call for one."

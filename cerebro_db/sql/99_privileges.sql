@@ -33,15 +33,18 @@ REVOKE INSERT ON datasets, dataset_buffers, workloads FROM cerebro_user;
 -- caller's to set (the insert trigger checks the params and decides the rest).
 GRANT INSERT (workload_id, params, max_epochs, seed) ON configs TO cerebro_user;
 -- Steering: the status machine's columns (the configs_status / workloads_status triggers check the
--- change against the users' rows of status_transitions).
+-- change against the users' rows of status_transitions), and the autonomy and its budget (the
+-- workloads_autonomy trigger checks them; autopilot_since, budget_spent_at and budget_of are the system's).
 GRANT UPDATE (status, max_epochs) ON configs TO cerebro_user;
-GRANT UPDATE (status, name, description, unit_timeout) ON workloads TO cerebro_user;
+GRANT UPDATE (status, name, description, unit_timeout, autonomy, budget_epochs, budget_seconds)
+    ON workloads TO cerebro_user;
 
 -- The SQL API, and what its invoker-rights functions, triggers and views call (names
 -- without arguments: each is unique, so a changed signature cannot slip through).
 GRANT EXECUTE ON FUNCTION
-    prepare_dataset, dataset_leakage, duplicate_rows_reason, run_model_selection, add_config, clone_config, warm_start_configs,
-    accept_suggestion, dismiss_suggestion, _open_suggestion, _resolve_suggestion, suggestion_thresholds, hyperband_rung_factor,
+    prepare_dataset, dataset_leakage, duplicate_rows_reason, run_model_selection, add_config, clone_config,
+    warm_start_configs, accept_suggestion, dismiss_suggestion, _open_suggestion, _resolve_suggestion,
+    _carry_out_suggestion, suggestion_thresholds, hyperband_rung_factor, autopilot_spent,
     evaluate, predict, export_model, import_model, drop_imported_model, model_layers, max_import_bytes, drop_features,
     raise_if_error, searched_params, seed_bound, derived_seed, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
     legal_transition, transitions_hint, workload_has_active_configs, workload_finished,

@@ -57,3 +57,27 @@ def test_upgrade_downgrade_upgrade(cluster: ClusterConfig) -> None:
         head = ScriptDirectory.from_config(migrate.alembic_config(dsn)).get_current_head()
         assert conn.execute("SELECT version_num FROM cerebro.alembic_version").fetchone() == (head,)
         assert conn.execute("SELECT count(*) FROM cerebro.leaderboard").fetchone() == (0,)
+
+
+def test_a_backend_that_trained_runs_a_costly_query_without_jit(cluster: ClusterConfig) -> None:
+    """TensorFlow and the LLVM JIT in one backend: SIGSEGV in free() (the server restarts). The install turns JIT
+    off for the database; a session that asks for JIT at any cost still gets none, and lives."""
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        assert conn.execute("SHOW jit").fetchone() == ("off",)
+        conn.execute(
+            "DO LANGUAGE plpython3u $$\n"
+            "import numpy as np\n"
+            "from cerebro_plpy import training\n"
+            "training.tensorflow({})\n"
+            "import keras\n"
+            "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation='softmax')])\n"
+            "model.compile(optimizer='adam', loss='sparse_categorical_crossentropy')\n"
+            "model.fit(np.zeros((8, 4)), np.zeros(8), epochs=1, verbose=0)\n"
+            "$$"
+        )
+        conn.execute("SET jit_above_cost = 0")
+        plan = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) SELECT sum(g * 2 + 1) FROM generate_series(1, 1000) g"
+        ).fetchone()
+        assert plan is not None and "JIT" not in plan[0][0], plan
+        assert conn.execute("SELECT sum(g) FROM generate_series(1, 1000) g").fetchone() == (500500,)

@@ -184,10 +184,14 @@ def test_a_swinging_or_rising_training_loss_gets_a_lower_lr_and_a_climbing_one_a
     assert warning["category"] == "warning" and warning["evidence"]["train_loss"] == 1.2
 
 
+#: The validation losses of the overfitting config below: lowest at epoch 3, 5 % above it by epoch 5, rising since.
+OVERFIT_VAL_LOSS = [0.6, 0.5, 0.45, 0.48, 0.52, 0.56]
+
+
 def test_overfitting_and_possible_leakage_are_warned_about(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    *leaders, overfit, ahead, perfect = grid(user, tenants["dataset"], 6, epochs=8)[1]
+    *leaders, overfit, climbing, ahead, perfect = grid(user, tenants["dataset"], 7, epochs=8)[1]
     play(
         system,
         {
@@ -200,12 +204,15 @@ def test_overfitting_and_possible_leakage_are_warned_about(
                 (0.4, 0.8, 0.52, 0.73),
                 (0.3, 0.85, 0.56, 0.72),
             ],
+            # Validation loss rising as overfit's does, but its metric still climbs: no overfitting yet.
+            climbing: [(1 - 0.14 * e, 0.5 + 0.07 * e, loss, 0.6 + 0.03 * e) for e, loss in enumerate(OVERFIT_VAL_LOSS)],
             ahead: [(1.0 - 0.1 * e, 0.5 + 0.03 * e, 0.8 - 0.1 * e, 0.7 + 0.03 * e) for e in range(6)],
             perfect: [(0.5, 0.8, 0.1, 0.95), (0.3, 0.9, 0.01, 0.9995)],
         },
     )
     kinds = set(live(user, overfit))
     assert {("overfitting", overfit), ("leakage", ahead), ("leakage", perfect)} <= kinds
+    assert ("overfitting", climbing) not in kinds
     assert not any(config in leaders for _, config in kinds)
     leak = suggestion(user, "leakage", ahead)
     assert leak["sql"] is None and leak["evidence"]["epochs_val_ahead"] == 5

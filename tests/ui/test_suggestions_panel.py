@@ -4,6 +4,7 @@ curves are written by hand the way record_hop writes them, so the epoch-end hook
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -69,6 +70,11 @@ def steered(conn: Session, system: Session, blobs_2seg: str) -> dict[str, Any]:
 def texts(app: AppTest) -> str:
     kinds = ("markdown", "caption", "error", "toast", "code")
     return "\n".join(str(element.value) for kind in kinds for element in app.get(kind))
+
+
+def unescaped(app: AppTest) -> str:
+    """:func:`texts` as the page shows it (our captions escape Markdown)."""
+    return texts(app).replace("\\", "")
 
 
 def keys(app: AppTest, prefix: str) -> list[str]:
@@ -159,7 +165,77 @@ def test_a_warning_with_nothing_to_carry_out_has_no_accept(conn: Session, system
     assert one(conn, "SELECT resolution FROM suggestion_log WHERE suggestion_id = %s", leakage) == "dismissed"
 
 
+def test_the_autonomy_switch_changes_the_workload_and_a_refused_switch_changes_nothing(
+    conn: Session, system: Session, blobs_2seg: str
+) -> None:
+    workload_id, _ = grid(conn, blobs_2seg, 2, epochs=4)
+    row = "SELECT autonomy, budget_epochs, budget_seconds FROM workloads WHERE workload_id = %s"
+    app = open_page("workload_detail", workload=str(workload_id))
+    switch = app.segmented_control(key=f"autonomy_{workload_id}")
+    assert switch.value == "manual"
+    assert "Manual: the system only suggests" in unescaped(app)
+    assert not [n for n in app.number_input if str(n.key).startswith("budget_")]  # a budget only for autopilot
+
+    switch.set_value("cruise").run()
+    app.button(key=f"apply_autonomy_{workload_id}").click().run()
+    assert one(conn, row, workload_id) == ("cruise", None, None)
+    assert [t.value for t in app.toast] == [f"workload {workload_id}: cruise"]
+    assert "Cruise control: the system accepts the non-destructive suggestions" in unescaped(app)
+
+    # An autopilot without a budget: the server's refusal, with its hint, and the workload stays as it was.
+    app.segmented_control(key=f"autonomy_{workload_id}").set_value("autopilot").run()
+    assert app.number_input(key=f"budget_epochs_{workload_id}").value is None
+    app.button(key=f"apply_autonomy_{workload_id}").click().run()
+    errors = [str(error.value) for error in app.error]
+    assert any("an autopilot needs a budget" in error and "(hint: " in error for error in errors), texts(app)
+    assert one(conn, row, workload_id) == ("cruise", None, None)
+    assert one(conn, "SELECT autopilot_since FROM workloads WHERE workload_id = %s", workload_id) is None
+
+    app.number_input(key=f"budget_epochs_{workload_id}").set_value(12).run()
+    app.button(key=f"apply_autonomy_{workload_id}").click().run()
+    assert one(conn, row, workload_id) == ("autopilot", 12, None)
+    assert f"workload {workload_id}: autopilot (budget 12 epochs)" in [t.value for t in app.toast]
+    assert "Spent so far: 0 of 12 epochs." in unescaped(app)
+    assert app.segmented_control(key=f"autonomy_{workload_id}").value == "autopilot"  # follows the row
+
+    conn.execute("UPDATE workloads SET autonomy = 'manual' WHERE workload_id = %s", [workload_id])  # from psql
+    app.run()
+    assert app.segmented_control(key=f"autonomy_{workload_id}").value == "manual"
+
+
+def test_a_config_page_has_no_autonomy_switch(steered: dict[str, Any]) -> None:
+    app = open_page("config", config=str(steered["crawling"]))
+    assert not app.segmented_control or all(
+        not str(control.key).startswith("autonomy_") for control in app.segmented_control
+    )
+
+
 # ---- pure shaping
+
+
+def test_the_autonomy_text_says_what_the_system_does_and_what_it_spent() -> None:
+    manual = {"autonomy": "manual", "budget_epochs": None, "budget_seconds": None}
+    assert suggestion_panel.autonomy_text(manual) == "Manual: the system only suggests; you accept or dismiss."
+    pilot = {
+        "autonomy": "autopilot",
+        "budget_of": None,
+        "budget_spent_at": None,
+        "epochs_spent": 7,
+        "seconds_spent": 95,
+        "effective_budget_epochs": 40,
+        "effective_budget_seconds": None,
+    }
+    assert suggestion_panel.autonomy_text(pilot).endswith("as you set it. Spent so far: 7 of 40 epochs.")
+    both = {**pilot, "effective_budget_seconds": 600}
+    assert suggestion_panel.autonomy_text(both).endswith("Spent so far: 7 of 40 epochs, 95 of 600 seconds.")
+    spent = {**pilot, "budget_spent_at": datetime(2026, 12, 1, 9, 5, 7, tzinfo=UTC)}
+    assert suggestion_panel.autonomy_text(spent).endswith(
+        "Budget spent (7 of 40 epochs) at 09:05:07: a new budget lets it go on."
+    )
+    drill = {**pilot, "budget_of": 3}
+    assert suggestion_panel.autonomy_text(drill).endswith(
+        "A drill-down: it spends the budget of workload 3 (7 of 40 epochs so far)."
+    )
 
 
 def row(suggestion_id: int, kind: str, category: str = "action", config_id: int | None = 1) -> dict[str, Any]:

@@ -50,3 +50,18 @@ BEGIN
     RETURN owner;
 END
 $$;
+
+-- For SECURITY DEFINER functions, where is_internal() reads the definer (true for anyone who sets
+-- cerebro.internal): whether the system itself is the caller, the setting on and the acting role the
+-- schema owner's (the scheduler accepting a suggestion: 30_procedures/95_autonomy.sql).
+CREATE OR REPLACE FUNCTION caller_is_system() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
+AS $$
+    SELECT coalesce(current_setting('cerebro.internal', true), '') = 'on'
+       AND pg_has_role(acting_role(), (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'cerebro'), 'USAGE')
+$$;
+
+-- Who acts, for what a SECURITY DEFINER function logs: 'cerebro' (as event_actor()) or the acting role.
+CREATE OR REPLACE FUNCTION caller_actor() RETURNS text
+LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
+AS $$ SELECT CASE WHEN caller_is_system() THEN 'cerebro' ELSE acting_role() END $$;

@@ -26,6 +26,9 @@ SELECT * FROM (VALUES
     ('config', 'resume', 'completed', 'running', 'user', 'running', 'epochs left'),
     ('config', 'resume', 'failed', 'running', 'user', 'running', 'epochs left'),
     ('config', 'start', 'pending', 'running', 'system', 'running', NULL),
+    -- cruise control and autopilot accepting a resume or an extend suggestion (95_autonomy.sql)
+    ('config', 'reopen', 'stopped', 'running', 'system', 'running', 'epochs left'),
+    ('config', 'reopen', 'completed', 'running', 'system', 'running', 'epochs left'),
     ('config', 'complete', 'pending', 'completed', 'system', 'completed', 'no epoch left'),
     ('config', 'complete', 'running', 'completed', 'system', 'completed', 'no epoch left'),
     ('config', 'complete', 'stopped', 'completed', 'system', 'completed', 'no epoch left'),

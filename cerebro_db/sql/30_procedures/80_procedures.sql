@@ -12,37 +12,52 @@ CREATE OR REPLACE FUNCTION hyperband_rung_factor() RETURNS int
 LANGUAGE sql IMMUTABLE SET search_path = cerebro, pg_temp
 AS $$ SELECT 3 $$;
 
-CREATE OR REPLACE FUNCTION hyperband_observe(config_id int, epoch int) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+-- Where a config stands at the end of its epoch, by the rung rule: whether the epoch is a rung (a
+-- power of eta below the config's max_epochs), how many of the workload's configs reached it, how
+-- many of those did better, and how many the rung keeps (the top 1/eta, at least 1). It loses the
+-- rung when at least eta reached it and keep or more did better. Hyperband prunes on it, and so does
+-- an autopilot whose budget cannot finish its configs (95_autonomy.sql).
+CREATE OR REPLACE FUNCTION rung_standing(
+    config_id int, epoch int, OUT rung boolean, OUT val_metric float8, OUT reached int, OUT better int, OUT keep int,
+    OUT loses boolean
+)
+LANGUAGE plpgsql STABLE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     eta int := hyperband_rung_factor();
     this record;
-    rung int := 1;
-    reached int;
-    better int;
-    keep int;
+    power int := 1;
 BEGIN
-    SELECT c.workload_id, c.max_epochs, m.val_metric INTO this
+    SELECT c.workload_id, c.max_epochs, m.val_metric AS val INTO this
     FROM configs c JOIN epoch_metrics m USING (config_id)
-    WHERE c.config_id = hyperband_observe.config_id AND m.epoch = hyperband_observe.epoch;
-    WHILE rung < epoch LOOP
-        rung := rung * eta;
+    WHERE c.config_id = rung_standing.config_id AND m.epoch = rung_standing.epoch;
+    WHILE power < epoch LOOP
+        power := power * eta;
     END LOOP;
-    IF rung <> epoch OR epoch >= this.max_epochs THEN  -- rungs: powers of eta below max_epochs
-        RETURN;
-    END IF;
+    rung := power = epoch AND epoch < this.max_epochs;
+    val_metric := this.val;
+    SELECT count(*), count(*) FILTER (WHERE m.val_metric > this.val) INTO reached, better
+    FROM configs c JOIN epoch_metrics m USING (config_id)
+    WHERE c.workload_id = this.workload_id AND m.epoch = rung_standing.epoch;
+    keep := greatest(1, reached / eta);
+    loses := rung AND reached >= eta AND better >= keep;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION hyperband_observe(config_id int, epoch int) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    standing record;
+BEGIN
     IF EXISTS (SELECT 1 FROM config_events e WHERE e.config_id = hyperband_observe.config_id AND e.kind = 'pruned') THEN
         RETURN;
     END IF;
-    SELECT count(*), count(*) FILTER (WHERE m.val_metric > this.val_metric) INTO reached, better
-    FROM configs c JOIN epoch_metrics m USING (config_id)
-    WHERE c.workload_id = this.workload_id AND m.epoch = hyperband_observe.epoch;
-    keep := greatest(1, reached / eta);
-    IF reached >= eta AND better >= keep THEN
+    SELECT * INTO standing FROM rung_standing(config_id, epoch);
+    IF standing.loses THEN
         PERFORM config_transition(config_id, 'prune', format(
             'hyperband: val metric %s at epoch %s is not in the top %s of %s configs at this rung',
-            round(this.val_metric::numeric, 4), epoch, keep, reached));
+            round(standing.val_metric::numeric, 4), epoch, standing.keep, standing.reached));
     END IF;
 END
 $$;
@@ -116,6 +131,12 @@ BEGIN
         PERFORM suggest_observe(config_id, epoch);
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'no suggestions for config % at epoch %: %', config_id, epoch, SQLERRM;
+    END;
+    -- Cruise control and autopilot accept some of them (95_autonomy.sql); nor does that fail a unit.
+    BEGIN
+        PERFORM autonomy_observe(config_id);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'no autonomy for config % at epoch %: %', config_id, epoch, SQLERRM;
     END;
     PERFORM set_config('cerebro.internal', was_internal, true);
 END

@@ -23,7 +23,8 @@ SELECT * FROM (VALUES
     ('drill_down', 'action', 'run_model_selection', true,
      'a new workload searching around the top configs, warm-started from their weights'),
     ('divergence', 'warning', 'stop', false, 'its training loss climbs fast: it is likely to fail (NaN) soon'),
-    ('overfitting', 'warning', 'stop', false, 'its validation loss rises while its training loss falls'),
+    ('overfitting', 'warning', 'stop', false,
+     'its validation loss rises while its training loss falls, and its validation metric no longer improves'),
     ('leakage', 'warning', NULL, NULL,
      'validation better than training for many epochs, or near perfect: rows may be shared between the splits'),
     ('dataset_too_small', 'warning', NULL, NULL,
@@ -172,7 +173,7 @@ AS $$
           AND s.resolution IN ('accepted', 'dismissed')
           AND s.resolved_at > coalesce((SELECT max(e.at) FROM config_events e
                                         WHERE e.config_id = suggestion_repeat_blocked.config_id
-                                          AND e.kind NOT IN ('max_epochs', 'accepted')), '-infinity'))
+                                          AND e.kind NOT IN ('max_epochs', 'accepted', 'declined')), '-infinity'))
 $$;
 
 -- The statement a user would type to carry the suggestion out (accept_suggestion does the same, from
@@ -336,10 +337,14 @@ BEGIN
             '{}');
     END IF;
 
-    IF active AND curve.epochs >= t.curve_window AND curve.val_loss_slope > 0 AND curve.train_loss_slope < 0
+    -- Only once the validation metric is flat too: a rising validation loss with a metric still
+    -- climbing (confidence lost on rows already wrong) costs nothing that selection measures, and a
+    -- stop there would end the configs that are still getting better.
+    IF active AND flat AND curve.val_loss_slope > 0 AND curve.train_loss_slope < 0
        AND curve.val_loss > (1 + t.overfit_rise) * curve.min_val_loss THEN
         PERFORM add_suggestion(c.workload_id, config_id, 'overfitting',
-            format('validation loss rose to %s (lowest %s) over its last %s epochs while training loss fell',
+            format('validation loss rose to %s (lowest %s) over its last %s epochs while training loss fell, and'
+                   ' the validation metric no longer improves',
                    _shown(curve.val_loss), _shown(curve.min_val_loss), t.curve_window),
             jsonb_build_object('epoch', epoch, 'val_loss', _evidence_number(curve.val_loss),
                                'min_val_loss', _evidence_number(curve.min_val_loss),

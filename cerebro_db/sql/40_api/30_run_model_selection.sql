@@ -1,6 +1,8 @@
 -- run_model_selection: record a workload and the configs its procedure starts with;
 -- returns the workload id at once (the scheduler trains it).
 --   SELECT run_model_selection('fashion', 'cnn', '{"lr":[0.001,0.01],"batch_size":[64,256]}');
+--   SELECT run_model_selection('fashion', 'cnn', '{"lr":[0.001,0.01]}', autonomy => 'autopilot',
+--                              budget_epochs => 40);   -- the system accepts its suggestions (95_autonomy.sql)
 
 -- registered: whether model names a registered script (is_registered_model, 90_register_model.sql).
 CREATE OR REPLACE FUNCTION _expand_search_space(
@@ -79,18 +81,22 @@ $$;
 -- The workload row: SECURITY DEFINER (tenants have no INSERT on workloads), so it checks what
 -- row-level security and the caller's grants checked before: the dataset and the parent
 -- workload are the caller's, the model and search space expand. It stamps the owner before
--- the insert, so workloads_guard applies the caller's limits. Returns the new workload and
--- the params of the configs it starts with (run_model_selection inserts them, as the caller).
+-- the insert, so workloads_guard applies the caller's limits (and workloads_autonomy checks the
+-- autonomy and budget). The system's drill-down (an accepted suggestion, 95_autonomy.sql) is the
+-- parent's owner's. Returns the new workload and the params of the configs it starts with
+-- (run_model_selection inserts them, as the caller).
 CREATE OR REPLACE FUNCTION _create_workload(
     dataset text, model text, search_space jsonb, procedure text, max_epochs int, num_configs int, name text,
-    parent_workload int, warm_start boolean, seed int, unit_timeout interval,
-    OUT new_workload int, OUT config_params jsonb
+    parent_workload int, warm_start boolean, seed int, unit_timeout interval, autonomy text DEFAULT 'manual',
+    budget_epochs int DEFAULT NULL, budget_seconds int DEFAULT NULL, OUT new_workload int, OUT config_params jsonb
 )
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    owner text := owner_of_new_rows();
+    owner text := CASE WHEN caller_is_system() AND parent_workload IS NOT NULL
+                       THEN (SELECT w.owner FROM workloads w WHERE w.workload_id = parent_workload)
+                       ELSE owner_of_new_rows() END;
     shape int[];
     spread int;
 BEGIN
@@ -125,9 +131,9 @@ BEGIN
                                                          (SELECT count(*)::int FROM segments),
                                                          is_registered_model(model)));
     INSERT INTO workloads (owner, name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
-                           parent_workload_id, warm_start, unit_timeout)
+                           parent_workload_id, warm_start, unit_timeout, autonomy, budget_epochs, budget_seconds)
     VALUES (owner, name, dataset, model, search_space, procedure, max_epochs, num_configs, seed,
-            parent_workload, warm_start, unit_timeout)
+            parent_workload, warm_start, unit_timeout, autonomy, budget_epochs, budget_seconds)
     RETURNING workload_id INTO new_workload;
 END
 $$;
@@ -143,7 +149,10 @@ CREATE OR REPLACE FUNCTION run_model_selection(
     parent_workload int DEFAULT NULL,
     warm_start boolean DEFAULT false,
     seed int DEFAULT NULL,
-    unit_timeout interval DEFAULT NULL
+    unit_timeout interval DEFAULT NULL,
+    autonomy text DEFAULT 'manual',
+    budget_epochs int DEFAULT NULL,
+    budget_seconds int DEFAULT NULL
 ) RETURNS int
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
@@ -152,7 +161,8 @@ DECLARE
     created record;
 BEGIN
     SELECT * INTO created FROM _create_workload(dataset, model, search_space, procedure, max_epochs, num_configs, name,
-                                                parent_workload, warm_start, seed, unit_timeout);
+                                                parent_workload, warm_start, seed, unit_timeout, autonomy,
+                                                budget_epochs, budget_seconds);
     -- Config k gets the k-th seed after the workload's: reproducible, distinct initial weights per config.
     INSERT INTO configs (workload_id, params, max_epochs, seed)
     SELECT created.new_workload, p.value, w.max_epochs, derived_seed(w.seed, p.k)

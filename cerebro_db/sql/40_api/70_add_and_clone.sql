@@ -34,7 +34,8 @@ $$;
 -- overrides: lr, batch_size (and other keys that keep the architecture), max_epochs (required
 -- when the source has finished its epochs: the clone must have some left).
 -- SECURITY DEFINER: it copies model_states, which users cannot touch, so it checks itself
--- that the caller owns the source.
+-- that the caller owns the source. created_by: the caller, 'cerebro' for the system (autonomy's clones
+-- are not the user's: 95_autonomy.sql tells them apart).
 CREATE OR REPLACE FUNCTION clone_config(config_id int, overrides jsonb DEFAULT '{}') RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
@@ -95,7 +96,7 @@ BEGIN
     VALUES (source.workload_id,
             new_params, 'pending', source.epochs_done,
             coalesce((overrides ->> 'max_epochs')::int, source.max_epochs), source.seed, clone_config.config_id,
-            acting_role(), format('clone of config %s', clone_config.config_id))
+            caller_actor(), format('clone of config %s', clone_config.config_id))
     RETURNING configs.config_id INTO clone_id;
     PERFORM check_active_configs(source.owner);  -- the insert ran as the system: the quota trigger let it be
     IF source.state IS NOT NULL THEN

@@ -103,7 +103,7 @@ $$;
 
 -- Records the caller's open suggestion as dismissed, or as accepted once what it carries out is done
 -- (``made``: the config or workload the action created), and logs an acceptance in config_events
--- (actor: the caller; linked to the suggestion) on its config, or on the configs a drill-down is around.
+-- (actor: the caller, 'cerebro' for the system; linked to the suggestion) on its config, or on the configs a drill-down is around.
 -- So the log cannot say a suggestion was accepted that was not carried out.
 -- SECURITY DEFINER: users cannot write suggestion_log nor config_events.
 CREATE OR REPLACE FUNCTION _resolve_suggestion(suggestion_id bigint, resolution text, made int DEFAULT NULL)
@@ -137,14 +137,14 @@ BEGIN
                   ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     UPDATE suggestion_log s
-    SET resolution = _resolve_suggestion.resolution, resolved_by = acting_role(), resolved_at = clock_timestamp()
+    SET resolution = _resolve_suggestion.resolution, resolved_by = caller_actor(), resolved_at = clock_timestamp()
     WHERE s.suggestion_id = picked.suggestion_id
     RETURNING s.* INTO picked;
     IF resolution = 'accepted' THEN
         INSERT INTO config_events (config_id, kind, epochs_done, detail, actor, at, suggestion_id)
         SELECT c.config_id, 'accepted', c.epochs_done, format('suggestion %s (%s): %s', picked.suggestion_id,
                                                               picked.kind, picked.sql),
-               acting_role(), clock_timestamp(), picked.suggestion_id
+               caller_actor(), clock_timestamp(), picked.suggestion_id
         FROM configs c
         WHERE c.config_id = picked.config_id
            OR (picked.config_id IS NULL
@@ -155,20 +155,15 @@ END
 $$;
 
 -- Carries the suggestion out through the same SQL API its sql column shows, as the caller (invoker
--- rights: their grants, row-level security, limits and the status machine apply), then records it, and
--- returns what it did. A refused action changes nothing: the suggestion stays open.
-CREATE OR REPLACE FUNCTION accept_suggestion(suggestion_id bigint) RETURNS text
+-- rights: a user's grants, row-level security, limits and the status machine apply; the system's
+-- acceptance, 95_autonomy.sql, goes the same way as the system). Returns what it created (a clone, a
+-- drill-down's workload) and what it did.
+CREATE OR REPLACE FUNCTION _carry_out_suggestion(s suggestion_log, OUT made int, OUT done text)
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
-    s suggestion_log := _open_suggestion(suggestion_id);
     a jsonb := s.action;
-    made int;
-    done text;
 BEGIN
-    IF s.action IS NULL THEN  -- a warning: _resolve_suggestion refuses it with its hint
-        PERFORM _resolve_suggestion(suggestion_id, 'accepted');
-    END IF;
     CASE (SELECT k.carries_out FROM suggestion_kinds k WHERE k.kind = s.kind)
     WHEN 'stop' THEN
         UPDATE configs SET status = 'stopped' WHERE config_id = s.config_id;
@@ -189,8 +184,24 @@ BEGIN
                                     parent_workload => (a ->> 'parent_workload')::int, warm_start => true);
         done := format('workload %s started: %s', made, a ->> 'name');
     END CASE;
-    PERFORM _resolve_suggestion(suggestion_id, 'accepted', made);
-    RETURN done;
+END
+$$;
+
+-- Carries the caller's suggestion out (_carry_out_suggestion), then records it, and returns what it
+-- did. A refused action changes nothing: the suggestion stays open.
+CREATE OR REPLACE FUNCTION accept_suggestion(suggestion_id bigint) RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    s suggestion_log := _open_suggestion(suggestion_id);
+    carried record;
+BEGIN
+    IF s.action IS NULL THEN  -- a warning: _resolve_suggestion refuses it with its hint
+        PERFORM _resolve_suggestion(suggestion_id, 'accepted');
+    END IF;
+    carried := _carry_out_suggestion(s);
+    PERFORM _resolve_suggestion(suggestion_id, 'accepted', carried.made);
+    RETURN carried.done;
 END
 $$;
 
