@@ -7,12 +7,16 @@ Fashion-MNIST's 28x28x1, resized to the applications' minimum 32x32; bert on tok
 
 * the state's size (weights + optimizer slots + iteration counter),
 * save ms (capture + encode) and load ms (decode + restore), medians of ``--repeats``,
-* the database's part of a hop: upserting the state into a table like ``model_states`` (bytea, STORAGE
-  EXTERNAL) and reading it back (``--no-db`` skips it),
+* the database's part of a hop as a local unit has it: claim_unit, run_unit with the training stubbed, COMMIT,
+  and the multi-server coordinator's part from a client; split into write, WAL, commit and read (``--no-db``
+  skips it),
+* the same hop as of BEFORE_REF (before issue 20: its SQL and codec, in a cluster of its own), in turns with
+  today's so that other work on the machine weighs on both (``--no-before`` skips it),
 * the sub-epoch time on a shard of ``--shard-rows`` rows (default: half of Fashion-MNIST's 60000 training
   rows, one of 2 segments), measured on passes of ``--batches`` batches (for at least ``--min-seconds``) after a
   warm-up batch, and scaled,
-* the hop's share of a unit: (save + load + db) / (that + sub-epoch); the target is <= 5%.
+* the hop's share of a unit: (save + load + db) / (that + sub-epoch); the targets: a share <= 5%, resnet50's hop
+  <= 1 s, no hop slower than before.
 
 One process, one TensorFlow thread (as a segment backend)::
 
