@@ -80,7 +80,13 @@ def hop_overhead(results: Path) -> list[str]:
         f"- Hop share from {pct(float(low['hop_share']))} ({low['model']}) to {pct(float(high['hop_share']))}"
         f" ({high['model']}) on a {models[0]['shard_rows']}-row shard.",
         f"- The largest state ({db['model']}, {int(db['state_bytes']) / 2**20:.0f} MiB): database part"
-        f" {float(db['db_ms']):.0f} ms of a {float(db['hop_ms']):.0f} ms hop.",
+        f" {float(db['db_ms']):.0f} ms of a {float(db['hop_ms']):.0f} ms hop"
+        + (
+            f" (before: {float(db['before_db_ms']):.0f} ms of {float(db['before_hop_ms']):.0f} ms; state-sized copies"
+            f" per local unit {float(db['before_copies']):.0f} -> {float(db['state_copies']):.0f})."
+            if db.get("before_hop_ms")
+            else "."
+        ),
     ]
 
 

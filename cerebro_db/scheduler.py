@@ -20,7 +20,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ UNIT_LOCK_TIMEOUT = "30s"
 #: If this process dies mid-unit, a backend running the unit notices within a second (at
 #: its next batch) and rolls back.
 CONNECTION_CHECK = "-c client_connection_check_interval=1000"
+#: Units a segment committed shortly before its server crashed: their asynchronous commits may be lost.
+LATELY = 8
 
 
 class SchedulerBusy(RuntimeError):
@@ -115,6 +118,12 @@ class AttemptLog:
         assert row is not None
         attempt: int = row[0]
         return attempt
+
+    def committed_lately(self, config_ids: Iterable[int]) -> None:
+        """Configs whose units committed just before their server went away: a unit's transaction commits
+        without waiting for its WAL flush (record_hop), so a server crash may have lost such a hop, its attempt
+        open again. The next :meth:`settle` abandons the attempt if so (it costs nothing; the unit runs again)."""
+        self._lost_begins.extend(config_ids)
 
     def end(self, attempt: int, failure: UnitFailure) -> None:
         """Settle an attempt that did not commit (now, or at the next :meth:`settle`)."""
@@ -265,6 +274,8 @@ class Scheduler:
     def _segment_loop(self, segment: int, location: str | None, progress: _Progress, until_idle: bool) -> None:
         """Serve one segment; a lost connection (a server restart) is re-opened, its unit runs again."""
         attempts = AttemptLog(self.dsn)
+        #: The configs of this segment's last units: what a server crash may have un-committed.
+        lately: deque[int] = deque(maxlen=LATELY)
         try:
             while not self._stop.is_set():
                 try:
@@ -279,9 +290,11 @@ class Scheduler:
                         ) as conn,
                         contextlib.closing(self._open_segment(segment, location)) as executor,
                     ):
-                        self._serve(conn, Farewell.watch(conn), executor, attempts, progress, until_idle)
+                        self._serve(conn, Farewell.watch(conn), executor, attempts, progress, until_idle, lately)
                 except (psycopg.OperationalError, UnitFailure) as error:
                     log.warning("segment %s is unavailable (%s); its unit runs again, reconnecting", segment, error)
+                    attempts.committed_lately(lately)
+                    lately.clear()
                     self._stop.wait(self.idle_wait)
                 except Exception:  # a bug must not silence a segment for good: log it, start afresh
                     log.exception("segment %s hit an unexpected error; reconnecting", segment)
@@ -302,6 +315,7 @@ class Scheduler:
         attempts: AttemptLog,
         progress: _Progress,
         until_idle: bool,
+        lately: deque[int],
     ) -> None:
         segment = executor.segment
         conn.execute(f"LISTEN {CHANNEL}")
@@ -318,6 +332,7 @@ class Scheduler:
                 progress.release()
                 raise
             if result is not None:
+                lately.append(result["config_id"])
                 with progress.lock:
                     progress.idle.discard(segment)
                     progress.results.append(result)

@@ -64,12 +64,13 @@ class ServerSegment:
         self._held: set[int | str] = set()
 
     def run_unit(self, coordinator: psycopg.Connection[Any], config_id: int) -> dict[str, Any]:
+        # The state (hundreds of MB for big models) travels in binary, not hex; and the functions are called
+        # in the select list: one in FROM would first write its row to a tuplestore (to disk beyond work_mem).
         found = coordinator.execute(
-            "SELECT context, state, current_setting('statement_timeout') FROM unit_context(%s, %s)",
-            [config_id, self.segment],
+            "SELECT unit_context(%s, %s), current_setting('statement_timeout')", [config_id, self.segment], binary=True
         ).fetchone()
         assert found is not None
-        context, state, timeout = found
+        (context, state), timeout = found
         with on_the_segment(f"segment {self.segment}'s server", self._farewell):
             self._ensure(coordinator, context["dataset_id"], timeout)
             if context.get("base_sha256") is not None:
@@ -79,12 +80,11 @@ class ServerSegment:
                 self._conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
                 # Features a frozen transfer base's head reads, stored on this server if new (50_features.sql).
                 self._conn.execute("SELECT materialize_features(%s)", [Jsonb(context)])
-                trained = self._conn.execute(
-                    "SELECT summary, new_state FROM train_hop(%s, %s)", [Jsonb(context), state]
-                ).fetchone()
-        assert trained is not None
+                found = self._conn.execute("SELECT train_hop(%s, %s)", [Jsonb(context), state], binary=True).fetchone()
+        assert found is not None
+        summary, new_state = found[0]
         recorded = coordinator.execute(
-            "SELECT record_hop(%s, %s, %s, %s)", [config_id, self.segment, Jsonb(trained[0]), trained[1]]
+            "SELECT record_hop(%s, %s, %s, %s)", [config_id, self.segment, Jsonb(summary), new_state]
         ).fetchone()
         assert recorded is not None
         result: dict[str, Any] = recorded[0]

@@ -42,10 +42,13 @@ class ModelState:
                 "meta": self.meta,
             }
         ).encode()
-        return b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header, *(a.tobytes() for a in arrays)])
+        # The arrays' own (C-contiguous) buffers: one copy into the result; tobytes first would make two.
+        return b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header, *(a.data for a in arrays)])
 
     @classmethod
-    def decode(cls, raw: bytes) -> ModelState:
+    def decode(cls, raw: bytes, *, copy: bool = True) -> ModelState:
+        """``copy=False``: read-only arrays over ``raw`` (no copy of hundreds of MB), for a caller that only
+        reads them, such as ``training.restore``."""
         if len(raw) < _PREFIX.size:
             raise StateFormatError(f"state is {len(raw)} bytes, too short for a header")
         magic, version, header_len = _PREFIX.unpack_from(raw)
@@ -68,7 +71,8 @@ class ModelState:
             end = offset + count * dtype.itemsize
             if end > len(raw):
                 raise StateFormatError(f"state truncated: needs {end} bytes, has {len(raw)}")
-            arrays.append(np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape).copy())
+            array = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape)
+            arrays.append(array.copy() if copy else array)
             offset = end
         if offset != len(raw):
             raise StateFormatError(f"state has {len(raw) - offset} trailing bytes")

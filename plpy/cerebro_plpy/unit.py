@@ -61,7 +61,9 @@ def train_hop(
     x, y = shard.train
     tick = time.perf_counter()
     model = training.guarded_model(gd, spec, max_training_mb, len(y), context["validation_rows"])
-    training.restore(model, ModelState.decode(state) if state is not None else training.initial_state(gd, spec))
+    # restore only reads the arrays: views of the state's bytes, no copy
+    restored = ModelState.decode(state, copy=False) if state is not None else training.initial_state(gd, spec)
+    training.restore(model, restored)
     training.set_learning_rate(model, spec.params["lr"])
     state_load = time.perf_counter() - tick
 

@@ -151,3 +151,43 @@ def test_truncated_inside_header() -> None:
     raw = sample_state().encode()
     with pytest.raises(StateFormatError):
         ModelState.decode(raw[: PREFIX.size + 10])
+
+
+# --- the hop's copies ------------------------------------------------------------------------------------------
+
+
+def test_encode_is_the_arrays_bytes() -> None:
+    """encode writes each array's buffer as it is (no tobytes copy first): the same bytes tobytes gives, for every
+    layout (0-d, empty, big-endian, made contiguous)."""
+    state = sample_state()
+    transposed = np.arange(6, dtype=np.float32).reshape(2, 3).T
+    state.model_variables.append(transposed)
+    raw = state.encode()
+    arrays = [np.asarray(a, order="C") for a in (*state.model_variables, *state.optimizer_variables)]
+    body = b"".join(a.tobytes() for a in arrays)
+    assert raw.endswith(body) and len(raw) - len(body) == PREFIX.size + PREFIX.unpack_from(raw)[2]
+
+
+def test_decode_without_copy_views_the_bytes() -> None:
+    """copy=False (the unit's restore): read-only views of the state's bytes, bit-exact; the default still copies."""
+    state = sample_state()
+    raw = state.encode()
+    views = ModelState.decode(raw, copy=False)
+    for original, view in zip(
+        state.model_variables + state.optimizer_variables,
+        views.model_variables + views.optimizer_variables,
+        strict=True,
+    ):
+        assert same_bits(original, view)
+        assert not view.flags.writeable and not view.flags.owndata
+    with pytest.raises(ValueError, match="read-only"):
+        views.model_variables[0][0, 0] = 1.0
+    assert all(a.flags.owndata for a in ModelState.decode(raw).model_variables)
+
+
+def test_decode_without_copy_checks_the_same() -> None:
+    raw = sample_state().encode()
+    with pytest.raises(StateFormatError, match="state truncated"):
+        ModelState.decode(raw[:-4], copy=False)
+    with pytest.raises(StateFormatError, match="trailing bytes"):
+        ModelState.decode(raw + b"\0", copy=False)

@@ -128,6 +128,7 @@ def test_another_users_config_cannot_be_stopped_cloned_or_extended(
         "SELECT * FROM claim_unit(0)",
         "SELECT run_unit(1, 0)",
         "SELECT * FROM unit_context(1, 0)",  # hands out model state
+        "SELECT unit_start(1, 0)",  # marks a unit's start
         "SELECT * FROM train_hop('{}', NULL)",
         "SELECT record_hop(1, 0, '{}', ''::bytea)",  # would write any state as a hop
         "SELECT fail_config(1, 'x')",

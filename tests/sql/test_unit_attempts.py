@@ -132,3 +132,26 @@ def test_a_new_scheduler_abandons_what_a_dead_one_left_open(conn: Session, confi
     assert one(conn, "SELECT abandon_unit_attempts()") >= 1
     assert one(conn, "SELECT outcome FROM unit_attempts WHERE attempt_id = %s", open_attempt) == "abandoned"
     assert status(conn, config) == ("pending", None)
+
+
+def test_a_hop_a_server_crash_took_back_frees_its_config(conn: Session, config: int, dsn: str) -> None:
+    """A unit's commit does not wait for its WAL flush: a crash right after may lose the hop, and with it the
+    attempt's 'committed'. The scheduler hands its segment's last configs to the attempt log on reconnecting,
+    which abandons such an attempt (free: the unit runs again) and leaves settled ones as they are."""
+    from cerebro_db.scheduler import AttemptLog
+
+    attempt(conn, config, "committed")  # a hop that stayed
+    lost = one(conn, "SELECT begin_unit_attempt(%s, 0, 1)", config)  # a hop whose commit the crash lost
+    assert not claimable(dsn, config)
+    log = AttemptLog(dsn)
+    try:
+        log.committed_lately([config, config])
+        log.settle()
+    finally:
+        log.close()
+    outcomes = conn.execute(
+        "SELECT outcome FROM unit_attempts WHERE config_id = %s ORDER BY attempt_id", [config]
+    ).fetchall()
+    assert outcomes == [("committed",), ("abandoned",)]
+    assert one(conn, "SELECT outcome FROM unit_attempts WHERE attempt_id = %s", lost) == "abandoned"
+    assert claimable(dsn, config)

@@ -38,17 +38,18 @@ END
 $$;
 
 -- What the claimed unit trains (model, params, dataset, epoch, ...), as JSON for wherever it
--- trains, and the config's state (NULL before its first hop). The unit starts here: record_hop
--- logs its time from now.
-CREATE OR REPLACE FUNCTION unit_context(config_id int, segment int, OUT context jsonb, OUT state bytea)
+-- trains. The unit starts here: record_hop logs its time from now.
+CREATE OR REPLACE FUNCTION unit_start(config_id int, segment int) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
+DECLARE
+    context jsonb;
 BEGIN
     PERFORM check_unit_in_hand(config_id, segment);
     -- Transaction-local: a session that ran an earlier unit has it reset to '' at that one's end.
     PERFORM set_config('cerebro.unit_started', clock_timestamp()::text, true);
     SELECT jsonb_build_object(
-               'config_id', c.config_id, 'segment', unit_context.segment, 'params', c.params::text,
+               'config_id', c.config_id, 'segment', unit_start.segment, 'params', c.params::text,
                'seed', c.seed, 'epoch', c.epochs_done + 1, 'model', w.model, 'dataset_id', d.dataset_id,
                'feature_shape', d.feature_shape, 'num_classes', d.num_classes, 'num_segments', d.num_segments,
                'validation_rows', d.validation_rows, 'source', r.source, 'entry_point', r.entry_point,
@@ -58,21 +59,32 @@ BEGIN
                'feature_transfer', CASE WHEN w.model = 'transfer' THEN feature_transfer_mode() END,
                'epoch_done', cardinality(coalesce(s.visited_segments, '{}')) + 1 = d.num_segments,
                -- The scheduler's setting: a user's own SET only reaches the check at launch.
-               'max_training_mb', training_memory_limit()),
-           s.state
-    INTO context, state
+               'max_training_mb', training_memory_limit())
+    INTO context
     FROM configs c
     JOIN workloads w ON w.workload_id = c.workload_id
     JOIN datasets d ON d.name = w.dataset
     LEFT JOIN model_states s ON s.config_id = c.config_id
     LEFT JOIN registered_models r ON r.name = w.model
-    WHERE c.config_id = unit_context.config_id;
+    WHERE c.config_id = unit_start.config_id;
     IF NOT FOUND THEN  -- its workload's dataset went meanwhile
         RAISE EXCEPTION 'config % has no dataset to train on', config_id
             USING HINT = 'SELECT * FROM unrunnable_configs() lists configs that can never train, and why',
                   ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM check_transfer_base(config_id);  -- the base it was created on, or none
+    RETURN context;
+END
+$$;
+
+-- unit_start's context, and the config's state (NULL before its first hop): what a unit that trains
+-- elsewhere (a segment server, a Greenplum segment) is handed.
+CREATE OR REPLACE FUNCTION unit_context(config_id int, segment int, OUT context jsonb, OUT state bytea)
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+BEGIN
+    context := unit_start(config_id, segment);
+    state := (SELECT s.state FROM model_states s WHERE s.config_id = unit_context.config_id);
 END
 $$;
 
@@ -103,8 +115,13 @@ $$;
 -- whether the workload is finished. The configs row is updated late, so its row lock (which a
 -- user's UPDATE of the config waits for) is held for milliseconds at commit, never while training.
 -- Returns the unit's summary.
+-- The state is a parameter of hundreds of MB for big models: a custom plan would copy it into the
+-- plan, twice (generic plans take it by reference).
+-- The unit's transaction commits without waiting for its WAL flush (synchronous_commit, for this
+-- transaction only): a crash may then lose the last hops committed before it, whole (state,
+-- progress, unit log and metrics are one transaction), and they simply run again.
 CREATE OR REPLACE FUNCTION record_hop(config_id int, segment int, summary jsonb, state bytea) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     started timestamptz;
@@ -119,6 +136,7 @@ DECLARE
 BEGIN
     -- This transaction's config updates are the system's (the status guard lets them through).
     PERFORM set_config('cerebro.internal', 'on', true);
+    PERFORM set_config('synchronous_commit', 'off', true);
     PERFORM check_unit_in_hand(config_id, segment);
     started := nullif(current_setting('cerebro.unit_started', true), '')::timestamptz;
     IF started IS NULL THEN
@@ -166,20 +184,28 @@ BEGIN
         VALUES (record_hop.config_id, epoch, loss_sum / epoch_rows, metric_sum / epoch_rows,
                 (summary ->> 'val_loss')::float8, (summary ->> 'val_metric')::float8, seconds, clock_timestamp());
     END IF;
-    -- The next epoch starts with empty sums.
-    INSERT INTO model_states AS s (config_id, state, visited_segments, epoch_rows, epoch_loss_sum,
-                                   epoch_metric_sum, epoch_seconds, updated_at)
-    VALUES (record_hop.config_id, record_hop.state,
-            CASE WHEN epoch_done THEN '{}' ELSE progress.visited || record_hop.segment END,
-            CASE WHEN epoch_done THEN 0 ELSE epoch_rows END,
-            CASE WHEN epoch_done THEN 0 ELSE loss_sum END,
-            CASE WHEN epoch_done THEN 0 ELSE metric_sum END,
-            CASE WHEN epoch_done THEN 0 ELSE seconds END,
-            now())
-    ON CONFLICT ON CONSTRAINT model_states_pkey DO UPDATE SET
-        state = excluded.state, visited_segments = excluded.visited_segments, epoch_rows = excluded.epoch_rows,
-        epoch_loss_sum = excluded.epoch_loss_sum, epoch_metric_sum = excluded.epoch_metric_sum,
-        epoch_seconds = excluded.epoch_seconds, updated_at = excluded.updated_at;
+    -- The next epoch starts with empty sums. An UPDATE, not an upsert: ON CONFLICT would copy the state
+    -- once more (the row exists from a config's second hop on).
+    UPDATE model_states s SET
+        state = record_hop.state,
+        visited_segments = CASE WHEN epoch_done THEN '{}' ELSE progress.visited || record_hop.segment END,
+        epoch_rows = CASE WHEN epoch_done THEN 0 ELSE progress.epoch_rows + rows END,
+        epoch_loss_sum = CASE WHEN epoch_done THEN 0 ELSE loss_sum END,
+        epoch_metric_sum = CASE WHEN epoch_done THEN 0 ELSE metric_sum END,
+        epoch_seconds = CASE WHEN epoch_done THEN 0 ELSE seconds END,
+        updated_at = now()
+    WHERE s.config_id = record_hop.config_id;
+    IF NOT FOUND THEN  -- the config's first hop
+        INSERT INTO model_states (config_id, state, visited_segments, epoch_rows, epoch_loss_sum, epoch_metric_sum,
+                                  epoch_seconds, updated_at)
+        VALUES (record_hop.config_id, record_hop.state,
+                CASE WHEN epoch_done THEN '{}' ELSE ARRAY[record_hop.segment] END,
+                CASE WHEN epoch_done THEN 0 ELSE epoch_rows END,
+                CASE WHEN epoch_done THEN 0 ELSE loss_sum END,
+                CASE WHEN epoch_done THEN 0 ELSE metric_sum END,
+                CASE WHEN epoch_done THEN 0 ELSE seconds END,
+                now());
+    END IF;
     INSERT INTO units (config_id, segment, epoch, started_at, finished_at, rows, train_loss, train_metric,
                        data_load_s, state_load_s, train_s, state_save_s, validation_s, backend_pid)
     VALUES (record_hop.config_id, record_hop.segment, epoch, started, clock_timestamp(), rows,
@@ -205,15 +231,19 @@ $$;
 -- above, training on this server's own shard of the segment (after materializing the features a frozen
 -- transfer base's head reads, if they are not stored yet: 50_features.sql).
 --   BEGIN; SELECT * FROM claim_unit(segment); SELECT run_unit(config_id, segment); COMMIT;
+-- The state goes from the table to _train_hop and from it to record_hop without a composite between
+-- (unit_context's and train_hop's OUT rows): each would copy it, hundreds of MB for big models.
 CREATE OR REPLACE FUNCTION run_unit(config_id int, segment int) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
-    unit record := unit_context(config_id, segment);
+    context jsonb := unit_start(config_id, segment);
+    -- A reference to the stored value: _train_hop reads it.
+    state bytea := (SELECT s.state FROM model_states s WHERE s.config_id = run_unit.config_id);
     hop record;
 BEGIN
-    PERFORM materialize_features(unit.context);
-    hop := train_hop(unit.context, unit.state);
-    RETURN record_hop(config_id, segment, hop.summary, hop.new_state);
+    PERFORM materialize_features(context);
+    hop := _train_hop(context, state);  -- train_hop's two statements, without its OUT row
+    RETURN record_hop(config_id, segment, raise_if_error(hop.outcome), hop.new_state);
 END
 $$;
