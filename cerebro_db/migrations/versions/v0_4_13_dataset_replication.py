@@ -30,7 +30,10 @@ _PREPARE_INNER = "text, oid, text, text, text[], float8, int, int, text, int[], 
 _CHECK = (
     "text, text, text[], int[], int, jsonb, text, float8[], float8[], int, int, int, float8, bigint, bigint, text[]"
 )
-_STORE = "text, text, text, text[], int[], int, jsonb, text, float8[], float8[], int, int, float8, bigint, bigint, int, text[]"
+_STORE = (
+    "text, text, text, text[], int[], int, jsonb, text, float8[], float8[], int, int, float8, bigint, bigint, int,"
+    " text[]"
+)
 #: Without the replication argument.
 OLD_FUNCTIONS = (
     f"prepare_dataset({_PREPARE})",
@@ -49,9 +52,8 @@ NEW_FUNCTIONS = (
 
 
 def upgrade() -> None:
-    op.add_column(
-        "datasets", sa.Column("replication", sa.Integer(), server_default=sa.text("1"), nullable=False), schema="cerebro"
-    )
+    replication = sa.Column("replication", sa.Integer(), server_default=sa.text("1"), nullable=False)
+    op.add_column("datasets", replication, schema="cerebro")
     op.create_check_constraint(
         op.f("datasets_replication_check"), "datasets", "replication BETWEEN 1 AND num_segments", schema="cerebro"
     )

@@ -6,9 +6,10 @@
 -- The shard a segment holds of a dataset spread over num_segments segments with replication r
 -- (datasets.replication): num_segments / r shards, shard k on every segment s with s mod shards = k
 -- (a shard may have one holder more when r does not divide num_segments). With r = 1, its own.
+-- NULL for a segment beyond the dataset's.
 CREATE OR REPLACE FUNCTION segment_shard(segment int, num_segments int, replication int) RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
-AS $$ SELECT segment % (num_segments / replication) $$;
+AS $$ SELECT CASE WHEN segment >= 0 AND segment < num_segments THEN segment % (num_segments / replication) END $$;
 
 -- The fits rule: where the config's progress lets it train next, a segment of its dataset holding a
 -- shard it has not visited in the current epoch. Part of unit_is_legal; the hop checks only this and
