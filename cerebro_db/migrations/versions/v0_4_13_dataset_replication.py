@@ -1,7 +1,7 @@
 """v0.4.13: datasets.replication, partial replication of a dataset's training shards.
 
 Revision ID: v0_4_13
-Revises: v0_4_11
+Revises: v0_4_12
 Create Date: 2026-12-05
 
 A dataset on S segments with replication r is cut into S / r training shards (integer division); shard k is held by
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "v0_4_13"
-down_revision: str | None = "v0_4_11"
+down_revision: str | None = "v0_4_12"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

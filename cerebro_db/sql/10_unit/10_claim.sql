@@ -5,7 +5,7 @@
 
 -- The shard a segment holds of a dataset spread over num_segments segments with replication r
 -- (datasets.replication): num_segments / r shards, shard k on every segment s with s mod shards = k
--- (a shard may have one holder more when r does not divide num_segments). With r = 1, its own.
+-- (at least r holders each; more when r does not divide num_segments). With r = 1, its own.
 -- NULL for a segment beyond the dataset's.
 CREATE OR REPLACE FUNCTION segment_shard(segment int, num_segments int, replication int) RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
