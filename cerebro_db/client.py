@@ -285,11 +285,12 @@ def config_units(conn: Connection, config_id: int) -> list[Row]:
 
 
 def datasets(conn: Connection) -> list[Row]:
-    """Prepared datasets with their shards: rows and stored bytes per segment and split."""
+    """Prepared datasets with their shards: rows and stored bytes per shard (``segment``: with replication 1 a
+    shard's segment; else segment s holds shard s % (num_segments // replication)) and split."""
     found = _rows(
         conn,
         "SELECT dataset_id, name, owner, source_table, label_column, feature_shape, num_classes, num_segments,"
-        " train_rows, validation_rows, validation_fraction, created_at FROM datasets ORDER BY name",
+        " replication, train_rows, validation_rows, validation_fraction, created_at FROM datasets ORDER BY name",
     )
     shards = _rows(
         conn,

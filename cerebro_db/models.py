@@ -75,6 +75,7 @@ class Segment(Base):
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = (CheckConstraint("replication BETWEEN 1 AND num_segments", name="replication"),)
     dataset_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
     owner: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("CURRENT_USER"))
@@ -90,6 +91,9 @@ class Dataset(Base):
     norm_shift: Mapped[list[float]] = mapped_column(ARRAY(Float), nullable=False)
     norm_scale: Mapped[list[float]] = mapped_column(ARRAY(Float), nullable=False)
     num_segments: Mapped[int] = mapped_column(Integer, nullable=False)
+    #: The training data is cut into num_segments // replication shards; shard k is on every segment s with
+    #: s % (num_segments // replication) == k (segment_shard), and a config visits each shard once per epoch.
+    replication: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
     buffer_rows: Mapped[int] = mapped_column(Integer, nullable=False)
     validation_fraction: Mapped[float] = mapped_column(Float, nullable=False)
     train_rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -235,6 +239,8 @@ class ModelState(Base):
     __tablename__ = "model_states"
     config_id: Mapped[int] = mapped_column(ForeignKey("configs.config_id", ondelete="CASCADE"), primary_key=True)
     state: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    #: The shards visited in the current epoch (the column predates partial replication: with replication 1 a
+    #: shard id is its segment's).
     visited_segments: Mapped[list[int]] = mapped_column(
         ARRAY(Integer), nullable=False, server_default=text("'{}'::integer[]")
     )

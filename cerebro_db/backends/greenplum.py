@@ -183,9 +183,10 @@ def dist_key_query(schema: str = SCHEMA) -> sql.Composed:
 
 
 def dataset_fit_query(schema: str = SCHEMA) -> sql.Composed:
-    """A dataset's segment count and the cluster's (segments with a key): a mismatch would drop shards."""
+    """A dataset's segment count and the cluster's (segments with a key): a mismatch would drop shards;
+    and its replication."""
     return _sql(
-        "SELECT d.num_segments, (SELECT count(*) FROM {schema}.gp_dist_keys)\n"
+        "SELECT d.num_segments, (SELECT count(*) FROM {schema}.gp_dist_keys), d.replication\n"
         "FROM {schema}.datasets d WHERE d.dataset_id = {dataset_id}",
         schema,
         "dataset_id",
@@ -287,11 +288,18 @@ def install(coordinator: Coordinator, schema: str = SCHEMA) -> None:
 def load_dataset(coordinator: Coordinator, dataset_id: int, schema: str = SCHEMA) -> None:
     """Place a prepared dataset's shards on their segments (after ``prepare_dataset``)."""
     params = {"dataset_id": dataset_id}
-    num_segments, mapped = _row(coordinator.execute(dataset_fit_query(schema), params), f"no dataset {dataset_id}")
+    fit = _row(coordinator.execute(dataset_fit_query(schema), params), f"no dataset {dataset_id}")
+    num_segments, mapped, replication = fit
     if num_segments != mapped:
         raise GreenplumError(
             f"dataset {dataset_id} has {num_segments} segments but the cluster {mapped}; "
             f"prepare it again with num_segments => {mapped}"
+        )
+    # load_statements place shard k on segment k alone: the other holders of a replicated shard would have none.
+    if replication != 1:
+        raise GreenplumError(
+            f"dataset {dataset_id} has replication {replication}, which the Greenplum backend does not place yet; "
+            "prepare it again with replication => 1"
         )
     with coordinator.transaction():
         for statement in load_statements(schema):

@@ -110,20 +110,25 @@ class ServerSegment:
 def send_dataset(
     coordinator: psycopg.Connection[Any], server: psycopg.Connection[Any], dataset_id: int, segment: int
 ) -> int:
-    """Give a segment server what ``segment`` needs of dataset ``dataset_id`` (its row, the segment's
-    training buffers, the validation buffers) unless it has it; returns the bytes sent.
+    """Give a segment server what ``segment`` needs of dataset ``dataset_id`` (its row, the training
+    buffers of the shard the segment holds, the validation buffers) unless it has it; returns the bytes sent.
 
     A dataset here by the same id or name but created at another time is one the coordinator
     has since replaced: it goes first. A server may serve several segments (or be listed anew
-    in another order): each segment's training buffers are checked on their own.
+    in another order): each segment's shard is checked on its own (segments holding the same
+    shard, with partial replication, share its one copy on the server).
     """
-    found = coordinator.execute("SELECT name, created_at FROM datasets WHERE dataset_id = %s", [dataset_id]).fetchone()
+    found = coordinator.execute(
+        "SELECT name, created_at, segment_shard(%s, num_segments, replication) FROM datasets WHERE dataset_id = %s",
+        [segment, dataset_id],
+    ).fetchone()
     if found is None:
         raise LookupError(f"dataset {dataset_id} is not on the coordinator")
-    name, created_at = found
+    name, created_at, shard = found
     dataset = sql.Literal(dataset_id)
     validation = sql.SQL("dataset_id = {} AND split = 'validation'").format(dataset)
-    training = sql.SQL("dataset_id = {} AND split = 'train' AND segment = {}").format(dataset, sql.Literal(segment))
+    # A buffer's segment column is its shard's id.
+    training = sql.SQL("dataset_id = {} AND split = 'train' AND segment = {}").format(dataset, sql.Literal(shard))
     sent = 0
     with server.transaction():
         server.execute("SELECT pg_advisory_xact_lock(dataset_lock_key(), %s)", [dataset_id])
@@ -137,7 +142,7 @@ def send_dataset(
             sent += _copy(coordinator, server, "dataset_buffers", validation)
         has_shard = server.execute(
             "SELECT 1 FROM dataset_buffers WHERE dataset_id = %s AND split = 'train' AND segment = %s",
-            [dataset_id, segment],
+            [dataset_id, shard],
         ).fetchone()
         if not has_shard:
             sent += _copy(coordinator, server, "dataset_buffers", training)

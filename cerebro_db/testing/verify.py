@@ -64,37 +64,35 @@ def stranded(conn: Connection) -> list[str]:
 def mop_violations(conn: Connection, workload_id: int) -> list[str]:
     """Breaches of the MOP invariants in the workload's committed unit log.
 
-    Each finished epoch of a config visited every segment of its dataset exactly once; the
-    epoch in progress (of a stopped or failed config) visited none twice and no other;
-    a config's units never overlap in time.
+    Each finished epoch of a config visited every shard of its dataset exactly once (a unit
+    visits the shard its segment holds: with partial replication, on any of the shard's
+    segments); the epoch in progress (of a stopped or failed config) visited none twice and no
+    other; a config's units never overlap in time.
     """
-    segments = sorted(
-        r[0]
-        for r in conn.execute(
-            "SELECT generate_series(0, d.num_segments - 1) FROM workloads w JOIN datasets d ON d.name = w.dataset"
-            " WHERE w.workload_id = %s",
-            [workload_id],
-        )
-    )
+    shards = list(range(_shard_count(conn, workload_id)))
     epochs_done = dict(
         conn.execute("SELECT config_id, epochs_done FROM configs WHERE workload_id = %s", [workload_id]).fetchall()
     )
     visits: dict[tuple[int, int], list[int]] = defaultdict(list)
     spans: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
-    for config, epoch, segment, started, finished in conn.execute(
-        "SELECT u.config_id, u.epoch, u.segment, u.started_at, u.finished_at FROM units u"
-        " JOIN configs c USING (config_id) WHERE c.workload_id = %s ORDER BY u.started_at",
+    problems = []
+    for config, epoch, segment, shard, started, finished in conn.execute(
+        "SELECT u.config_id, u.epoch, u.segment, segment_shard(u.segment, d.num_segments, d.replication),"
+        " u.started_at, u.finished_at FROM units u JOIN configs c USING (config_id) JOIN workloads w USING"
+        " (workload_id) JOIN datasets d ON d.name = w.dataset WHERE c.workload_id = %s ORDER BY u.started_at",
         [workload_id],
     ):
-        visits[(config, epoch)].append(segment)
+        if shard is None:
+            problems.append(f"config {config} epoch {epoch} ran on segment {segment}, which holds no shard of its data")
+        else:
+            visits[(config, epoch)].append(shard)
         spans[config].append((started, finished))
-    problems = []
     for config, done in epochs_done.items():
         for epoch in range(1, done + 2):
             seen = sorted(visits.pop((config, epoch), []))
             finished_epoch = epoch <= done
-            if (finished_epoch and seen != segments) or len(set(seen)) != len(seen) or not set(seen) <= set(segments):
-                problems.append(f"config {config} epoch {epoch} visited segments {seen} (segments: {segments})")
+            if (finished_epoch and seen != shards) or len(set(seen)) != len(seen) or not set(seen) <= set(shards):
+                problems.append(f"config {config} epoch {epoch} visited shards {seen} (shards: {shards})")
     problems += [f"config {config} has units in epoch {epoch}, beyond its progress" for config, epoch in visits]
     problems += [
         f"units of config {config} overlap"
@@ -102,6 +100,15 @@ def mop_violations(conn: Connection, workload_id: int) -> list[str]:
         if any(before[1] > after[0] for before, after in zip(intervals, intervals[1:], strict=False))
     ]
     return problems
+
+
+def _shard_count(conn: Connection, workload_id: int) -> int:
+    row = conn.execute(
+        "SELECT d.num_segments / d.replication FROM workloads w JOIN datasets d ON d.name = w.dataset"
+        " WHERE w.workload_id = %s",
+        [workload_id],
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def final_state(conn: Connection, config_id: int) -> ModelState:
@@ -129,17 +136,20 @@ def replay(conn: Connection, config_id: int) -> ModelState:
         raise ValueError(f"config {config_id} does not exist (or its dataset is gone)")
     model_name, params, seed, shape, classes, dataset_id = row
     shards: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = defaultdict(lambda: ([], []))
-    for segment, x, y in conn.execute(
+    for shard, x, y in conn.execute(  # a buffer's segment column is its shard's id
         "SELECT segment, x, y FROM dataset_buffers WHERE dataset_id = %s AND split = 'train' ORDER BY buffer_id",
         [dataset_id],
     ):
-        shards[segment][0].append(packing.from_bytes(x, tuple(shape)))
-        shards[segment][1].append(packing.from_bytes(y, ()))
+        shards[shard][0].append(packing.from_bytes(x, tuple(shape)))
+        shards[shard][1].append(packing.from_bytes(y, ()))
     model = training.build_compiled(gd, training.ModelSpec(model_name, params, tuple(shape), classes, seed))
-    for (segment,) in conn.execute(
-        "SELECT segment FROM units WHERE config_id = %s ORDER BY epoch, started_at", [config_id]
+    for (shard,) in conn.execute(
+        "SELECT segment_shard(u.segment, d.num_segments, d.replication) FROM units u"
+        " JOIN configs c USING (config_id) JOIN workloads w USING (workload_id) JOIN datasets d ON d.name = w.dataset"
+        " WHERE u.config_id = %s ORDER BY u.epoch, u.started_at",
+        [config_id],
     ):
-        xs, ys = shards[segment]
+        xs, ys = shards[shard]
         training.train_pass(gd, model, np.concatenate(xs), np.concatenate(ys), params["batch_size"], lambda: None)
     return training.capture(model)
 

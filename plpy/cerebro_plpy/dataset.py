@@ -25,7 +25,8 @@ ORDER BY a.attnum
 
 # The writers are SECURITY DEFINER (20_prepare_dataset.sql): tenants have no INSERT on the tables.
 _STORE_DATASET_SQL = """
-SELECT _store_dataset($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) AS dataset_id
+SELECT _store_dataset($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+    AS dataset_id
 """
 _STORE_DATASET_TYPES = (
     "text",
@@ -45,6 +46,7 @@ _STORE_DATASET_TYPES = (
     "int8",
     "int4",
     "text[]",
+    "int4",
 )
 
 _STORE_BUFFER_SQL = "SELECT _store_dataset_buffer($1, $2, $3, $4, $5, $6, $7)"
@@ -147,12 +149,16 @@ def prepare_dataset(
     seed: int,
     sequence_length: int = 128,
     vocabulary_size: int = 20000,
+    replication: int = 1,
 ) -> list[dict[str, Any]]:
     """Pack ``relation`` (the resolved oid of ``source_table``) into dataset ``name``.
 
     A single text column is tokenized (:mod:`cerebro_plpy.text`) with a vocabulary of
     ``vocabulary_size`` ids fitted on the training split, into ``sequence_length`` token
-    ids per row; token ids are never normalized. Returns one summary row per segment.
+    ids per row; token ids are never normalized. The training split is cut into
+    ``segments // replication`` shards, written once each (a shard's segment column is its
+    shard id); segment ``s`` holds shard ``s % shards``. Returns one summary row per segment:
+    the training rows it holds, and the validation rows stored with the shard it is the first holder of.
     Validates everything before it writes, and runs inside the caller's transaction, so a
     failure leaves nothing behind.
     """
@@ -170,6 +176,9 @@ def prepare_dataset(
         raise PackingError(
             f"num_segments must be between 1 and the cluster's {cluster_segments} segments, got {segments}"
         )
+    if not 1 <= replication <= segments:
+        raise PackingError(f"replication must be between 1 and the dataset's {segments} segments, got {replication}")
+    shards = segments // replication
     columns = {row["name"]: row for row in db.query(COLUMNS_SQL, ["oid"], [relation])}
     source = feature_source(db, columns, _feature_names(columns, label_column, feature_columns), feature_shape)
 
@@ -217,7 +226,7 @@ def prepare_dataset(
         raise PackingError(f"feature column(s) {named} hold NaN, infinite or out of float32 range values")
     rows_per_buffer = buffer_rows if buffer_rows is not None else packing.default_buffer_rows(size or 1)
     buffers = packing.shard_buffers(
-        x, y, train_order, validation_order, num_segments=segments, buffer_rows=rows_per_buffer
+        x, y, train_order, validation_order, num_segments=shards, buffer_rows=rows_per_buffer
     )
 
     dataset_id = db.query(
@@ -241,9 +250,10 @@ def prepare_dataset(
             len(validation_order),
             seed,
             vocabulary,
+            replication,
         ],
     )[0]["dataset_id"]
-    summary = {s: {"segment": s, "train_rows": 0, "validation_rows": 0} for s in range(segments)}
+    stored = {k: {"train_rows": 0, "validation_rows": 0} for k in range(shards)}
     for buffer in buffers:
         db.query(
             _STORE_BUFFER_SQL,
@@ -258,8 +268,15 @@ def prepare_dataset(
                 packing.to_bytes(buffer.y),
             ],
         )
-        summary[buffer.segment][f"{buffer.split}_rows"] += buffer.rows
-    return list(summary.values())
+        stored[buffer.segment][f"{buffer.split}_rows"] += buffer.rows
+    return [
+        {
+            "segment": s,
+            "train_rows": stored[s % shards]["train_rows"],
+            "validation_rows": stored[s]["validation_rows"] if s < shards else 0,
+        }
+        for s in range(segments)
+    ]
 
 
 def check_dataset(
@@ -280,6 +297,7 @@ def check_dataset(
     train_rows: int,
     validation_rows: int,
     vocabulary: list[str] | None,
+    replication: int,
 ) -> None:
     """Refuse a dataset row that ``prepare_dataset`` could not have written (the definer writer's check).
 
@@ -309,13 +327,15 @@ def check_dataset(
         raise PackingError(
             f"num_segments must be between 1 and the cluster's {cluster_segments} segments, got {num_segments}"
         )
+    if not 1 <= replication <= num_segments:
+        raise PackingError(f"replication must be between 1 and num_segments = {num_segments}, got {replication}")
     if buffer_rows < 1:
         raise PackingError(f"buffer_rows must be at least 1, got {buffer_rows}")
     if not 0.0 < validation_fraction < 1.0:
         raise PackingError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    if train_rows < num_segments or validation_rows < 1:
+    if train_rows < num_segments // replication or validation_rows < 1:
         raise PackingError(
-            f"{train_rows} training and {validation_rows} validation rows: every segment needs a training row "
+            f"{train_rows} training and {validation_rows} validation rows: every shard needs a training row "
             "and the validation split at least one row"
         )
 

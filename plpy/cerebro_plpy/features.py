@@ -239,9 +239,9 @@ SELECT EXISTS (SELECT 1 FROM feature_buffers WHERE feature_set_id = $1 AND split
 
 
 def needed(db: Database, context: dict[str, Any]) -> list[Piece]:
-    """The pieces a hop reads: its segment's training shard and validation slice; on the epoch's last hop the
-    validation slices of every segment this server holds (a segment server holds them all)."""
-    pieces = [Piece("train", context["segment"]), Piece("validation", context["segment"])]
+    """The pieces a hop reads: its segment's training shard and that shard's validation slice; on the epoch's last
+    hop the validation slices of every shard this server holds (a segment server holds them all)."""
+    pieces = [Piece("train", context["shard"]), Piece("validation", context["shard"])]
     if context["epoch_done"]:
         here = db.query(_HERE_SQL, ["int4"], [context["dataset_id"]])
         pieces += [Piece(r["split"], r["segment"]) for r in here if Piece(r["split"], r["segment"]) not in pieces]
@@ -369,6 +369,6 @@ def for_hop(db: Database, gd: dict[str, Any], context: dict[str, Any]) -> Shard 
     for piece in needed(db, context):
         if not db.query(_HAS_SQL, ["int4", "text", "int4"], [feature_set, piece.split, piece.segment])[0]["stored"]:
             return None
-    train = _arrays(db, gd, feature_set, shape, "train", context["segment"])
+    train = _arrays(db, gd, feature_set, shape, "train", context["shard"])
     validation = _arrays(db, gd, feature_set, shape, "validation", None) if context["epoch_done"] else None
     return Shard(train, validation, time.perf_counter() - tick)

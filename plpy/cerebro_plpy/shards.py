@@ -1,7 +1,8 @@
 """A server's prepared buffers as arrays, cached per backend in ``GD``.
 
-A unit trains on the shard of its segment that this server holds (``dataset_buffers``;
-a segment server received it from the coordinator), and evaluates on the validation
+A unit trains on the shard its segment holds, from this server's ``dataset_buffers`` (whose
+segment column is the shard id: with partial replication several segments hold one shard; a
+segment server received its shard from the coordinator), and evaluates on the validation
 set at the end of a config's epoch; inference reads whole splits.
 """
 
@@ -30,7 +31,7 @@ ORDER BY buffer_id
 def arrays(
     db: Database, gd: dict[str, Any], dataset_id: int, split: str, segment: int | None, shape: tuple[int, ...]
 ) -> Arrays:
-    """The ``split`` buffers of ``segment`` (None: of every segment) of a dataset, in buffer order."""
+    """The ``split`` buffers of shard ``segment`` (None: of every shard) of a dataset, in buffer order."""
     cache: OrderedDict[tuple[Any, ...], Arrays] = gd.setdefault(GD_SHARDS, OrderedDict())
     key = (dataset_id, split, segment)
     if key not in cache:
@@ -45,11 +46,11 @@ def arrays(
 
 
 def for_hop(db: Database, gd: dict[str, Any], context: dict[str, Any]) -> Shard:
-    """What the hop of ``context`` (``unit_context``) trains on here: its segment's shard, and the
-    validation set if the hop ends the config's epoch."""
+    """What the hop of ``context`` (``unit_context``) trains on here: the shard its segment holds, and
+    the validation set if the hop ends the config's epoch."""
     shape = tuple(context["feature_shape"])
     dataset_id = context["dataset_id"]
     tick = time.perf_counter()
-    train = arrays(db, gd, dataset_id, "train", context["segment"], shape)
+    train = arrays(db, gd, dataset_id, "train", context["shard"], shape)
     validation = arrays(db, gd, dataset_id, "validation", None, shape) if context["epoch_done"] else None
     return Shard(train, validation, time.perf_counter() - tick)

@@ -280,13 +280,20 @@ def test_install_maps_keys_in_one_transaction_and_refuses_uncovered_segments() -
 
 
 def test_load_dataset_refuses_a_dataset_prepared_for_another_segment_count() -> None:
-    coordinator = FakeCoordinator({'FROM "cerebro".datasets d': (8, 4)})
+    coordinator = FakeCoordinator({'FROM "cerebro".datasets d': (8, 4, 1)})
     with pytest.raises(gp.GreenplumError, match="num_segments => 4"):
         gp.load_dataset(coordinator, 7)
     assert coordinator.sent("INSERT") == []
-    fits = FakeCoordinator({'FROM "cerebro".datasets d': (4, 4)})
+    fits = FakeCoordinator({'FROM "cerebro".datasets d': (4, 4, 1)})
     gp.load_dataset(fits, 7)
     assert [p["dataset_id"] for p in fits.sent("gp_train_buffers")] == [7, 7]
+
+
+def test_load_dataset_refuses_a_replicated_dataset_it_cannot_place() -> None:
+    coordinator = FakeCoordinator({'FROM "cerebro".datasets d': (4, 4, 2)})
+    with pytest.raises(gp.GreenplumError, match="replication 2.*replication => 1"):
+        gp.load_dataset(coordinator, 7)
+    assert coordinator.sent("gp_train_buffers") == []
 
 
 def test_greenplum_segment_is_a_segment_executor() -> None:

@@ -142,6 +142,41 @@ def test_units_train_on_the_server_that_holds_the_shard_bit_identical_to_local(c
         )
 
 
+def test_with_replication_every_server_holding_a_shard_gets_it_and_trains_on_it(cluster: MultiServerCluster) -> None:
+    """replication 2 on 2 segments: one training shard, which both servers hold."""
+    with psycopg.connect(cluster.coordinator, autocommit=True) as conn:
+        conn.execute(
+            "SELECT * FROM prepare_dataset('fashion_ms_r2', 'fashion_ms', 'label', feature_columns => '{pixels}',"
+            " feature_shape => '{28,28,1}', validation_fraction => 0.2, seed => 3, replication => 2)"
+        )
+        buffers = conn.execute(
+            "SELECT buffer_id, split, segment, x, y FROM dataset_buffers b JOIN datasets d USING (dataset_id)"
+            " WHERE d.name = 'fashion_ms_r2' ORDER BY buffer_id"
+        ).fetchall()
+        assert {b[2] for b in buffers if b[1] == "train"} == {0}
+        multi_server.distribute(cluster.coordinator, "fashion_ms_r2", cluster.passfile)
+        for server in cluster.servers:
+            with psycopg.connect(server.config.dsn()) as held:
+                assert (
+                    held.execute(
+                        "SELECT buffer_id, split, segment, x, y FROM cerebro.dataset_buffers b"
+                        " JOIN cerebro.datasets d USING (dataset_id) WHERE d.name = 'fashion_ms_r2' ORDER BY buffer_id"
+                    ).fetchall()
+                    == buffers
+                )
+        workload = launch(conn, "fashion_ms_r2", {"lr": [0.003, 0.004], **TINY_CNN}, epochs=EPOCHS, seed=11)
+        _run(cluster)
+        assert conn.execute("SELECT status FROM workloads WHERE workload_id = %s", [workload]).fetchone() == (
+            "completed",
+        )
+        assert verify.epochs_lost(conn, workload) == 0
+        assert verify.mop_violations(conn, workload) == []
+        units = conn.execute(
+            "SELECT count(*) FROM units JOIN configs USING (config_id) WHERE workload_id = %s", [workload]
+        ).fetchone()
+        assert units == (2 * EPOCHS,)  # an epoch is one hop: the one shard
+
+
 def test_a_segment_server_that_goes_down_mid_run_loses_nothing(cluster: MultiServerCluster) -> None:
     server = cluster.servers[1]
     with psycopg.connect(cluster.coordinator, autocommit=True) as conn:

@@ -27,6 +27,7 @@ ROW: dict[str, Any] = {
     "train_rows": 8,
     "validation_rows": 2,
     "vocabulary": None,
+    "replication": 1,
 }
 
 
@@ -64,6 +65,8 @@ def test_what_prepare_dataset_writes_passes() -> None:
         ({"norm_scale": [2.0, float("inf")]}, "finite and positive"),
         ({"num_segments": 3}, "cluster's 2 segments"),
         ({"validation_rows": 0}, "at least one row"),
+        ({"replication": 0}, "replication must be between 1 and num_segments = 2, got 0"),
+        ({"replication": 3}, "replication must be between 1 and num_segments = 2, got 3"),
     ],
 )
 def test_a_dataset_row_that_lies_is_refused(changes: dict[str, Any], message: str) -> None:

@@ -89,12 +89,13 @@ HONEST = {
     "validation_rows": 1,
     "seed": 0,
     "vocabulary": None,
+    "replication": 1,
 }
 STORE_DATASET = (
     "SELECT _store_dataset(%(name)s, %(source_table)s, %(label_column)s, %(feature_columns)s::text[],"
     " %(feature_shape)s::int[], %(num_classes)s, %(class_values)s, %(normalize)s, %(norm_shift)s::float8[],"
     " %(norm_scale)s::float8[], %(num_segments)s, %(buffer_rows)s, %(validation_fraction)s, %(train_rows)s,"
-    " %(validation_rows)s, %(seed)s, %(vocabulary)s::text[])"
+    " %(validation_rows)s, %(seed)s, %(vocabulary)s::text[], %(replication)s)"
 )
 STORE_BUFFER = "SELECT _store_dataset_buffer(%s, %s, %s, %s, %s, %s, %s)"
 GOOD_TRAIN = ("train", 0, 0, 2, floats(*range(12)), floats(0, 2))
@@ -159,7 +160,9 @@ def test_the_writers_store_an_honest_dataset_under_the_callers_name(mallory: Ses
         ({"norm_shift": [5.0] * 6}, "normalize 'none' stores norm_shift 0"),
         ({"num_segments": 99}, "num_segments must be between 1 and the cluster's 2 segments"),
         ({"buffer_rows": 0}, "buffer_rows must be at least 1"),
-        ({"train_rows": 0}, "every segment needs a training row"),
+        ({"train_rows": 0}, "every shard needs a training row"),
+        ({"replication": 0}, "replication must be between 1 and num_segments = 1, got 0"),
+        ({"replication": 2}, "replication must be between 1 and num_segments = 1, got 2"),
         ({"feature_columns": ["label"]}, "must name columns other than the label"),
         ({"vocabulary": ["a", "b"], "normalize": "standard"}, "a text dataset"),
     ],
@@ -193,6 +196,16 @@ def test_a_buffer_that_does_not_decode_or_lies_is_refused(
     with pytest.raises(errors.InvalidParameterValue, match=message), mallory.transaction():
         dataset = store_dataset(mallory)
         mallory.execute(STORE_BUFFER, [dataset, *buffer])
+    assert owned(mallory) == before
+
+
+def test_a_replicated_dataset_takes_buffers_of_its_shards_only(mallory: Session) -> None:
+    """num_segments 2 with replication 2: one shard, 0; segment 1 holds it, but stores no buffer of its own."""
+    before = owned(mallory)
+    with pytest.raises(errors.InvalidParameterValue, match="segment must be between 0 and 0"), mallory.transaction():
+        dataset = store_dataset(mallory, num_segments=2, replication=2)
+        mallory.execute(STORE_BUFFER, [dataset, *GOOD_TRAIN])
+        mallory.execute(STORE_BUFFER, [dataset, "train", 1, 2, 2, floats(*range(12)), floats(0, 2)])
     assert owned(mallory) == before
 
 

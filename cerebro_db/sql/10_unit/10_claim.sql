@@ -1,11 +1,19 @@
--- The MOP schedule, decided in SQL. A unit = one config, one pass over one segment's shard.
--- Invariants: a config runs on at most one segment at a time (config lock), a segment runs
--- one unit at a time (segment lock), and a config visits each segment once per epoch
--- (model_states.visited_segments, reset when the epoch completes).
+-- The MOP schedule, decided in SQL. A unit = one config, one pass over one training shard, on a
+-- segment holding it. Invariants: a config runs on at most one segment at a time (config lock), a
+-- segment runs one unit at a time (segment lock), and a config visits each shard once per epoch
+-- (model_states.visited_segments holds the shard ids, reset when the epoch completes).
 
--- The fits rule: where the config's progress lets it train next, a segment of its dataset that it
--- has not visited in the current epoch. Part of unit_is_legal; the hop checks only this and its
--- claim (check_unit_in_hand, 40_hop.sql), since a unit in flight when its user stops the config
+-- The shard a segment holds of a dataset spread over num_segments segments with replication r
+-- (datasets.replication): num_segments / r shards, shard k on every segment s with s mod shards = k
+-- (at least r holders each; more when r does not divide num_segments). With r = 1, its own.
+-- NULL for a segment beyond the dataset's.
+CREATE OR REPLACE FUNCTION segment_shard(segment int, num_segments int, replication int) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
+AS $$ SELECT CASE WHEN segment >= 0 AND segment < num_segments THEN segment % (num_segments / replication) END $$;
+
+-- The fits rule: where the config's progress lets it train next, a segment of its dataset holding a
+-- shard it has not visited in the current epoch. Part of unit_is_legal; the hop checks only this and
+-- its claim (check_unit_in_hand, 40_hop.sql), since a unit in flight when its user stops the config
 -- still commits.
 CREATE OR REPLACE FUNCTION unit_fits(config_id int, segment int) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
@@ -18,7 +26,8 @@ AS $$
         LEFT JOIN model_states s USING (config_id)
         WHERE c.config_id = unit_fits.config_id
           AND unit_fits.segment >= 0 AND unit_fits.segment < d.num_segments
-          AND NOT (unit_fits.segment = ANY (coalesce(s.visited_segments, '{}')))
+          AND NOT (segment_shard(unit_fits.segment, d.num_segments, d.replication)
+                   = ANY (coalesce(s.visited_segments, '{}')))
     )
 $$;
 
@@ -69,11 +78,11 @@ $$;
 -- no row when nothing may run.
 -- Order: the owner with the fewest units in flight (fair share of segments across users),
 -- then their workload with the fewest units in flight, then the config with the least
--- progress (configs advance together), then at random (each config visits segments in a
+-- progress (configs advance together), then at random (each config visits shards in a
 -- random order). In small steps, from the configs_claim_idx index: workloads in that order
 -- (ranked by their least epochs done), and in each, its runnable configs a window of
 -- claim_window() at a time by epochs done; a window is ordered by exact progress (epochs done,
--- then segments visited this epoch), then at random. The first window holding a legal,
+-- then shards visited this epoch), then at random. The first window holding a legal,
 -- unclaimed config wins, and every runnable config is reached before the claim gives up.
 CREATE OR REPLACE FUNCTION claim_window() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = cerebro, pg_temp
@@ -103,14 +112,15 @@ BEGIN
         WITH in_flight AS (
             SELECT a.workload_id, w.owner FROM active_units a JOIN workloads w USING (workload_id)
         ), runnable AS (
-            SELECT w.workload_id, w.owner, d.num_segments,
+            SELECT w.workload_id, w.owner, d.num_segments / d.replication AS shards,
+                   segment_shard(claim_unit.segment, d.num_segments, d.replication) AS shard,
                    (SELECT min(c.epochs_done) FROM configs c
                     WHERE c.workload_id = w.workload_id AND c.status IN ('pending', 'running')) AS least_epochs
             FROM workloads w
             JOIN datasets d ON d.name = w.dataset
             WHERE w.status = 'running' AND claim_unit.segment < d.num_segments
         )
-        SELECT r.workload_id, r.num_segments
+        SELECT r.workload_id, r.shards, r.shard
         FROM runnable r
         WHERE r.least_epochs IS NOT NULL
         ORDER BY (SELECT count(*) FROM in_flight f WHERE f.owner = r.owner),
@@ -121,17 +131,17 @@ BEGIN
         last_config := 0;
         LOOP
             -- The window's candidates, in claim order. Reading them in bulk narrows the window cheaply to
-            -- configs that could run here (an epoch left, this segment not visited); whether one may run
+            -- configs that could run here (an epoch left, this segment's shard not visited); whether one may run
             -- is unit_is_legal's to decide, once its lock is held.
             SELECT count(*),
                    (array_agg(win.config_id ORDER BY win.progress, random())
                        FILTER (WHERE win.epochs_done < win.max_epochs
-                               AND NOT (claim_unit.segment = ANY (win.visited)))),
+                               AND NOT (workload.shard = ANY (win.visited)))),
                    (array_agg(win.epochs_done ORDER BY win.epochs_done DESC, win.config_id DESC))[1],
                    (array_agg(win.config_id ORDER BY win.epochs_done DESC, win.config_id DESC))[1]
             INTO seen, legal, last_epochs, last_config
             FROM (
-                SELECT page.*, page.epochs_done * workload.num_segments + cardinality(page.visited) AS progress
+                SELECT page.*, page.epochs_done * workload.shards + cardinality(page.visited) AS progress
                 FROM (SELECT c.config_id, c.epochs_done, c.max_epochs,
                              coalesce((SELECT s.visited_segments FROM model_states s WHERE s.config_id = c.config_id),
                                       '{}') AS visited  -- one key lookup per config of the window

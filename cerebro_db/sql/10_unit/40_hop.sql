@@ -1,4 +1,4 @@
--- A unit trains one config for one pass over one segment's shard and commits the hop: SQL decides
+-- A unit trains one config for one pass over the shard a segment holds and commits the hop: SQL decides
 -- and records, Python only trains. In the transaction that claimed it (claim_unit, 10_claim.sql):
 --   unit_context(config, segment)  -> context, state        what the unit trains, and from which state
 --   train_hop(context, state)      -> summary, new_state    where the shard is; writes nothing
@@ -29,8 +29,9 @@ BEGIN
                   ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NOT unit_fits(config_id, segment) THEN
-        RAISE EXCEPTION 'config % may not run on segment %: it visited it this epoch already', config_id, segment
-            USING HINT = 'a config visits each segment of its dataset once per epoch; claim_unit gives a segment '
+        RAISE EXCEPTION 'config % may not run on segment %: it visited its shard this epoch already', config_id,
+                        segment
+            USING HINT = 'a config visits each shard of its dataset once per epoch; claim_unit gives a segment '
                          'it may visit',
                   ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -50,6 +51,7 @@ BEGIN
     PERFORM set_config('cerebro.unit_started', clock_timestamp()::text, true);
     SELECT jsonb_build_object(
                'config_id', c.config_id, 'segment', unit_start.segment, 'params', c.params::text,
+               'shard', segment_shard(unit_start.segment, d.num_segments, d.replication),
                'seed', c.seed, 'epoch', c.epochs_done + 1, 'model', w.model, 'dataset_id', d.dataset_id,
                'feature_shape', d.feature_shape, 'num_classes', d.num_classes, 'num_segments', d.num_segments,
                'validation_rows', d.validation_rows, 'source', r.source, 'entry_point', r.entry_point,
@@ -57,7 +59,7 @@ BEGIN
                -- feature transfer (50_features.sql): whose features, and the layers one pass computes
                'owner', w.owner, 'feature_layers', CASE WHEN w.model = 'transfer' THEN feature_layers(c.config_id) END,
                'feature_transfer', CASE WHEN w.model = 'transfer' THEN feature_transfer_mode() END,
-               'epoch_done', cardinality(coalesce(s.visited_segments, '{}')) + 1 = d.num_segments,
+               'epoch_done', cardinality(coalesce(s.visited_segments, '{}')) + 1 = d.num_segments / d.replication,
                -- The scheduler's setting: a user's own SET only reaches the check at launch.
                'max_training_mb', training_memory_limit())
     INTO context
@@ -145,7 +147,9 @@ BEGIN
                          'claim_unit, then unit_context, train_hop and record_hop',
                   ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT c.epochs_done, c.workload_id, d.num_segments, coalesce(s.visited_segments, '{}') AS visited,
+    SELECT c.epochs_done, c.workload_id, d.num_segments / d.replication AS shards,
+           segment_shard(record_hop.segment, d.num_segments, d.replication) AS shard,
+           coalesce(s.visited_segments, '{}') AS visited,
            coalesce(s.epoch_rows, 0) AS epoch_rows, coalesce(s.epoch_loss_sum, 0) AS epoch_loss_sum,
            coalesce(s.epoch_metric_sum, 0) AS epoch_metric_sum, coalesce(s.epoch_seconds, 0) AS epoch_seconds
     INTO progress
@@ -167,7 +171,7 @@ BEGIN
     END IF;
     rows := (summary ->> 'rows')::int;
     epoch := progress.epochs_done + 1;
-    epoch_done := cardinality(progress.visited) + 1 = progress.num_segments;
+    epoch_done := cardinality(progress.visited) + 1 = progress.shards;
     IF epoch_done AND jsonb_typeof(summary -> 'val_loss') IS DISTINCT FROM 'number' THEN
         RAISE EXCEPTION 'the last hop of epoch % of config % came back without validation metrics', epoch, config_id
             USING HINT = 'train_hop evaluates on the validation set when its context says epoch_done',
@@ -188,7 +192,7 @@ BEGIN
     -- once more (the row exists from a config's second hop on).
     UPDATE model_states s SET
         state = record_hop.state,
-        visited_segments = CASE WHEN epoch_done THEN '{}' ELSE progress.visited || record_hop.segment END,
+        visited_segments = CASE WHEN epoch_done THEN '{}' ELSE progress.visited || progress.shard END,
         epoch_rows = CASE WHEN epoch_done THEN 0 ELSE progress.epoch_rows + rows END,
         epoch_loss_sum = CASE WHEN epoch_done THEN 0 ELSE loss_sum END,
         epoch_metric_sum = CASE WHEN epoch_done THEN 0 ELSE metric_sum END,
@@ -199,7 +203,7 @@ BEGIN
         INSERT INTO model_states (config_id, state, visited_segments, epoch_rows, epoch_loss_sum, epoch_metric_sum,
                                   epoch_seconds, updated_at)
         VALUES (record_hop.config_id, record_hop.state,
-                CASE WHEN epoch_done THEN '{}' ELSE ARRAY[record_hop.segment] END,
+                CASE WHEN epoch_done THEN '{}' ELSE ARRAY[progress.shard] END,
                 CASE WHEN epoch_done THEN 0 ELSE epoch_rows END,
                 CASE WHEN epoch_done THEN 0 ELSE loss_sum END,
                 CASE WHEN epoch_done THEN 0 ELSE metric_sum END,

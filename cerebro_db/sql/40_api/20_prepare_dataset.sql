@@ -1,6 +1,10 @@
 -- prepare_dataset: pack a table into float32 buffers, shuffled once, split into train /
--- validation, spread over the segments. source_table is a regclass so that it resolves
--- with the caller's search_path (and a missing table fails before any work).
+-- validation, spread over the segments. With replication r, the training split is cut into
+-- num_segments / r shards, each held by r segments (segment_shard, 10_claim.sql): dataset_buffers
+-- holds each shard once, under its shard id in the segment column (with r = 1, the segment's own);
+-- a segment server receives the shard its segment holds (cerebro_db/backends/multi_server.py).
+-- source_table is a regclass so that it resolves with the caller's search_path (and a missing
+-- table fails before any work).
 --   SELECT * FROM prepare_dataset('fashion', 'fashion_mnist_train', 'label',
 --                                 feature_columns => '{pixels}', feature_shape => '{28,28,1}');
 -- One text column is tokenized instead: sequence_length token ids per row, with a vocabulary of
@@ -15,12 +19,12 @@ AS $$ SELECT EXISTS (SELECT 1 FROM datasets d WHERE d.name = dataset_name_taken.
 CREATE OR REPLACE FUNCTION _prepare_dataset(
     name text, relation oid, source_table text, label_column text, feature_columns text[],
     validation_fraction float8, num_segments int, buffer_rows int, "normalize" text, feature_shape int[], seed int,
-    sequence_length int, vocabulary_size int
+    sequence_length int, vocabulary_size int, replication int
 ) RETURNS jsonb
 LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 from cerebro_plpy import entry
-return entry.prepare_dataset(plpy, GD, name=name, relation=relation, source_table=source_table, label_column=label_column, feature_columns=feature_columns, validation_fraction=validation_fraction, num_segments=num_segments, buffer_rows=buffer_rows, normalize=normalize, feature_shape=feature_shape, seed=seed, sequence_length=sequence_length, vocabulary_size=vocabulary_size)
+return entry.prepare_dataset(plpy, GD, name=name, relation=relation, source_table=source_table, label_column=label_column, feature_columns=feature_columns, validation_fraction=validation_fraction, num_segments=num_segments, buffer_rows=buffer_rows, normalize=normalize, feature_shape=feature_shape, seed=seed, sequence_length=sequence_length, vocabulary_size=vocabulary_size, replication=replication)
 $$;
 
 -- The writers. _prepare_dataset reads the source table with the caller's rights and packs it;
@@ -32,12 +36,12 @@ $$;
 CREATE OR REPLACE FUNCTION _check_dataset(
     name text, label_column text, feature_columns text[], feature_shape int[], num_classes int, class_values jsonb,
     "normalize" text, norm_shift float8[], norm_scale float8[], num_segments int, cluster_segments int, buffer_rows int,
-    validation_fraction float8, train_rows bigint, validation_rows bigint, vocabulary text[]
+    validation_fraction float8, train_rows bigint, validation_rows bigint, vocabulary text[], replication int
 ) RETURNS jsonb
 LANGUAGE plpython3u IMMUTABLE SET search_path = cerebro, pg_temp
 AS $$
 from cerebro_plpy import entry
-return entry.check_dataset(name=name, label_column=label_column, feature_columns=feature_columns, feature_shape=feature_shape, num_classes=num_classes, class_values=class_values, normalize=normalize, norm_shift=norm_shift, norm_scale=norm_scale, num_segments=num_segments, cluster_segments=cluster_segments, buffer_rows=buffer_rows, validation_fraction=validation_fraction, train_rows=train_rows, validation_rows=validation_rows, vocabulary=vocabulary)
+return entry.check_dataset(name=name, label_column=label_column, feature_columns=feature_columns, feature_shape=feature_shape, num_classes=num_classes, class_values=class_values, normalize=normalize, norm_shift=norm_shift, norm_scale=norm_scale, num_segments=num_segments, cluster_segments=cluster_segments, buffer_rows=buffer_rows, validation_fraction=validation_fraction, train_rows=train_rows, validation_rows=validation_rows, vocabulary=vocabulary, replication=replication)
 $$;
 
 CREATE OR REPLACE FUNCTION _check_dataset_buffer(
@@ -53,7 +57,7 @@ $$;
 CREATE OR REPLACE FUNCTION _store_dataset(
     name text, source_table text, label_column text, feature_columns text[], feature_shape int[], num_classes int,
     class_values jsonb, "normalize" text, norm_shift float8[], norm_scale float8[], num_segments int, buffer_rows int,
-    validation_fraction float8, train_rows bigint, validation_rows bigint, seed int, vocabulary text[]
+    validation_fraction float8, train_rows bigint, validation_rows bigint, seed int, vocabulary text[], replication int
 ) RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
@@ -63,19 +67,19 @@ DECLARE
 BEGIN
     IF num_nulls(name, source_table, label_column, feature_columns, feature_shape, num_classes, class_values,
                  "normalize", norm_shift, norm_scale, num_segments, buffer_rows, validation_fraction, train_rows,
-                 validation_rows, seed) > 0 THEN
+                 validation_rows, seed, replication) > 0 THEN
         RAISE EXCEPTION 'only vocabulary may be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM raise_if_error(_check_dataset(
         name, label_column, feature_columns, feature_shape, num_classes, class_values, "normalize", norm_shift,
         norm_scale, num_segments, (SELECT count(*)::int FROM segments), buffer_rows, validation_fraction, train_rows,
-        validation_rows, vocabulary));
+        validation_rows, vocabulary, replication));
     INSERT INTO datasets (owner, name, source_table, label_column, feature_columns, feature_shape, num_classes,
                           class_values, "normalize", norm_shift, norm_scale, num_segments, buffer_rows,
-                          validation_fraction, train_rows, validation_rows, seed, vocabulary)
+                          validation_fraction, train_rows, validation_rows, seed, vocabulary, replication)
     VALUES (owner, name, source_table, label_column, feature_columns, feature_shape, num_classes, class_values,
             "normalize", norm_shift, norm_scale, num_segments, buffer_rows, validation_fraction, train_rows,
-            validation_rows, seed, vocabulary)
+            validation_rows, seed, vocabulary, replication)
     RETURNING dataset_id INTO new_dataset;
     RETURN new_dataset;
 END
@@ -103,7 +107,8 @@ BEGIN
         RAISE EXCEPTION 'a dataset buffer has no NULL values' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM raise_if_error(_check_dataset_buffer(d.feature_shape, d.num_classes, cardinality(d.vocabulary),
-                                                 d.num_segments, d.buffer_rows, split, segment, rows, x, y));
+                                                 d.num_segments / d.replication, d.buffer_rows, split, segment, rows,
+                                                 x, y));
     declared := CASE split WHEN 'train' THEN d.train_rows ELSE d.validation_rows END;
     stored := (SELECT coalesce(sum(b.rows), 0) FROM dataset_buffers b
                WHERE b.dataset_id = d.dataset_id AND b.split = split);
@@ -118,7 +123,7 @@ BEGIN
 END
 $$;
 
--- At commit: a new dataset's buffers hold exactly the rows it declares, and every segment has
+-- At commit: a new dataset's buffers hold exactly the rows it declares, and every shard has
 -- training rows (an epoch visits each). SECURITY DEFINER: it must see every buffer, whatever
 -- role the session has taken by then. The schema owner's own copies are exempt: a segment
 -- server (multi-server backend) holds only the shards of the segments it serves.
@@ -138,13 +143,14 @@ BEGIN
     END IF;
     SELECT coalesce(sum(b.rows) FILTER (WHERE b.split = 'train'), 0) AS train,
            coalesce(sum(b.rows) FILTER (WHERE b.split = 'validation'), 0) AS validation,
-           count(DISTINCT b.segment) FILTER (WHERE b.split = 'train') AS segments
+           count(DISTINCT b.segment) FILTER (WHERE b.split = 'train') AS shards
     INTO stored
     FROM dataset_buffers b WHERE b.dataset_id = d.dataset_id;
-    IF stored.train <> d.train_rows OR stored.validation <> d.validation_rows OR stored.segments <> d.num_segments THEN
-        RAISE EXCEPTION 'dataset % is incomplete: it declares % training and % validation rows on % segments, '
-                        'its buffers hold % and % on %', d.name, d.train_rows, d.validation_rows, d.num_segments,
-                        stored.train, stored.validation, stored.segments
+    IF stored.train <> d.train_rows OR stored.validation <> d.validation_rows
+       OR stored.shards <> d.num_segments / d.replication THEN
+        RAISE EXCEPTION 'dataset % is incomplete: it declares % training and % validation rows in % shards, '
+                        'its buffers hold % and % in %', d.name, d.train_rows, d.validation_rows,
+                        d.num_segments / d.replication, stored.train, stored.validation, stored.shards
             USING HINT = 'datasets are written whole by prepare_dataset', ERRCODE = 'integrity_constraint_violation';
     END IF;
     RETURN NULL;
@@ -168,12 +174,14 @@ CREATE OR REPLACE FUNCTION prepare_dataset(
     feature_shape int[] DEFAULT NULL,
     seed int DEFAULT 0,
     sequence_length int DEFAULT 128,
-    vocabulary_size int DEFAULT 20000
+    vocabulary_size int DEFAULT 20000,
+    replication int DEFAULT 1
 ) RETURNS TABLE (segment int, train_rows bigint, validation_rows bigint)
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     copies record;
+    spread int := coalesce(num_segments, (SELECT count(*)::int FROM segments));
 BEGIN
     IF name IS NULL OR source_table IS NULL OR label_column IS NULL THEN
         RAISE EXCEPTION 'prepare_dataset needs name, source_table and label_column'
@@ -182,12 +190,20 @@ BEGIN
     IF sequence_length IS NULL OR vocabulary_size IS NULL THEN
         RAISE EXCEPTION 'sequence_length and vocabulary_size must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    -- A bad num_segments is refused (with its own message) by _prepare_dataset.
+    IF replication IS NULL OR replication < 1 OR (spread >= 1 AND replication > spread) THEN
+        RAISE EXCEPTION 'replication must be between 1 and the dataset''s % segments, got %', spread,
+                        coalesce(replication::text, 'NULL')
+            USING HINT = 'replication r keeps each training shard on r segments: 1 (the default) stores the data once, '
+                         'num_segments stores it on every segment (more storage, so configs wait less for a segment)',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
     RETURN QUERY
         SELECT (r ->> 'segment')::int, (r ->> 'train_rows')::bigint, (r ->> 'validation_rows')::bigint
         FROM jsonb_array_elements(raise_if_error(_prepare_dataset(
             name, source_table::oid, source_table::text, label_column, feature_columns, validation_fraction,
             num_segments, buffer_rows, "normalize", feature_shape, coalesce(seed, 0), sequence_length,
-            vocabulary_size))) AS r;
+            vocabulary_size, replication))) AS r;
     -- Counted now, once (the dataset never changes): the leakage warning reads it at a workload's first epoch end.
     SELECT l.validation_duplicates, l.validation_rows INTO copies FROM dataset_leakage(prepare_dataset.name) l;
     IF copies.validation_duplicates > 0 THEN

@@ -159,7 +159,7 @@ def test_a_second_hop_on_the_same_segment_in_the_same_epoch_is_refused(backend: 
             assert conn.execute("SELECT config_id FROM claim_unit(0)").fetchone() is None  # the claim refuses
             # Held by this transaction (claimed for segment 1), the hop refuses segment 0 all the same.
             assert conn.execute("SELECT config_id FROM claim_unit(1)").fetchone() == (config,)
-            with pytest.raises(psycopg.errors.InvalidParameterValue, match="visited it this epoch already") as error:
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="visited its shard this epoch") as error:
                 backend.executor(conn, 0).run_unit(conn, config)
             assert error.value.diag.message_hint is not None
         assert len(units(conn, config)) == 1

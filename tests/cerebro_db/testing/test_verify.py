@@ -22,7 +22,7 @@ import pytest
 from cerebro_db.testing import verify
 from cerebro_plpy import training
 from cerebro_plpy.state import ModelState
-from tests.conftest import one
+from tests.conftest import one, unique
 
 Session = psycopg.Connection[Any]
 EPOCHS = 2
@@ -120,17 +120,34 @@ def tx(conn: Session) -> Iterator[Session]:
         yield conn
 
 
-@pytest.fixture
-def config(tx: Session, blobs_2seg: str) -> int:
-    """The one config of a 2-epoch mlp workload on 2 segments (uncommitted: no scheduler sees it)."""
+def new_config(tx: Session, dataset: str) -> int:
+    """The one config of a new 2-epoch mlp workload on ``dataset`` (uncommitted: no scheduler sees it)."""
     workload = one(
         tx,
         "SELECT run_model_selection(%s, 'mlp', '{\"lr\": [0.01], \"hidden_units\": [4]}', max_epochs => %s)",
-        blobs_2seg,
+        dataset,
         EPOCHS,
     )
     config_id: int = one(tx, "SELECT config_id FROM configs WHERE workload_id = %s", workload)
     return config_id
+
+
+@pytest.fixture
+def config(tx: Session, blobs_2seg: str) -> int:
+    """A config on 2 segments, one shard each."""
+    return new_config(tx, blobs_2seg)
+
+
+@pytest.fixture
+def replicated_config(tx: Session, blobs_2seg: str) -> int:
+    """A config on 2 segments with replication 2: one shard, which both segments hold."""
+    dataset = unique("blobs_r2")
+    tx.execute(
+        "SELECT * FROM prepare_dataset(%s, %s, 'label', '{f0,f1,f2,f3,f4,f5}', validation_fraction => 0.25,"
+        " replication => 2)",
+        [dataset, blobs_2seg],  # the table has the dataset's name
+    )
+    return new_config(tx, dataset)
 
 
 def workload_of(conn: Session, config: int) -> int:
@@ -156,10 +173,10 @@ SOUND_LOG = [(1, 0, 0, 1), (1, 1, 1, 2), (2, 1, 2, 3)]
 @pytest.mark.parametrize(
     ("log", "violation"),
     [
-        ([(1, 0, 0, 1), (2, 1, 2, 3)], "epoch 1 visited segments [0] (segments: [0, 1])"),
-        ([(1, 0, 0, 1), (1, 1, 1, 2), (1, 0, 2, 3)], "epoch 1 visited segments [0, 0, 1]"),
-        ([*SOUND_LOG, (2, 1, 3, 4)], "epoch 2 visited segments [1, 1]"),
-        ([(1, 0, 0, 1), (1, 1, 1, 2), (2, 2, 2, 3)], "epoch 2 visited segments [2]"),
+        ([(1, 0, 0, 1), (2, 1, 2, 3)], "epoch 1 visited shards [0] (shards: [0, 1])"),
+        ([(1, 0, 0, 1), (1, 1, 1, 2), (1, 0, 2, 3)], "epoch 1 visited shards [0, 0, 1]"),
+        ([*SOUND_LOG, (2, 1, 3, 4)], "epoch 2 visited shards [1, 1]"),
+        ([(1, 0, 0, 1), (1, 1, 1, 2), (2, 2, 2, 3)], "epoch 2 ran on segment 2, which holds no shard"),
         ([*SOUND_LOG, (3, 0, 3, 4)], "has units in epoch 3, beyond its progress"),
         ([(1, 0, 0, 2), (1, 1, 1, 3), (2, 1, 3, 4)], "overlap"),
     ],
@@ -185,6 +202,17 @@ def test_mop_violations_lets_two_configs_train_at_once(tx: Session, config: int)
     add_units(tx, config, SOUND_LOG)
     add_units(tx, other, [(1, 1, 0, 1), (1, 0, 1, 2), (2, 0, 2, 3)])  # the other segment, at the same times
     assert verify.mop_violations(tx, workload) == []
+
+
+def test_mop_violations_keys_on_the_shard_with_replication(tx: Session, replicated_config: int) -> None:
+    config, workload = replicated_config, workload_of(tx, replicated_config)
+    tx.execute("UPDATE configs SET epochs_done = 1, status = 'running' WHERE config_id = %s", [config])
+    add_units(tx, config, [(1, 1, 0, 1), (2, 0, 1, 2)])  # the one shard, on either of its segments
+    assert verify.mop_violations(tx, workload) == []
+    tx.execute("DELETE FROM units WHERE config_id = %s", [config])
+    add_units(tx, config, [(1, 0, 0, 1), (1, 1, 1, 2)])  # two segments, but the same shard twice in epoch 1
+    problems = verify.mop_violations(tx, workload)
+    assert problems == [f"config {config} epoch 1 visited shards [0, 0] (shards: [0])"], problems
 
 
 def test_epochs_lost_counts_planned_epochs_without_metrics(tx: Session, config: int) -> None:
