@@ -326,6 +326,10 @@ class Scheduler:
             if not progress.reserve():  # other segments hold the last slots; they may yet give one back
                 self._wait_for_work(conn)
                 continue
+            # Busy from the claim on: the epoch end of the unit it may run can make new work (a rung, a TPE
+            # config, an accepted suggestion), so no other segment may take everyone for idle meanwhile.
+            with progress.lock:
+                progress.idle.discard(segment)
             try:
                 result = self._run_one(conn, farewell, executor, attempts)
             except BaseException:  # the unit did not commit: its slot of the budget is free again
@@ -334,7 +338,6 @@ class Scheduler:
             if result is not None:
                 lately.append(result["config_id"])
                 with progress.lock:
-                    progress.idle.discard(segment)
                     progress.results.append(result)
                 if self.on_unit:
                     self.on_unit(result)
