@@ -52,6 +52,24 @@ LAYERS = ["block_6_expand_relu", "block_13_expand_relu", "out_relu"]
 SPEEDUP_TARGET = 5.0
 ACCURACY_TOLERANCE = 0.05
 BASE = "bench_mobilenetv2"
+#: The parts of a run's segment-seconds (2 x wall): materialization passes, then the unit log's columns, the rest of
+#: the units (claim, context, record, the hop's SQL) and what is outside any unit (backends starting, TensorFlow's
+#: import, idle waits).
+SPLIT = {
+    "materialize": "feature passes",
+    "state_load": "build + restore",
+    "train": "train",
+    "validation": "validation",
+    "data_load": "data load",
+    "state_save": "state save",
+    "unit_rest": "rest of units",
+    "outside": "outside units",
+}
+_SPLIT_SQL = """
+SELECT sum(data_load_s), sum(state_load_s), sum(train_s), sum(coalesce(validation_s, 0)), sum(state_save_s),
+       sum(extract(epoch FROM finished_at - started_at))
+FROM units u JOIN configs c ON c.config_id = u.config_id WHERE c.workload_id = %s
+"""
 DATASET = "bench_ft"
 
 
@@ -64,6 +82,8 @@ class Run:
     materialized_bytes: int
     peak_mb: dict[int, float]
     accuracy: dict[int, float] = field(default_factory=dict)
+    #: Where the segments' time went (seconds summed over both segments): :data:`SPLIT`.
+    split: dict[str, float] = field(default_factory=dict)
 
     @property
     def samples_per_s(self) -> float:
@@ -160,9 +180,18 @@ def run_mode(dsn: str, mode: str, args: argparse.Namespace, train_rows: int) -> 
         if failed:
             raise RuntimeError(f"{MODES[mode]}: configs did not complete: {failed}")
         made = conn.execute(
-            "SELECT count(*), coalesce(sum(bytes), 0) FROM feature_passes WHERE pass_id > %s", [before[0]]
+            "SELECT count(*), coalesce(sum(bytes), 0), coalesce(sum(seconds), 0) FROM feature_passes"
+            " WHERE pass_id > %s",
+            [before[0]],
         ).fetchone()
         assert made is not None
+        parts = conn.execute(_SPLIT_SQL, [workload]).fetchone()
+        assert parts is not None
+        data_load, state_load, train, validation, state_save, spans = (float(v) for v in parts)
+        split = {"materialize": float(made[2]), "state_load": state_load, "train": train, "validation": validation,
+                 "data_load": data_load, "state_save": state_save}  # fmt: skip
+        split["unit_rest"] = spans - sum(split.values())
+        split["outside"] = 2 * wall - spans
         accuracy = {
             index: float(metric)
             for index, metric in conn.execute(
@@ -173,7 +202,7 @@ def run_mode(dsn: str, mode: str, args: argparse.Namespace, train_rows: int) -> 
             )
         }
     configs = len(accuracy)
-    return Run(mode, wall, configs * args.epochs * train_rows, int(made[0]), int(made[1]), peak, accuracy)
+    return Run(mode, wall, configs * args.epochs * train_rows, int(made[0]), int(made[1]), peak, accuracy, split)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,6 +237,13 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> int:
           f"layers x 4 heads x {args.epochs} epochs, {args.rows} rows on 2 segments")  # fmt: skip
     headers = ["run", "wall s", "samples/s", "passes", "MB materialized", "peak MB seg 0 / 1", "vs (a)"]
     print(format_table(headers, rows))
+    print()
+    print("Where the segments' time went (seconds, both segments summed):")
+    print(
+        format_table(
+            ["run", *SPLIT.values()], [[MODES[r.mode], *(f"{r.split[k]:.1f}" for k in SPLIT)] for r in runs.values()]
+        )
+    )
     configs = sorted(staged.accuracy)
     print()
     print(format_table(

@@ -11,9 +11,9 @@ segment's pieces (its training shard, its slice of the validation set) and the h
   float32 like ``dataset_buffers``), reused by later configs and workloads; ``feature_passes`` logs each pass;
 - **bounded**: a piece runs in batches sized by the memory guard's limit (:func:`batch_rows`), each batch's outputs
   written before the next, never a whole shard's activations at once;
-- **equal**: the head alone (``transfer.build(..., on_features=True)``) is built with the same layers in the same
-  order as through the base, so it gets the same initial weights, Dropout seed and state layout: a state trains on
-  either path. Layers that act differently in training (Dropout and the other noise layers, activity regularizers)
+- **equal**: the head alone (``transfer.build_head``) is built with the same layers in the same order as through the
+  base, seeded after any base is loaded, so it gets the same initial weights, Dropout seed and state layout: a state
+  trains on either path. Layers that act differently in training (Dropout and the other noise layers, activity regularizers)
   end what may be materialized: below them the prefix's outputs are the same in training and inference.
 
 It runs lazily, in the unit's transaction on the server that holds the shard (``materialize_features`` in
@@ -186,21 +186,14 @@ def batch_rows(base: keras.Model, layers: Sequence[str], limit_mb: float) -> int
     return min(rows, MAX_BATCH)
 
 
-def _frozen_base(gd: dict[str, Any], sha256: str) -> keras.Model:
-    """The base (a copy of its own, never trained) this backend materializes from; its extractors are cached with it,
-    per set of layers (a backend materializes one base at a time)."""
-    cached = gd.get(GD_EXTRACTORS)
-    if cached is None or cached["sha256"] != sha256:
-        cached = gd[GD_EXTRACTORS] = {"sha256": sha256, "base": transfer.load_base(gd, sha256), "models": {}}
-    base: keras.Model = cached["base"]
-    return base
-
-
 def _cached_extractor(gd: dict[str, Any], sha256: str, layers: tuple[str, ...], shape: tuple[int, ...]) -> Any:
-    base = _frozen_base(gd, sha256)
-    models = gd[GD_EXTRACTORS]["models"]
+    """:func:`extractor` on the backend's frozen base (:func:`transfer.frozen_base`), kept per set of layers."""
+    cached = gd.get(GD_EXTRACTORS)
+    if cached is None or cached[0] != sha256:  # a backend materializes one base at a time
+        cached = gd[GD_EXTRACTORS] = (sha256, {})
+    models: dict[tuple[Any, ...], Any] = cached[1]
     if (layers, shape) not in models:
-        models[(layers, shape)] = extractor(base, layers, shape)
+        models[(layers, shape)] = extractor(transfer.frozen_base(gd, sha256), layers, shape)
     return models[(layers, shape)]
 
 
@@ -277,7 +270,7 @@ def materialize(db: Database, gd: dict[str, Any], context: dict[str, Any]) -> di
         return {"passes": 0}
     sha256 = context["base_sha256"]
     training.tensorflow(gd)  # first: its thread settings hold only if nothing started TensorFlow before
-    layers = usable_layers(_frozen_base(gd, sha256), candidates)
+    layers = usable_layers(transfer.frozen_base(gd, sha256), candidates)
     if own not in layers:
         return {"passes": 0}  # its prefix acts differently in training: the config trains through the base
     for piece in pieces:  # in a fixed order: two units locking pieces cannot deadlock
@@ -297,7 +290,7 @@ def materialize_piece(
     shape = tuple(context["feature_shape"])
     sha256 = context["base_sha256"]
     model = _cached_extractor(gd, sha256, layers, shape)
-    rows_per_batch = batch_rows(_frozen_base(gd, sha256), layers, memory.limit_mb(context["max_training_mb"]))
+    rows_per_batch = batch_rows(transfer.frozen_base(gd, sha256), layers, memory.limit_mb(context["max_training_mb"]))
     x, y = shards.arrays(db, gd, context["dataset_id"], piece.split, piece.segment, shape)
     sets = [
         db.query(
