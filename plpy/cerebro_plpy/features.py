@@ -13,8 +13,8 @@ segment's pieces (its training shard, its slice of the validation set) and the h
   written before the next, never a whole shard's activations at once;
 - **equal**: the head alone (``transfer.build_head``) is built with the same layers in the same order as through the
   base, seeded after any base is loaded, so it gets the same initial weights, Dropout seed and state layout: a state
-  trains on either path. Layers that act differently in training (Dropout and the other noise layers, activity regularizers)
-  end what may be materialized: below them the prefix's outputs are the same in training and inference.
+  trains on either path. Layers that act differently in training (Dropout and the other noise layers, activity
+  regularizers) end what may be materialized: below them the prefix's outputs are the same in training and inference.
 
 It runs lazily, in the unit's transaction on the server that holds the shard (``materialize_features`` in
 ``sql/10_unit/50_features.sql``), under a transaction advisory lock per piece: a failed unit rolls its pieces back
