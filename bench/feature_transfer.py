@@ -48,8 +48,11 @@ from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_db.text_table import format_table
 
 MODES = {"off": "(a) naive", "on": "(b) staged", "unstaged": "(c) per layer"}
-LAYERS = ["block_6_expand_relu", "block_13_expand_relu", "out_relu"]
+#: Block outputs at three depths (at 96x96: 12x12x32, 6x6x96 and 3x3x1280 floats a row).
+LAYERS = ["block_5_add", "block_12_add", "out_relu"]
 SPEEDUP_TARGET = 5.0
+#: ``--quick``: the smallest run that still makes every pass and trains every layer's head (a smoke test).
+QUICK = {"rows": 200, "image_size": 32, "alpha": 0.35, "epochs": 1, "head_units": [8], "lr": [0.003]}
 ACCURACY_TOLERANCE = 0.05
 BASE = "bench_mobilenetv2"
 #: The parts of a run's segment-seconds (2 x wall): materialization passes, then the unit log's columns, the rest of
@@ -70,6 +73,13 @@ SELECT sum(data_load_s), sum(state_load_s), sum(train_s), sum(coalesce(validatio
        sum(extract(epoch FROM finished_at - started_at))
 FROM units u JOIN configs c ON c.config_id = u.config_id WHERE c.workload_id = %s
 """
+#: Each config (numbered in its workload), its layer, final validation accuracy and the segments it visited in order.
+_CONFIGS_SQL = """
+SELECT row_number() OVER (ORDER BY c.config_id), c.params ->> 'layer', m.val_metric,
+       (SELECT array_agg(u.segment ORDER BY u.unit_id) FROM units u WHERE u.config_id = c.config_id)
+FROM configs c JOIN epoch_metrics m ON m.config_id = c.config_id AND m.epoch = c.max_epochs
+WHERE c.workload_id = %s ORDER BY c.config_id
+"""
 DATASET = "bench_ft"
 
 
@@ -84,6 +94,9 @@ class Run:
     accuracy: dict[int, float] = field(default_factory=dict)
     #: Where the segments' time went (seconds summed over both segments): :data:`SPLIT`.
     split: dict[str, float] = field(default_factory=dict)
+    #: The segments each config visited, in order: runs that agree on it train the same weights.
+    order: dict[int, list[int]] = field(default_factory=dict)
+    layers: dict[int, str] = field(default_factory=dict)
 
     @property
     def samples_per_s(self) -> float:
@@ -92,15 +105,22 @@ class Run:
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="300 rows, 32x32 images, alpha 0.35, 2 epochs")
-    parser.add_argument("--rows", type=int, default=2000, help="Fashion-MNIST rows (train + validation)")
+    parser.add_argument("--quick", action="store_true", help=f"the smoke test's size: {QUICK}")
+    parser.add_argument("--rows", type=int, default=3000, help="Fashion-MNIST rows (train + validation)")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2's width")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--head-units", type=int, nargs="+", default=[16, 32], help="the heads' sizes searched")
+    parser.add_argument("--lr", type=float, nargs="+", default=[0.001, 0.003], help="the heads' learning rates")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows, args.image_size, args.alpha, args.epochs = 300, 32, 0.35, 2
+        vars(args).update(QUICK)
     return args
+
+
+def heads(args: argparse.Namespace) -> int:
+    """Head configs per layer (the search space's order: layer, then head_units, then lr)."""
+    return len(args.head_units) * len(args.lr)
 
 
 def base_archive(image_size: int, alpha: float) -> bytes:
@@ -160,7 +180,7 @@ def run_mode(dsn: str, mode: str, args: argparse.Namespace, train_rows: int) -> 
         conn.execute("SELECT drop_features(%s)", [DATASET])
         before = conn.execute("SELECT coalesce(max(pass_id), 0) FROM feature_passes").fetchone()
         assert before is not None
-        space = {"base": BASE, "layer": LAYERS, "trainable_from": "", "head_units": [16, 32], "lr": [0.001, 0.003],
+        space = {"base": BASE, "layer": LAYERS, "trainable_from": "", "head_units": args.head_units, "lr": args.lr,
                  "batch_size": 64}  # fmt: skip
         row = conn.execute(
             "SELECT run_model_selection(%s, 'transfer', %s, max_epochs => %s, seed => 7, name => %s)",
@@ -192,17 +212,15 @@ def run_mode(dsn: str, mode: str, args: argparse.Namespace, train_rows: int) -> 
                  "data_load": data_load, "state_save": state_save}  # fmt: skip
         split["unit_rest"] = spans - sum(split.values())
         split["outside"] = 2 * wall - spans
-        accuracy = {
-            index: float(metric)
-            for index, metric in conn.execute(
-                "SELECT row_number() OVER (ORDER BY c.config_id), m.val_metric FROM configs c"
-                " JOIN epoch_metrics m ON m.config_id = c.config_id AND m.epoch = c.max_epochs"
-                " WHERE c.workload_id = %s ORDER BY c.config_id",
-                [workload],
-            )
-        }
+        accuracy: dict[int, float] = {}
+        order: dict[int, list[int]] = {}
+        layers: dict[int, str] = {}
+        for index, layer, metric, segments in conn.execute(_CONFIGS_SQL, [workload]):
+            layers[index], accuracy[index], order[index] = layer, float(metric), list(segments)
     configs = len(accuracy)
-    return Run(mode, wall, configs * args.epochs * train_rows, int(made[0]), int(made[1]), peak, accuracy, split)
+    return Run(
+        mode, wall, configs * args.epochs * train_rows, int(made[0]), int(made[1]), peak, accuracy, split, order, layers
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,7 +252,7 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> int:
         for r in runs.values()
     ]  # fmt: skip
     print(f"Feature transfer: MobileNetV2 alpha {args.alpha} at {args.image_size}x{args.image_size}, {len(LAYERS)} "
-          f"layers x 4 heads x {args.epochs} epochs, {args.rows} rows on 2 segments")  # fmt: skip
+          f"layers x {heads(args)} heads x {args.epochs} epochs, {args.rows} rows on 2 segments")  # fmt: skip
     headers = ["run", "wall s", "samples/s", "passes", "MB materialized", "peak MB seg 0 / 1", "vs (a)"]
     print(format_table(headers, rows))
     print()
@@ -245,17 +263,23 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> int:
         )
     )
     configs = sorted(staged.accuracy)
+    same = [c for c in configs if all(runs[m].order.get(c) == naive.order[c] for m in MODES)]
     print()
+    print("Final validation accuracy per config (same order: it visited the segments in the same order in all three):")
     print(format_table(
-        ["config", *(MODES[m] for m in MODES)],
-        [[c, *(f"{runs[m].accuracy.get(c, float('nan')):.4f}" for m in MODES)] for c in configs],
+        ["config", "layer", *(MODES[m] for m in MODES), "same order"],
+        [[c, staged.layers[c], *(f"{runs[m].accuracy.get(c, float('nan')):.4f}" for m in MODES),
+          "yes" if c in same else "no"] for c in configs],
     ))  # fmt: skip
-    spread = max(max(runs[m].accuracy[c] for m in MODES) - min(runs[m].accuracy[c] for m in MODES) for c in configs)
+    spread = max(spread_of(runs, c) for c in configs)
+    same_spread = max((spread_of(runs, c) for c in same), default=0.0)
     checks = [
         ("(b) staged: one pass per segment and split", staged.passes == 4, f"{staged.passes} passes"),
         ("(c) per layer: a pass per layer", unstaged.passes == 4 * len(LAYERS), f"{unstaged.passes} passes"),
         ("(a) naive: nothing materialized", naive.passes == 0, f"{naive.passes} passes"),
-    ]
+        ("val accuracy identical across (a)-(c) where the order was the same", same_spread == 0,
+         f"{len(same)} of {len(configs)} configs, max spread {same_spread:.4f}"),
+    ]  # fmt: skip
     if not args.quick:
         checks += [
             ("val accuracy equal across (a)-(c)", spread <= ACCURACY_TOLERANCE, f"max spread {spread:.4f}"),
@@ -270,18 +294,24 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> int:
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 
+def spread_of(runs: dict[str, Run], config: int) -> float:
+    return max(r.accuracy[config] for r in runs.values()) - min(r.accuracy[config] for r in runs.values())
+
+
 def write_csv(runs: dict[str, Run], args: argparse.Namespace) -> None:
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"feature_transfer{'_quick' if args.quick else ''}.csv"
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["run", "mode", "wall_s", "samples_per_s", "passes", "materialized_bytes", "peak_mb_seg0",
-                         "peak_mb_seg1", "config", "val_accuracy"])  # fmt: skip
+                         "peak_mb_seg1", *(f"{k}_s" for k in SPLIT), "config", "layer", "val_accuracy",
+                         "segments_visited"])  # fmt: skip
         for r in runs.values():
             for config, accuracy in sorted(r.accuracy.items()):
                 writer.writerow([MODES[r.mode], r.mode, f"{r.wall_s:.3f}", f"{r.samples_per_s:.1f}", r.passes,
                                  r.materialized_bytes, f"{r.peak_mb.get(0, 0):.0f}", f"{r.peak_mb.get(1, 0):.0f}",
-                                 config, f"{accuracy:.6f}"])  # fmt: skip
+                                 *(f"{r.split[k]:.3f}" for k in SPLIT), config, r.layers[config],
+                                 f"{accuracy:.6f}", " ".join(map(str, r.order[config]))])  # fmt: skip
     step(f"wrote {path}")
 
 

@@ -226,6 +226,10 @@ _READ_SQL = """
 SELECT x, y FROM feature_buffers WHERE feature_set_id = $1 AND split = $2 AND ($3::int IS NULL OR segment = $3)
 ORDER BY segment, part
 """
+_ROWS_SQL = """
+SELECT coalesce(sum(rows), 0)::int AS rows FROM feature_buffers
+WHERE feature_set_id = $1 AND split = $2 AND ($3::int IS NULL OR segment = $3)
+"""
 _HAS_SQL = """
 SELECT EXISTS (SELECT 1 FROM feature_buffers WHERE feature_set_id = $1 AND split = $2 AND segment = $3) AS stored
 """
@@ -337,8 +341,10 @@ def _arrays(
     cache: OrderedDict[tuple[Any, ...], Arrays] = gd.setdefault(GD_FEATURES, OrderedDict())
     key = (feature_set, split, segment)
     if key not in cache:
-        rows = db.query(_READ_SQL, ["int4", "text", "int4"], [feature_set, split, segment])
-        cache[key] = packing.from_buffers(((r["x"], r["y"]) for r in rows), shape)
+        types, args = ["int4", "text", "int4"], [feature_set, split, segment]
+        rows = db.query(_ROWS_SQL, types, args)[0]["rows"]
+        buffers = (r for batch in db.batches(_READ_SQL, types, args, 1) for r in batch)  # one buffer at a time
+        cache[key] = packing.read_buffers(((r["x"], r["y"]) for r in buffers), rows, shape)
         while len(cache) > FEATURE_CACHE_SIZE:
             cache.popitem(last=False)
     cache.move_to_end(key)
