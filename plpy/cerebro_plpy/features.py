@@ -198,9 +198,20 @@ def _cached_extractor(gd: dict[str, Any], sha256: str, layers: tuple[str, ...], 
 
 
 def forward(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
-    """One forward call (inference) of the extractor on a batch: its outputs as float32 arrays."""
-    outputs = model.predict_on_batch(x)
-    return [np.asarray(o, dtype=np.float32) for o in (outputs if isinstance(outputs, list) else [outputs])]
+    """One forward call (inference) of the extractor on a batch: its outputs as float32 arrays.
+
+    Traced once per extractor for any batch size (``predict_on_batch`` traces again at the first batch of another
+    size, so a pass's shorter last batch cost a second trace of the whole prefix); the same graph as ``predict``'s."""
+    run = getattr(model, "cerebro_forward", None)
+    if run is None:
+        import tensorflow as tf
+
+        signature = [tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)]
+        run = model.cerebro_forward = tf.function(
+            lambda batch: model(batch, training=False), input_signature=signature, autograph=False
+        )
+    outputs = run(x)
+    return [np.asarray(o, dtype=np.float32) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
 
 # --- storing and reading (SQL) ---

@@ -192,8 +192,8 @@ def read_buffers(
         features, labels = from_bytes(raw_x, shape), from_bytes(raw_y, ())
         if len(features) != len(labels) or at + len(labels) > rows:
             raise PackingError(
-                f"stored buffers of {len(features)} feature rows and {len(labels)} labels after {at} rows do not add up "
-                f"to the {rows} rows recorded: the buffers are damaged; drop and materialize them again"
+                f"stored buffers of {len(features)} feature rows and {len(labels)} labels after {at} rows do not add "
+                f"up to the {rows} rows recorded: the buffers are damaged; drop and materialize them again"
             )
         x[at : at + len(labels)] = features
         y[at : at + len(labels)] = labels

@@ -54,6 +54,9 @@ def test_a_staged_pass_gives_every_layer_bit_identical_to_predict(gd: dict[str, 
     for layer, got in zip(LAYERS, outputs, strict=True):
         expected = reference(base, layer).predict(x, batch_size=len(x), verbose=0)
         assert got.tobytes() == expected.astype(np.float32).tobytes(), layer
+    shorter = features.forward(staged, x[:7])  # a pass's last batch: no second trace of the prefix
+    assert staged.cerebro_forward.experimental_get_tracing_count() == 1
+    assert all(s.tobytes() == o[:7].tobytes() for s, o in zip(shorter, outputs, strict=True))
 
     graph = functional_base()
     x4 = x[..., None]
