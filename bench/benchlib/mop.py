@@ -118,7 +118,7 @@ def launch(
     return workload_id, int(count[0])
 
 
-class WarmupChain:
+class _Chain:
     """Resumes the measured workload from ``on_unit`` as soon as the warm-up workload is done.
 
     Both run in one ``Scheduler.run``, so the measured units run on the warm backends
@@ -198,7 +198,7 @@ def run_mop(
         measured, configs = launch(conn, dataset, args, args.epochs, f"bench {segments} seg")
         conn.execute("UPDATE workloads SET status = 'running' WHERE workload_id = %s", [warmup])
 
-        chain = WarmupChain(dsn, warmup, measured)
+        chain = _Chain(dsn, warmup, measured)
         try:
             cold_start = time.perf_counter()
             Scheduler(dsn, on_unit=chain.on_unit, idle_wait=0.05, passfile=passfile).run(until_idle=True)
