@@ -186,6 +186,15 @@ def autonomy(results: Path) -> list[str]:
     return code(printed(results, "autonomy"))
 
 
+def feature_transfer(results: Path) -> list[str]:
+    wall = {r["mode"]: float(r["wall_s"]) for r in rows(results, "feature_transfer.csv")}
+    return [
+        *code(printed(results, "feature_transfer")),
+        f"- (b) staged materialization: {wall['off'] / wall['on']:.2f}x the naive run's speed (target >= 5x) and"
+        f" {wall['unstaged'] / wall['on']:.2f}x the per-layer materialization's (target > 1x).",
+    ]
+
+
 def run_all(results: Path) -> list[str]:
     lines = []
     machine = results / "machine.txt"
@@ -220,6 +229,7 @@ GENERATORS: dict[str, Callable[[Path], list[str]]] = {
         simulate_scale,
         scaling,
         autonomy,
+        feature_transfer,
         run_all,
     )
 }

@@ -121,7 +121,8 @@ def train_hop(plpy: Any, gd: dict[str, Any], context: str, state: bytes | None) 
         # A frozen base's head trains on its materialized features, if stored here (materialize_features).
         shard = features.for_hop(db, gd, hop)
         if shard is not None:
-            return unit.train_hop(gd, {**hop, "on_features": True}, state, shard, db.check_interrupts)
+            on_features = {**hop, "features_shape": list(shard.train[0].shape[1:])}
+            return unit.train_hop(gd, on_features, state, shard, db.check_interrupts)
         return unit.train_hop(gd, hop, state, shards.for_hop(db, gd, hop), db.check_interrupts)
 
     outcome, new_state = _result_and_bytes(train)

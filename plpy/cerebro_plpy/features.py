@@ -11,10 +11,10 @@ segment's pieces (its training shard, its slice of the validation set) and the h
   float32 like ``dataset_buffers``), reused by later configs and workloads; ``feature_passes`` logs each pass;
 - **bounded**: a piece runs in batches sized by the memory guard's limit (:func:`batch_rows`), each batch's outputs
   written before the next, never a whole shard's activations at once;
-- **equal**: the head alone (``transfer.build(..., on_features=True)``) is built with the same layers in the same
-  order as through the base, so it gets the same initial weights, Dropout seed and state layout: a state trains on
-  either path. Layers that act differently in training (Dropout and the other noise layers, activity regularizers)
-  end what may be materialized: below them the prefix's outputs are the same in training and inference.
+- **equal**: the head alone (``transfer.build_head``) is built with the same layers in the same order as through the
+  base, seeded after any base is loaded, so it gets the same initial weights, Dropout seed and state layout: a state
+  trains on either path. Layers that act differently in training (Dropout and the other noise layers, activity
+  regularizers) end what may be materialized: below them the prefix's outputs are the same in training and inference.
 
 It runs lazily, in the unit's transaction on the server that holds the shard (``materialize_features`` in
 ``sql/10_unit/50_features.sql``), under a transaction advisory lock per piece: a failed unit rolls its pieces back
@@ -186,28 +186,32 @@ def batch_rows(base: keras.Model, layers: Sequence[str], limit_mb: float) -> int
     return min(rows, MAX_BATCH)
 
 
-def _frozen_base(gd: dict[str, Any], sha256: str) -> keras.Model:
-    """The base (a copy of its own, never trained) this backend materializes from; its extractors are cached with it,
-    per set of layers (a backend materializes one base at a time)."""
-    cached = gd.get(GD_EXTRACTORS)
-    if cached is None or cached["sha256"] != sha256:
-        cached = gd[GD_EXTRACTORS] = {"sha256": sha256, "base": transfer.load_base(gd, sha256), "models": {}}
-    base: keras.Model = cached["base"]
-    return base
-
-
 def _cached_extractor(gd: dict[str, Any], sha256: str, layers: tuple[str, ...], shape: tuple[int, ...]) -> Any:
-    base = _frozen_base(gd, sha256)
-    models = gd[GD_EXTRACTORS]["models"]
+    """:func:`extractor` on the backend's frozen base (:func:`transfer.frozen_base`), kept per set of layers."""
+    cached = gd.get(GD_EXTRACTORS)
+    if cached is None or cached[0] != sha256:  # a backend materializes one base at a time
+        cached = gd[GD_EXTRACTORS] = (sha256, {})
+    models: dict[tuple[Any, ...], Any] = cached[1]
     if (layers, shape) not in models:
-        models[(layers, shape)] = extractor(base, layers, shape)
+        models[(layers, shape)] = extractor(transfer.frozen_base(gd, sha256), layers, shape)
     return models[(layers, shape)]
 
 
 def forward(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
-    """One forward call (inference) of the extractor on a batch: its outputs as float32 arrays."""
-    outputs = model.predict_on_batch(x)
-    return [np.asarray(o, dtype=np.float32) for o in (outputs if isinstance(outputs, list) else [outputs])]
+    """One forward call (inference) of the extractor on a batch: its outputs as float32 arrays.
+
+    Traced once per extractor for any batch size (``predict_on_batch`` traces again at the first batch of another
+    size, so a pass's shorter last batch cost a second trace of the whole prefix); the same graph as ``predict``'s."""
+    run = getattr(model, "cerebro_forward", None)
+    if run is None:
+        import tensorflow as tf
+
+        signature = [tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)]
+        run = model.cerebro_forward = tf.function(
+            lambda batch: model(batch, training=False), input_signature=signature, autograph=False
+        )
+    outputs = run(x)
+    return [np.asarray(o, dtype=np.float32) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
 
 # --- storing and reading (SQL) ---
@@ -232,6 +236,10 @@ WHERE owner = $1 AND dataset_id = $2 AND base_sha256 = $3 AND layer = $4
 _READ_SQL = """
 SELECT x, y FROM feature_buffers WHERE feature_set_id = $1 AND split = $2 AND ($3::int IS NULL OR segment = $3)
 ORDER BY segment, part
+"""
+_ROWS_SQL = """
+SELECT coalesce(sum(rows), 0)::int AS rows FROM feature_buffers
+WHERE feature_set_id = $1 AND split = $2 AND ($3::int IS NULL OR segment = $3)
 """
 _HAS_SQL = """
 SELECT EXISTS (SELECT 1 FROM feature_buffers WHERE feature_set_id = $1 AND split = $2 AND segment = $3) AS stored
@@ -277,7 +285,7 @@ def materialize(db: Database, gd: dict[str, Any], context: dict[str, Any]) -> di
         return {"passes": 0}
     sha256 = context["base_sha256"]
     training.tensorflow(gd)  # first: its thread settings hold only if nothing started TensorFlow before
-    layers = usable_layers(_frozen_base(gd, sha256), candidates)
+    layers = usable_layers(transfer.frozen_base(gd, sha256), candidates)
     if own not in layers:
         return {"passes": 0}  # its prefix acts differently in training: the config trains through the base
     for piece in pieces:  # in a fixed order: two units locking pieces cannot deadlock
@@ -297,7 +305,7 @@ def materialize_piece(
     shape = tuple(context["feature_shape"])
     sha256 = context["base_sha256"]
     model = _cached_extractor(gd, sha256, layers, shape)
-    rows_per_batch = batch_rows(_frozen_base(gd, sha256), layers, memory.limit_mb(context["max_training_mb"]))
+    rows_per_batch = batch_rows(transfer.frozen_base(gd, sha256), layers, memory.limit_mb(context["max_training_mb"]))
     x, y = shards.arrays(db, gd, context["dataset_id"], piece.split, piece.segment, shape)
     sets = [
         db.query(
@@ -344,8 +352,10 @@ def _arrays(
     cache: OrderedDict[tuple[Any, ...], Arrays] = gd.setdefault(GD_FEATURES, OrderedDict())
     key = (feature_set, split, segment)
     if key not in cache:
-        rows = db.query(_READ_SQL, ["int4", "text", "int4"], [feature_set, split, segment])
-        cache[key] = packing.from_buffers(((r["x"], r["y"]) for r in rows), shape)
+        types, args = ["int4", "text", "int4"], [feature_set, split, segment]
+        rows = db.query(_ROWS_SQL, types, args)[0]["rows"]
+        buffers = (r for batch in db.batches(_READ_SQL, types, args, 1) for r in batch)  # one buffer at a time
+        cache[key] = packing.read_buffers(((r["x"], r["y"]) for r in buffers), rows, shape)
         while len(cache) > FEATURE_CACHE_SIZE:
             cache.popitem(last=False)
     cache.move_to_end(key)

@@ -180,6 +180,29 @@ def from_bytes(raw: bytes, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(raw, dtype=FLOAT32).reshape((-1, *shape))
 
 
+def read_buffers(
+    buffers: Iterable[tuple[bytes, bytes]], rows: int, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of ``(x, y)`` buffers holding ``rows`` rows in all, each buffer copied into arrays allocated
+    once as it comes: the peak is the arrays and one buffer (:func:`from_buffers` holds every buffer and the result)."""
+    x = np.empty((rows, *shape), dtype=FLOAT32)
+    y = np.empty(rows, dtype=FLOAT32)
+    at = 0
+    for raw_x, raw_y in buffers:
+        features, labels = from_bytes(raw_x, shape), from_bytes(raw_y, ())
+        if len(features) != len(labels) or at + len(labels) > rows:
+            raise PackingError(
+                f"stored buffers of {len(features)} feature rows and {len(labels)} labels after {at} rows do not add "
+                f"up to the {rows} rows recorded: the buffers are damaged; drop and materialize them again"
+            )
+        x[at : at + len(labels)] = features
+        y[at : at + len(labels)] = labels
+        at += len(labels)
+    if at != rows:
+        raise PackingError(f"stored buffers hold {at} rows, {rows} recorded: drop and materialize them again")
+    return x, y
+
+
 def from_buffers(buffers: Iterable[tuple[bytes, bytes]], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of ``(x, y)`` buffers, concatenated in the order given."""
     pairs = list(buffers)

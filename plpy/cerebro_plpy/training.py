@@ -91,8 +91,9 @@ class ModelSpec:
     script: Script | None = None
     #: Set for ``transfer``: the sha256 of its base's archive (cached in ``gd`` by :func:`transfer.cache_archive`).
     base_sha256: str | None = None
-    #: ``transfer`` with a frozen base: the head alone, trained on materialized features (:mod:`features`).
-    on_features: bool = False
+    #: ``transfer`` with a frozen base: the head alone, trained on materialized features of this shape
+    #: (:mod:`features`).
+    features_shape: tuple[int, ...] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelSpec:
@@ -107,7 +108,7 @@ class ModelSpec:
             row["seed"],
             script,
             row.get("base_sha256"),
-            bool(row.get("on_features", False)),
+            tuple(row["features_shape"]) if row.get("features_shape") is not None else None,
         )
 
     @property
@@ -117,7 +118,7 @@ class ModelSpec:
             *roster.architecture_key(self.model, self.params, registered),
             self.script.sha256 if self.script else None,
             self.base_sha256,
-            self.on_features,
+            self.features_shape,
             self.input_shape,
             self.num_classes,
         )
@@ -135,13 +136,15 @@ def build_compiled(gd: dict[str, Any], spec: ModelSpec) -> keras.Model:
     tensorflow(gd)
     import keras
 
+    base = _transfer_base(gd, spec)
+    # Seeded after loading a transfer base (which draws seeds): its head starts the same whether the base was loaded
+    # now, cached in this backend, or not needed (the head on materialized features).
     keras.utils.set_random_seed(spec.seed)
-    if spec.model == transfer.MODEL:
-        if spec.base_sha256 is None:
-            raise TrainingError(f"the base {spec.params['base']!r} of this transfer config is no longer imported")
-        model = transfer.build(
-            transfer.load_base(gd, spec.base_sha256), spec.params, spec.input_shape, spec.num_classes, spec.on_features
-        )
+    if spec.model == transfer.MODEL and spec.features_shape is not None:
+        model = transfer.build_head(spec.features_shape, spec.params, spec.num_classes)
+        model.compile(optimizer=_optimizer(spec.params), loss=LOSS, metrics=[METRIC])
+    elif base is not None:
+        model = transfer.build(base, spec.params, spec.input_shape, spec.num_classes)
         model.compile(optimizer=_optimizer(spec.params), loss=LOSS, metrics=[METRIC])
     elif spec.script is None:
         model = roster.build(spec.model, spec.params, spec.input_shape, spec.num_classes)
@@ -152,6 +155,16 @@ def build_compiled(gd: dict[str, Any], spec: ModelSpec) -> keras.Model:
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=[METRIC])
     model.optimizer.build(model.trainable_variables)
     return model
+
+
+def _transfer_base(gd: dict[str, Any], spec: ModelSpec) -> keras.Model | None:
+    """The base a transfer config's model is built around (:func:`transfer.base_for`); None for other models and for
+    the head on materialized features."""
+    if spec.model != transfer.MODEL or spec.features_shape is not None:
+        return None
+    if spec.base_sha256 is None:
+        raise TrainingError(f"the base {spec.params['base']!r} of this transfer config is no longer imported")
+    return transfer.base_for(gd, spec.base_sha256, spec.params)
 
 
 def cached_model(gd: dict[str, Any], spec: ModelSpec) -> keras.Model:

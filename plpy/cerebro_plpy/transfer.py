@@ -10,7 +10,9 @@ fetches the base the workload's owner may use and hands it in.
 
 What hops: a transfer model's state holds only the config's part (:func:`fixed_variables` are left out): the
 trainable weights, the non-trainable variables of trained layers (batch norm statistics), every random generator's
-state, and the optimizer's variables. The frozen weights are the base's: every build loads them from the archive.
+state, and the optimizer's variables. The frozen weights are the base's: a build takes them from the archive (a fresh
+copy per model if part of the base trains; one frozen copy per backend, shared by every model that trains none of it
+and by :mod:`cerebro_plpy.features`' passes: :func:`frozen_base`).
 
 The base's leading top-level ``Normalization`` layers (the one ``cerebro-db export`` puts in front of a config) are
 skipped: a unit's features are normalized already, by ``prepare_dataset`` with its own dataset's statistics.
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
 MODEL = "transfer"
 GD_BASES = "cerebro.bases"
+GD_FROZEN = "cerebro.frozen_base"
 #: Archives kept per backend (keyed by sha256): a backend trains one base at a time.
 BASE_CACHE_SIZE = 1
 
@@ -187,7 +190,7 @@ def cache_archive(gd: dict[str, Any], sha256: str, fetch: Callable[[], bytes]) -
 
 
 def load_base(gd: dict[str, Any], sha256: str) -> keras.Model:
-    """A fresh copy of the cached base (a model's layers are its own: configs must not share them), safe mode."""
+    """A fresh copy of the cached base (a model that trains part of it must not share its layers), safe mode."""
     import keras
 
     cache: OrderedDict[str, bytes] = gd.get(GD_BASES, OrderedDict())
@@ -198,6 +201,24 @@ def load_base(gd: dict[str, Any], sha256: str) -> keras.Model:
         path.write_bytes(cache[sha256])
         loaded: keras.Model = keras.saving.load_model(path, safe_mode=True, compile=False)
     return loaded
+
+
+def frozen_base(gd: dict[str, Any], sha256: str) -> keras.Model:
+    """The cached base with every layer frozen, loaded once per backend (and base): shared by every model that trains
+    none of it, as frozen weights never change and frozen batch norm runs in inference mode."""
+    cached = gd.get(GD_FROZEN)
+    if cached is None or cached[0] != sha256:
+        base = load_base(gd, sha256)
+        for _, layer in walk(base):
+            layer.trainable = False
+        cached = gd[GD_FROZEN] = (sha256, base)
+    frozen: keras.Model = cached[1]
+    return frozen
+
+
+def base_for(gd: dict[str, Any], sha256: str, params: dict[str, Any]) -> keras.Model:
+    """The base a config's model is built around: :func:`frozen_base` if it trains none of it, else a fresh copy."""
+    return frozen_base(gd, sha256) if params["trainable_from"] == "" else load_base(gd, sha256)
 
 
 def walk(model: keras.Model, path: str = "") -> Iterator[tuple[str, keras.Layer]]:
@@ -240,13 +261,8 @@ def _cut(model: keras.Model, path: str, x: Any, top: bool) -> Any:
     raise KeyError(f"layer {path!r} is not in model {model.name!r}")
 
 
-def build(
-    base: keras.Model, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int, on_features: bool = False
-) -> keras.Model:
-    """The config's model around ``base`` (a fresh copy it takes over): frozen below trainable_from, cut, headed.
-
-    ``on_features``: the head alone, on the cut's materialized outputs (:mod:`cerebro_plpy.features`), built in the
-    same order (same initial weights, Dropout seed and state as through the frozen base)."""
+def build(base: keras.Model, params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """The config's model around ``base`` (:func:`base_for`'s): frozen below trainable_from, cut, headed."""
     import keras
 
     layers = list(walk(base))
@@ -255,9 +271,21 @@ def build(
     for position, (_, layer) in enumerate(layers):
         layer.trainable = position >= start
     inputs = keras.Input(input_shape)
-    x = _cut(base, params["layer"], inputs, top=True)
-    if on_features:
-        inputs = x = keras.Input(x.shape[1:])
+    return _headed(inputs, _cut(base, params["layer"], inputs, top=True), params, num_classes)
+
+
+def build_head(features_shape: tuple[int, ...], params: dict[str, Any], num_classes: int) -> keras.Model:
+    """A frozen config's head alone, on its cut's materialized outputs (:mod:`cerebro_plpy.features`): the same layers
+    as :func:`build`'s head, so, seeded alike, the same initial weights, Dropout seed and state."""
+    import keras
+
+    inputs = keras.Input(features_shape)
+    return _headed(inputs, inputs, params, num_classes)
+
+
+def _headed(inputs: Any, x: Any, params: dict[str, Any], num_classes: int) -> keras.Model:
+    import keras
+
     if len(x.shape) > 2:
         x = keras.layers.Flatten(name="head_flatten")(x)
     x = keras.layers.Dense(params["head_units"], activation="relu", name="head_dense")(x)

@@ -54,6 +54,9 @@ def test_a_staged_pass_gives_every_layer_bit_identical_to_predict(gd: dict[str, 
     for layer, got in zip(LAYERS, outputs, strict=True):
         expected = reference(base, layer).predict(x, batch_size=len(x), verbose=0)
         assert got.tobytes() == expected.astype(np.float32).tobytes(), layer
+    shorter = features.forward(staged, x[:7])  # a pass's last batch: no second trace of the prefix
+    assert staged.cerebro_forward.experimental_get_tracing_count() == 1
+    assert all(s.tobytes() == o[:7].tobytes() for s, o in zip(shorter, outputs, strict=True))
 
     graph = functional_base()
     x4 = x[..., None]
@@ -68,13 +71,13 @@ def test_the_head_on_features_ends_as_the_head_through_the_frozen_base(gd: dict[
     x = rng.normal(size=(48, *SHAPE)).astype(np.float32)
     y = rng.integers(0, CLASSES, size=48).astype(np.float32)
     given = params(layer="cnn/dense", trainable_from="", dropout=0.3)
-    through = ModelSpec("transfer", given, SHAPE, CLASSES, 7, base_sha256="sha")
-    on = ModelSpec("transfer", given, SHAPE, CLASSES, 7, base_sha256="sha", on_features=True)
-    assert through.cache_key != on.cache_key
-    assert bit_equal(training.initial_state(gd, through), training.initial_state(gd, on))  # same weights, seeds
-
     staged = features.extractor(transfer.load_base(gd, "sha"), ["cnn/dense"], SHAPE)
     (materialized,) = features.forward(staged, x)
+    through = ModelSpec("transfer", given, SHAPE, CLASSES, 7, base_sha256="sha")
+    on = ModelSpec("transfer", given, SHAPE, CLASSES, 7, base_sha256="sha", features_shape=materialized.shape[1:])
+    assert through.cache_key != on.cache_key
+    assert bit_equal(training.initial_state(gd, through), training.initial_state(gd, on))  # same weights, seeds
+    assert not any(isinstance(layer, keras.Model) for layer in training.build_compiled(gd, on).layers)  # no base
     trained = []
     for spec, data in ((through, x), (on, materialized)):
         model = training.build_compiled(gd, spec)

@@ -380,3 +380,18 @@ def test_default_buffer_rows() -> None:
 def test_a_damaged_buffer_is_refused_with_its_size_and_the_row_shape() -> None:
     with pytest.raises(packing.PackingError, match=r"3 bytes does not decode into rows of shape \(2, 2\)"):
         packing.from_bytes(b"\x00\x01\x02", (2, 2))
+
+
+def test_read_buffers_fills_arrays_allocated_once_and_refuses_counts_that_do_not_add_up() -> None:
+    rng = np.random.default_rng(0)
+    pieces = [(rng.normal(size=(n, 2, 3)).astype(np.float32), rng.integers(0, 4, n).astype(np.float32)) for n in (3, 5)]
+    buffers = [(x.tobytes(), y.tobytes()) for x, y in pieces]
+    x, y = packing.read_buffers(iter(buffers), 8, (2, 3))
+    expected = packing.from_buffers(buffers, (2, 3))
+    assert x.tobytes() == expected[0].tobytes() and y.tobytes() == expected[1].tobytes()
+    with pytest.raises(packing.PackingError, match="7 rows recorded"):
+        packing.read_buffers(iter(buffers), 7, (2, 3))
+    with pytest.raises(packing.PackingError, match="3 rows, 8 recorded"):
+        packing.read_buffers(iter(buffers[:1]), 8, (2, 3))
+    with pytest.raises(packing.PackingError, match="3 feature rows and 5 labels"):
+        packing.read_buffers(iter([(buffers[0][0], buffers[1][1])]), 8, (2, 3))

@@ -130,6 +130,18 @@ def test_the_model_is_the_cut_base_frozen_below_trainable_from_under_a_new_head(
     assert [tuple(a.shape) for a in state.model_variables[:2]] == [(32, 5), (5,)]
 
 
+def test_frozen_configs_share_the_backends_frozen_base_and_the_others_have_their_own(gd: dict[str, Any]) -> None:
+    def conv(model: keras.Model) -> keras.Layer:
+        return next(layer for layer in transfer._computing_layers(model) if layer.name == "conv")
+
+    frozen = [training.build_compiled(gd, spec(trainable_from="", head_units=units)) for units in (4, 8)]
+    trained = training.build_compiled(gd, spec(trainable_from="cnn/conv"))
+    assert conv(frozen[0]) is conv(frozen[1]) is conv(transfer.frozen_base(gd, "sha").get_layer("cnn"))
+    assert conv(trained) is not conv(frozen[0])
+    assert conv(trained).trainable and not conv(frozen[0]).trainable  # the shared base stays frozen
+    assert training.capture(frozen[0]).model_variables[0].shape == (5, 4)  # the head's kernel: the base's left out
+
+
 def test_a_state_of_the_trained_part_resumes_bit_identically(gd: dict[str, Any]) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, *SHAPE)).astype(np.float32)

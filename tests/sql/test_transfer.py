@@ -177,25 +177,27 @@ def test_a_pretrained_base_beats_the_same_model_from_scratch(
     dsn: str, conn: Session, pretrained: tuple[str, bytes], scratch: str, post_1seg: str
 ) -> None:
     """Classes 5-9 (2,000 rows, 1,600 trained on), 2 epochs, the same head (32 units) on the base's frozen conv
-    blocks (cut at its flatten layer), the same seed: a base pretrained on classes 0-4 against the same architecture
-    with random weights (its untrained copy). (Fine-tuning the whole small base, random init catches up within 2
-    epochs on this data: 0.887 pretrained vs 0.895 scratch when measured.)"""
+    blocks (cut at its flatten layer), the same seeds: a base pretrained on classes 0-4 against the same architecture
+    with random weights (its untrained copy), mean over 3 seeds (one seed alone is noise: pretrained won 4 of seeds
+    1-5 when measured, 0.9085 vs 0.8960 on average). (Fine-tuning the whole small base, random init catches up within
+    2 epochs on this data: 0.887 pretrained vs 0.895 scratch when measured.)"""
     space = {"layer": layer_names(conn, pretrained[0])[-3], "head_units": 32, "lr": 0.003, "batch_size": 32}
-    # one workload each, the same seed: their one config has the same seed (the head starts the same)
-    workloads = {base: run(conn, post_1seg, "transfer", {**space, "base": base}, epochs=2, seed=3)
-                 for base in (pretrained[0], scratch)}  # fmt: skip
+    # one workload per base and seed: a pair's one config has the same seed (the head starts the same)
+    workloads = {(base, seed): run(conn, post_1seg, "transfer", {**space, "base": base}, epochs=2, seed=seed)
+                 for base in (pretrained[0], scratch) for seed in (1, 2, 3)}  # fmt: skip
     run_until_idle(dsn)
     accuracy = {
-        base: one(
+        key: one(
             conn,
             "SELECT m.val_metric FROM configs c JOIN epoch_metrics m USING (config_id)"
             " WHERE c.workload_id = %s AND m.epoch = 2",
             workload,
         )
-        for base, workload in workloads.items()
+        for key, workload in workloads.items()
     }
     print(f"val accuracy after 2 epochs on classes 5-9: {accuracy}")
-    assert accuracy[pretrained[0]] > accuracy[scratch], accuracy
+    mean = {base: sum(a for (b, _), a in accuracy.items() if b == base) / 3 for base in (pretrained[0], scratch)}
+    assert mean[pretrained[0]] > mean[scratch], accuracy
 
 
 # --- (c) stop, resume and clone resume bit-identically ---
