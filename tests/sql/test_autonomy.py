@@ -471,3 +471,100 @@ def test_an_autopilot_trained_for_real_stops_at_its_budget(
         )
         == 0
     )
+
+
+def done_with_two_stopped(
+    user: Session, system: Session, dataset: str, stopper: str = "system", **autonomy: Any
+) -> tuple[int, list[int], int, int]:
+    """4 configs of 4 epochs: after epoch 1 the third and fourth there (``better``, ``worse``) are stopped, ``better``
+    by ``stopper`` ('system': a procedure's prune; 'user': an UPDATE), ``worse`` by the system; the two leaders then
+    finish flat (nothing to extend). With the budget left at 100 - 10 epochs, both stopped configs' 3 remaining
+    epochs fit. Returns the workload, the leaders, better, worse."""
+    workload_id, (worse, better, *leaders) = workload(user, dataset, 4, epochs=4, **autonomy)
+    play(system, {c: [shifted(HEALTHY, 0.02 * k)[0]] for k, c in enumerate([worse, better, *leaders])})
+    if stopper == "user":
+        user.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [better])
+    else:
+        system.execute("SELECT config_transition(%s, 'prune', 'a procedure''s prune')", [better])
+    system.execute("SELECT config_transition(%s, 'prune', 'a procedure''s prune')", [worse])
+    flat_end = [HEALTHY[1]] * 3
+    play(system, {c: shifted(flat_end, 0.04 + 0.01 * k) for k, c in enumerate(leaders)}, start=2)
+    return workload_id, leaders, better, worse
+
+
+def bring_backs(session: Session, workload_id: int) -> list[tuple[int, str | None, str | None]]:
+    rows = session.execute(
+        "SELECT config_id, resolution, resolved_by FROM suggestion_log WHERE workload_id = %s AND kind = 'resume'"
+        " ORDER BY suggestion_id",
+        [workload_id],
+    )
+    return [(config, resolution, by) for config, resolution, by in rows]
+
+
+def test_an_autopilot_whose_configs_are_done_brings_back_the_best_it_stopped(
+    user: Session, tenants: dict[str, str], system: Session
+) -> None:
+    """Both stopped configs' 3 remaining epochs fit in the 90 left: both come back, the best first."""
+    workload_id, leaders, better, worse = done_with_two_stopped(
+        user, system, tenants["dataset"], autonomy="autopilot", budget_epochs=100
+    )
+    assert bring_backs(user, workload_id) == [(better, "accepted", "cerebro"), (worse, "accepted", "cerebro")]
+    assert [status(user, c) for c in (better, worse, *leaders)] == ["running", "running", "completed", "completed"]
+    suggestion, reason, evidence = one(
+        user, "SELECT suggestion_id, reason, evidence FROM suggestion_log WHERE config_id = %s", better
+    )
+    assert reason.startswith("the autopilot's configs are done with 90 epochs left in its budget: stopped at epoch 1")
+    assert (evidence["rank"], evidence["remaining_epochs"], evidence["budget_epochs_left"]) == (1, 3, 90)
+    assert events(user, better)[-2:] == [("running", "cerebro", None), ("accepted", "cerebro", suggestion)]
+    # Brought back once: stopped again, it stays stopped when the configs are done again.
+    play(system, {c: [HEALTHY[1]] for c in (better, worse)}, start=2)
+    system.execute("SELECT config_transition(%s, 'prune', 'a procedure''s prune')", [better])
+    play(system, {worse: [HEALTHY[1]] * 2}, start=3)
+    assert status(user, worse) == "completed" and status(user, better) == "stopped"
+    assert len(bring_backs(user, workload_id)) == 2
+
+
+@pytest.mark.parametrize(("budget", "brought"), [(13, 1), (12, 0)])
+def test_an_autopilot_brings_back_only_what_its_budget_can_finish(
+    user: Session, tenants: dict[str, str], system: Session, budget: int, brought: int
+) -> None:
+    """10 epochs trained: a budget of 13 has 3 left, which finish the better stopped config and nothing after it; a
+    budget of 12 has 2 left, less than either needs: the rule stays quiet."""
+    workload_id, configs = workload(user, tenants["dataset"], 4, epochs=4, autonomy="autopilot", budget_epochs=100)
+    worse, better, *leaders = configs
+    play(system, {c: [shifted(HEALTHY, 0.02 * k)[0]] for k, c in enumerate(configs)})
+    for config in (better, worse):
+        system.execute("SELECT config_transition(%s, 'prune', 'a procedure''s prune')", [config])
+    flat_end = [HEALTHY[1]] * 3
+    leader_curves = {c: shifted(flat_end, 0.04 + 0.01 * k) for k, c in enumerate(leaders)}
+    play(system, {c: curve[:2] for c, curve in leader_curves.items()}, start=2)
+    # Lowered live (the rung stops need the budget to be short before: the leaders' last 2 epochs fit in it).
+    user.execute("UPDATE workloads SET budget_epochs = %s WHERE workload_id = %s", [budget, workload_id])
+    play(system, {c: curve[2:] for c, curve in leader_curves.items()}, start=4)
+    assert one(user, "SELECT epochs, spent FROM autopilot_spent(%s)", workload_id) == (10, False)
+    assert bring_backs(user, workload_id) == [(better, "accepted", "cerebro")][:brought]
+    assert [status(user, c) for c in (better, worse)] == ["running" if brought else "stopped", "stopped"]
+
+
+def test_an_autopilot_never_brings_back_a_config_its_user_stopped(
+    user: Session, tenants: dict[str, str], system: Session
+) -> None:
+    workload_id, _, better, worse = done_with_two_stopped(
+        user, system, tenants["dataset"], stopper="user", autonomy="autopilot", budget_epochs=100
+    )
+    # The user's stop stands; the next best the system stopped comes back instead.
+    assert bring_backs(user, workload_id) == [(worse, "accepted", "cerebro")]
+    assert status(user, better) == "stopped" and status(user, worse) == "running"
+    assert [e[0] for e in events(user, better)][-1] == "stopped"
+
+
+@pytest.mark.parametrize(
+    "autonomy", [{"autonomy": "cruise"}, {"autonomy": "autopilot", "budget_seconds": 3600}], ids=["cruise", "seconds"]
+)
+def test_no_bring_back_without_an_epoch_budget(
+    user: Session, tenants: dict[str, str], system: Session, autonomy: dict[str, Any]
+) -> None:
+    """Cruise control has no budget, and a wall-time budget alone gives no epoch count to plan with."""
+    workload_id, _, better, worse = done_with_two_stopped(user, system, tenants["dataset"], **autonomy)
+    assert bring_backs(user, workload_id) == []
+    assert [status(user, c) for c in (better, worse)] == ["stopped", "stopped"]

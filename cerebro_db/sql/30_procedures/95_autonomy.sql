@@ -11,6 +11,8 @@
 --            spent; then it stops the configs, with the reason in their events, and accepts nothing more.
 --            While the epochs left in the budget cannot finish its configs, it also suggests (and so
 --            accepts) hyperband's rung stops (autopilot_rung_stop).
+--            Once its configs are all done with epochs left in the budget, it brings back the best
+--            of those it stopped whose remaining epochs fit (autopilot_bring_back).
 --            Its drill-downs run on autopilot within the same budget (budget_of).
 -- At each epoch's end (on_epoch_end, after suggest_observe, inside the unit's transaction), through
 -- the functions accept_suggestion uses (_open_suggestion, _carry_out_suggestion,
@@ -259,10 +261,67 @@ BEGIN
 END
 $$;
 
+-- An autopilot with epochs left in its budget when none of its configs is pending or running (this
+-- epoch's end would finish its workloads) brings back configs it stopped, as successive halving
+-- does: a resume suggestion for the best (by best validation metric) of this workload's stopped
+-- configs whose remaining epochs fit in the epochs left, then for the next best that fits in what is
+-- left after it, and so on; the autopilot accepts them like any other. Never a config its user
+-- stopped (user_steering) or whose resume they dismissed, nor one resumed before (it had its second
+-- chance; the curves' rules may stop it again). Returns whether it suggested any. A wall-time budget
+-- alone gives no epoch count to plan with.
+CREATE OR REPLACE FUNCTION autopilot_bring_back(workload_id int, budget_workload int, epochs_left int)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+DECLARE
+    budget_left int := epochs_left;
+    brought int := 0;
+    stopped record;
+BEGIN
+    IF epochs_left IS NULL OR epochs_left < 1 OR EXISTS (
+        SELECT 1 FROM configs x JOIN workloads g USING (workload_id)
+        WHERE (g.workload_id = budget_workload OR g.budget_of = budget_workload) AND x.status IN ('pending', 'running'))
+    THEN
+        RETURN false;
+    END IF;
+    FOR stopped IN
+        SELECT c.config_id, c.epochs_done, c.max_epochs - c.epochs_done AS remaining, best.val_metric,
+               row_number() OVER (ORDER BY best.val_metric DESC, c.config_id) AS rank, count(*) OVER () AS candidates
+        FROM configs c
+        CROSS JOIN LATERAL (SELECT max(m.val_metric) AS val_metric FROM epoch_metrics m
+                            WHERE m.config_id = c.config_id AND m.val_metric < 'Infinity') best
+        WHERE c.workload_id = autopilot_bring_back.workload_id AND c.status = 'stopped'
+          AND c.epochs_done < c.max_epochs AND best.val_metric IS NOT NULL
+          AND (SELECT u.direction FROM user_steering(c.config_id) u) IS DISTINCT FROM 'stop'
+          AND NOT suggestion_repeat_blocked(c.workload_id, c.config_id, 'resume')
+          AND NOT EXISTS (SELECT 1 FROM config_events r JOIN config_events e USING (config_id)
+                          WHERE r.config_id = c.config_id AND r.kind = 'running'
+                            AND e.kind IN ('stopped', 'pruned') AND e.event_id < r.event_id)
+        ORDER BY best.val_metric DESC, c.config_id
+    LOOP
+        CONTINUE WHEN stopped.remaining > budget_left;
+        PERFORM add_suggestion(autopilot_bring_back.workload_id, stopped.config_id, 'resume',
+            format('the autopilot''s configs are done with %s epochs left in its budget: stopped at epoch %s, its'
+                   ' best validation metric %s ranks %s of the %s it stopped, and its %s remaining epochs fit'
+                   ' (successive halving''s bring-back)',
+                   budget_left, stopped.epochs_done, _shown(stopped.val_metric), stopped.rank, stopped.candidates,
+                   stopped.remaining),
+            jsonb_build_object('epoch', stopped.epochs_done, 'best_val_metric', _evidence_number(stopped.val_metric),
+                               'rank', stopped.rank, 'stopped_configs', stopped.candidates,
+                               'remaining_epochs', stopped.remaining, 'budget_epochs_left', budget_left),
+            'it trains its remaining epochs from where it stopped, within the budget', '{}');
+        budget_left := budget_left - stopped.remaining;
+        brought := brought + 1;
+    END LOOP;
+    RETURN brought > 0;
+END
+$$;
+
 -- Called by on_epoch_end (the workload's procedure lock held, as the system) after suggest_observe:
 -- the workload's open suggestions the level accepts, oldest first, each on its own (one that fails
--- is logged as a WARNING and stays open; never the unit's failure). An autopilot whose budget is spent
--- stops the configs instead (autopilot_budget_spent) and accepts nothing.
+-- is logged as a WARNING and stays open; never the unit's failure), then an autopilot's bring-backs
+-- (autopilot_bring_back) the same way. An autopilot whose budget is spent stops the configs instead
+-- (autopilot_budget_spent) and accepts nothing.
 CREATE OR REPLACE FUNCTION autonomy_observe(config_id int) RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
@@ -291,22 +350,28 @@ BEGIN
         END IF;
         PERFORM autopilot_rung_stop(config_id, budget.budget_workload, budget.budget_epochs - budget.epochs);
     END IF;
-    FOR s IN
-        SELECT l.* FROM suggestion_log l JOIN suggestion_kinds k USING (kind) LEFT JOIN configs c USING (config_id)
-        WHERE l.workload_id = w.workload_id AND l.resolution IS NULL AND l.action IS NOT NULL
-          AND (k.non_destructive OR w.autonomy = 'autopilot')
-          AND (l.config_id IS NULL  -- live, as the view suggestions shows them
-               OR (c.epochs_done, c.status, c.max_epochs) = (l.config_epochs_done, l.config_status, l.config_max_epochs))
-        ORDER BY l.suggestion_id
-    LOOP
-        BEGIN
-            PERFORM autonomy_accept(s, w.autonomy, w.budget_workload);
-        EXCEPTION
-            WHEN lock_not_available THEN
-                NULL;  -- at a later epoch's end
-            WHEN OTHERS THEN
-                RAISE WARNING '% did not accept suggestion % (%): %', w.autonomy, s.suggestion_id, s.kind, SQLERRM;
-        END;
+    FOR pass IN 1..2 LOOP
+        FOR s IN
+            SELECT l.* FROM suggestion_log l JOIN suggestion_kinds k USING (kind) LEFT JOIN configs c USING (config_id)
+            WHERE l.workload_id = w.workload_id AND l.resolution IS NULL AND l.action IS NOT NULL
+              AND (k.non_destructive OR w.autonomy = 'autopilot')
+              AND (l.config_id IS NULL  -- live, as the view suggestions shows them
+                   OR (c.epochs_done, c.status, c.max_epochs)
+                      = (l.config_epochs_done, l.config_status, l.config_max_epochs))
+            ORDER BY l.suggestion_id
+        LOOP
+            BEGIN
+                PERFORM autonomy_accept(s, w.autonomy, w.budget_workload);
+            EXCEPTION
+                WHEN lock_not_available THEN
+                    NULL;  -- at a later epoch's end
+                WHEN OTHERS THEN
+                    RAISE WARNING '% did not accept suggestion % (%): %', w.autonomy, s.suggestion_id, s.kind, SQLERRM;
+            END;
+        END LOOP;
+        -- Then, if what it accepted left nothing to train (no extend, clone nor drill-down), its bring-backs.
+        EXIT WHEN w.autonomy <> 'autopilot';
+        EXIT WHEN NOT autopilot_bring_back(w.workload_id, budget.budget_workload, budget.budget_epochs - budget.epochs);
     END LOOP;
 END
 $$;
