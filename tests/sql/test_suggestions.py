@@ -288,7 +288,7 @@ def test_a_dataset_with_less_than_a_batch_per_segment_is_warned_about(
         " AND workload_id = (SELECT workload_id FROM configs WHERE config_id = %s)",
         [configs[0]],
     ).fetchone() or [None]
-    assert evidence == {"min_rows_per_segment": 90, "segments": 2, "batch_size": 128}
+    assert evidence == {"min_rows_per_segment": 90, "segments": 2, "shards": 2, "replication": 1, "batch_size": 128}
 
 
 def test_a_stale_suggestion_is_refused_and_changes_nothing(

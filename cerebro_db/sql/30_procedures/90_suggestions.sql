@@ -466,21 +466,28 @@ BEGIN
 
     IF epoch = 1 AND NOT EXISTS (SELECT 1 FROM suggestion_log s WHERE s.workload_id = suggest_for_workload.workload_id
                                                                   AND s.kind = 'dataset_too_small') THEN
-        SELECT min(per.rows) AS rows, count(*) AS segments,
-               (SELECT max((c.params ->> 'batch_size')::int) FROM configs c
-                WHERE c.workload_id = suggest_for_workload.workload_id
-                  AND jsonb_typeof(c.params -> 'batch_size') = 'number') AS batch_size
+        -- A hop trains one shard (dataset_buffers.segment is the shard: replication puts each on r segments).
+        SELECT min(per.rows) AS rows, count(*) AS shards, max(per.segments) AS segments,
+               max(per.replication) AS replication,
+               greatest(1, min(per.rows) * count(*) / max(per.batch_size)) AS fitting_shards,
+               max(per.batch_size) AS batch_size
         INTO shard
-        FROM (SELECT sum(b.rows) AS rows FROM dataset_buffers b JOIN datasets d USING (dataset_id)
-              WHERE d.name = w.dataset AND b.split = 'train' GROUP BY b.segment) per;
+        FROM (SELECT sum(b.rows) AS rows, d.num_segments AS segments, d.replication,
+                     (SELECT max((c.params ->> 'batch_size')::int) FROM configs c
+                      WHERE c.workload_id = suggest_for_workload.workload_id
+                        AND jsonb_typeof(c.params -> 'batch_size') = 'number') AS batch_size
+              FROM dataset_buffers b JOIN datasets d USING (dataset_id)
+              WHERE d.name = w.dataset AND b.split = 'train' GROUP BY b.segment, d.num_segments, d.replication) per;
         IF shard.rows < shard.batch_size THEN
             PERFORM add_suggestion(workload_id, NULL, 'dataset_too_small',
                 format('a segment holds only %s training rows, less than one batch of %s: each hop trains one'
                        ' partial step', shard.rows, shard.batch_size),
                 jsonb_build_object('min_rows_per_segment', shard.rows, 'segments', shard.segments,
+                                   'shards', shard.shards, 'replication', shard.replication,
                                    'batch_size', shard.batch_size),
-                format('none by itself: prepare the dataset on fewer segments (num_segments => %s) or use a smaller'
-                       ' batch_size', greatest(1, shard.rows * shard.segments / shard.batch_size)),
+                format('none by itself: prepare the dataset in at most %s shards (num_segments => %s, or replication'
+                       ' => %s on its %s segments) or use a smaller batch_size', shard.fitting_shards,
+                       shard.fitting_shards, ceil(shard.segments::numeric / shard.fitting_shards), shard.segments),
                 NULL);
         END IF;
     END IF;
