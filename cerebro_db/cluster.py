@@ -41,6 +41,9 @@ SERVER_SETTINGS = {
     "unix_socket_directories": "''",
     "max_connections": "64",
     "shared_buffers": "'256MB'",
+    # A big model's hop writes its whole state (resnet50: 270 MB) as WAL: with the default 1GB a checkpoint
+    # would fall every few hops, and each makes the next writes log full pages again.
+    "max_wal_size": "'4GB'",
     # The scheduler runs every unit in its own short transaction; anything that
     # sits idle in a transaction is a bug that would pin VACUUM, so end it.
     "idle_in_transaction_session_timeout": "'10min'",
