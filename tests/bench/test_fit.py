@@ -6,7 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from benchlib.fit import TARGET_ERROR, cross_validate, read_runs
+from benchlib.fit import ALL, TARGET_ERROR, cost_key, cross_validate, measured_figures, predict_run, read_runs
+from benchlib.mixed import ConfigInfo, PhaseRun
 from benchlib.mop import MopRun
 from benchlib.simulation import Overheads, Profile, simulate_mop
 
@@ -74,3 +75,119 @@ def test_the_committed_runs_two_segments_predicted_from_one() -> None:
     assert abs(prediction.error) <= TARGET_ERROR, prediction
     # A measurement 30% off the committed one would miss.
     assert not cross_validate(runs[1], dataclasses.replace(runs[2], window_s=runs[2].window_s * 1.3), seeds=20).passed
+
+
+# --- predict_run: another workload on another segment count, from a calibration run's unit log -------------
+
+#: Per model: training seconds per row, fixed seconds per unit, validation seconds per validation row.
+COSTS = {"mlp": (0.0001, 0.01, 0.00005), "cnn": (0.0005, 0.03, 0.0002), "mobilenetv2": (0.002, 0.1, 0.001)}
+TRAIN_ROWS, VALIDATION_ROWS = 4000, 400
+GAPS = Overheads(gap_s=0.015, start_s=0.03)
+
+
+def phase_run(
+    setup: str, phase: str, segments: int, configs: list[tuple[str, float]], epochs: int, cores: int
+) -> PhaseRun:
+    """A run as run_phases reports it, one workload per model, its unit log written by the simulator on ``cores``."""
+    first_id = 100 if phase == "calibration" else 500
+    models = list(dict.fromkeys(m for m, _ in configs))
+    info = {
+        first_id + i: ConfigInfo(10 + models.index(model), model, {"batch_size": 64, "lr": lr, "size": model})
+        for i, (model, lr) in enumerate(configs)
+    }
+    profiles = [Profile(m, COSTS[m][0] * TRAIN_ROWS, COSTS[m][1], COSTS[m][2] * VALIDATION_ROWS) for m, _ in configs]
+    workloads = [i.workload_id for i in info.values()]
+    result = simulate_mop(profiles, segments, epochs, GAPS, seed=1, workloads=workloads, cores=cores)
+    last = {}
+    for unit in result.log:
+        last[(unit.config, unit.epoch)] = max(last.get((unit.config, unit.epoch), unit.start), unit.start)
+    units = []
+    for unit in sorted(result.log, key=lambda u: u.start):
+        p = profiles[unit.config]
+        validates = last[(unit.config, unit.epoch)] == unit.start
+        parts = (p.epoch_train_s / segments, p.unit_fixed_s, p.validation_s if validates else 0.0)
+        stretch = (unit.end - unit.start) / sum(parts)  # the unit's share of the cores
+        units.append(
+            {
+                "config_id": float(first_id + unit.config),
+                "epoch": float(unit.epoch),
+                "segment": float(unit.segment),
+                "rows": TRAIN_ROWS / segments,
+                "started": unit.start,
+                "finished": unit.end,
+                "data_load_s": 0.0,
+                "state_load_s": stretch * parts[1] / 2,
+                "train_s": stretch * parts[0],
+                "state_save_s": stretch * parts[1] / 2,
+                "validation_s": stretch * parts[2],
+            }
+        )
+    return PhaseRun(
+        setup, phase, segments, 0, epochs, TRAIN_ROWS, VALIDATION_ROWS, 0.0, result.makespan_s, units, info, 2.0
+    )
+
+
+CALIBRATION = [("mlp", 0.003), ("cnn", 0.003), ("mobilenetv2", 0.003)]
+MIXED = [
+    ("mlp", 0.001),
+    ("mlp", 0.01),
+    ("cnn", 0.001),
+    ("cnn", 0.01),
+    *(("mobilenetv2", lr) for lr in (1e-4, 1e-3, 1e-2)),
+]
+
+
+def test_a_simulated_mixed_run_on_shared_cores_is_predicted_from_a_calibration_run() -> None:
+    fitted = phase_run("2 segments", "calibration", 2, CALIBRATION, 2, cores=2)
+    target = phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2)
+    prediction = predict_run(fitted, target, seeds=10, cores=2)
+    assert prediction.passed
+    assert prediction.error() == pytest.approx(0.0, abs=0.03)  # only the random tie-breaks differ
+    for model in ("mlp", "cnn", "mobilenetv2", ALL):
+        assert prediction.predicted[model].hop_share == pytest.approx(prediction.measured[model].hop_share, rel=0.02)
+        assert prediction.predicted[model].utilization == pytest.approx(
+            prediction.measured[model].utilization, abs=0.05
+        )
+    assert prediction.measured["mlp"].makespan_s < prediction.measured["mobilenetv2"].makespan_s
+    # a simulator that gave every segment a core of its own would miss: 4 segments run on 2 cores
+    assert not predict_run(fitted, target, seeds=10, cores=4).passed
+    # and so would a run 30% slower than the simulated one
+    stretched = [{**u, "started": 1.3 * u["started"], "finished": 1.3 * u["finished"]} for u in target.units]
+    slower = dataclasses.replace(target, units=stretched, window_s=1.3 * target.window_s)
+    assert not dataclasses.replace(prediction, measured=measured_figures(slower)).passed
+
+
+def test_a_prediction_is_refused_on_the_run_it_was_fitted_on() -> None:
+    fitted = phase_run("2 segments", "calibration", 2, CALIBRATION, 2, cores=2)
+    with pytest.raises(ValueError, match="is the fitted run itself"):
+        predict_run(fitted, fitted, seeds=1, cores=2)
+    renamed = dataclasses.replace(fitted, setup="4 segments", segments=4)
+    with pytest.raises(ValueError, match="is the fitted run itself"):
+        predict_run(fitted, renamed, seeds=1, cores=2)
+
+
+def test_a_prediction_needs_another_segment_count_and_other_configs() -> None:
+    fitted = phase_run("2 segments", "calibration", 2, CALIBRATION, 2, cores=2)
+    with pytest.raises(ValueError, match="both runs have 2 segment"):
+        predict_run(fitted, phase_run("2 segments", "mixed", 2, MIXED, 3, cores=2), seeds=1, cores=2)
+    with pytest.raises(ValueError, match="config 500 of '4 segments' was trained in the fitted run"):
+        predict_run(fitted, phase_run("4 segments", "mixed", 4, CALIBRATION[:1] + MIXED, 3, cores=2), seeds=1, cores=2)
+
+
+def test_a_prediction_needs_every_cost_in_the_fit() -> None:
+    fitted = phase_run("2 segments", "calibration", 2, CALIBRATION[:2], 2, cores=2)
+    with pytest.raises(ValueError, match="trained no config costing as .*mobilenetv2"):
+        predict_run(fitted, phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2), seeds=1, cores=2)
+
+
+def test_a_fit_on_segments_that_shared_cores_is_refused() -> None:
+    fitted = phase_run("4 segments", "calibration", 4, CALIBRATION, 2, cores=2)
+    with pytest.raises(ValueError, match="at most 2 segment"):
+        predict_run(fitted, phase_run("2 segments", "mixed", 2, MIXED, 3, cores=2), seeds=1, cores=2)
+
+
+def test_cost_keys_ignore_only_the_learning_rate() -> None:
+    assert cost_key("cnn", {"lr": 0.1, "filters": 8}) == cost_key("cnn", {"filters": 8, "lr": 0.3})
+    assert cost_key("cnn", {"lr": 0.1, "filters": 8}) != cost_key("cnn", {"lr": 0.1, "filters": 16})
+    assert cost_key("cnn", {"batch_size": 64}) != cost_key("cnn", {"batch_size": 128})
+    assert cost_key("cnn", {"filters": 8}) != cost_key("mlp", {"filters": 8})
