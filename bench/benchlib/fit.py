@@ -252,6 +252,15 @@ class UnitCost:
     fixed_s: float
     #: Validation seconds per validation row (an epoch's last unit validates on all of them).
     validation_row_s: float
+    #: What a config's first unit costs beyond the others (its initial state is built), and the part of it
+    #: outside training (in the hop share).
+    first_unit_s: float
+    first_unit_hop_s: float
+
+
+def _hop_s(unit: Mapping[str, float]) -> float:
+    """A unit's time outside training and validation."""
+    return unit["finished"] - unit["started"] - unit["train_s"] - unit["validation_s"]
 
 
 @dataclass
@@ -266,25 +275,38 @@ class Fit:
 def fit_run(run: PhaseRun, cores: int) -> Fit:
     """The costs of ``run``'s units by cost key and its overheads (gap, start), from its unit log alone.
 
-    A run with more segments than ``cores`` is refused: its units shared cores, and the simulator's costs are
-    those of a unit with a core to itself.
+    Training per row and the fixed part come from the units after each config's first; the first unit's
+    excess over them is the config's own. A run with more segments than ``cores`` is refused: its units shared
+    cores, and the simulator's costs are those of a unit with a core to itself.
     """
     if run.segments > cores:
         raise ValueError(
             f"fit on a run with at most {cores} segment(s) (one core each), not on {run.setup!r}: its"
             f" {run.segments} segments shared {cores} core(s)"
         )
-    by_key: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
+    first_of: dict[float, dict[str, float]] = {}
+    for unit in sorted(run.units, key=lambda u: u["started"]):
+        first_of.setdefault(unit["config_id"], unit)
+    firsts: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
+    later: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
     for unit in run.units:
         info = run.configs[int(unit["config_id"])]
-        by_key[cost_key(info.model, info.params)].append(unit)
+        (firsts if first_of[unit["config_id"]] is unit else later)[cost_key(info.model, info.params)].append(unit)
     costs = {}
-    for key, units in by_key.items():
-        validation = [u["validation_s"] for u in units if u["validation_s"] > 0]
+    for key, units in firsts.items():
+        if not later[key]:
+            raise ValueError(f"{run.setup!r} ({run.phase}) ran one unit per config costing as {key}: fit on more")
+        train_row_s = sum(u["train_s"] for u in later[key]) / sum(u["rows"] for u in later[key])
+        fixed_s = statistics.fmean(_hop_s(u) for u in later[key])
+        validation = [u["validation_s"] for u in [*units, *later[key]] if u["validation_s"] > 0]
         costs[key] = UnitCost(
-            train_row_s=sum(u["train_s"] for u in units) / sum(u["rows"] for u in units),
-            fixed_s=statistics.fmean(u["finished"] - u["started"] - u["train_s"] - u["validation_s"] for u in units),
+            train_row_s=train_row_s,
+            fixed_s=fixed_s,
             validation_row_s=statistics.fmean(validation) / run.validation_rows if validation else 0.0,
+            first_unit_s=statistics.fmean(
+                u["finished"] - u["started"] - u["validation_s"] - fixed_s - train_row_s * u["rows"] for u in units
+            ),
+            first_unit_hop_s=statistics.fmean(_hop_s(u) - fixed_s for u in units),
         )
     return Fit(run, costs, overheads_from_units(run.units, run.segments, run.epochs, run.started))
 
@@ -311,7 +333,7 @@ def measured_figures(run: PhaseRun) -> dict[str, Figures]:
     for model in [*run.models, ALL]:
         units = run.units if model == ALL else run.units_of(model)
         busy = sum(u["finished"] - u["started"] for u in units)
-        hop = sum(u["finished"] - u["started"] - u["train_s"] - u["validation_s"] for u in units)
+        hop = sum(_hop_s(u) for u in units)
         figures[model] = Figures(
             makespan_s=max(u["finished"] for u in units) - run.started,
             utilization=busy / (run.segments * run.window_s),
@@ -365,7 +387,7 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
     _refuse_same(fitted, target)
     fit = fit_run(fitted, cores)
     ids = sorted(target.configs)
-    profiles = []
+    profiles, first_hop = [], []
     for config in ids:
         info = target.configs[config]
         key = cost_key(info.model, info.params)
@@ -380,8 +402,10 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
                 epoch_train_s=cost.train_row_s * target.train_rows,
                 unit_fixed_s=cost.fixed_s,
                 validation_s=cost.validation_row_s * target.validation_rows,
+                first_unit_s=cost.first_unit_s,
             )
         )
+        first_hop.append(cost.first_unit_hop_s)
     workloads = [target.configs[c].workload_id for c in ids]
     results = [
         simulate_mop(profiles, target.segments, target.epochs, fit.overheads, seed, workloads=workloads, cores=cores)
@@ -391,8 +415,13 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
     for model in [*target.models, ALL]:
         own = {i for i, p in enumerate(profiles) if model in (ALL, p.name)}
         units = target.segments * target.epochs
-        fixed = sum(units * profiles[i].unit_fixed_s for i in own)
-        total = sum(units * profiles[i].unit_s(target.segments) + target.epochs * profiles[i].validation_s for i in own)
+        fixed = sum(units * profiles[i].unit_fixed_s + first_hop[i] for i in own)
+        total = sum(
+            units * profiles[i].unit_s(target.segments)
+            + target.epochs * profiles[i].validation_s
+            + profiles[i].first_unit_s
+            for i in own
+        )
         predicted[model] = Figures(
             makespan_s=statistics.fmean(max(u.end for u in r.log if u.config in own) for r in results),
             utilization=statistics.fmean(

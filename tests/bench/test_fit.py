@@ -6,7 +6,16 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from benchlib.fit import ALL, TARGET_ERROR, cost_key, cross_validate, measured_figures, predict_run, read_runs
+from benchlib.fit import (
+    ALL,
+    TARGET_ERROR,
+    cost_key,
+    cross_validate,
+    fit_run,
+    measured_figures,
+    predict_run,
+    read_runs,
+)
 from benchlib.mixed import ConfigInfo, PhaseRun
 from benchlib.mop import MopRun
 from benchlib.simulation import Overheads, Profile, simulate_mop
@@ -79,8 +88,13 @@ def test_the_committed_runs_two_segments_predicted_from_one() -> None:
 
 # --- predict_run: another workload on another segment count, from a calibration run's unit log -------------
 
-#: Per model: training seconds per row, fixed seconds per unit, validation seconds per validation row.
-COSTS = {"mlp": (0.0001, 0.01, 0.00005), "cnn": (0.0005, 0.03, 0.0002), "mobilenetv2": (0.002, 0.1, 0.001)}
+#: Per model: training seconds per row, fixed seconds per unit, validation seconds per validation row, a config's
+#: first unit's extra seconds.
+COSTS = {
+    "mlp": (0.0001, 0.01, 0.00005, 0.2),
+    "cnn": (0.0005, 0.03, 0.0002, 0.5),
+    "mobilenetv2": (0.002, 0.1, 0.001, 4.0),
+}
 TRAIN_ROWS, VALIDATION_ROWS = 4000, 400
 GAPS = Overheads(gap_s=0.015, start_s=0.03)
 
@@ -95,17 +109,27 @@ def phase_run(
         first_id + i: ConfigInfo(10 + models.index(model), model, {"batch_size": 64, "lr": lr, "size": model})
         for i, (model, lr) in enumerate(configs)
     }
-    profiles = [Profile(m, COSTS[m][0] * TRAIN_ROWS, COSTS[m][1], COSTS[m][2] * VALIDATION_ROWS) for m, _ in configs]
+    profiles = [
+        Profile(m, COSTS[m][0] * TRAIN_ROWS, COSTS[m][1], COSTS[m][2] * VALIDATION_ROWS, COSTS[m][3])
+        for m, _ in configs
+    ]
     workloads = [i.workload_id for i in info.values()]
     result = simulate_mop(profiles, segments, epochs, GAPS, seed=1, workloads=workloads, cores=cores)
     last = {}
     for unit in result.log:
         last[(unit.config, unit.epoch)] = max(last.get((unit.config, unit.epoch), unit.start), unit.start)
     units = []
+    seen = set()
     for unit in sorted(result.log, key=lambda u: u.start):
         p = profiles[unit.config]
         validates = last[(unit.config, unit.epoch)] == unit.start
-        parts = (p.epoch_train_s / segments, p.unit_fixed_s, p.validation_s if validates else 0.0)
+        first = 0.0 if unit.config in seen else p.first_unit_s  # 3/4 of it trains, 1/4 builds the initial state
+        seen.add(unit.config)
+        parts = (
+            p.epoch_train_s / segments + 0.75 * first,
+            p.unit_fixed_s + 0.25 * first,
+            p.validation_s if validates else 0.0,
+        )
         stretch = (unit.end - unit.start) / sum(parts)  # the unit's share of the cores
         units.append(
             {
@@ -191,3 +215,17 @@ def test_cost_keys_ignore_only_the_learning_rate() -> None:
     assert cost_key("cnn", {"lr": 0.1, "filters": 8}) != cost_key("cnn", {"lr": 0.1, "filters": 16})
     assert cost_key("cnn", {"batch_size": 64}) != cost_key("cnn", {"batch_size": 128})
     assert cost_key("cnn", {"filters": 8}) != cost_key("mlp", {"filters": 8})
+
+
+def test_the_fit_separates_a_configs_first_unit() -> None:
+    fit = fit_run(phase_run("1 segment", "calibration", 1, CALIBRATION, 3, cores=2), cores=2)
+    for model, (train_row_s, fixed_s, validation_row_s, first_unit_s) in COSTS.items():
+        (cost,) = (c for key, c in fit.costs.items() if model in key)
+        assert cost.train_row_s == pytest.approx(train_row_s)
+        assert cost.fixed_s == pytest.approx(fixed_s)
+        assert cost.validation_row_s == pytest.approx(validation_row_s)
+        assert cost.first_unit_s == pytest.approx(first_unit_s)
+        assert cost.first_unit_hop_s == pytest.approx(first_unit_s / 4)
+    assert fit.overheads.gap_s == pytest.approx(GAPS.gap_s)
+    with pytest.raises(ValueError, match="one unit per config"):
+        fit_run(phase_run("1 segment", "calibration", 1, CALIBRATION, 1, cores=2), cores=2)

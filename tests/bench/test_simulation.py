@@ -322,3 +322,14 @@ def test_mop_with_workloads_spreads_the_segments_over_them() -> None:
     result = simulate_mop(configs, 3, 2, OVERHEADS, 5, workloads=workloads)
     assert not overlaps(result, "config") and not overlaps(result, "segment")
     assert len(result.log) == 4 * 3 * 2
+
+
+def test_mop_adds_the_first_unit_cost_once_per_config() -> None:
+    first = Profile("first", epoch_train_s=4.0, unit_fixed_s=0.05, validation_s=0.3, first_unit_s=2.0)
+    plain = simulate_mop([SMALL], 3, 2, OVERHEADS, seed=1)
+    result = simulate_mop([first], 3, 2, OVERHEADS, seed=1)
+    assert result.makespan_s == pytest.approx(plain.makespan_s + 2.0)
+    log = sorted(result.log, key=lambda u: u.start)
+    assert log[0].end - log[0].start == pytest.approx(SMALL.unit_s(3) + 2.0)
+    extra = [u.end - u.start - SMALL.unit_s(3) for u in log[1:]]
+    assert extra == pytest.approx([0.0, SMALL.validation_s, 0.0, 0.0, SMALL.validation_s])
