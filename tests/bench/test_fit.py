@@ -16,7 +16,8 @@ from benchlib.fit import (
     predict_run,
     read_runs,
 )
-from benchlib.mixed import ConfigInfo, PhaseRun
+from benchlib.mixed import ConfigInfo, PhaseRun, write_runs
+from benchlib.mixed import read_runs as read_runs_of_phases
 from benchlib.mop import MopRun
 from benchlib.simulation import Overheads, Profile, simulate_mop
 
@@ -229,3 +230,14 @@ def test_the_fit_separates_a_configs_first_unit() -> None:
     assert fit.overheads.gap_s == pytest.approx(GAPS.gap_s)
     with pytest.raises(ValueError, match="one unit per config"):
         fit_run(phase_run("1 segment", "calibration", 1, CALIBRATION, 1, cores=2), cores=2)
+
+
+def test_phase_runs_round_trip_through_their_csv_files(tmp_path: Path) -> None:
+    runs = [
+        phase_run("2 segments", "calibration", 2, CALIBRATION, 2, cores=2),
+        phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2),
+    ]
+    write_runs(tmp_path / "runs.csv", tmp_path / "units.csv", runs)
+    again = read_runs_of_phases(tmp_path / "runs.csv", tmp_path / "units.csv")
+    assert again == runs
+    assert predict_run(again[0], again[1], seeds=3, cores=2).predicted == predict_run(*runs, seeds=3, cores=2).predicted
