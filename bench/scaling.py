@@ -20,7 +20,7 @@ the time between units. The 4 segment servers share this machine's cores
 (``--cores``, default all of them), which the simulation models (processor sharing,
 ``benchlib.simulation.on_cores``). Target: every mixed run's makespan predicted within 10%, else exit 1::
 
-    .venv/bin/python bench/scaling.py            # 8000 rows; calibration 3 epochs, mixed 2 epochs
+    .venv/bin/python bench/scaling.py            # 6000 rows; calibration 3 epochs, mixed 2 epochs
     .venv/bin/python bench/scaling.py --small    # the local setups, mlp and cnn only, 2000 rows, 2 epochs
 
 Writes bench/results/scaling[_small].csv (the table), scaling_runs[_small].csv and scaling_units[_small].csv
@@ -95,7 +95,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--small", action="store_true", help="local setups only, mlp and cnn, 2000 rows, 2 epochs in both phases"
     )
-    parser.add_argument("--rows", type=int, default=8000, help="Fashion-MNIST rows (train + validation)")
+    parser.add_argument("--rows", type=int, default=6000, help="Fashion-MNIST rows (train + validation)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the mixed workloads")
     parser.add_argument(
         "--calibration-epochs", type=int, default=3, help="at least 2: a config's first unit costs more (fitted apart)"
