@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 from pathlib import Path
 
@@ -241,3 +242,20 @@ def test_phase_runs_round_trip_through_their_csv_files(tmp_path: Path) -> None:
     again = read_runs_of_phases(tmp_path / "runs.csv", tmp_path / "units.csv")
     assert again == runs
     assert predict_run(again[0], again[1], seeds=3, cores=2).predicted == predict_run(*runs, seeds=3, cores=2).predicted
+
+
+def test_the_committed_scaling_predictions_come_from_the_committed_unit_logs() -> None:
+    runs = {
+        (r.setup, r.phase): r for r in read_runs_of_phases(RESULTS / "scaling_runs.csv", RESULTS / "scaling_units.csv")
+    }
+    with open(RESULTS / "scaling.csv", newline="") as file:
+        table = [row for row in csv.DictReader(file) if row["model"] == ALL]
+    assert {row["setup"] for row in table} == {setup for setup, phase in runs if phase == "mixed"}
+    assert any(int(row["segment_servers"]) == 4 for row in table)
+    for row in table:
+        fitted, target = runs[(row["fitted_on"], "calibration")], runs[(row["setup"], "mixed")]
+        assert fitted.segments != target.segments and (fitted.servers > 0) == (target.servers > 0)
+        prediction = predict_run(fitted, target, seeds=20, cores=int(row["cores"]))
+        assert prediction.predicted[ALL].makespan_s == pytest.approx(float(row["predicted_s"]), abs=1e-3)
+        assert prediction.measured[ALL].makespan_s == pytest.approx(float(row["makespan_s"]), abs=1e-3)
+        assert prediction.passed == (abs(float(row["error"])) <= TARGET_ERROR)
