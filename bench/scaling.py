@@ -1,23 +1,31 @@
-"""Scaling out: local 1 segment vs local 2 segments vs 2 segment servers (multi-server), in one run.
+"""Scaling out with a mixed workload (mlp + cnn + mobilenetv2): 1 and 2 local segments and 4 segment servers,
+each run beside the simulator's prediction of it, fitted on another run.
 
-The same grid of cnn configs on the same Fashion-MNIST rows, run by cerebro-db
+The *mixed* phase: three workloads run together by one scheduler (one per model, their configs differing in size
+and learning rate), on
 
-* on a local cluster with 1 segment (one worker backend),
-* on a local cluster with 2 segments (two worker backends of one server), and
-* on a coordinator plus 2 segment servers (the ``multi-server`` backend: each server holds its
-  shards and trains; the coordinator passes the state in and records what comes back),
+* a local cluster with 1 segment and one with 2 segments (worker backends of one server), and
+* a coordinator with 4 segment servers (the ``multi-server`` backend: 5 PostgreSQL servers on loopback; each
+  segment server holds its shards and trains, the coordinator passes the state in and records what comes back).
 
-each after a warm-up workload in the same scheduler run (as ``mop_vs_keras.py`` does). It
-prints the makespan, samples/s, the speed-up against 1 local segment, the segments' busy
-share, and what a hop costs beyond training; for the segment servers also how long sending
-the shards took (binary COPY streamed through the scheduler, before the run)::
+The *calibration* phase: other configs of the same architectures (one per architecture, another learning rate,
+more epochs), on the local clusters before their mixed phase and on a coordinator with 2 segment servers (3
+servers). Both phases run after a warm-up in the same scheduler run, on the same warm backends.
 
-    .venv/bin/python bench/scaling.py            # 12000 rows, 4 configs x 3 epochs
-    .venv/bin/python bench/scaling.py --small    # 3000 rows, 4 configs x 2 epochs
+Each mixed run is predicted (``benchlib.fit.predict_run``: the MOP simulation, with claim_unit's order between
+workloads) from a calibration run on another segment count of the same backend, from that run's unit log alone:
+per architecture the training cost per row, the fixed cost per unit (the hop, the round trips to a segment
+server), the validation cost and what a config's first unit costs beyond the others (its initial state), and
+the time between units. The 4 segment servers share this machine's cores
+(``--cores``, default all of them), which the simulation models (processor sharing,
+``benchlib.simulation.on_cores``). Target: every mixed run's makespan predicted within 10%, else exit 1::
 
-All servers run on this machine (loopback); with 2 cores the multi-server row shows the cost
-of the extra hop round trips, not the gain of more machines (bench/simulate_scale.py predicts
-that). Writes bench/results/scaling[_small].csv.
+    .venv/bin/python bench/scaling.py            # 6000 rows; calibration 3 epochs, mixed 2 epochs
+    .venv/bin/python bench/scaling.py --small    # the local setups, mlp and cnn only, 2000 rows, 2 epochs
+
+Writes bench/results/scaling[_small].csv (the table), scaling_runs[_small].csv and scaling_units[_small].csv
+(every phase and its unit log, from which bench/report.py and tests/bench/test_fit.py compute the predictions
+again).
 """
 
 from __future__ import annotations
@@ -25,50 +33,85 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import statistics
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import RESULTS_DIR
-from benchlib.mop import MopRun, load_workload_data, parse_workload_args, run_mop
+from benchlib import RESULTS_DIR, step
+from benchlib.fit import ALL, TARGET_ERROR, RunPrediction, predict_run
+from benchlib.mixed import PhaseRun, Spec, run_phases, write_runs
+from benchlib.mop import load_workload_data
 
 from cerebro_db.backends import multi_server
 from cerebro_db.testing.clusters import temporary_cluster, temporary_multi_server
 from cerebro_db.text_table import format_table
 
-SPACE = '{"lr": [0.001, 0.003], "batch_size": [64, 128]}'
+CALIBRATION = "calibration"
+MIXED = "mixed"
+#: One config per architecture (batch size 64 throughout): what the costs are fitted on.
+CALIBRATION_SPECS = (
+    Spec("mlp", '{"hidden_units": [64, 256], "lr": [0.003]}'),
+    Spec("cnn", '{"filters": [8, 16], "dense_units": [32], "lr": [0.003]}'),
+    Spec("mobilenetv2", '{"alpha": [0.35], "lr": [0.003]}'),
+)
+#: The same architectures, other learning rates and more configs: what is predicted.
+MIXED_SPECS = (
+    Spec("mlp", '{"hidden_units": [64, 256], "lr": [0.001, 0.01]}'),
+    Spec("cnn", '{"filters": [8, 16], "dense_units": [32], "lr": [0.001, 0.01]}'),
+    Spec("mobilenetv2", '{"alpha": [0.35], "lr": [0.0005, 0.01]}'),
+)
+#: --small: a smoke test of the local setups without mobilenetv2 (slow to build).
+SMALL_MODELS = ("mlp", "cnn")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Setup:
     name: str
     segments: int
-    servers: int  # segment servers (0: local segments)
+    #: Segment servers (0: local segments of one server).
+    servers: int
+    phases: tuple[str, ...]
+    #: The setup whose calibration run predicts this setup's mixed run.
+    fitted_on: str | None = None
 
 
-SETUPS = [Setup("local, 1 segment", 1, 0), Setup("local, 2 segments", 2, 0), Setup("multi-server, 2 segments", 2, 2)]
+LOCAL_1 = "local, 1 segment"
+LOCAL_2 = "local, 2 segments"
+SERVERS_2 = "multi-server, 2 segments"
+SERVERS_4 = "multi-server, 4 segments"
+SETUPS = (
+    Setup(LOCAL_1, 1, 0, (CALIBRATION, MIXED), fitted_on=LOCAL_2),
+    Setup(LOCAL_2, 2, 0, (CALIBRATION, MIXED), fitted_on=LOCAL_1),
+    Setup(SERVERS_2, 2, 2, (CALIBRATION,)),
+    Setup(SERVERS_4, 4, 4, (MIXED,), fitted_on=SERVERS_2),
+)
 
 
-@dataclass
-class Result:
-    setup: Setup
-    run: MopRun
-    #: Bytes and seconds to send the shards to the segment servers (0 for local segments).
-    sent_bytes: int
-    send_s: float
-
-    @property
-    def busy(self) -> float:
-        work = sum(u["finished"] - u["started"] for u in self.run.units)
-        return work / (self.run.window_s * self.setup.segments)
-
-    @property
-    def hop_overhead_s(self) -> float:
-        """Mean unit time beyond training and validation: claim, state in and out, round trips, commit."""
-        return statistics.fmean(u["finished"] - u["started"] - u["train_s"] - u["validation_s"] for u in self.run.units)
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--small", action="store_true", help="local setups only, mlp and cnn, 2000 rows, 2 epochs in both phases"
+    )
+    parser.add_argument("--rows", type=int, default=6000, help="Fashion-MNIST rows (train + validation)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of the mixed workloads")
+    parser.add_argument(
+        "--calibration-epochs", type=int, default=3, help="at least 2: a config's first unit costs more (fitted apart)"
+    )
+    parser.add_argument("--seeds", type=int, default=20, help="simulations per prediction")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores the segments share")
+    args = parser.parse_args(argv)
+    if args.small:
+        args.rows, args.calibration_epochs, args.epochs = 2000, 2, 2
+    models = SMALL_MODELS if args.small else tuple(s.model for s in MIXED_SPECS)
+    args.calibration_specs = [s for s in CALIBRATION_SPECS if s.model in models]
+    args.mixed_specs = [s for s in MIXED_SPECS if s.model in models]
+    args.setups = [s for s in SETUPS if not (args.small and s.servers)]
+    # what benchlib.mop.load_workload_data reads
+    args.seed, args.validation_fraction, args.warmup_rows = 7, 0.1, 600
+    return args
 
 
 @contextlib.contextmanager
@@ -82,98 +125,205 @@ def started(setup: Setup) -> Iterator[tuple[str, Path | None]]:
             yield config.dsn(), None
 
 
-def measure(setup: Setup, args: argparse.Namespace) -> Result:
+@dataclass
+class Sent:
+    """The shards sent to the segment servers before the run (binary COPY through the scheduler)."""
+
+    bytes: int
+    seconds: float
+
+
+def measure(setup: Setup, args: argparse.Namespace) -> tuple[list[PhaseRun], Sent]:
+    specs = {CALIBRATION: (args.calibration_specs, args.calibration_epochs), MIXED: (args.mixed_specs, args.epochs)}
     with started(setup) as (dsn, passfile):
         load_workload_data(dsn, "scaling", setup.segments, args)
         tick = time.perf_counter()
         sent = sum(multi_server.distribute(dsn, name, passfile) for name in ("scaling", "scaling_warmup"))
-        send_s = time.perf_counter() - tick if setup.servers else 0.0
-        run = run_mop(dsn, setup.segments, "scaling", "scaling_warmup", args, passfile)
-    return Result(setup, run, sent, send_s)
+        sending = Sent(sent, time.perf_counter() - tick if setup.servers else 0.0)
+        phases = {name: specs[name] for name in setup.phases}
+        runs = run_phases(
+            dsn, setup.name, setup.segments, setup.servers, "scaling", "scaling_warmup", phases, args.seed, passfile
+        )
+    return runs, sending
 
 
-def report(results: list[Result]) -> None:
-    base = results[0].run.samples_per_s
+def run_table(runs: Sequence[PhaseRun], sent: dict[str, Sent]) -> str:
+    base = next(sum(u["rows"] for u in r.units) / r.window_s for r in runs if r.phase == MIXED)
     rows = []
-    for r in results:
-        sending = f"{r.sent_bytes / 2**20:.1f} MiB in {r.send_s:.2f} s" if r.sent_bytes else "-"
+    for run in runs:
+        samples_per_s = sum(u["rows"] for u in run.units) / run.window_s
+        busy = sum(u["finished"] - u["started"] for u in run.units) / (run.segments * run.window_s)
+        sending = sent[run.setup]
         rows.append(
             [
-                r.setup.name,
-                r.setup.servers + 1,
-                f"{r.run.window_s:.1f}",
-                f"{r.run.samples_per_s:.0f}",
-                f"{r.run.samples_per_s / base:.2f}",
-                f"{100 * r.busy:.1f}%",
-                f"{1000 * r.hop_overhead_s:.0f}",
-                sending,
-                f"{r.run.val_metric:.4f}",
+                run.setup,
+                run.phase,
+                run.servers + 1,
+                f"{len(run.configs)} x {run.epochs}",
+                f"{run.window_s:.1f}",
+                f"{samples_per_s:.0f}",
+                f"{samples_per_s / base:.2f}" if run.phase == MIXED else "-",
+                f"{100 * busy:.1f}%",
+                f"{sending.bytes / 2**20:.1f} MiB in {sending.seconds:.2f} s" if sending.bytes else "-",
+                f"{run.runnable:.2f}",
             ]
         )
-    print(
-        format_table(
-            [
-                "setup",
-                "PostgreSQL servers",
-                "makespan s",
-                "samples/s",
-                "speed vs local 1",
-                "segments busy",
-                "hop overhead ms",
-                "shards sent",
-                "final val acc",
-            ],
-            rows,
-            right=[False, True, True, True, True, True, True, True, True],
-        )
-    )
-    print(
-        "\nmakespan: server clock, from resuming the measured workload (on warm backends) to its last commit;"
-        " segments busy: unit time / (makespan x segments); hop overhead: mean unit time minus training and"
-        " validation (claim, state load/save, the round trips to a segment server, commit); shards sent: each"
-        " segment server's training shard plus the validation set, by binary COPY through the scheduler."
-    )
+    headers = [
+        "setup",
+        "phase",
+        "PostgreSQL servers",
+        "configs x epochs",
+        "makespan s",
+        "samples/s",
+        "speed vs local 1",
+        "segments busy",
+        "shards sent",
+        "runnable",
+    ]
+    return format_table(headers, rows, right=[False, False, *([True] * 8)])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_workload_args(argv, __doc__, rows=12000, epochs=3, small=(3000, 2), configs=SPACE)
-    results = [measure(setup, args) for setup in SETUPS]
-    report(results)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"scaling{'_small' if args.small else ''}.csv"
-    with open(out, "w", newline="") as file:
+def prediction_rows(predictions: Sequence[RunPrediction]) -> list[list[str]]:
+    rows = []
+    for p in predictions:
+        for model in [*p.target.models, ALL]:
+            measured, predicted = p.measured[model], p.predicted[model]
+            configs = sum(1 for info in p.target.configs.values() if model in (ALL, info.model))
+            rows.append(
+                [
+                    p.target.setup,
+                    model,
+                    str(configs),
+                    f"{measured.makespan_s:.1f}",
+                    f"{predicted.makespan_s:.1f}" + (f" ± {p.predicted_sd:.1f}" if model == ALL else ""),
+                    f"{100 * p.error(model):+.1f}%",
+                    ("PASS" if p.passed else "MISS") if model == ALL else "",
+                    f"{100 * measured.utilization:.1f}%",
+                    f"{100 * predicted.utilization:.1f}%",
+                    f"{100 * measured.hop_share:.1f}%",
+                    f"{100 * predicted.hop_share:.1f}%",
+                    p.fitted.setup if model == ALL else "",
+                ]
+            )
+    return rows
+
+
+def prediction_table(predictions: Sequence[RunPrediction]) -> str:
+    headers = [
+        "mixed run",
+        "model",
+        "configs",
+        "makespan s",
+        "predicted s",
+        "error",
+        f"<= {100 * TARGET_ERROR:.0f}%",
+        "util",
+        "predicted util",
+        "hop share",
+        "predicted hop share",
+        "fitted on (calibration run)",
+    ]
+    return format_table(headers, prediction_rows(predictions), right=[False, False, *([True] * 9), False])
+
+
+def write_csv(path: Path, predictions: Sequence[RunPrediction]) -> None:
+    with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(
             [
                 "setup",
                 "segments",
                 "segment_servers",
+                "cores",
+                "model",
                 "makespan_s",
-                "samples_per_s",
-                "busy",
-                "hop_overhead_s",
-                "sent_bytes",
-                "send_s",
-                "val_metric",
+                "predicted_s",
+                "error",
+                "utilization",
+                "predicted_utilization",
+                "hop_share",
+                "predicted_hop_share",
+                "fitted_on",
+                "fitted_segments",
+                "runnable",
             ]
         )
-        writer.writerows(
-            [
-                r.setup.name,
-                r.setup.segments,
-                r.setup.servers,
-                r.run.window_s,
-                r.run.samples_per_s,
-                r.busy,
-                r.hop_overhead_s,
-                r.sent_bytes,
-                r.send_s,
-                r.run.val_metric,
-            ]
-            for r in results
-        )
+        for p in predictions:
+            for model in [*p.target.models, ALL]:
+                m, q = p.measured[model], p.predicted[model]
+                writer.writerow(
+                    [
+                        p.target.setup,
+                        p.target.segments,
+                        p.target.servers,
+                        p.cores,
+                        model,
+                        f"{m.makespan_s:.3f}",
+                        f"{q.makespan_s:.3f}",
+                        f"{p.error(model):.4f}",
+                        f"{m.utilization:.4f}",
+                        f"{q.utilization:.4f}",
+                        f"{m.hop_share:.4f}",
+                        f"{q.hop_share:.4f}",
+                        p.fitted.setup,
+                        p.fitted.segments,
+                        f"{p.target.runnable:.2f}",
+                    ]
+                )
+
+
+def predict_all(runs: Sequence[PhaseRun], seeds: int, cores: int) -> list[RunPrediction]:
+    """Each setup's mixed run predicted from the calibration run of the setup it is fitted on."""
+    by_key = {(r.setup, r.phase): r for r in runs}
+    return [
+        predict_run(by_key[(s.fitted_on, CALIBRATION)], by_key[(s.name, MIXED)], seeds, cores)
+        for s in SETUPS
+        if s.fitted_on is not None and (s.name, MIXED) in by_key
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    runs: list[PhaseRun] = []
+    sent: dict[str, Sent] = {}
+    for setup in args.setups:
+        step(f"{setup.name}: {', '.join(setup.phases)}")
+        measured, sent[setup.name] = measure(setup, args)
+        runs += measured
+    suffix = "_small" if args.small else ""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    write_runs(RESULTS_DIR / f"scaling_runs{suffix}.csv", RESULTS_DIR / f"scaling_units{suffix}.csv", runs)
+    predictions = predict_all(runs, args.seeds, args.cores)
+    print(
+        f"Scaling with a mixed workload: {args.rows} Fashion-MNIST rows (10% validation), batch size 64;"
+        f" calibration: {', '.join(f'{s.model} {s.space}' for s in args.calibration_specs)} x"
+        f" {args.calibration_epochs} epoch(s); mixed: {', '.join(f'{s.model} {s.space}' for s in args.mixed_specs)}"
+        f" x {args.epochs} epoch(s);"
+        f" {args.cores} cores\n"
+    )
+    print(run_table([r for r in runs if r.phase == MIXED] + [r for r in runs if r.phase == CALIBRATION], sent))
+    print(
+        "\nmakespan: server clock, from resuming the phase's workloads (on warm backends) to their last commit;"
+        " speed: mixed samples/s against 1 local segment's; segments busy: unit time / (makespan x segments);"
+        " shards sent: each segment server's training shard plus the validation set, by binary COPY through the"
+        " scheduler; runnable: mean runnable tasks on the machine during the phase (/proc/stat), its segments' and any"
+        " other work.\n"
+    )
+    print(
+        f"Each mixed run beside the simulator's prediction of it (MOP, mean of {args.seeds} seeds), fitted on the"
+        f" calibration run of another setup (other configs, another segment count); {args.cores} cores shared by"
+        " the segments:\n"
+    )
+    print(prediction_table(predictions))
+    print(
+        "\nmakespan: from resuming the mixed workloads to the model's last commit; util: the model's unit time /"
+        " (segments x the run's makespan); hop share: the share of the model's unit time that neither trains nor"
+        " validates (state load + save, the round trips to a segment server, the unit's SQL)."
+    )
+    out = RESULTS_DIR / f"scaling{suffix}.csv"
+    write_csv(out, predictions)
     print(f"results: {out}")
-    return 0
+    return 0 if all(p.passed for p in predictions) else 1
 
 
 if __name__ == "__main__":

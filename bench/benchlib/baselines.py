@@ -34,6 +34,8 @@ class Runnable:
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.samples: list[int] = []
+        #: When each sample was taken (``time.time()``, the clock of the local servers' ``clock_timestamp()``).
+        self.times: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -46,6 +48,7 @@ class Runnable:
             for line in text.splitlines():
                 if line.startswith("procs_running "):
                     self.samples.append(int(line.split()[1]) - 1)  # not this sampling thread
+                    self.times.append(time.time())
 
     def __enter__(self) -> Runnable:
         self._thread.start()
@@ -58,6 +61,11 @@ class Runnable:
     @property
     def mean(self) -> float:
         return statistics.fmean(self.samples) if self.samples else float("nan")
+
+    def mean_between(self, start: float, end: float) -> float:
+        """The mean of the samples taken from ``start`` to ``end`` (``time.time()``)."""
+        inside = [n for n, t in zip(self.samples, self.times, strict=True) if start <= t <= end]
+        return statistics.fmean(inside) if inside else float("nan")
 
 
 @dataclass

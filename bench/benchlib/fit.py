@@ -1,20 +1,26 @@
-"""The simulator's inputs from measured runs (bench/simulate_scale.py): each config's cost and the time between
-units from a run's unit log, or from hop_overhead.py's roster; the validation of its predictions against runs.
+"""The simulator's inputs from measured runs (bench/simulate_scale.py, bench/scaling.py): each config's cost and
+the time between units from a run's unit log, or from hop_overhead.py's roster; the validation of its predictions
+against runs.
 
 A run is *fitted* when the simulator takes that run's own costs (``validate``: on 1 segment the prediction then
 holds by construction, it checks only that no time goes unmodelled); it is *predicted* when the costs come from
-another run (``cross_validate``: fitted on the 1-segment run, predicting the 2-segment run's makespan).
+another run: ``cross_validate`` (the same configs, fitted on the 1-segment run, predicting the 2-segment run) and
+``predict_run`` (another workload on another segment count: costs per training row fitted per cost key, see
+:func:`cost_key`, on the fitting run, its configs never in the predicted run).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from benchlib.mixed import PhaseRun
 from benchlib.mop import MopRun
 from benchlib.simulation import (
     RULES,
@@ -222,6 +228,215 @@ def cross_validate(fitted: MopRun, target: MopRun, seeds: int) -> Prediction:
         measured_s=target.window_s,
         predicted_s=statistics.fmean(makespans),
         predicted_sd=statistics.pstdev(makespans),
+    )
+
+
+#: Hyper-parameters that change nothing of what a unit costs: configs that differ only in them share their costs.
+COST_NEUTRAL = ("lr",)
+
+
+def cost_key(model: str, params: Mapping[str, Any]) -> str:
+    """What decides a config's unit costs: its model and every hyper-parameter but the :data:`COST_NEUTRAL` ones
+    (architecture, batch size, optimizer)."""
+    return json.dumps([model, {k: v for k, v in params.items() if k not in COST_NEUTRAL}], sort_keys=True)
+
+
+@dataclass(frozen=True)
+class UnitCost:
+    """What one cost key's units cost, fitted on a run."""
+
+    #: Training seconds per training row.
+    train_row_s: float
+    #: Per unit beyond training and validation, whatever the shard: state load + save (the hop), the shard's
+    #: load, the round trips to a segment server, the unit's SQL.
+    fixed_s: float
+    #: Validation seconds per validation row (an epoch's last unit validates on all of them).
+    validation_row_s: float
+    #: What a config's first unit costs beyond the others (its initial state is built), and the part of it
+    #: outside training (in the hop share).
+    first_unit_s: float
+    first_unit_hop_s: float
+
+
+def _hop_s(unit: Mapping[str, float]) -> float:
+    """A unit's time outside training and validation."""
+    return unit["finished"] - unit["started"] - unit["train_s"] - unit["validation_s"]
+
+
+@dataclass
+class Fit:
+    """Per cost key, a unit's costs, and the time between units, from one run."""
+
+    run: PhaseRun
+    costs: dict[str, UnitCost]
+    overheads: Overheads
+
+
+def fit_run(run: PhaseRun, cores: int) -> Fit:
+    """The costs of ``run``'s units by cost key and its overheads (gap, start), from its unit log alone.
+
+    Training per row and the fixed part come from the units after each config's first; the first unit's
+    excess over them is the config's own. A run with more segments than ``cores`` is refused: its units shared
+    cores, and the simulator's costs are those of a unit with a core to itself.
+    """
+    if run.segments > cores:
+        raise ValueError(
+            f"fit on a run with at most {cores} segment(s) (one core each), not on {run.setup!r}: its"
+            f" {run.segments} segments shared {cores} core(s)"
+        )
+    first_of: dict[float, dict[str, float]] = {}
+    for unit in sorted(run.units, key=lambda u: u["started"]):
+        first_of.setdefault(unit["config_id"], unit)
+    firsts: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
+    later: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
+    for unit in run.units:
+        info = run.configs[int(unit["config_id"])]
+        (firsts if first_of[unit["config_id"]] is unit else later)[cost_key(info.model, info.params)].append(unit)
+    costs = {}
+    for key, units in firsts.items():
+        if not later[key]:
+            raise ValueError(f"{run.setup!r} ({run.phase}) ran one unit per config costing as {key}: fit on more")
+        train_row_s = sum(u["train_s"] for u in later[key]) / sum(u["rows"] for u in later[key])
+        fixed_s = statistics.fmean(_hop_s(u) for u in later[key])
+        validation = [u["validation_s"] for u in [*units, *later[key]] if u["validation_s"] > 0]
+        costs[key] = UnitCost(
+            train_row_s=train_row_s,
+            fixed_s=fixed_s,
+            validation_row_s=statistics.fmean(validation) / run.validation_rows if validation else 0.0,
+            first_unit_s=statistics.fmean(
+                u["finished"] - u["started"] - u["validation_s"] - fixed_s - train_row_s * u["rows"] for u in units
+            ),
+            first_unit_hop_s=statistics.fmean(_hop_s(u) - fixed_s for u in units),
+        )
+    return Fit(run, costs, overheads_from_units(run.units, run.segments, run.epochs, run.started))
+
+
+@dataclass
+class Figures:
+    """A model's (or the whole run's) figures in a run, measured or predicted."""
+
+    #: From starting the run to the commit of the model's last unit.
+    makespan_s: float
+    #: The model's unit time / (segments x the run's makespan): its share of the segments' time.
+    utilization: float
+    #: The share of the model's unit time that neither trains nor validates (state load + save, round trips).
+    hop_share: float
+
+
+#: The key of a run's figures for all its models together.
+ALL = "all"
+
+
+def measured_figures(run: PhaseRun) -> dict[str, Figures]:
+    """Per model of ``run`` (and :data:`ALL`): its makespan, utilization and hop share."""
+    figures = {}
+    for model in [*run.models, ALL]:
+        units = run.units if model == ALL else run.units_of(model)
+        busy = sum(u["finished"] - u["started"] for u in units)
+        hop = sum(_hop_s(u) for u in units)
+        figures[model] = Figures(
+            makespan_s=max(u["finished"] for u in units) - run.started,
+            utilization=busy / (run.segments * run.window_s),
+            hop_share=hop / busy,
+        )
+    return figures
+
+
+@dataclass
+class RunPrediction:
+    """``target``'s figures predicted from another run's fit (``fitted``), beside the measured ones."""
+
+    fitted: PhaseRun
+    target: PhaseRun
+    cores: int
+    measured: dict[str, Figures]
+    #: Means over the simulation's seeds.
+    predicted: dict[str, Figures]
+    #: The standard deviation of the whole run's predicted makespan over the seeds.
+    predicted_sd: float
+
+    def error(self, model: str = ALL) -> float:
+        return relative_error(self.predicted[model].makespan_s, self.measured[model].makespan_s)
+
+    @property
+    def passed(self) -> bool:
+        return abs(self.error()) <= TARGET_ERROR
+
+
+def _refuse_same(fitted: PhaseRun, target: PhaseRun) -> None:
+    """A prediction checks the model only on a run it was not fitted on: other units, segments and configs."""
+    if {(u["config_id"], u["started"]) for u in fitted.units} & {(u["config_id"], u["started"]) for u in target.units}:
+        raise ValueError(f"{target.setup!r} ({target.phase}) is the fitted run itself: predict another run")
+    if fitted.segments == target.segments:
+        raise ValueError(f"both runs have {target.segments} segment(s): predict a run on another segment count")
+    trained = {json.dumps([i.model, i.params], sort_keys=True) for i in fitted.configs.values()}
+    same = sorted(c for c, i in target.configs.items() if json.dumps([i.model, i.params], sort_keys=True) in trained)
+    if same:
+        raise ValueError(f"config {same[0]} of {target.setup!r} was trained in the fitted run: predict other configs")
+
+
+def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> RunPrediction:
+    """``target``'s makespan, utilization and hop share per model, simulated (MOP, ``seeds`` seeds) from
+    ``fitted``'s costs and overheads.
+
+    Of ``target`` only its description enters: its configs' models and hyper-parameters and workloads, its
+    segments, epochs and dataset rows; ``cores`` is the machine's (the segments share them, see
+    :func:`benchlib.simulation.on_cores`). Every config of ``target`` must share a cost key with a config of
+    ``fitted`` (the fit measures costs per key, it does not extrapolate to new architectures).
+    """
+    _refuse_same(fitted, target)
+    fit = fit_run(fitted, cores)
+    ids = sorted(target.configs)
+    profiles, first_hop = [], []
+    for config in ids:
+        info = target.configs[config]
+        key = cost_key(info.model, info.params)
+        if key not in fit.costs:
+            raise ValueError(
+                f"{fitted.setup!r} ({fitted.phase}) trained no config costing as {key}: fit on a run that does"
+            )
+        cost = fit.costs[key]
+        profiles.append(
+            Profile(
+                name=info.model,
+                epoch_train_s=cost.train_row_s * target.train_rows,
+                unit_fixed_s=cost.fixed_s,
+                validation_s=cost.validation_row_s * target.validation_rows,
+                first_unit_s=cost.first_unit_s,
+            )
+        )
+        first_hop.append(cost.first_unit_hop_s)
+    workloads = [target.configs[c].workload_id for c in ids]
+    results = [
+        simulate_mop(profiles, target.segments, target.epochs, fit.overheads, seed, workloads=workloads, cores=cores)
+        for seed in range(seeds)
+    ]
+    predicted = {}
+    for model in [*target.models, ALL]:
+        own = {i for i, p in enumerate(profiles) if model in (ALL, p.name)}
+        units = target.segments * target.epochs
+        fixed = sum(units * profiles[i].unit_fixed_s + first_hop[i] for i in own)
+        total = sum(
+            units * profiles[i].unit_s(target.segments)
+            + target.epochs * profiles[i].validation_s
+            + profiles[i].first_unit_s
+            for i in own
+        )
+        predicted[model] = Figures(
+            makespan_s=statistics.fmean(max(u.end for u in r.log if u.config in own) for r in results),
+            utilization=statistics.fmean(
+                sum(u.end - u.start for u in r.log if u.config in own) / (target.segments * r.makespan_s)
+                for r in results
+            ),
+            hop_share=fixed / total,
+        )
+    return RunPrediction(
+        fitted=fitted,
+        target=target,
+        cores=cores,
+        measured=measured_figures(target),
+        predicted=predicted,
+        predicted_sd=statistics.pstdev(r.makespan_s for r in results),
     )
 
 

@@ -8,7 +8,11 @@ Its cost is a :class:`Profile` measured on this machine:
 * the last unit of an epoch also validates (``validation_s``, on all validation rows);
 * between two units a segment spends ``Overheads.gap_s`` outside any unit (commit, wake-up,
   the next claim) and the config is not released before its unit's commit, that is ``gap_s``
-  after the unit ends; the first units start ``Overheads.start_s`` after the workload does.
+  after the unit ends; the first units start ``Overheads.start_s`` after the workload does;
+* by default every segment has a core of its own. With ``cores`` (MOP only: segments that share
+  a machine's cores, as this machine's 2 cores run 4 segment servers), the segments share the
+  cores: while ``b`` units run, every unit, gap and claim advances at ``min(1, cores / b)`` of its
+  speed (processor sharing, :func:`on_cores`).
 
 The schedules:
 
@@ -17,7 +21,8 @@ The schedules:
     a free segment at once takes a legal unit (config not running elsewhere, this segment not
     yet visited in the config's epoch, epochs left), preferring the least progress
     (``epochs_done * segments + visited``), ties at random. A segment with no legal unit waits
-    for the next commit.
+    for the next commit. With several workloads run together (``workloads``), the claim first
+    takes the workload as ``claim_unit`` does (:func:`workload_order`), then the config in it.
 ``bsp``
     MADlib ``fit_multiple``'s bulk-synchronous rotation: configs are dealt round-robin into
     ``segments`` queues (config i into queue i mod S); in round r segment s trains every config
@@ -36,8 +41,10 @@ Busy time counts units only (training, hops, validation), not gaps or waits, so 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -60,6 +67,9 @@ class Profile:
     unit_fixed_s: float
     #: Validation at each epoch end, on all validation rows.
     validation_s: float
+    #: Added to the config's first unit (MOP only): building its initial state, and what else only a new config
+    #: pays (measured runs; the roster's profiles have none).
+    first_unit_s: float = 0.0
 
     def unit_s(self, segments: int) -> float:
         """One unit (one pass over one of ``segments`` equal shards), without validation."""
@@ -155,6 +165,8 @@ def simulate_mop(
     unit_samples: Sequence[Sequence[float]] | None = None,
     rule: str = "fair",
     replication: int = 1,
+    workloads: Sequence[int] | None = None,
+    cores: int | None = None,
 ) -> Result:
     """cerebro-db's asynchronous randomized MOP schedule (see the module docstring).
 
@@ -163,6 +175,9 @@ def simulate_mop(
     ``rule``: which legal unit a free segment takes (:data:`RULES`). ``replication``: each shard is
     stored on that many segments (:func:`shards_for`); a config visits every shard once per epoch,
     on any segment that holds it. A unit is one pass over one shard.
+    ``workloads``: per config, the workload it belongs to (default: all in one), claimed in
+    :func:`workload_order`. ``cores``: the cores the segments share (default: one per segment), see
+    :func:`on_cores`.
     """
     _check(segments, epochs)
     if rule not in RULES:
@@ -186,15 +201,18 @@ def simulate_mop(
         waiting = []
         for segment in idle:
             best: list[int] = []
-            best_key = 0.0
+            best_key = (0, 0.0)
+            # claim_unit takes the first workload in its order with a legal config here, then the config
+            rank = workload_order(workloads, running, done, epochs, rng) if workloads is not None else {}
             for c in range(n):
                 if running[c] or done[c] >= epochs or segment % shards in visited[c]:
                     continue
                 if rule == "fair":  # least progress first: the claim's ORDER BY before this change
-                    key = -float(done[c] * shards + len(visited[c]))
+                    value = -float(done[c] * shards + len(visited[c]))
                 else:  # the most unit-seconds left, validations included
                     left = epochs - done[c]
-                    key = (left * shards - len(visited[c])) * unit_s[c] + left * profiles[c].validation_s
+                    value = (left * shards - len(visited[c])) * unit_s[c] + left * profiles[c].validation_s
+                key = (-rank[workloads[c]] if workloads is not None else 0, value)
                 if not best or key > best_key:
                     best, best_key = [c], key
                 elif key == best_key:
@@ -206,6 +224,8 @@ def simulate_mop(
             shard = segment % shards
             last = len(visited[config]) == shards - 1
             duration = rng.choice(unit_samples[config]) if unit_samples else unit_s[config]
+            if done[config] == 0 and not visited[config]:
+                duration += profiles[config].first_unit_s
             end = now + duration + (profiles[config].validation_s if last else 0.0)
             log.append(Unit(config, segment, done[config] + 1, now, end, shard))
             running[config] = True
@@ -227,9 +247,50 @@ def simulate_mop(
         rng.shuffle(idle)  # which waiting segment claims first is a race
     if any(d < epochs for d in done):
         raise AssertionError("MOP simulation stopped with work left")  # cannot happen: a free config always fits
+    if cores is not None:
+        log = on_cores(log, cores)
     result = _result("mop", profiles, segments, epochs, log, copies=segments / shards)
     result.rule, result.replication = rule, replication
     return result
+
+
+def workload_order(
+    workloads: Sequence[int], running: Sequence[bool], done: Sequence[int], epochs: int, rng: random.Random
+) -> dict[int, int]:
+    """``claim_unit``'s order of the workloads with epochs left (rank 0 first): the fewest units in flight,
+    then the least epochs done among its unfinished configs, then at random."""
+    in_flight = Counter(w for w, r in zip(workloads, running, strict=True) if r)
+    least: dict[int, int] = {}
+    for w, d in zip(workloads, done, strict=True):
+        if d < epochs:
+            least[w] = min(least.get(w, d), d)
+    ranked = sorted(least, key=lambda w: (in_flight[w], least[w], rng.random()))
+    return {w: i for i, w in enumerate(ranked)}
+
+
+def on_cores(log: Sequence[Unit], cores: int) -> list[Unit]:
+    """``log`` replayed on ``cores`` cores shared by its segments (processor sharing).
+
+    ``log`` is timed as if every segment had a core of its own. While ``b`` of its units run, everything
+    (units, the gaps between them) advances at ``min(1, cores / b)`` of that speed. All running units share
+    one speed, so the schedule's order of events is unchanged and only its clock stretches: each span of the
+    log with ``b`` units running lasts ``max(1, b / cores)`` times as long.
+    """
+    if cores < 1:
+        raise ValueError(f"need cores >= 1, got {cores}")
+    change: defaultdict[float, int] = defaultdict(int)
+    for unit in log:
+        change[unit.start] += 1
+        change[unit.end] -= 1
+    wall: dict[float, float] = {}
+    clock = previous = 0.0
+    running = 0
+    for t in sorted({0.0, *change}):
+        clock += (t - previous) * max(1.0, running / cores)
+        wall[t] = clock
+        running += change[t]
+        previous = t
+    return [dataclasses.replace(u, start=wall[u.start], end=wall[u.end]) for u in log]
 
 
 def bsp_queues(configs: int, segments: int) -> list[list[int]]:

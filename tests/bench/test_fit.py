@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 from pathlib import Path
 
 import pytest
-from benchlib.fit import TARGET_ERROR, cross_validate, read_runs
+from benchlib.fit import (
+    ALL,
+    TARGET_ERROR,
+    cost_key,
+    cross_validate,
+    fit_run,
+    measured_figures,
+    predict_run,
+    read_runs,
+)
+from benchlib.mixed import ConfigInfo, PhaseRun, write_runs
+from benchlib.mixed import read_runs as read_runs_of_phases
 from benchlib.mop import MopRun
 from benchlib.simulation import Overheads, Profile, simulate_mop
 
@@ -74,3 +86,176 @@ def test_the_committed_runs_two_segments_predicted_from_one() -> None:
     assert abs(prediction.error) <= TARGET_ERROR, prediction
     # A measurement 30% off the committed one would miss.
     assert not cross_validate(runs[1], dataclasses.replace(runs[2], window_s=runs[2].window_s * 1.3), seeds=20).passed
+
+
+# --- predict_run: another workload on another segment count, from a calibration run's unit log -------------
+
+#: Per model: training seconds per row, fixed seconds per unit, validation seconds per validation row, a config's
+#: first unit's extra seconds.
+COSTS = {
+    "mlp": (0.0001, 0.01, 0.00005, 0.2),
+    "cnn": (0.0005, 0.03, 0.0002, 0.5),
+    "mobilenetv2": (0.002, 0.1, 0.001, 4.0),
+}
+TRAIN_ROWS, VALIDATION_ROWS = 4000, 400
+GAPS = Overheads(gap_s=0.015, start_s=0.03)
+
+
+def phase_run(
+    setup: str, phase: str, segments: int, configs: list[tuple[str, float]], epochs: int, cores: int
+) -> PhaseRun:
+    """A run as run_phases reports it, one workload per model, its unit log written by the simulator on ``cores``."""
+    first_id = 100 if phase == "calibration" else 500
+    models = list(dict.fromkeys(m for m, _ in configs))
+    info = {
+        first_id + i: ConfigInfo(10 + models.index(model), model, {"batch_size": 64, "lr": lr, "size": model})
+        for i, (model, lr) in enumerate(configs)
+    }
+    profiles = [
+        Profile(m, COSTS[m][0] * TRAIN_ROWS, COSTS[m][1], COSTS[m][2] * VALIDATION_ROWS, COSTS[m][3])
+        for m, _ in configs
+    ]
+    workloads = [i.workload_id for i in info.values()]
+    result = simulate_mop(profiles, segments, epochs, GAPS, seed=1, workloads=workloads, cores=cores)
+    last = {}
+    for unit in result.log:
+        last[(unit.config, unit.epoch)] = max(last.get((unit.config, unit.epoch), unit.start), unit.start)
+    units = []
+    seen = set()
+    for unit in sorted(result.log, key=lambda u: u.start):
+        p = profiles[unit.config]
+        validates = last[(unit.config, unit.epoch)] == unit.start
+        first = 0.0 if unit.config in seen else p.first_unit_s  # 3/4 of it trains, 1/4 builds the initial state
+        seen.add(unit.config)
+        parts = (
+            p.epoch_train_s / segments + 0.75 * first,
+            p.unit_fixed_s + 0.25 * first,
+            p.validation_s if validates else 0.0,
+        )
+        stretch = (unit.end - unit.start) / sum(parts)  # the unit's share of the cores
+        units.append(
+            {
+                "config_id": float(first_id + unit.config),
+                "epoch": float(unit.epoch),
+                "segment": float(unit.segment),
+                "rows": TRAIN_ROWS / segments,
+                "started": unit.start,
+                "finished": unit.end,
+                "data_load_s": 0.0,
+                "state_load_s": stretch * parts[1] / 2,
+                "train_s": stretch * parts[0],
+                "state_save_s": stretch * parts[1] / 2,
+                "validation_s": stretch * parts[2],
+            }
+        )
+    return PhaseRun(
+        setup, phase, segments, 0, epochs, TRAIN_ROWS, VALIDATION_ROWS, 0.0, result.makespan_s, units, info, 2.0
+    )
+
+
+CALIBRATION = [("mlp", 0.003), ("cnn", 0.003), ("mobilenetv2", 0.003)]
+MIXED = [
+    ("mlp", 0.001),
+    ("mlp", 0.01),
+    ("cnn", 0.001),
+    ("cnn", 0.01),
+    *(("mobilenetv2", lr) for lr in (1e-4, 1e-3, 1e-2)),
+]
+
+
+def test_a_simulated_mixed_run_on_shared_cores_is_predicted_from_a_calibration_run() -> None:
+    fitted = phase_run("2 segments", "calibration", 2, CALIBRATION, 2, cores=2)
+    target = phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2)
+    prediction = predict_run(fitted, target, seeds=10, cores=2)
+    assert prediction.passed
+    assert prediction.error() == pytest.approx(0.0, abs=0.03)  # only the random tie-breaks differ
+    for model in ("mlp", "cnn", "mobilenetv2", ALL):
+        assert prediction.predicted[model].hop_share == pytest.approx(prediction.measured[model].hop_share, rel=0.02)
+        assert prediction.predicted[model].utilization == pytest.approx(
+            prediction.measured[model].utilization, abs=0.05
+        )
+    assert prediction.measured["mlp"].makespan_s < prediction.measured["mobilenetv2"].makespan_s
+    # a simulator that gave every segment a core of its own would miss: 4 segments run on 2 cores
+    assert not predict_run(fitted, target, seeds=10, cores=4).passed
+    # and so would a run 30% slower than the simulated one
+    stretched = [{**u, "started": 1.3 * u["started"], "finished": 1.3 * u["finished"]} for u in target.units]
+    slower = dataclasses.replace(target, units=stretched, window_s=1.3 * target.window_s)
+    assert not dataclasses.replace(prediction, measured=measured_figures(slower)).passed
+
+
+def test_a_prediction_is_refused_on_the_run_it_was_fitted_on() -> None:
+    fitted = phase_run("2 segments", "calibration", 2, CALIBRATION, 2, cores=2)
+    with pytest.raises(ValueError, match="is the fitted run itself"):
+        predict_run(fitted, fitted, seeds=1, cores=2)
+    renamed = dataclasses.replace(fitted, setup="4 segments", segments=4)
+    with pytest.raises(ValueError, match="is the fitted run itself"):
+        predict_run(fitted, renamed, seeds=1, cores=2)
+
+
+def test_a_prediction_needs_another_segment_count_and_other_configs() -> None:
+    fitted = phase_run("2 segments", "calibration", 2, CALIBRATION, 2, cores=2)
+    with pytest.raises(ValueError, match="both runs have 2 segment"):
+        predict_run(fitted, phase_run("2 segments", "mixed", 2, MIXED, 3, cores=2), seeds=1, cores=2)
+    with pytest.raises(ValueError, match="config 500 of '4 segments' was trained in the fitted run"):
+        predict_run(fitted, phase_run("4 segments", "mixed", 4, CALIBRATION[:1] + MIXED, 3, cores=2), seeds=1, cores=2)
+
+
+def test_a_prediction_needs_every_cost_in_the_fit() -> None:
+    fitted = phase_run("2 segments", "calibration", 2, CALIBRATION[:2], 2, cores=2)
+    with pytest.raises(ValueError, match="trained no config costing as .*mobilenetv2"):
+        predict_run(fitted, phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2), seeds=1, cores=2)
+
+
+def test_a_fit_on_segments_that_shared_cores_is_refused() -> None:
+    fitted = phase_run("4 segments", "calibration", 4, CALIBRATION, 2, cores=2)
+    with pytest.raises(ValueError, match="at most 2 segment"):
+        predict_run(fitted, phase_run("2 segments", "mixed", 2, MIXED, 3, cores=2), seeds=1, cores=2)
+
+
+def test_cost_keys_ignore_only_the_learning_rate() -> None:
+    assert cost_key("cnn", {"lr": 0.1, "filters": 8}) == cost_key("cnn", {"filters": 8, "lr": 0.3})
+    assert cost_key("cnn", {"lr": 0.1, "filters": 8}) != cost_key("cnn", {"lr": 0.1, "filters": 16})
+    assert cost_key("cnn", {"batch_size": 64}) != cost_key("cnn", {"batch_size": 128})
+    assert cost_key("cnn", {"filters": 8}) != cost_key("mlp", {"filters": 8})
+
+
+def test_the_fit_separates_a_configs_first_unit() -> None:
+    fit = fit_run(phase_run("1 segment", "calibration", 1, CALIBRATION, 3, cores=2), cores=2)
+    for model, (train_row_s, fixed_s, validation_row_s, first_unit_s) in COSTS.items():
+        (cost,) = (c for key, c in fit.costs.items() if model in key)
+        assert cost.train_row_s == pytest.approx(train_row_s)
+        assert cost.fixed_s == pytest.approx(fixed_s)
+        assert cost.validation_row_s == pytest.approx(validation_row_s)
+        assert cost.first_unit_s == pytest.approx(first_unit_s)
+        assert cost.first_unit_hop_s == pytest.approx(first_unit_s / 4)
+    assert fit.overheads.gap_s == pytest.approx(GAPS.gap_s)
+    with pytest.raises(ValueError, match="one unit per config"):
+        fit_run(phase_run("1 segment", "calibration", 1, CALIBRATION, 1, cores=2), cores=2)
+
+
+def test_phase_runs_round_trip_through_their_csv_files(tmp_path: Path) -> None:
+    runs = [
+        phase_run("2 segments", "calibration", 2, CALIBRATION, 2, cores=2),
+        phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2),
+    ]
+    write_runs(tmp_path / "runs.csv", tmp_path / "units.csv", runs)
+    again = read_runs_of_phases(tmp_path / "runs.csv", tmp_path / "units.csv")
+    assert again == runs
+    assert predict_run(again[0], again[1], seeds=3, cores=2).predicted == predict_run(*runs, seeds=3, cores=2).predicted
+
+
+def test_the_committed_scaling_predictions_come_from_the_committed_unit_logs() -> None:
+    runs = {
+        (r.setup, r.phase): r for r in read_runs_of_phases(RESULTS / "scaling_runs.csv", RESULTS / "scaling_units.csv")
+    }
+    with open(RESULTS / "scaling.csv", newline="") as file:
+        table = [row for row in csv.DictReader(file) if row["model"] == ALL]
+    assert {row["setup"] for row in table} == {setup for setup, phase in runs if phase == "mixed"}
+    assert any(int(row["segment_servers"]) == 4 for row in table)
+    for row in table:
+        fitted, target = runs[(row["fitted_on"], "calibration")], runs[(row["setup"], "mixed")]
+        assert fitted.segments != target.segments and (fitted.servers > 0) == (target.servers > 0)
+        prediction = predict_run(fitted, target, seeds=20, cores=int(row["cores"]))
+        assert prediction.predicted[ALL].makespan_s == pytest.approx(float(row["predicted_s"]), abs=1e-3)
+        assert prediction.measured[ALL].makespan_s == pytest.approx(float(row["makespan_s"]), abs=1e-3)
+        assert prediction.passed == (abs(float(row["error"])) <= TARGET_ERROR)

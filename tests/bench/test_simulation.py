@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections import defaultdict
 
 import pytest
@@ -17,11 +18,13 @@ from benchlib.simulation import (
     Unit,
     bsp_queues,
     draw_mix,
+    on_cores,
     shards_for,
     simulate,
     simulate_bsp,
     simulate_mop,
     simulate_task,
+    workload_order,
 )
 
 SMALL = Profile("small", epoch_train_s=4.0, unit_fixed_s=0.05, validation_s=0.3)
@@ -264,3 +267,69 @@ def test_sweep_takes_the_smallest_replication_that_meets_the_target() -> None:
     light = sweep([SMALL], [2], [8], 2, OVERHEADS, seed=1, mop_seeds=1)
     assert [r.replication for r in light if r.schedule == "mop"] == [1, 1]
     assert scale_cells(light)[(8, 2)].met
+
+
+def test_on_cores_stretches_the_spans_with_more_units_than_cores() -> None:
+    log = [Unit(0, 0, 1, 0.0, 1.0), Unit(1, 1, 1, 0.0, 3.0), Unit(2, 2, 1, 0.0, 3.0), Unit(0, 0, 1, 4.0, 5.0)]
+    shared = on_cores(log, 2)
+    # 3 units on 2 cores until t=1 (1.5x as long), then 2 (full speed), then none, then 1
+    assert [t for u in shared for t in (u.start, u.end)] == pytest.approx([0, 1.5, 0, 3.5, 0, 3.5, 4.5, 5.5])
+    assert [(u.config, u.segment, u.epoch) for u in shared] == [(u.config, u.segment, u.epoch) for u in log]
+    assert on_cores(log, 3) == log  # a core per unit: nothing changes
+    assert [u.end for u in on_cores(log, 1)] == pytest.approx([3.0, 7.0, 7.0, 9.0])
+    with pytest.raises(ValueError, match="cores >= 1, got 0"):
+        on_cores(log, 0)
+
+
+def test_mop_on_shared_cores() -> None:
+    alone = simulate_mop(MIX, 4, 2, OVERHEADS, seed=3)
+    assert simulate_mop(MIX, 4, 2, OVERHEADS, seed=3, cores=4).log == alone.log
+    assert simulate_mop(MIX, 4, 2, OVERHEADS, seed=3, cores=8).log == alone.log
+    shared = simulate_mop(MIX, 4, 2, OVERHEADS, seed=3, cores=2)
+    # the same schedule on a slower clock: 4 busy segments on 2 cores take twice as long, fewer less
+    assert shared.log == on_cores(alone.log, 2)
+    assert [(u.config, u.segment, u.epoch) for u in shared.log] == [(u.config, u.segment, u.epoch) for u in alone.log]
+    assert 1.5 * alone.makespan_s < shared.makespan_s < 2 * alone.makespan_s
+    assert shared.busy_s > 1.5 * alone.busy_s
+
+
+def test_workload_order_is_claim_units() -> None:
+    rng = random.Random(0)
+    workloads = [7, 7, 8, 9, 9]
+    # workload 7 has a unit in flight; 8 and 9 none, 9's least epochs done is 1, 8's is 2
+    assert workload_order(workloads, [True, False, False, False, False], [0, 0, 2, 1, 3], 4, rng) == {8: 1, 9: 0, 7: 2}
+    # finished workloads are not ranked; ties go either way
+    firsts = {
+        min(r, key=r.__getitem__)
+        for r in (workload_order(workloads, [False] * 5, [4, 4, 0, 0, 0], 4, rng) for _ in range(40))
+    }
+    assert firsts == {8, 9}
+
+
+def test_mop_with_workloads_spreads_the_segments_over_them() -> None:
+    configs = [SMALL, SMALL, SMALL, BIG]
+    workloads = [0, 0, 0, 1]
+    spread, together = [], []
+    for seed in range(20):
+        first = sorted(simulate_mop(configs, 2, 2, OVERHEADS, seed, workloads=workloads).log, key=lambda u: u.start)
+        spread.append({workloads[u.config] for u in first[:2]})
+        first = sorted(simulate_mop(configs, 2, 2, OVERHEADS, seed).log, key=lambda u: u.start)
+        together.append({workloads[u.config] for u in first[:2]})
+    # claim_unit gives the second segment to the workload with no unit in flight; one workload takes both
+    # segments at times when all configs are one workload
+    assert all(s == {0, 1} for s in spread)
+    assert any(s == {0} for s in together)
+    result = simulate_mop(configs, 3, 2, OVERHEADS, 5, workloads=workloads)
+    assert not overlaps(result, "config") and not overlaps(result, "segment")
+    assert len(result.log) == 4 * 3 * 2
+
+
+def test_mop_adds_the_first_unit_cost_once_per_config() -> None:
+    first = Profile("first", epoch_train_s=4.0, unit_fixed_s=0.05, validation_s=0.3, first_unit_s=2.0)
+    plain = simulate_mop([SMALL], 3, 2, OVERHEADS, seed=1)
+    result = simulate_mop([first], 3, 2, OVERHEADS, seed=1)
+    assert result.makespan_s == pytest.approx(plain.makespan_s + 2.0)
+    log = sorted(result.log, key=lambda u: u.start)
+    assert log[0].end - log[0].start == pytest.approx(SMALL.unit_s(3) + 2.0)
+    extra = [u.end - u.start - SMALL.unit_s(3) for u in log[1:]]
+    assert extra == pytest.approx([0.0, SMALL.validation_s, 0.0, 0.0, SMALL.validation_s])
