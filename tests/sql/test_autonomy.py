@@ -8,8 +8,6 @@ for real.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,8 +16,9 @@ from psycopg import sql
 
 from cerebro_db import client, connection
 from cerebro_db.cluster import ClusterConfig
+from tests import suggestion_curves
 from tests.conftest import add_tenant, one, run_until_idle, unique
-from tests.suggestion_curves import HEALTHY, Epoch, shifted
+from tests.suggestion_curves import HEALTHY, Epoch, grid, shifted
 
 Session = psycopg.Connection[Any]
 
@@ -44,67 +43,14 @@ def tenants(cluster: ClusterConfig, dsn: str, blobs_2seg: str) -> dict[str, str]
     return found
 
 
-@pytest.fixture
-def user(tenants: dict[str, str]) -> Iterator[Session]:
-    with psycopg.connect(tenants["dsn"], autocommit=True) as session:
-        session.execute("SET lock_timeout = '2s'")
-        yield session
-
-
-@pytest.fixture
-def system(conn: Session) -> Iterator[Session]:
-    """The schema owner playing record_hop; the workloads the test made are deleted afterwards (the scheduler of
-    the real-training test must not train them)."""
-    before = one(conn, "SELECT coalesce(max(workload_id), 0) FROM workloads")
-    conn.execute("SELECT set_config('cerebro.internal', 'on', false)")
-    yield conn
-    conn.execute("SELECT set_config('cerebro.internal', 'off', false)")
-    conn.execute("DELETE FROM workloads WHERE workload_id > %s", [before])
-
-
-def workload(user: Session, dataset: str, configs: int, epochs: int, **autonomy: Any) -> tuple[int, list[int]]:
-    """A grid workload of ``configs`` mlp configs, lr 0.001, 0.002, ... (in that order of config_id), with
-    ``autonomy``: run_model_selection's autonomy, budget_epochs, budget_seconds."""
-    space = {"lr": [0.001 * (k + 1) for k in range(configs)], "batch_size": [16], "hidden_units": [8]}
-    named = sql.SQL("").join(
-        sql.SQL(", {} => {}").format(sql.Identifier(key), sql.Literal(value)) for key, value in autonomy.items()
-    )
-    workload_id = one(
-        user,
-        sql.SQL("SELECT run_model_selection(%s, 'mlp', %s, max_epochs => %s{})").format(named).as_string(user),
-        dataset,
-        json.dumps(space),
-        epochs,
-    )
-    rows = user.execute(
-        "SELECT config_id FROM configs WHERE workload_id = %s ORDER BY (params ->> 'lr')::float8", [workload_id]
-    )
-    return workload_id, [r[0] for r in rows]
-
-
 def play(system: Session, curves: dict[int, list[Epoch]], start: int = 1) -> None:
-    """Each config's epochs from ``start``, interleaved by epoch as the scheduler's fair share runs them, each ending
-    in on_epoch_end; a config no longer pending or running gets no more epochs (the scheduler would not run it)."""
-    for k in range(max(len(c) for c in curves.values())):
-        for config, curve in curves.items():
-            if k >= len(curve) or one(system, "SELECT status FROM configs WHERE config_id = %s", config) not in (
-                "pending",
-                "running",
-            ):
-                continue
-            epoch = start + k
-            system.execute(
-                "INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric,"
-                " seconds) VALUES (%s, %s, %s, %s, %s, %s, 1)",
-                [config, epoch, *curve[k]],
-            )
-            system.execute("SELECT config_hop_committed(%s, %s)", [config, epoch])
-            system.execute("SELECT on_epoch_end(%s, %s)", [config, epoch])
+    """The curves played as the scheduler would (its epoch ends run the autonomy too)."""
+    suggestion_curves.play(system, curves, start, as_scheduler=True)
 
 
 def stop_and_flat(user: Session, dataset: str, **autonomy: Any) -> tuple[int, list[int], int, int]:
     """Three leaders, a flat config (a stop) and a crawling one (a clone with a higher lr), played for 6 epochs."""
-    workload_id, (*leaders, flat, crawling) = workload(user, dataset, 5, epochs=8, **autonomy)
+    workload_id, (*leaders, flat, crawling) = grid(user, dataset, 5, epochs=8, **autonomy)
     return workload_id, leaders, flat, crawling
 
 
@@ -170,7 +116,7 @@ def test_cruise_accepts_a_clone_but_not_a_stop(user: Session, tenants: dict[str,
 def test_cruise_extends_the_best_and_drills_down_into_a_manual_workload(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    workload_id, configs = workload(user, tenants["dataset"], 4, epochs=4, autonomy="cruise")
+    workload_id, configs = grid(user, tenants["dataset"], 4, epochs=4, autonomy="cruise")
     best = configs[3]
     flat_ends = {c: shifted(HEALTHY[:2] + [HEALTHY[2]] * 2, 0.01 * k) for k, c in enumerate(configs[:3])}
     rising = [(1.0, 0.5, 1.0, 0.5), (0.8, 0.65, 0.8, 0.65), (0.6, 0.75, 0.6, 0.75), (0.5, 0.85, 0.5, 0.85)]
@@ -195,7 +141,7 @@ def test_cruise_extends_the_best_and_drills_down_into_a_manual_workload(
 
 
 def test_an_autopilots_drill_down_spends_its_budget(user: Session, tenants: dict[str, str], system: Session) -> None:
-    workload_id, configs = workload(user, tenants["dataset"], 4, epochs=4, autonomy="autopilot", budget_epochs=1000)
+    workload_id, configs = grid(user, tenants["dataset"], 4, epochs=4, autonomy="autopilot", budget_epochs=1000)
     flat_ends = {c: shifted(HEALTHY[:2] + [HEALTHY[2]] * 2, 0.01 * k) for k, c in enumerate(configs[:3])}
     play(system, {**flat_ends, configs[3]: [(1.0, 0.5, 1.0, 0.5), (0.8, 0.65, 0.8, 0.65), (0.6, 0.75, 0.6, 0.75)]})
     child, autonomy, budget_of = one(
@@ -246,7 +192,7 @@ def test_an_autopilot_whose_budget_cannot_finish_its_configs_stops_those_losing_
     the first two there are stopped (hyperband's rule: the top third of those that reached it, at least 3 there);
     after that the 14 epochs left to train fit in the 16 left, and no rung stops any more. A budget of 32 stops
     none."""
-    workload_id, configs = workload(user, tenants["dataset"], 4, epochs=8, autonomy="autopilot", budget_epochs=budget)
+    workload_id, configs = grid(user, tenants["dataset"], 4, epochs=8, autonomy="autopilot", budget_epochs=budget)
     best_first = configs[::-1]  # the best curves reach each epoch first
     play(system, {c: shifted(HEALTHY[:3], 0.01 * (3 - k)) for k, c in enumerate(best_first)})
     rung_stops = system.execute(
@@ -290,7 +236,7 @@ def test_autopilot_leaves_a_config_its_user_resumed(user: Session, tenants: dict
 def test_autopilot_stops_at_its_budget_but_not_a_config_its_user_resumed(
     user: Session, tenants: dict[str, str], system: Session
 ) -> None:
-    workload_id, configs = workload(user, tenants["dataset"], 4, epochs=8, autonomy="autopilot", budget_epochs=10)
+    workload_id, configs = grid(user, tenants["dataset"], 4, epochs=8, autonomy="autopilot", budget_epochs=10)
     kept, *others = configs
     user.execute("UPDATE configs SET status = 'running' WHERE config_id = %s", [kept])  # resumed by hand
     play(system, {c: shifted(HEALTHY, 0.01 * k) for k, c in enumerate(configs)})
@@ -353,7 +299,7 @@ def test_switching_autonomy_live_takes_effect_at_the_next_epoch_end(
 
 
 def test_set_workload_autonomy_through_the_client(user: Session, tenants: dict[str, str], system: Session) -> None:
-    workload_id, _ = workload(user, tenants["dataset"], 1, epochs=2)
+    workload_id, _ = grid(user, tenants["dataset"], 1, epochs=2)
     engine = connection.make_engine(tenants["dsn"])
     try:
         with client.transaction(engine) as conn:
@@ -430,7 +376,7 @@ def test_a_user_cannot_steer_another_tenants_autonomy_nor_pose_as_the_system(
     )
     before = one(user, "SELECT count(*) FROM workloads")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="an autopilot needs a budget"):
-        workload(user, tenants["dataset"], 1, epochs=2, autonomy="autopilot")
+        grid(user, tenants["dataset"], 1, epochs=2, autonomy="autopilot")
     assert one(user, "SELECT count(*) FROM workloads") == before
 
     # A user who sets cerebro.internal is still themselves: their acceptance is logged as theirs, not the system's.
@@ -448,7 +394,7 @@ def test_an_autopilot_trained_for_real_stops_at_its_budget(
     user: Session, tenants: dict[str, str], dsn: str, system: Session
 ) -> None:
     budget = 9
-    workload_id, configs = workload(user, tenants["dataset"], 4, epochs=6, autonomy="autopilot", budget_epochs=budget)
+    workload_id, configs = grid(user, tenants["dataset"], 4, epochs=6, autonomy="autopilot", budget_epochs=budget)
     run_until_idle(dsn)
     epochs, spent = one(user, "SELECT epochs, spent FROM autopilot_spent(%s)", workload_id)
     # A unit training on the other segment when the budget ran out may still finish its epoch.
@@ -480,7 +426,7 @@ def done_with_two_stopped(
     by ``stopper`` ('system': a procedure's prune; 'user': an UPDATE), ``worse`` by the system; the two leaders then
     finish flat (nothing to extend). With the budget left at 100 - 10 epochs, both stopped configs' 3 remaining
     epochs fit. Returns the workload, the leaders, better, worse."""
-    workload_id, (worse, better, *leaders) = workload(user, dataset, 4, epochs=4, **autonomy)
+    workload_id, (worse, better, *leaders) = grid(user, dataset, 4, epochs=4, **autonomy)
     play(system, {c: [shifted(HEALTHY, 0.02 * k)[0]] for k, c in enumerate([worse, better, *leaders])})
     if stopper == "user":
         user.execute("UPDATE configs SET status = 'stopped' WHERE config_id = %s", [better])
@@ -530,7 +476,7 @@ def test_an_autopilot_brings_back_only_what_its_budget_can_finish(
 ) -> None:
     """10 epochs trained: a budget of 13 has 3 left, which finish the better stopped config and nothing after it; a
     budget of 12 has 2 left, less than either needs: the rule stays quiet."""
-    workload_id, configs = workload(user, tenants["dataset"], 4, epochs=4, autonomy="autopilot", budget_epochs=100)
+    workload_id, configs = grid(user, tenants["dataset"], 4, epochs=4, autonomy="autopilot", budget_epochs=100)
     worse, better, *leaders = configs
     play(system, {c: [shifted(HEALTHY, 0.02 * k)[0]] for k, c in enumerate(configs)})
     for config in (better, worse):

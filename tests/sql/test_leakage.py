@@ -67,28 +67,6 @@ def tenants(cluster: ClusterConfig, dsn: str) -> Iterator[dict[str, Any]]:
     yield found
 
 
-@pytest.fixture
-def user(tenants: dict[str, Any]) -> Iterator[Session]:
-    with psycopg.connect(tenants["dsn"], autocommit=True) as session:
-        yield session
-
-
-@pytest.fixture
-def other(tenants: dict[str, Any]) -> Iterator[Session]:
-    with psycopg.connect(tenants["other_dsn"], autocommit=True) as session:
-        yield session
-
-
-@pytest.fixture
-def system(conn: Session) -> Iterator[Session]:
-    """The schema owner playing record_hop; the workloads the test made are deleted afterwards."""
-    before = one(conn, "SELECT coalesce(max(workload_id), 0) FROM workloads")
-    conn.execute("SELECT set_config('cerebro.internal', 'on', false)")
-    yield conn
-    conn.execute("SELECT set_config('cerebro.internal', 'off', false)")
-    conn.execute("DELETE FROM workloads WHERE workload_id > %s", [before])
-
-
 def leakage(session: Session, dataset: str) -> dict[str, Any]:
     cursor = session.execute("SELECT * FROM dataset_leakage(%s)", [dataset])
     row = cursor.fetchone()

@@ -40,30 +40,6 @@ def tenants(cluster: ClusterConfig, dsn: str, blobs_2seg: str) -> Iterator[dict[
     yield found
 
 
-@pytest.fixture
-def user(tenants: dict[str, str]) -> Iterator[Session]:
-    with psycopg.connect(tenants["dsn"], autocommit=True) as session:
-        session.execute("SET lock_timeout = '2s'")
-        yield session
-
-
-@pytest.fixture
-def other(tenants: dict[str, str]) -> Iterator[Session]:
-    with psycopg.connect(tenants["other_dsn"], autocommit=True) as session:
-        yield session
-
-
-@pytest.fixture
-def system(conn: Session) -> Iterator[Session]:
-    """The schema owner playing record_hop; the workloads the test made are deleted afterwards (the scheduler of
-    the real-training test must not train them)."""
-    before = one(conn, "SELECT coalesce(max(workload_id), 0) FROM workloads")
-    conn.execute("SELECT set_config('cerebro.internal', 'on', false)")
-    yield conn
-    conn.execute("SELECT set_config('cerebro.internal', 'off', false)")
-    conn.execute("DELETE FROM workloads WHERE workload_id > %s", [before])
-
-
 def live(user: Session, workload_of: int) -> list[tuple[str, int | None]]:
     """The live suggestions (kind, config) of the workload of config ``workload_of``."""
     rows = user.execute(
