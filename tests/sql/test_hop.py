@@ -68,7 +68,9 @@ def test_the_first_hop_inserts_the_state_and_the_next_update_it(dsn: str, conn: 
     with psycopg.connect(dsn) as unit:
         run_unit(unit, 0)
         unit.commit()
-        first = one(conn, "SELECT state_file, visited_segments, epoch_rows FROM model_states WHERE config_id = %s", config)
+        first = one(
+            conn, "SELECT state_file, visited_segments, epoch_rows FROM model_states WHERE config_id = %s", config
+        )
         assert first[1] == [0] and first[2] > 0
         first_state = (directory / first[0]).read_bytes()
         assert one(conn, "SELECT stored_state(%s)", config) == first_state
@@ -111,8 +113,9 @@ def test_a_deleted_configs_state_file_is_swept(dsn: str, conn: Session, fashion_
     with psycopg.connect(dsn) as unit:
         run_unit(unit, 0)
         unit.commit()
-    name = one(conn, "SELECT state_file FROM model_states JOIN configs USING (config_id) WHERE workload_id = %s",
-               workload)
+    name = one(
+        conn, "SELECT state_file FROM model_states JOIN configs USING (config_id) WHERE workload_id = %s", workload
+    )
     assert (state_directory(conn) / name).exists()
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload])
     conn.execute("SELECT sweep_state_files()")
@@ -142,8 +145,9 @@ def test_a_lost_state_file_is_named_with_a_hint(dsn: str, conn: Session, config:
         run_unit(unit, 0)
         unit.commit()
     (state_directory(conn) / state_file(conn, config)).unlink()
-    with pytest.raises(psycopg.errors.UndefinedFile, match=f"state file c{config}-x[0-9]+.state of config {config}"
-                       " is missing") as raised:
+    with pytest.raises(
+        psycopg.errors.UndefinedFile, match=f"state file c{config}-x[0-9]+.state of config {config} is missing"
+    ) as raised:
         conn.execute("SELECT stored_state(%s)", [config])
     assert raised.value.diag.message_hint is not None and "data directory" in raised.value.diag.message_hint
 
