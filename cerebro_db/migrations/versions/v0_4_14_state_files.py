@@ -74,11 +74,17 @@ $$ LANGUAGE plpython3u
 """
 
 
+def _has_states() -> bool:
+    """A new database has none, and may not have PL/Python yet (the install creates it after the migrations)."""
+    return bool(op.get_bind().execute(sa.text("SELECT EXISTS (SELECT 1 FROM cerebro.model_states)")).scalar())
+
+
 def upgrade() -> None:
     op.add_column("model_states", sa.Column("state_file", sa.Text()), schema="cerebro")
     op.add_column("model_states", sa.Column("state_bytes", sa.BigInteger()), schema="cerebro")
     op.alter_column("model_states", "state", nullable=True, schema="cerebro")
-    op.execute(_TO_FILES)
+    if _has_states():
+        op.execute(_TO_FILES)
     op.alter_column("model_states", "state_file", nullable=False, schema="cerebro")
     op.alter_column("model_states", "state_bytes", nullable=False, schema="cerebro")
     op.create_unique_constraint(op.f("model_states_state_file_key"), "model_states", ["state_file"], schema="cerebro")
@@ -92,7 +98,8 @@ def downgrade() -> None:
     for signature in NEW_FUNCTIONS:
         op.execute(f"DROP FUNCTION IF EXISTS cerebro.{signature}")
     op.add_column("model_states", sa.Column("state", sa.LargeBinary()), schema="cerebro")
-    op.execute(_FROM_FILES)
+    if _has_states():
+        op.execute(_FROM_FILES)
     op.alter_column("model_states", "state", nullable=False, schema="cerebro")
     op.drop_constraint(op.f("model_states_state_file_key"), "model_states", schema="cerebro")
     op.drop_column("model_states", "state_bytes", schema="cerebro")
