@@ -2,8 +2,9 @@
 
 A unit of MOP trains one config for one pass over one shard, then its state hops on: it is saved
 (``training.capture(model)``, its pieces written to the config's new state file, which ``model_states`` names)
-and the next unit loads it (the file mapped, ``ModelState.decode``, ``training.restore``). For each roster model (mlp, cnn, mobilenetv2, resnet50 on
-Fashion-MNIST's 28x28x1, resized to the applications' minimum 32x32; bert on token ids) this prints
+and the next unit loads it (the file mapped, ``ModelState.decode``, ``training.restore``). For each roster model
+(mlp, cnn, mobilenetv2, resnet50 on Fashion-MNIST's 28x28x1, resized to the applications' minimum 32x32; bert on
+token ids) this prints
 
 * the state's size (weights + optimizer slots + iteration counter),
 * save ms (capture + the encoding's pieces) and load ms (decode + restore), medians of ``--repeats``,
