@@ -38,6 +38,8 @@ NEW_FUNCTIONS = (
     "sweep_state_files()",
     "record_stored_hop(int, int, jsonb, text)",
     "_train_stored_hop(jsonb, text, text, text)",
+    # v0.4.14's too, in the SQL API only (it takes the rows of tables older versions drop).
+    "suggestion_is_live(cerebro.suggestion_log, cerebro.configs)",
 )
 
 # One state at a time through a cursor: a database of big models must not be read into memory at once.
