@@ -13,13 +13,16 @@ Backends run in the data directory, so the paths here are relative to it (and so
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
+import shutil
 from collections.abc import Iterable, Sequence
 
+ROOT = "cerebro_states"
 #: ``cerebro_states/<database oid>``: each database of a cluster has its own.
-DIRECTORY = re.compile(r"cerebro_states/[0-9]+")
+DIRECTORY = re.compile(ROOT + r"/[0-9]+")
 #: ``c<config id>-x<writer's transaction id>.state``, unique per (config, transaction); ``.staged``: a second
 #: name a clone takes before it has a config id of its own.
 NAME = re.compile(r"c[0-9]+-x[0-9]+\.(state|staged)")
@@ -58,10 +61,13 @@ def _make_directory(directory: str) -> None:
 
 def write(directory: str, name: str, buffers: Sequence[bytes | memoryview]) -> int:
     """Write ``buffers`` (a state's encoding in pieces) as ``name``, durably; returns its size in bytes.
-    A file of this name from an earlier, rolled-back attempt of the same transaction is replaced."""
+    A file of this name from an earlier, rolled-back attempt of the same transaction is replaced, never
+    truncated: it may have another name too (link)."""
     path = _path(directory, name)
     _make_directory(directory)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     size = 0
     try:
         for buffer in buffers:
@@ -120,6 +126,20 @@ def names(directory: str) -> list[str]:
         return sorted(entry for entry in os.listdir(directory) if NAME.fullmatch(entry))
     except FileNotFoundError:
         return []
+
+
+def delete_other_databases(live: Iterable[int]) -> list[str]:
+    """Remove the state directories of the databases not in ``live`` (dropped ones: DROP DATABASE knows nothing of
+    them); returns what it removed."""
+    keep = {str(oid) for oid in live}
+    try:
+        entries = os.listdir(ROOT)
+    except FileNotFoundError:
+        return []
+    removed = [entry for entry in sorted(entries) if entry.isdigit() and entry not in keep]
+    for entry in removed:
+        shutil.rmtree(os.path.join(ROOT, entry), ignore_errors=True)
+    return removed
 
 
 def delete(directory: str, garbage: Iterable[str]) -> int:

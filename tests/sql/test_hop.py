@@ -159,3 +159,11 @@ def test_a_lost_state_file_is_named_with_a_hint(dsn: str, conn: Session, config:
 def test_a_state_file_outside_the_state_directory_is_refused(conn: Session, directory: str, name: str) -> None:
     with pytest.raises(psycopg.errors.ExternalRoutineException, match="is not a state"):
         conn.execute("SELECT _read_state_file(%s, %s)", [directory, name])
+
+
+def test_a_sweep_removes_the_state_directories_of_dropped_databases(conn: Session) -> None:
+    dropped = state_directory(conn).parent / "4000000001"  # no database has this oid
+    conn.execute("SELECT _write_state_file('cerebro_states/4000000001', 'c1-x1.state', 'x')")  # as the server
+    assert dropped.exists()
+    conn.execute("SELECT sweep_state_files()")
+    assert not dropped.exists() and state_directory(conn).parent.exists()

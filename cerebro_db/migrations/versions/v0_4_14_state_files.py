@@ -31,6 +31,7 @@ NEW_FUNCTIONS = (
     "_rename_state_file(text, text, text)",
     "_state_files(text)",
     "_delete_state_files(text, text[])",
+    "_delete_other_databases_state_files(oid[])",
     "stored_state(int)",
     "state_file_linked(int, text)",
     "state_file_renamed(text, int)",

@@ -58,6 +58,13 @@ from cerebro_plpy import state_files
 return state_files.names(directory)
 $$;
 
+CREATE OR REPLACE FUNCTION _delete_other_databases_state_files(live oid[]) RETURNS text[]
+LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+from cerebro_plpy import state_files
+return state_files.delete_other_databases(live)
+$$;
+
 CREATE OR REPLACE FUNCTION _delete_state_files(directory text, names text[]) RETURNS int
 LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
 AS $$
@@ -137,7 +144,8 @@ BEGIN
 END
 $$;
 
--- Remove the state files no committed row names and no running transaction may still name. Each step is
+-- Remove the state files no committed row names and no running transaction may still name (and the state
+-- directories of dropped databases). Each step is
 -- its own statement, so its own snapshot, in this order: a writer seen finished in the first is seen
 -- committed (or not) by the second. Under REPEATABLE READ the snapshot would be older than the first
 -- step: then it leaves the files for a later sweep. Called at each unit's start (unit_start).
@@ -161,6 +169,8 @@ BEGIN
     SELECT array_agg(f) INTO garbage
     FROM unnest(finished) f
     WHERE NOT EXISTS (SELECT 1 FROM model_states s WHERE s.state_file = f);
+    -- A backend writes only into its own database's directory, and it is connected to a committed database.
+    PERFORM _delete_other_databases_state_files(ARRAY(SELECT oid FROM pg_database));
     RETURN CASE WHEN garbage IS NULL THEN 0 ELSE _delete_state_files(directory, garbage) END;
 END
 $$;
