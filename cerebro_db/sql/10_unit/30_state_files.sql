@@ -7,7 +7,8 @@
 --   * files never change; a clone or warm start takes a second name of its source's file (state_file_linked);
 --   * a transaction that stops naming a file commits synchronously (the trigger below), so a sweep that sees
 --     a file unnamed never removes a file a crash could name again;
---   * garbage is what no committed row names and no running transaction may still name (sweep_state_files).
+--   * garbage is what no committed row names and whose writer has finished, both as one snapshot sees them
+--     (sweep_state_files).
 
 CREATE OR REPLACE FUNCTION state_directory() RETURNS text
 LANGUAGE sql STABLE SET search_path = cerebro, pg_temp
@@ -145,30 +146,23 @@ END
 $$;
 
 -- Remove the state files no committed row names and no running transaction may still name (and the state
--- directories of dropped databases). Each step is
--- its own statement, so its own snapshot, in this order: a writer seen finished in the first is seen
--- committed (or not) by the second. Under REPEATABLE READ the snapshot would be older than the first
--- step: then it leaves the files for a later sweep. Called at each unit's start (unit_start).
+-- directories of dropped databases). One statement, so one snapshot, decides both: a file whose writer (the id
+-- in its name) this snapshot sees finished, and that no row this snapshot sees names. The snapshot, not the
+-- commit log: a committing writer is marked committed before its row is visible (and, with a synchronous
+-- standby, stays so while it waits), so a commit-log check could see it finished and its row not yet there.
+-- A writer running, or past the snapshot (a file copied from elsewhere), keeps its file. Called at each
+-- unit's start (unit_start).
 CREATE OR REPLACE FUNCTION sweep_state_files() RETURNS int
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     directory text := state_directory();
-    finished text[];
     garbage text[];
 BEGIN
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RETURN 0;
-    END IF;
-    SELECT array_agg(f) INTO finished
-    FROM _state_files(directory) f
-    CROSS JOIN LATERAL (SELECT substring(f FROM '-x([0-9]+)\.[a-z]+$')::bigint AS writer) w
-    -- A writer id at or past the snapshot's xmax is not ours to judge (files copied from elsewhere).
-    WHERE w.writer < txid_snapshot_xmax(txid_current_snapshot())
-      AND txid_status(w.writer) IS DISTINCT FROM 'in progress';
     SELECT array_agg(f) INTO garbage
-    FROM unnest(finished) f
-    WHERE NOT EXISTS (SELECT 1 FROM model_states s WHERE s.state_file = f);
+    FROM _state_files(directory) f
+    WHERE txid_visible_in_snapshot(substring(f FROM '-x([0-9]+)\.[a-z]+$')::bigint, txid_current_snapshot())
+      AND NOT EXISTS (SELECT 1 FROM model_states s WHERE s.state_file = f);
     -- A backend writes only into its own database's directory, and it is connected to a committed database.
     PERFORM _delete_other_databases_state_files(ARRAY(SELECT oid FROM pg_database));
     RETURN CASE WHEN garbage IS NULL THEN 0 ELSE _delete_state_files(directory, garbage) END;
