@@ -25,7 +25,7 @@ ROOT = "cerebro_states"
 DIRECTORY = re.compile(ROOT + r"/[0-9]+")
 #: ``c<config id>-x<writer's transaction id>.state``, unique per (config, transaction); ``.staged``: a second
 #: name a clone takes before it has a config id of its own.
-NAME = re.compile(r"c[0-9]+-x[0-9]+\.(state|staged)")
+NAME = re.compile(r"c[0-9]{1,10}-x[0-9]{1,18}\.(state|staged)")  # (ids that fit int4 and int8)
 
 
 class StateFileError(ValueError):
@@ -50,12 +50,11 @@ def _fsync_directory(directory: str) -> None:
 
 
 def _make_directory(directory: str) -> None:
-    """``directory`` and its parent, each made durable in its own parent."""
+    """``directory`` and its parent, each made durable in its own parent: also when another backend made it, which
+    may not have fsynced its parent yet (or died before it did)."""
     for made, parent in ((os.path.dirname(directory), "."), (directory, os.path.dirname(directory))):
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(made, 0o700)
-        except FileExistsError:
-            continue
         _fsync_directory(parent)
 
 

@@ -7,8 +7,9 @@ Create Date: 2026-12-06
 Each committed state is an immutable file under the data directory, ``cerebro_states/<database oid>/``, named by
 ``model_states.state_file`` (``cerebro_db/sql/10_unit/30_state_files.sql``, ``plpy/cerebro_plpy/state_files.py``):
 a 270 MB state no longer goes through TOAST and the WAL at every hop. Upgrade writes each stored state to its file
-(fsynced before this transaction commits); downgrade reads them back into the column. The functions this version
-adds go on downgrade; the older SQL files create theirs again.
+(fsynced before this transaction commits); downgrade reads them back into the column and leaves the files (older
+versions never read them: remove ``cerebro_states/<database oid>`` by hand once the downgrade committed). The
+functions this version adds go on downgrade; the older SQL files create theirs again.
 """
 
 from collections.abc import Sequence

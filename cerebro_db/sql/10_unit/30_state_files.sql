@@ -124,6 +124,11 @@ AS $$
 DECLARE
     renamed text := new_state_file(config_id);
 BEGIN
+    -- A file of that name is this transaction's: a rolled-back attempt's may go, one a row names may not.
+    IF EXISTS (SELECT 1 FROM model_states s WHERE s.state_file = renamed) THEN
+        RAISE EXCEPTION 'config % has a state already', config_id
+            USING HINT = 'a clone or warm start gives a config its state once', ERRCODE = 'unique_violation';
+    END IF;
     PERFORM _rename_state_file(state_directory(), name, renamed);
     RETURN renamed;
 END
