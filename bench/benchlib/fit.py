@@ -252,15 +252,48 @@ class UnitCost:
     fixed_s: float
     #: Validation seconds per validation row (an epoch's last unit validates on all of them).
     validation_row_s: float
-    #: What a config's first unit costs beyond the others (its initial state is built), and the part of it
-    #: outside training (in the hop share).
+    #: What a config's first unit costs beyond the others outside training: its initial state is built (in the hop
+    #: share).
     first_unit_s: float
-    first_unit_hop_s: float
+    #: What a cold unit's training costs beyond a warm one's (its backend compiles the train function again, see
+    #: :func:`cold_units`), and a cold validation beyond a warm one.
+    cold_s: float
+    cold_validation_s: float
 
 
 def _hop_s(unit: Mapping[str, float]) -> float:
     """A unit's time outside training and validation."""
     return unit["finished"] - unit["started"] - unit["train_s"] - unit["validation_s"]
+
+
+def cold_units(units: Sequence[Mapping[str, float]], key_of: Mapping[float, str]) -> tuple[set[int], set[int]]:
+    """The indexes of ``units`` whose backend had to compile their train function again, and of those whose
+    validation compiled the test function again (``key_of``: each config's cost key, what backends keep the
+    compiled model by).
+
+    Building a config's initial state seeds TensorFlow (``keras.utils.set_random_seed``), which clears the backend's
+    kernel cache: every cached model then instantiates its train and test functions again at their next call (5 to
+    6 s for mobilenetv2 on this machine, 2 to 5 times its warm training on a shard). A unit is cold when it is its
+    backend's first of its cost key in the run or since the backend last ran a config's first unit (itself
+    included); a validation likewise.
+    """
+    seen: set[float] = set()
+    compiled: defaultdict[float, set[str]] = defaultdict(set)
+    compiled_test: defaultdict[float, set[str]] = defaultdict(set)
+    cold, cold_test = set(), set()
+    for i, unit in sorted(enumerate(units), key=lambda pair: pair[1]["started"]):
+        backend, key = unit.get("backend_pid", unit["segment"]), key_of[unit["config_id"]]
+        if unit["config_id"] not in seen:
+            seen.add(unit["config_id"])
+            compiled[backend].clear()
+            compiled_test[backend].clear()
+        if key not in compiled[backend]:
+            cold.add(i)
+            compiled[backend].add(key)
+        if unit["validation_s"] > 0 and key not in compiled_test[backend]:
+            cold_test.add(i)
+            compiled_test[backend].add(key)
+    return cold, cold_test
 
 
 @dataclass
@@ -275,8 +308,10 @@ class Fit:
 def fit_run(run: PhaseRun, cores: int) -> Fit:
     """The costs of ``run``'s units by cost key and its overheads (gap, start), from its unit log alone.
 
-    Training per row and the fixed part come from the units after each config's first; the first unit's
-    excess over them is the config's own. A run with more segments than ``cores`` is refused: its units shared
+    Training per row comes from the warm units (not a config's first, not cold: :func:`cold_units`), the fixed part
+    from the units after each config's first, validation per row from the warm validations; a first unit's fixed
+    part beyond the others builds the config's initial state; a cold unit's training (a cold validation) beyond the
+    warm ones compiles the function again. A run with more segments than ``cores`` is refused: its units shared
     cores, and the simulator's costs are those of a unit with a core to itself.
     """
     if run.segments > cores:
@@ -284,29 +319,43 @@ def fit_run(run: PhaseRun, cores: int) -> Fit:
             f"fit on a run with at most {cores} segment(s) (one core each), not on {run.setup!r}: its"
             f" {run.segments} segments shared {cores} core(s)"
         )
-    first_of: dict[float, dict[str, float]] = {}
-    for unit in sorted(run.units, key=lambda u: u["started"]):
-        first_of.setdefault(unit["config_id"], unit)
-    firsts: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
-    later: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
-    for unit in run.units:
-        info = run.configs[int(unit["config_id"])]
-        (firsts if first_of[unit["config_id"]] is unit else later)[cost_key(info.model, info.params)].append(unit)
+    key_of = {float(c): cost_key(info.model, info.params) for c, info in run.configs.items()}
+    cold, cold_test = cold_units(run.units, key_of)
+    first_of: dict[float, int] = {}
+    for i, unit in sorted(enumerate(run.units), key=lambda pair: pair[1]["started"]):
+        first_of.setdefault(unit["config_id"], i)
+    firsts = set(first_of.values())
     costs = {}
-    for key, units in firsts.items():
-        if not later[key]:
-            raise ValueError(f"{run.setup!r} ({run.phase}) ran one unit per config costing as {key}: fit on more")
-        train_row_s = sum(u["train_s"] for u in later[key]) / sum(u["rows"] for u in later[key])
-        fixed_s = statistics.fmean(_hop_s(u) for u in later[key])
-        validation = [u["validation_s"] for u in [*units, *later[key]] if u["validation_s"] > 0]
+    for key in dict.fromkeys(key_of.values()):
+        own = [i for i, u in enumerate(run.units) if key_of[u["config_id"]] == key]
+        later = [run.units[i] for i in own if i not in firsts]
+        warm = [run.units[i] for i in own if i not in firsts and i not in cold]
+        if not warm:
+            raise ValueError(
+                f"{run.setup!r} ({run.phase}) ran no warm unit costing as {key} (each one a config's first or after"
+                " one on its backend): fit on more units"
+            )
+        train_row_s = sum(u["train_s"] for u in warm) / sum(u["rows"] for u in warm)
+        fixed_s = statistics.fmean(_hop_s(u) for u in later)
+        validations = [i for i in own if run.units[i]["validation_s"] > 0]
+        warm_validations = [run.units[i]["validation_s"] for i in validations if i not in cold_test]
+        validation_row_s = statistics.fmean(warm_validations) / run.validation_rows if warm_validations else 0.0
         costs[key] = UnitCost(
             train_row_s=train_row_s,
             fixed_s=fixed_s,
-            validation_row_s=statistics.fmean(validation) / run.validation_rows if validation else 0.0,
-            first_unit_s=statistics.fmean(
-                u["finished"] - u["started"] - u["validation_s"] - fixed_s - train_row_s * u["rows"] for u in units
+            validation_row_s=validation_row_s,
+            first_unit_s=statistics.fmean(_hop_s(run.units[i]) - fixed_s for i in own if i in firsts),
+            cold_s=statistics.fmean(
+                run.units[i]["train_s"] - train_row_s * run.units[i]["rows"] for i in own if i in cold
             ),
-            first_unit_hop_s=statistics.fmean(_hop_s(u) - fixed_s for u in units),
+            cold_validation_s=statistics.fmean(
+                [
+                    run.units[i]["validation_s"] - validation_row_s * run.validation_rows
+                    for i in validations
+                    if i in cold_test
+                ]
+                or [0.0]
+            ),
         )
     return Fit(run, costs, overheads_from_units(run.units, run.segments, run.epochs, run.started))
 
@@ -387,7 +436,7 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
     _refuse_same(fitted, target)
     fit = fit_run(fitted, cores)
     ids = sorted(target.configs)
-    profiles, first_hop = [], []
+    profiles = []
     for config in ids:
         info = target.configs[config]
         key = cost_key(info.model, info.params)
@@ -403,9 +452,11 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
                 unit_fixed_s=cost.fixed_s,
                 validation_s=cost.validation_row_s * target.validation_rows,
                 first_unit_s=cost.first_unit_s,
+                cold_s=cost.cold_s,
+                cold_validation_s=cost.cold_validation_s,
+                architecture=key,
             )
         )
-        first_hop.append(cost.first_unit_hop_s)
     workloads = [target.configs[c].workload_id for c in ids]
     results = [
         simulate_mop(profiles, target.segments, target.epochs, fit.overheads, seed, workloads=workloads, cores=cores)
@@ -415,8 +466,17 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
     for model in [*target.models, ALL]:
         own = {i for i, p in enumerate(profiles) if model in (ALL, p.name)}
         units = target.segments * target.epochs
-        fixed = sum(units * profiles[i].unit_fixed_s + first_hop[i] for i in own)
-        total = sum(
+        fixed = sum(units * profiles[i].unit_fixed_s + profiles[i].first_unit_s for i in own)
+        # the cold units' recompiles (training and validation, not hop) as often as the simulations had them
+        cold = statistics.fmean(
+            sum(
+                profiles[u.config].cold_s * u.cold + profiles[u.config].cold_validation_s * u.cold_validation
+                for u in r.log
+                if u.config in own
+            )
+            for r in results
+        )
+        total = cold + sum(
             units * profiles[i].unit_s(target.segments)
             + target.epochs * profiles[i].validation_s
             + profiles[i].first_unit_s

@@ -6,6 +6,10 @@ Its cost is a :class:`Profile` measured on this machine:
 * a *unit* (one pass over one shard) takes ``epoch_train_s / segments + unit_fixed_s``:
   training scales with the shard's rows, the hop (state load + save) does not;
 * the last unit of an epoch also validates (``validation_s``, on all validation rows);
+* a config's first unit also builds its initial state (``first_unit_s``), and that build throws away every compiled
+  train and test function of its segment's backend (it seeds TensorFlow, which clears the backend's kernel cache;
+  measured in bench/scaling.py's runs): a segment's first unit of an architecture since then pays ``cold_s`` to
+  compile it again, and its first validation ``cold_validation_s``;
 * between two units a segment spends ``Overheads.gap_s`` outside any unit (commit, wake-up,
   the next claim) and the config is not released before its unit's commit, that is ``gap_s``
   after the unit ends; the first units start ``Overheads.start_s`` after the workload does;
@@ -67,9 +71,16 @@ class Profile:
     unit_fixed_s: float
     #: Validation at each epoch end, on all validation rows.
     validation_s: float
-    #: Added to the config's first unit (MOP only): building its initial state, and what else only a new config
-    #: pays (measured runs; the roster's profiles have none).
+    #: Added to the config's first unit (MOP only): building its initial state, which also clears the compiled
+    #: functions of the segment (measured runs; the roster's profiles have none).
     first_unit_s: float = 0.0
+    #: Added to a unit (MOP only) whose segment has no compiled train function of its architecture: none since the
+    #: segment's last first unit of a config, that is, it compiles it again.
+    cold_s: float = 0.0
+    #: The same for an epoch's last unit whose segment has no compiled test function of the architecture.
+    cold_validation_s: float = 0.0
+    #: What the segment's compiled functions are kept by (configs that differ only in lr share them); "": ``name``.
+    architecture: str = ""
 
     def unit_s(self, segments: int) -> float:
         """One unit (one pass over one of ``segments`` equal shards), without validation."""
@@ -97,6 +108,9 @@ class Unit:
     end: float
     #: The shard it trained on (MOP with replication; otherwise the segment's own).
     shard: int = -1
+    #: It compiled its train function again (``Profile.cold_s``), and its test function (``cold_validation_s``).
+    cold: bool = False
+    cold_validation: bool = False
 
 
 @dataclass
@@ -177,7 +191,7 @@ def simulate_mop(
     on any segment that holds it. A unit is one pass over one shard.
     ``workloads``: per config, the workload it belongs to (default: all in one), claimed in
     :func:`workload_order`. ``cores``: the cores the segments share (default: one per segment), see
-    :func:`on_cores`.
+    :func:`on_cores`. A config's first unit and the cold units after it: see the module docstring.
     """
     _check(segments, epochs)
     if rule not in RULES:
@@ -195,6 +209,9 @@ def simulate_mop(
     events: list[tuple[float, int, int, int, int]] = []
     idle = list(range(segments))
     rng.shuffle(idle)
+    # per segment, the architectures with a compiled train (test) function: none before the first units
+    compiled: list[set[str]] = [set() for _ in range(segments)]
+    compiled_test: list[set[str]] = [set() for _ in range(segments)]
     now = overheads.start_s
     order = 0
     while True:
@@ -223,11 +240,23 @@ def simulate_mop(
             config = rng.choice(best)  # ties at random
             shard = segment % shards
             last = len(visited[config]) == shards - 1
+            profile = profiles[config]
             duration = rng.choice(unit_samples[config]) if unit_samples else unit_s[config]
             if done[config] == 0 and not visited[config]:
-                duration += profiles[config].first_unit_s
-            end = now + duration + (profiles[config].validation_s if last else 0.0)
-            log.append(Unit(config, segment, done[config] + 1, now, end, shard))
+                duration += profile.first_unit_s
+                compiled[segment].clear()
+                compiled_test[segment].clear()
+            architecture = profile.architecture or profile.name
+            cold = architecture not in compiled[segment]
+            cold_validation = last and architecture not in compiled_test[segment]
+            compiled[segment].add(architecture)
+            if last:
+                compiled_test[segment].add(architecture)
+            if cold:
+                duration += profile.cold_s
+            validation = profile.validation_s + (profile.cold_validation_s if cold_validation else 0.0)
+            end = now + duration + (validation if last else 0.0)
+            log.append(Unit(config, segment, done[config] + 1, now, end, shard, cold, cold_validation))
             running[config] = True
             order += 1
             heapq.heappush(events, (end + overheads.gap_s, order, segment, config, shard))
