@@ -338,8 +338,14 @@ def fit_run(run: PhaseRun, cores: int) -> Fit:
         train_row_s = sum(u["train_s"] for u in warm) / sum(u["rows"] for u in warm)
         fixed_s = statistics.fmean(_hop_s(u) for u in later)
         validations = [i for i in own if run.units[i]["validation_s"] > 0]
-        warm_validations = [run.units[i]["validation_s"] for i in validations if i not in cold_test]
-        validation_row_s = statistics.fmean(warm_validations) / run.validation_rows if warm_validations else 0.0
+        # without a warm validation the cold ones cannot be told apart: every validation then costs their mean
+        warm_validations = [i for i in validations if i not in cold_test] or validations
+        validation_row_s = (
+            statistics.fmean(run.units[i]["validation_s"] for i in warm_validations) / run.validation_rows
+            if validations
+            else 0.0
+        )
+        cold_validations = [i for i in validations if i in cold_test and i not in warm_validations]
         costs[key] = UnitCost(
             train_row_s=train_row_s,
             fixed_s=fixed_s,
@@ -349,13 +355,10 @@ def fit_run(run: PhaseRun, cores: int) -> Fit:
                 run.units[i]["train_s"] - train_row_s * run.units[i]["rows"] for i in own if i in cold
             ),
             cold_validation_s=statistics.fmean(
-                [
-                    run.units[i]["validation_s"] - validation_row_s * run.validation_rows
-                    for i in validations
-                    if i in cold_test
-                ]
-                or [0.0]
-            ),
+                run.units[i]["validation_s"] - validation_row_s * run.validation_rows for i in cold_validations
+            )
+            if cold_validations
+            else 0.0,
         )
     return Fit(run, costs, overheads_from_units(run.units, run.segments, run.epochs, run.started))
 

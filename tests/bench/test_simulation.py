@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections import defaultdict
@@ -333,3 +334,30 @@ def test_mop_adds_the_first_unit_cost_once_per_config() -> None:
     assert log[0].end - log[0].start == pytest.approx(SMALL.unit_s(3) + 2.0)
     extra = [u.end - u.start - SMALL.unit_s(3) for u in log[1:]]
     assert extra == pytest.approx([0.0, SMALL.validation_s, 0.0, 0.0, SMALL.validation_s])
+
+
+def test_mop_charges_a_cold_unit_after_each_first_unit_on_its_segment() -> None:
+    # one segment, two configs of one architecture and one of another (the fair rule: every first unit, then
+    # every config's second epoch in the same order): a config's first unit clears the segment's compiled
+    # functions, so its own unit is cold, and so is the next unit of each architecture after it
+    big = Profile("big", epoch_train_s=4.0, unit_fixed_s=0.1, validation_s=0.5, cold_s=3.0, cold_validation_s=0.2)
+    small = dataclasses.replace(big, name="small", epoch_train_s=1.0)
+    profiles = [big, dataclasses.replace(big, name="big too", architecture="big"), small]
+
+    def architecture(config: int) -> str:
+        return profiles[config].architecture or profiles[config].name
+
+    result = simulate_mop(profiles, 1, 2, seed=3)
+    log = sorted(result.log, key=lambda u: u.start)
+    firsts, seconds = log[:3], log[3:]
+    assert all(u.cold and u.cold_validation for u in firsts)
+    # after the last first unit only its own architecture is compiled: the next unit of each other one is cold
+    compiled = {architecture(firsts[-1].config)}
+    for u in seconds:
+        assert u.cold == (architecture(u.config) not in compiled)
+        compiled.add(architecture(u.config))
+    assert all(u.cold == u.cold_validation for u in log)
+    for u in log:
+        p = profiles[u.config]
+        expected = p.epoch_train_s + p.unit_fixed_s + p.validation_s + (p.cold_s + p.cold_validation_s) * u.cold
+        assert u.end - u.start == pytest.approx(expected)
