@@ -6,7 +6,8 @@ A run is *fitted* when the simulator takes that run's own costs (``validate``: o
 holds by construction, it checks only that no time goes unmodelled); it is *predicted* when the costs come from
 another run: ``cross_validate`` (the same configs, fitted on the 1-segment run, predicting the 2-segment run) and
 ``predict_run`` (another workload on another segment count: costs per training row fitted per cost key, see
-:func:`cost_key`, on the fitting run, its configs never in the predicted run).
+:func:`cost_key`, on the fitting run, its configs never in the predicted run; a config's first unit and the cold
+units after it on its backend, see :func:`cold_units`, fitted apart and simulated where the schedule has them).
 """
 
 from __future__ import annotations
@@ -434,7 +435,8 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
     Of ``target`` only its description enters: its configs' models and hyper-parameters and workloads, its
     segments, epochs and dataset rows; ``cores`` is the machine's (the segments share them, see
     :func:`benchlib.simulation.on_cores`). Every config of ``target`` must share a cost key with a config of
-    ``fitted`` (the fit measures costs per key, it does not extrapolate to new architectures).
+    ``fitted`` (the fit measures costs per key, it does not extrapolate to new architectures). The cold units
+    (:func:`cold_units`) are the simulated schedule's, not the target's.
     """
     _refuse_same(fitted, target)
     fit = fit_run(fitted, cores)
