@@ -103,9 +103,10 @@ GAPS = Overheads(gap_s=0.015, start_s=0.03)
 
 
 def phase_run(
-    setup: str, phase: str, segments: int, configs: list[tuple[str, float]], epochs: int, cores: int
+    setup: str, phase: str, segments: int, configs: list[tuple[str, float]], epochs: int, cores: int, cold: bool = True
 ) -> PhaseRun:
-    """A run as run_phases reports it, one workload per model, its unit log written by the simulator on ``cores``."""
+    """A run as run_phases reports it, one workload per model, its unit log written by the simulator on ``cores``;
+    ``cold=False``: its backends never compile a function again (no cold units)."""
     first_id = 100 if phase == "calibration" else 500
     models = list(dict.fromkeys(m for m, _ in configs))
     info = {
@@ -116,6 +117,8 @@ def phase_run(
         Profile(m, COSTS[m][0] * TRAIN_ROWS, COSTS[m][1], COSTS[m][2] * VALIDATION_ROWS, *COSTS[m][3:])
         for m, _ in configs
     ]
+    if not cold:
+        profiles = [dataclasses.replace(p, cold_s=0.0, cold_validation_s=0.0) for p in profiles]
     workloads = [i.workload_id for i in info.values()]
     result = simulate_mop(profiles, segments, epochs, GAPS, seed=1, workloads=workloads, cores=cores)
     last = {}
@@ -179,6 +182,10 @@ def test_a_simulated_mixed_run_on_shared_cores_is_predicted_from_a_calibration_r
             prediction.measured[model].utilization, abs=0.05
         )
     assert prediction.measured["mlp"].makespan_s < prediction.measured["mobilenetv2"].makespan_s
+    # a fit on a run without cold units sees none (cold_s 0): it would miss the cold units of this one
+    warm = phase_run("2 segments", "calibration", 2, CALIBRATION, 3, cores=2, cold=False)
+    assert all(cost.cold_s == pytest.approx(0.0, abs=1e-9) for cost in fit_run(warm, cores=2).costs.values())
+    assert predict_run(warm, target, seeds=10, cores=2).error() < -TARGET_ERROR
     # a simulator that gave every segment a core of its own would miss: 4 segments run on 2 cores
     assert not predict_run(fitted, target, seeds=10, cores=4).passed
     # and so would a run 30% slower than the simulated one
