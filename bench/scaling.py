@@ -194,6 +194,7 @@ def run_table(runs: Sequence[PhaseRun], sent: dict[str, Sent]) -> str:
                 if sending.bytes
                 else "-",
                 f"{run.runnable:.2f}",
+                "not recorded" if run.steal is None else f"{100 * run.steal:.1f}%",
             ]
         )
     headers = [
@@ -207,8 +208,9 @@ def run_table(runs: Sequence[PhaseRun], sent: dict[str, Sent]) -> str:
         "segments busy",
         "shards sent",
         "runnable",
+        "steal",
     ]
-    return format_table(headers, rows, right=[False, False, *([True] * 8)])
+    return format_table(headers, rows, right=[False, False, *([True] * 9)])
 
 
 def prediction_rows(predictions: Sequence[RunPrediction]) -> list[list[str]]:
@@ -372,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         " speed: mixed samples/s against 1 local segment's; segments busy: unit time / (makespan x segments);"
         " shards sent: each segment server's training shard plus the validation set, by binary COPY through the"
         " scheduler; runnable: mean runnable tasks on the machine during the phase (/proc/stat), its segments' and any"
-        " other work.\n"
+        " other work; steal: the share of the machine's CPU time the hypervisor gave to other machines during the phase"
+        " (/proc/stat).\n"
     )
     print(
         f"Each mixed run beside the simulator's prediction of it (MOP, mean of {args.seeds} seeds), fitted on the"

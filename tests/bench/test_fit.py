@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
+from benchlib.baselines import Runnable
 from benchlib.fit import (
     ALL,
     TARGET_ERROR,
@@ -276,12 +278,21 @@ def test_cold_units_follow_a_first_unit_on_the_same_backend() -> None:
 def test_phase_runs_round_trip_through_their_csv_files(tmp_path: Path) -> None:
     runs = [
         phase_run("2 segments", "calibration", 2, CALIBRATION, 2, cores=2),
-        phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2),
+        dataclasses.replace(phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2), steal=0.03),
     ]
     write_runs(tmp_path / "runs.csv", tmp_path / "units.csv", runs)
     again = read_runs_of_phases(tmp_path / "runs.csv", tmp_path / "units.csv")
     assert again == runs
     assert predict_run(again[0], again[1], seeds=3, cores=2).predicted == predict_run(*runs, seeds=3, cores=2).predicted
+
+
+def test_steal_is_the_share_of_the_cpu_time_between_the_first_and_last_sample_inside() -> None:
+    load = Runnable()
+    load.samples, load.times = [1, 2, 2, 1], [10.0, 11.0, 12.0, 13.0]
+    load.cpu = [(1000, 5), (1200, 15), (1400, 45), (1600, 50)]  # (all ticks, stolen ticks) so far
+    assert load.steal_between(10.5, 12.5) == pytest.approx(30 / 200)
+    assert load.steal_between(0.0, 20.0) == pytest.approx(45 / 600)
+    assert math.isnan(load.steal_between(11.5, 12.5))  # one sample: no interval
 
 
 def test_the_committed_scaling_predictions_come_from_the_committed_unit_logs() -> None:
