@@ -15,8 +15,10 @@ servers). Both phases run after a warm-up in the same scheduler run, on the same
 Each mixed run is predicted (``benchlib.fit.predict_run``: the MOP simulation, with claim_unit's order between
 workloads) from a calibration run on another segment count of the same backend, from that run's unit log alone:
 per architecture the training cost per row, the fixed cost per unit (the hop, the round trips to a segment
-server), the validation cost and what a config's first unit costs beyond the others (its initial state), and
-the time between units. The 4 segment servers share this machine's cores
+server), the validation cost, what a config's first unit costs beyond the others (its initial state) and what a
+cold unit does (its backend compiles the architecture's functions; which units are cold follows the product that ran
+the phase, recorded as ``cold_rule`` in scaling_runs.csv: ``benchlib.simulation.COLD_RULES``), and the time between
+units. The 4 segment servers share this machine's cores
 (``--cores``, default all of them), which the simulation models (processor sharing,
 ``benchlib.simulation.on_cores``). Target: every mixed run's makespan predicted within 10%, else exit 1::
 
@@ -392,10 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(costs_table(predictions))
     print(
         "\nfirst unit: what a config's first unit costs beyond the others outside training (its initial state is"
-        " built); cold unit: what a unit's training costs beyond a warm one's when its backend built a config's"
-        " initial state since it last ran the cost key (the build seeds TensorFlow, which clears the backend's kernel"
-        " cache: the cached model compiles its train function again); cold validation: the same for the test"
-        " function. The simulator charges them where its schedule has them (benchlib.fit.cold_units)."
+        " built); cold unit: what a unit's training costs beyond a warm one's when its backend compiles the cost"
+        " key's train function; cold validation: the same for the test function. Which units are cold follows the"
+        f" product that ran the phase (here: {', '.join(sorted({r.cold_rule for r in runs}))}): seeded, before"
+        " training.seed_keras, each config's first unit cleared its backend's compiled functions; cached, since, a"
+        " backend compiles a cost key's functions once (again only after its model left the backend's cache). The"
+        " simulator charges them where its schedule has them (benchlib.fit.cold_units)."
     )
     out = RESULTS_DIR / f"scaling{suffix}.csv"
     write_csv(out, predictions)

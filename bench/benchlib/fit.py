@@ -7,7 +7,8 @@ holds by construction, it checks only that no time goes unmodelled); it is *pred
 another run: ``cross_validate`` (the same configs, fitted on the 1-segment run, predicting the 2-segment run) and
 ``predict_run`` (another workload on another segment count: costs per training row fitted per cost key, see
 :func:`cost_key`, on the fitting run, its configs never in the predicted run; a config's first unit and the cold
-units after it on its backend, see :func:`cold_units`, fitted apart and simulated where the schedule has them).
+units, whose backend compiles their functions, see :func:`cold_units`, fitted apart and simulated where the schedule
+has them).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from benchlib.mixed import PhaseRun
 from benchlib.mop import MopRun
 from benchlib.simulation import (
     RULES,
+    Compiled,
     Overheads,
     Profile,
     Result,
@@ -256,7 +258,7 @@ class UnitCost:
     #: What a config's first unit costs beyond the others outside training: its initial state is built (in the hop
     #: share).
     first_unit_s: float
-    #: What a cold unit's training costs beyond a warm one's (its backend compiles the train function again, see
+    #: What a cold unit's training costs beyond a warm one's (its backend compiles the train function, see
     #: :func:`cold_units`), and a cold validation beyond a warm one.
     cold_s: float
     cold_validation_s: float
@@ -267,33 +269,27 @@ def _hop_s(unit: Mapping[str, float]) -> float:
     return unit["finished"] - unit["started"] - unit["train_s"] - unit["validation_s"]
 
 
-def cold_units(units: Sequence[Mapping[str, float]], key_of: Mapping[float, str]) -> tuple[set[int], set[int]]:
-    """The indexes of ``units`` whose backend had to compile their train function again, and of those whose
-    validation compiled the test function again (``key_of``: each config's cost key, what backends keep the
-    compiled model by).
+def cold_units(
+    units: Sequence[Mapping[str, float]], key_of: Mapping[float, str], rule: str
+) -> tuple[set[int], set[int]]:
+    """The indexes of ``units`` whose backend compiled their train function, and of those whose validation compiled
+    the test function (``key_of``: each config's cost key, what backends keep the compiled model by; ``rule``: the
+    product's that ran them, see :data:`benchlib.simulation.COLD_RULES`).
 
-    Building a config's initial state seeds TensorFlow (``keras.utils.set_random_seed``), which clears the backend's
-    kernel cache: every cached model then instantiates its train and test functions again at their next call (5 to
-    6 s for mobilenetv2 on this machine, 2 to 5 times its warm training on a shard). A unit is cold when it is its
-    backend's first of its cost key in the run or since the backend last ran a config's first unit (itself
-    included); a validation likewise.
+    A compile costs 5 to 6 s for mobilenetv2 on this machine, 2 to 5 times its warm training on a shard.
     """
     seen: set[float] = set()
-    compiled: defaultdict[float, set[str]] = defaultdict(set)
-    compiled_test: defaultdict[float, set[str]] = defaultdict(set)
+    backends: dict[float, Compiled] = {}
     cold, cold_test = set(), set()
     for i, unit in sorted(enumerate(units), key=lambda pair: pair[1]["started"]):
-        backend, key = unit.get("backend_pid", unit["segment"]), key_of[unit["config_id"]]
-        if unit["config_id"] not in seen:
-            seen.add(unit["config_id"])
-            compiled[backend].clear()
-            compiled_test[backend].clear()
-        if key not in compiled[backend]:
+        backend = backends.setdefault(unit.get("backend_pid", unit["segment"]), Compiled(rule))
+        first = unit["config_id"] not in seen
+        seen.add(unit["config_id"])
+        train, test = backend.unit(key_of[unit["config_id"]], first, unit["validation_s"] > 0)
+        if train:
             cold.add(i)
-            compiled[backend].add(key)
-        if unit["validation_s"] > 0 and key not in compiled_test[backend]:
+        if test:
             cold_test.add(i)
-            compiled_test[backend].add(key)
     return cold, cold_test
 
 
@@ -321,7 +317,7 @@ def fit_run(run: PhaseRun, cores: int) -> Fit:
             f" {run.segments} segments shared {cores} core(s)"
         )
     key_of = {float(c): cost_key(info.model, info.params) for c, info in run.configs.items()}
-    cold, cold_test = cold_units(run.units, key_of)
+    cold, cold_test = cold_units(run.units, key_of, run.cold_rule)
     first_of: dict[float, int] = {}
     for i, unit in sorted(enumerate(run.units), key=lambda pair: pair[1]["started"]):
         first_of.setdefault(unit["config_id"], i)
@@ -436,7 +432,8 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
     segments, epochs and dataset rows; ``cores`` is the machine's (the segments share them, see
     :func:`benchlib.simulation.on_cores`). Every config of ``target`` must share a cost key with a config of
     ``fitted`` (the fit measures costs per key, it does not extrapolate to new architectures). The cold units
-    (:func:`cold_units`) are the simulated schedule's, not the target's.
+    (:func:`cold_units`) are the simulated schedule's, not the target's, by the rule of the product that ran the
+    target (``target.cold_rule``); the fit's by the fitted run's.
     """
     _refuse_same(fitted, target)
     fit = fit_run(fitted, cores)
@@ -464,7 +461,16 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
         )
     workloads = [target.configs[c].workload_id for c in ids]
     results = [
-        simulate_mop(profiles, target.segments, target.epochs, fit.overheads, seed, workloads=workloads, cores=cores)
+        simulate_mop(
+            profiles,
+            target.segments,
+            target.epochs,
+            fit.overheads,
+            seed,
+            workloads=workloads,
+            cores=cores,
+            cold_rule=target.cold_rule,
+        )
         for seed in range(seeds)
     ]
     predicted = {}

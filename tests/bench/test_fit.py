@@ -105,10 +105,17 @@ GAPS = Overheads(gap_s=0.015, start_s=0.03)
 
 
 def phase_run(
-    setup: str, phase: str, segments: int, configs: list[tuple[str, float]], epochs: int, cores: int, cold: bool = True
+    setup: str,
+    phase: str,
+    segments: int,
+    configs: list[tuple[str, float]],
+    epochs: int,
+    cores: int,
+    cold: bool = True,
+    cold_rule: str = "cached",
 ) -> PhaseRun:
-    """A run as run_phases reports it, one workload per model, its unit log written by the simulator on ``cores``;
-    ``cold=False``: its backends never compile a function again (no cold units)."""
+    """A run as run_phases reports it, one workload per model, its unit log written by the simulator on ``cores``
+    under ``cold_rule``; ``cold=False``: its backends compile for free (no cold costs)."""
     first_id = 100 if phase == "calibration" else 500
     models = list(dict.fromkeys(m for m, _ in configs))
     info = {
@@ -122,7 +129,9 @@ def phase_run(
     if not cold:
         profiles = [dataclasses.replace(p, cold_s=0.0, cold_validation_s=0.0) for p in profiles]
     workloads = [i.workload_id for i in info.values()]
-    result = simulate_mop(profiles, segments, epochs, GAPS, seed=1, workloads=workloads, cores=cores)
+    result = simulate_mop(
+        profiles, segments, epochs, GAPS, seed=1, workloads=workloads, cores=cores, cold_rule=cold_rule
+    )
     last = {}
     for unit in result.log:
         last[(unit.config, unit.epoch)] = max(last.get((unit.config, unit.epoch), unit.start), unit.start)
@@ -155,7 +164,19 @@ def phase_run(
             }
         )
     return PhaseRun(
-        setup, phase, segments, 0, epochs, TRAIN_ROWS, VALIDATION_ROWS, 0.0, result.makespan_s, units, info, 2.0
+        setup,
+        phase,
+        segments,
+        0,
+        epochs,
+        TRAIN_ROWS,
+        VALIDATION_ROWS,
+        0.0,
+        result.makespan_s,
+        units,
+        info,
+        2.0,
+        cold_rule=cold_rule,
     )
 
 
@@ -258,8 +279,43 @@ def unit(config: int, backend: int, started: float, validates: bool = False) -> 
     }
 
 
-def test_cold_units_follow_a_first_unit_on_the_same_backend() -> None:
-    key_of = {1.0: "big", 2.0: "big", 3.0: "small"}
+def test_runs_of_the_product_before_seed_keras_are_fitted_and_predicted_by_its_rule() -> None:
+    fitted = phase_run("2 segments", "calibration", 2, CALIBRATION, 3, cores=2, cold_rule="seeded")
+    target = phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2, cold_rule="seeded")
+    assert predict_run(fitted, target, seeds=10, cores=2).error() == pytest.approx(0.0, abs=0.03)
+    # every first unit of a config made its backend's units cold: the rule since then takes some for warm ones
+    for rule, exact in (("seeded", True), ("cached", False)):
+        fit = fit_run(dataclasses.replace(fitted, cold_rule=rule), cores=2)
+        found = [
+            (cost.train_row_s, cost.cold_s) == pytest.approx((COSTS[model][0], COSTS[model][4]))
+            for model in COSTS
+            for key, cost in fit.costs.items()
+            if model in key
+        ]
+        assert len(found) == len(COSTS) and all(found) == exact
+
+
+#: Three configs, two of them of one architecture.
+KEY_OF = {1.0: "big", 2.0: "big", 3.0: "small"}
+
+
+def test_cold_units_are_the_first_of_an_architecture_on_a_backend() -> None:
+    log = [
+        unit(1, 10, 0.0),  # 0: backend 10's first "big": cold
+        unit(1, 11, 1.0, validates=True),  # 1: backend 11's first "big": cold, and so is its validation
+        unit(2, 10, 2.0),  # 2: config 2's first unit: "big" is compiled on 10
+        unit(3, 11, 2.5),  # 3: 11's first "small": cold
+        unit(2, 11, 3.0, validates=True),  # 4: "big" on 11: warm, its validation too
+        unit(1, 10, 4.0, validates=True),  # 5: warm; 10's first validation of "big": cold
+        unit(2, 10, 5.0, validates=True),  # 6: warm, and its validation
+        unit(3, 10, 6.0),  # 7: 10's first "small": cold
+    ]
+    cold, cold_validations = cold_units(log, KEY_OF, "cached")
+    assert cold == {0, 1, 3, 7}
+    assert cold_validations == {1, 5}
+
+
+def test_cold_units_follow_a_first_unit_on_the_same_backend_under_the_seeded_rule() -> None:
     log = [
         unit(1, 10, 0.0),  # 0: a first unit: cold
         unit(1, 11, 1.0, validates=True),  # 1: another backend's first "big": cold, and so is its validation
@@ -270,7 +326,7 @@ def test_cold_units_follow_a_first_unit_on_the_same_backend() -> None:
         unit(2, 10, 5.0, validates=True),  # 6: warm, and its validation
         unit(3, 10, 6.0),  # 7: 10's first "small": cold
     ]
-    cold, cold_validations = cold_units(log, key_of)
+    cold, cold_validations = cold_units(log, KEY_OF, "seeded")
     assert cold == {0, 1, 2, 3, 4, 7}
     assert cold_validations == {1, 4, 5}
 
@@ -278,7 +334,7 @@ def test_cold_units_follow_a_first_unit_on_the_same_backend() -> None:
 def test_phase_runs_round_trip_through_their_csv_files(tmp_path: Path) -> None:
     runs = [
         phase_run("2 segments", "calibration", 2, CALIBRATION, 2, cores=2),
-        dataclasses.replace(phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2), steal=0.03),
+        dataclasses.replace(phase_run("4 segments", "mixed", 4, MIXED, 3, cores=2, cold_rule="seeded"), steal=0.03),
     ]
     write_runs(tmp_path / "runs.csv", tmp_path / "units.csv", runs)
     again = read_runs_of_phases(tmp_path / "runs.csv", tmp_path / "units.csv")
@@ -299,6 +355,8 @@ def test_the_committed_scaling_predictions_come_from_the_committed_unit_logs() -
     runs = {
         (r.setup, r.phase): r for r in read_runs_of_phases(RESULTS / "scaling_runs.csv", RESULTS / "scaling_units.csv")
     }
+    # recorded before training.seed_keras, without a cold_rule column: read by the rule of the product that ran them
+    assert {r.cold_rule for r in runs.values()} == {"seeded"}
     with open(RESULTS / "scaling.csv", newline="") as file:
         table = [row for row in csv.DictReader(file) if row["model"] == ALL]
     assert {row["setup"] for row in table} == {setup for setup, phase in runs if phase == "mixed"}
