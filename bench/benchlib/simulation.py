@@ -103,7 +103,7 @@ class Compiled:
 
     A measured phase after a warm-up of its architectures (bench/benchlib/mixed.py) has compiled them all: its units
     that this calls cold are then the first of an architecture on a backend in the phase, and what the fit measures
-    them to cost beyond the others is what they cost (about nothing under ``cached``).
+    them to cost beyond the others is what they cost (expected: about nothing under ``cached``).
     """
 
     def __init__(self, rule: str, cache_size: int = MODEL_CACHE_SIZE) -> None:
