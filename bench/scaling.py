@@ -15,17 +15,20 @@ servers). Both phases run after a warm-up in the same scheduler run, on the same
 Each mixed run is predicted (``benchlib.fit.predict_run``: the MOP simulation, with claim_unit's order between
 workloads) from a calibration run on another segment count of the same backend, from that run's unit log alone:
 per architecture the training cost per row, the fixed cost per unit (the hop, the round trips to a segment
-server), the validation cost and what a config's first unit costs beyond the others (its initial state), and
-the time between units. The 4 segment servers share this machine's cores
+server), the validation cost, what a config's first unit costs beyond the others (its initial state) and what a
+cold unit does (its backend compiles the architecture's functions; which units are cold follows the product that ran
+the phase, recorded as ``cold_rule`` in scaling_runs.csv: ``benchlib.simulation.COLD_RULES``), and the time between
+units. The 4 segment servers share this machine's cores
 (``--cores``, default all of them), which the simulation models (processor sharing,
 ``benchlib.simulation.on_cores``). Target: every mixed run's makespan predicted within 10%, else exit 1::
 
     .venv/bin/python bench/scaling.py            # 6000 rows; calibration 3 epochs, mixed 2 epochs
     .venv/bin/python bench/scaling.py --small    # the local setups, mlp and cnn only, 2000 rows, 2 epochs
+    .venv/bin/python bench/scaling.py --reuse-runs  # predict the committed runs again (no database)
 
 Writes bench/results/scaling[_small].csv (the table), scaling_runs[_small].csv and scaling_units[_small].csv
-(every phase and its unit log, from which bench/report.py and tests/bench/test_fit.py compute the predictions
-again).
+(every phase and its unit log, from which --reuse-runs and tests/bench/test_fit.py compute the predictions
+again) and scaling_sent[_small].csv (the shards sent to each setup's segment servers).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import os
 import sys
 import time
@@ -41,8 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import RESULTS_DIR, step
-from benchlib.fit import ALL, TARGET_ERROR, RunPrediction, predict_run
-from benchlib.mixed import PhaseRun, Spec, run_phases, write_runs
+from benchlib.fit import ALL, TARGET_ERROR, RunPrediction, fit_run, predict_run
+from benchlib.mixed import PhaseRun, Spec, read_runs, run_phases, write_runs
 from benchlib.mop import load_workload_data
 
 from cerebro_db.backends import multi_server
@@ -63,6 +67,8 @@ MIXED_SPECS = (
     Spec("cnn", '{"filters": [8, 16], "dense_units": [32], "lr": [0.001, 0.01]}'),
     Spec("mobilenetv2", '{"alpha": [0.35], "lr": [0.0005, 0.01]}'),
 )
+#: The hyper-parameters that name a cost key in the costs table.
+SIZE_PARAMS = ("hidden_units", "filters", "alpha")
 #: --small: a smoke test of the local setups without mobilenetv2 (slow to build).
 SMALL_MODELS = ("mlp", "cnn")
 
@@ -102,6 +108,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=int, default=20, help="simulations per prediction")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores the segments share")
+    parser.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="predict the committed runs (results/scaling_runs.csv, scaling_units.csv) again instead of running them",
+    )
     args = parser.parse_args(argv)
     if args.small:
         args.rows, args.calibration_epochs, args.epochs = 2000, 2, 2
@@ -133,6 +144,21 @@ class Sent:
     seconds: float
 
 
+def write_sent(path: Path, sent: dict[str, Sent]) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["setup", "bytes", "seconds"])
+        writer.writerows([setup, s.bytes, s.seconds] for setup, s in sent.items())
+
+
+def read_sent(path: Path) -> dict[str, Sent]:
+    """What :func:`write_sent` wrote; nothing for runs recorded before it was (their shards sent are not known)."""
+    if not path.exists():
+        return {}
+    with open(path, newline="") as file:
+        return {row["setup"]: Sent(int(row["bytes"]), float(row["seconds"])) for row in csv.DictReader(file)}
+
+
 def measure(setup: Setup, args: argparse.Namespace) -> tuple[list[PhaseRun], Sent]:
     specs = {CALIBRATION: (args.calibration_specs, args.calibration_epochs), MIXED: (args.mixed_specs, args.epochs)}
     with started(setup) as (dsn, passfile):
@@ -153,7 +179,7 @@ def run_table(runs: Sequence[PhaseRun], sent: dict[str, Sent]) -> str:
     for run in runs:
         samples_per_s = sum(u["rows"] for u in run.units) / run.window_s
         busy = sum(u["finished"] - u["started"] for u in run.units) / (run.segments * run.window_s)
-        sending = sent[run.setup]
+        sending = sent.get(run.setup)
         rows.append(
             [
                 run.setup,
@@ -164,8 +190,13 @@ def run_table(runs: Sequence[PhaseRun], sent: dict[str, Sent]) -> str:
                 f"{samples_per_s:.0f}",
                 f"{samples_per_s / base:.2f}" if run.phase == MIXED else "-",
                 f"{100 * busy:.1f}%",
-                f"{sending.bytes / 2**20:.1f} MiB in {sending.seconds:.2f} s" if sending.bytes else "-",
+                "not recorded"
+                if sending is None
+                else f"{sending.bytes / 2**20:.1f} MiB in {sending.seconds:.2f} s"
+                if sending.bytes
+                else "-",
                 f"{run.runnable:.2f}",
+                "not recorded" if run.steal is None else f"{100 * run.steal:.1f}%",
             ]
         )
     headers = [
@@ -179,8 +210,9 @@ def run_table(runs: Sequence[PhaseRun], sent: dict[str, Sent]) -> str:
         "segments busy",
         "shards sent",
         "runnable",
+        "steal",
     ]
-    return format_table(headers, rows, right=[False, False, *([True] * 8)])
+    return format_table(headers, rows, right=[False, False, *([True] * 9)])
 
 
 def prediction_rows(predictions: Sequence[RunPrediction]) -> list[list[str]]:
@@ -224,6 +256,38 @@ def prediction_table(predictions: Sequence[RunPrediction]) -> str:
         "fitted on (calibration run)",
     ]
     return format_table(headers, prediction_rows(predictions), right=[False, False, *([True] * 9), False])
+
+
+def costs_table(predictions: Sequence[RunPrediction]) -> str:
+    """What each prediction's fit measured per cost key (the model and its hyper-parameters but lr)."""
+    rows = []
+    for p in predictions:
+        for key, cost in fit_run(p.fitted, p.cores).costs.items():
+            model, params = json.loads(key)
+            size = ", ".join(f"{k} {v}" for k, v in params.items() if k in SIZE_PARAMS)
+            rows.append(
+                [
+                    p.fitted.setup,
+                    f"{model} ({size})",
+                    f"{1000 * cost.train_row_s:.3f}",
+                    f"{cost.fixed_s:.3f}",
+                    f"{1000 * cost.validation_row_s:.3f}",
+                    f"{cost.first_unit_s:.2f}",
+                    f"{cost.cold_s:.2f}",
+                    f"{cost.cold_validation_s:.2f}",
+                ]
+            )
+    headers = [
+        "fitted on",
+        "cost key",
+        "train ms/row",
+        "fixed s/unit",
+        "validation ms/row",
+        "first unit s",
+        "cold unit s",
+        "cold validation s",
+    ]
+    return format_table(headers, rows, right=[False, False, *([True] * 6)])
 
 
 def write_csv(path: Path, predictions: Sequence[RunPrediction]) -> None:
@@ -284,15 +348,20 @@ def predict_all(runs: Sequence[PhaseRun], seeds: int, cores: int) -> list[RunPre
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    runs: list[PhaseRun] = []
-    sent: dict[str, Sent] = {}
-    for setup in args.setups:
-        step(f"{setup.name}: {', '.join(setup.phases)}")
-        measured, sent[setup.name] = measure(setup, args)
-        runs += measured
     suffix = "_small" if args.small else ""
-    RESULTS_DIR.mkdir(exist_ok=True)
-    write_runs(RESULTS_DIR / f"scaling_runs{suffix}.csv", RESULTS_DIR / f"scaling_units{suffix}.csv", runs)
+    runs_csv, units_csv = RESULTS_DIR / f"scaling_runs{suffix}.csv", RESULTS_DIR / f"scaling_units{suffix}.csv"
+    sent_csv = RESULTS_DIR / f"scaling_sent{suffix}.csv"
+    if args.reuse_runs:
+        runs, sent = read_runs(runs_csv, units_csv), read_sent(sent_csv)
+    else:
+        runs, sent = [], {}
+        for setup in args.setups:
+            step(f"{setup.name}: {', '.join(setup.phases)}")
+            measured, sent[setup.name] = measure(setup, args)
+            runs += measured
+        RESULTS_DIR.mkdir(exist_ok=True)
+        write_runs(runs_csv, units_csv, runs)
+        write_sent(sent_csv, sent)
     predictions = predict_all(runs, args.seeds, args.cores)
     print(
         f"Scaling with a mixed workload: {args.rows} Fashion-MNIST rows (10% validation), batch size 64;"
@@ -307,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         " speed: mixed samples/s against 1 local segment's; segments busy: unit time / (makespan x segments);"
         " shards sent: each segment server's training shard plus the validation set, by binary COPY through the"
         " scheduler; runnable: mean runnable tasks on the machine during the phase (/proc/stat), its segments' and any"
-        " other work.\n"
+        " other work; steal: the share of the machine's CPU time the hypervisor gave to other machines during the phase"
+        " (/proc/stat).\n"
     )
     print(
         f"Each mixed run beside the simulator's prediction of it (MOP, mean of {args.seeds} seeds), fitted on the"
@@ -319,6 +389,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\nmakespan: from resuming the mixed workloads to the model's last commit; util: the model's unit time /"
         " (segments x the run's makespan); hop share: the share of the model's unit time that neither trains nor"
         " validates (state load + save, the round trips to a segment server, the unit's SQL)."
+    )
+    print("\nWhat each prediction's fit measured on its calibration run, per cost key:\n")
+    print(costs_table(predictions))
+    print(
+        "\nfirst unit: what a config's first unit costs beyond the others outside training (its initial state is"
+        " built); cold unit: what a unit's training costs beyond a warm one's when its backend compiles the cost"
+        " key's train function; cold validation: the same for the test function. Which units are cold follows the"
+        f" product that ran the phase (here: {', '.join(sorted({r.cold_rule for r in runs}))}): seeded, before"
+        " training.seed_keras, each config's first unit cleared its backend's compiled functions; cached, since, a"
+        " backend compiles a cost key's functions once (again only after its model left the backend's cache). The"
+        " simulator charges them where its schedule has them (benchlib.fit.cold_units)."
     )
     out = RESULTS_DIR / f"scaling{suffix}.csv"
     write_csv(out, predictions)

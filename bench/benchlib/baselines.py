@@ -36,6 +36,8 @@ class Runnable:
         self.samples: list[int] = []
         #: When each sample was taken (``time.time()``, the clock of the local servers' ``clock_timestamp()``).
         self.times: list[float] = []
+        #: At each sample, the machine's CPU time so far and the part of it the hypervisor gave to others (steal).
+        self.cpu: list[tuple[int, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -45,10 +47,14 @@ class Runnable:
                 text = Path("/proc/stat").read_text()
             except OSError:
                 return
-            for line in text.splitlines():
+            lines = text.splitlines()
+            for line in lines:
                 if line.startswith("procs_running "):
                     self.samples.append(int(line.split()[1]) - 1)  # not this sampling thread
                     self.times.append(time.time())
+                    # "cpu user nice system idle iowait irq softirq steal ...", in clock ticks
+                    ticks = [int(v) for v in lines[0].split()[1:9]]
+                    self.cpu.append((sum(ticks), ticks[7]))
 
     def __enter__(self) -> Runnable:
         self._thread.start()
@@ -66,6 +72,14 @@ class Runnable:
         """The mean of the samples taken from ``start`` to ``end`` (``time.time()``)."""
         inside = [n for n, t in zip(self.samples, self.times, strict=True) if start <= t <= end]
         return statistics.fmean(inside) if inside else float("nan")
+
+    def steal_between(self, start: float, end: float) -> float:
+        """The share of the machine's CPU time from ``start`` to ``end`` that the hypervisor gave to other
+        machines (steal: a slower machine that no runnable count shows)."""
+        inside = [c for c, t in zip(self.cpu, self.times, strict=True) if start <= t <= end]
+        if len(inside) < 2 or inside[-1][0] == inside[0][0]:
+            return float("nan")
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
 
 @dataclass

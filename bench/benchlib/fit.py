@@ -6,7 +6,9 @@ A run is *fitted* when the simulator takes that run's own costs (``validate``: o
 holds by construction, it checks only that no time goes unmodelled); it is *predicted* when the costs come from
 another run: ``cross_validate`` (the same configs, fitted on the 1-segment run, predicting the 2-segment run) and
 ``predict_run`` (another workload on another segment count: costs per training row fitted per cost key, see
-:func:`cost_key`, on the fitting run, its configs never in the predicted run).
+:func:`cost_key`, on the fitting run, its configs never in the predicted run; a config's first unit and the cold
+units, whose backend compiles their functions, see :func:`cold_units`, fitted apart and simulated where the schedule
+has them).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from benchlib.mixed import PhaseRun
 from benchlib.mop import MopRun
 from benchlib.simulation import (
     RULES,
+    Compiled,
     Overheads,
     Profile,
     Result,
@@ -252,15 +255,42 @@ class UnitCost:
     fixed_s: float
     #: Validation seconds per validation row (an epoch's last unit validates on all of them).
     validation_row_s: float
-    #: What a config's first unit costs beyond the others (its initial state is built), and the part of it
-    #: outside training (in the hop share).
+    #: What a config's first unit costs beyond the others outside training: its initial state is built (in the hop
+    #: share).
     first_unit_s: float
-    first_unit_hop_s: float
+    #: What a cold unit's training costs beyond a warm one's (its backend compiles the train function, see
+    #: :func:`cold_units`), and a cold validation beyond a warm one.
+    cold_s: float
+    cold_validation_s: float
 
 
 def _hop_s(unit: Mapping[str, float]) -> float:
     """A unit's time outside training and validation."""
     return unit["finished"] - unit["started"] - unit["train_s"] - unit["validation_s"]
+
+
+def cold_units(
+    units: Sequence[Mapping[str, float]], key_of: Mapping[float, str], rule: str
+) -> tuple[set[int], set[int]]:
+    """The indexes of ``units`` whose backend compiled their train function, and of those whose validation compiled
+    the test function (``key_of``: each config's cost key, what backends keep the compiled model by; ``rule``: the
+    product's that ran them, see :data:`benchlib.simulation.COLD_RULES`).
+
+    A compile costs 5 to 6 s for mobilenetv2 on this machine, 2 to 5 times its warm training on a shard.
+    """
+    seen: set[float] = set()
+    backends: dict[float, Compiled] = {}
+    cold, cold_test = set(), set()
+    for i, unit in sorted(enumerate(units), key=lambda pair: pair[1]["started"]):
+        backend = backends.setdefault(unit.get("backend_pid", unit["segment"]), Compiled(rule))
+        first = unit["config_id"] not in seen
+        seen.add(unit["config_id"])
+        train, test = backend.unit(key_of[unit["config_id"]], first, unit["validation_s"] > 0)
+        if train:
+            cold.add(i)
+        if test:
+            cold_test.add(i)
+    return cold, cold_test
 
 
 @dataclass
@@ -275,8 +305,10 @@ class Fit:
 def fit_run(run: PhaseRun, cores: int) -> Fit:
     """The costs of ``run``'s units by cost key and its overheads (gap, start), from its unit log alone.
 
-    Training per row and the fixed part come from the units after each config's first; the first unit's
-    excess over them is the config's own. A run with more segments than ``cores`` is refused: its units shared
+    Training per row comes from the warm units (not a config's first, not cold: :func:`cold_units`), the fixed part
+    from the units after each config's first, validation per row from the warm validations; a first unit's fixed
+    part beyond the others builds the config's initial state; a cold unit's training (a cold validation) beyond the
+    warm ones compiles the function again. A run with more segments than ``cores`` is refused: its units shared
     cores, and the simulator's costs are those of a unit with a core to itself.
     """
     if run.segments > cores:
@@ -284,29 +316,46 @@ def fit_run(run: PhaseRun, cores: int) -> Fit:
             f"fit on a run with at most {cores} segment(s) (one core each), not on {run.setup!r}: its"
             f" {run.segments} segments shared {cores} core(s)"
         )
-    first_of: dict[float, dict[str, float]] = {}
-    for unit in sorted(run.units, key=lambda u: u["started"]):
-        first_of.setdefault(unit["config_id"], unit)
-    firsts: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
-    later: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
-    for unit in run.units:
-        info = run.configs[int(unit["config_id"])]
-        (firsts if first_of[unit["config_id"]] is unit else later)[cost_key(info.model, info.params)].append(unit)
+    key_of = {float(c): cost_key(info.model, info.params) for c, info in run.configs.items()}
+    cold, cold_test = cold_units(run.units, key_of, run.cold_rule)
+    first_of: dict[float, int] = {}
+    for i, unit in sorted(enumerate(run.units), key=lambda pair: pair[1]["started"]):
+        first_of.setdefault(unit["config_id"], i)
+    firsts = set(first_of.values())
     costs = {}
-    for key, units in firsts.items():
-        if not later[key]:
-            raise ValueError(f"{run.setup!r} ({run.phase}) ran one unit per config costing as {key}: fit on more")
-        train_row_s = sum(u["train_s"] for u in later[key]) / sum(u["rows"] for u in later[key])
-        fixed_s = statistics.fmean(_hop_s(u) for u in later[key])
-        validation = [u["validation_s"] for u in [*units, *later[key]] if u["validation_s"] > 0]
+    for key in dict.fromkeys(key_of.values()):
+        own = [i for i, u in enumerate(run.units) if key_of[u["config_id"]] == key]
+        later = [run.units[i] for i in own if i not in firsts]
+        warm = [run.units[i] for i in own if i not in firsts and i not in cold]
+        if not warm:
+            raise ValueError(
+                f"{run.setup!r} ({run.phase}) ran no warm unit costing as {key} (each one a config's first or after"
+                " one on its backend): fit on more units"
+            )
+        train_row_s = sum(u["train_s"] for u in warm) / sum(u["rows"] for u in warm)
+        fixed_s = statistics.fmean(_hop_s(u) for u in later)
+        validations = [i for i in own if run.units[i]["validation_s"] > 0]
+        # without a warm validation the cold ones cannot be told apart: every validation then costs their mean
+        warm_validations = [i for i in validations if i not in cold_test] or validations
+        validation_row_s = (
+            statistics.fmean(run.units[i]["validation_s"] for i in warm_validations) / run.validation_rows
+            if validations
+            else 0.0
+        )
+        cold_validations = [i for i in validations if i in cold_test and i not in warm_validations]
         costs[key] = UnitCost(
             train_row_s=train_row_s,
             fixed_s=fixed_s,
-            validation_row_s=statistics.fmean(validation) / run.validation_rows if validation else 0.0,
-            first_unit_s=statistics.fmean(
-                u["finished"] - u["started"] - u["validation_s"] - fixed_s - train_row_s * u["rows"] for u in units
+            validation_row_s=validation_row_s,
+            first_unit_s=statistics.fmean(_hop_s(run.units[i]) - fixed_s for i in own if i in firsts),
+            cold_s=statistics.fmean(
+                run.units[i]["train_s"] - train_row_s * run.units[i]["rows"] for i in own if i in cold
             ),
-            first_unit_hop_s=statistics.fmean(_hop_s(u) - fixed_s for u in units),
+            cold_validation_s=statistics.fmean(
+                run.units[i]["validation_s"] - validation_row_s * run.validation_rows for i in cold_validations
+            )
+            if cold_validations
+            else 0.0,
         )
     return Fit(run, costs, overheads_from_units(run.units, run.segments, run.epochs, run.started))
 
@@ -382,12 +431,14 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
     Of ``target`` only its description enters: its configs' models and hyper-parameters and workloads, its
     segments, epochs and dataset rows; ``cores`` is the machine's (the segments share them, see
     :func:`benchlib.simulation.on_cores`). Every config of ``target`` must share a cost key with a config of
-    ``fitted`` (the fit measures costs per key, it does not extrapolate to new architectures).
+    ``fitted`` (the fit measures costs per key, it does not extrapolate to new architectures). The cold units
+    (:func:`cold_units`) are the simulated schedule's, not the target's, by the rule of the product that ran the
+    target (``target.cold_rule``); the fit's by the fitted run's.
     """
     _refuse_same(fitted, target)
     fit = fit_run(fitted, cores)
     ids = sorted(target.configs)
-    profiles, first_hop = [], []
+    profiles = []
     for config in ids:
         info = target.configs[config]
         key = cost_key(info.model, info.params)
@@ -403,20 +454,40 @@ def predict_run(fitted: PhaseRun, target: PhaseRun, seeds: int, cores: int) -> R
                 unit_fixed_s=cost.fixed_s,
                 validation_s=cost.validation_row_s * target.validation_rows,
                 first_unit_s=cost.first_unit_s,
+                cold_s=cost.cold_s,
+                cold_validation_s=cost.cold_validation_s,
+                architecture=key,
             )
         )
-        first_hop.append(cost.first_unit_hop_s)
     workloads = [target.configs[c].workload_id for c in ids]
     results = [
-        simulate_mop(profiles, target.segments, target.epochs, fit.overheads, seed, workloads=workloads, cores=cores)
+        simulate_mop(
+            profiles,
+            target.segments,
+            target.epochs,
+            fit.overheads,
+            seed,
+            workloads=workloads,
+            cores=cores,
+            cold_rule=target.cold_rule,
+        )
         for seed in range(seeds)
     ]
     predicted = {}
     for model in [*target.models, ALL]:
         own = {i for i, p in enumerate(profiles) if model in (ALL, p.name)}
         units = target.segments * target.epochs
-        fixed = sum(units * profiles[i].unit_fixed_s + first_hop[i] for i in own)
-        total = sum(
+        fixed = sum(units * profiles[i].unit_fixed_s + profiles[i].first_unit_s for i in own)
+        # the cold units' recompiles (training and validation, not hop) as often as the simulations had them
+        cold = statistics.fmean(
+            sum(
+                profiles[u.config].cold_s * u.cold + profiles[u.config].cold_validation_s * u.cold_validation
+                for u in r.log
+                if u.config in own
+            )
+            for r in results
+        )
+        total = cold + sum(
             units * profiles[i].unit_s(target.segments)
             + target.epochs * profiles[i].validation_s
             + profiles[i].first_unit_s

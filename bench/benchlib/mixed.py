@@ -58,6 +58,11 @@ class PhaseRun:
     configs: dict[int, ConfigInfo]
     #: Mean runnable tasks on the machine while the phase ran (its segments' backends and anything else).
     runnable: float
+    #: The share of the machine's CPU time stolen by the hypervisor while the phase ran (None: not recorded).
+    steal: float | None = None
+    #: Which units compiled their functions (``benchlib.simulation.COLD_RULES``): the product's that ran the phase
+    #: (runs recorded without it: ``seeded``, made before ``training.seed_keras``).
+    cold_rule: str = "cached"
 
     def units_of(self, model: str) -> list[dict[str, float]]:
         return [u for u in self.units if self.configs[int(u["config_id"])].model == model]
@@ -175,13 +180,24 @@ def run_phases(
                     units=units,
                     configs=configs,
                     runnable=load.mean_between(started, end),
+                    steal=load.steal_between(started, end),
                 )
             )
     return runs
 
 
-_RUN_COLUMNS = ("setup", "phase", "segments", "servers", "epochs", "train_rows", "validation_rows", "started")
-_RUN_FIGURES = ("window_s", "runnable")
+_RUN_COLUMNS = (
+    "setup",
+    "phase",
+    "segments",
+    "servers",
+    "epochs",
+    "train_rows",
+    "validation_rows",
+    "started",
+    "cold_rule",
+)
+_RUN_FIGURES = ("window_s", "runnable", "steal")
 _CONFIG_COLUMNS = ("workload_id", "model", "params")
 
 
@@ -239,6 +255,8 @@ def read_runs(runs_csv: Path, units_csv: Path) -> list[PhaseRun]:
                         for u in own
                     },
                     runnable=float(row["runnable"]),
+                    steal=float(row["steal"]) if row.get("steal") else None,
+                    cold_rule=row.get("cold_rule") or "seeded",
                 )
             )
     return runs

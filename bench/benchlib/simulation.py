@@ -6,6 +6,10 @@ Its cost is a :class:`Profile` measured on this machine:
 * a *unit* (one pass over one shard) takes ``epoch_train_s / segments + unit_fixed_s``:
   training scales with the shard's rows, the hop (state load + save) does not;
 * the last unit of an epoch also validates (``validation_s``, on all validation rows);
+* a config's first unit also builds its initial state (``first_unit_s``);
+* a *cold* unit pays ``cold_s`` to compile its architecture's train function on its segment's backend, a cold
+  validation ``cold_validation_s`` for the test function; which units are cold depends on the product that ran
+  (:data:`COLD_RULES`, :class:`Compiled`);
 * between two units a segment spends ``Overheads.gap_s`` outside any unit (commit, wake-up,
   the next claim) and the config is not released before its unit's commit, that is ``gap_s``
   after the unit ends; the first units start ``Overheads.start_s`` after the workload does;
@@ -44,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import random
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,13 +71,66 @@ class Profile:
     unit_fixed_s: float
     #: Validation at each epoch end, on all validation rows.
     validation_s: float
-    #: Added to the config's first unit (MOP only): building its initial state, and what else only a new config
-    #: pays (measured runs; the roster's profiles have none).
+    #: Added to the config's first unit (MOP only): building its initial state (measured runs; the roster's profiles
+    #: have none).
     first_unit_s: float = 0.0
+    #: Added to a unit (MOP only) whose segment has no compiled train function of its architecture (:class:`Compiled`).
+    cold_s: float = 0.0
+    #: The same for an epoch's last unit whose segment has no compiled test function of the architecture.
+    cold_validation_s: float = 0.0
+    #: What the segment's compiled functions are kept by (configs that differ only in lr share them); "": ``name``.
+    architecture: str = ""
 
     def unit_s(self, segments: int) -> float:
         """One unit (one pass over one of ``segments`` equal shards), without validation."""
         return self.epoch_train_s / segments + self.unit_fixed_s
+
+
+#: cerebro_plpy.training.MODEL_CACHE_SIZE: the compiled models a backend keeps, the least recently used dropped first.
+MODEL_CACHE_SIZE = 8
+#: Which units compile their architecture's functions again, by the product that ran them:
+#: ``cached`` (since ``training.seed_keras``): a backend compiles an architecture's train (test) function at its first
+#: unit (validation) there, and again only after its model left the backend's cache;
+#: ``seeded`` (before, the runs in bench/results/scaling_units.csv): besides, every config's first unit built its
+#: initial state after seeding TensorFlow, which cleared the backend's kernel caches: every cached model compiled its
+#: functions again at its next unit (validation). (A model's build for the cache seeded too; the recorded phases
+#: built none: their warm-up had built every architecture on every backend.)
+COLD_RULES = ("cached", "seeded")
+
+
+class Compiled:
+    """What one backend has compiled, under a rule of :data:`COLD_RULES`; nothing at first.
+
+    A measured phase after a warm-up of its architectures (bench/benchlib/mixed.py) has compiled them all: its units
+    that this calls cold are then the first of an architecture on a backend in the phase, and what the fit measures
+    them to cost beyond the others is what they cost (expected: about nothing under ``cached``).
+    """
+
+    def __init__(self, rule: str, cache_size: int = MODEL_CACHE_SIZE) -> None:
+        if rule not in COLD_RULES:
+            raise ValueError(f"unknown cold rule {rule!r}; expected one of {', '.join(COLD_RULES)}")
+        self.rule, self.cache_size = rule, cache_size
+        self.models: OrderedDict[str, None] = OrderedDict()
+        self.train: set[str] = set()
+        self.test: set[str] = set()
+
+    def unit(self, architecture: str, first: bool, validates: bool) -> tuple[bool, bool]:
+        """Whether a unit of ``architecture`` (``first``: a config's first unit) compiles its train function, and
+        (``validates``: an epoch's last unit) its test function."""
+        if first and self.rule == "seeded":
+            self.train.clear()
+            self.test.clear()
+        self.models[architecture] = None
+        self.models.move_to_end(architecture)
+        if len(self.models) > self.cache_size:
+            dropped, _ = self.models.popitem(last=False)
+            self.train.discard(dropped)
+            self.test.discard(dropped)
+        cold, cold_validation = architecture not in self.train, validates and architecture not in self.test
+        self.train.add(architecture)
+        if validates:
+            self.test.add(architecture)
+        return cold, cold_validation
 
 
 @dataclass(frozen=True)
@@ -97,6 +154,9 @@ class Unit:
     end: float
     #: The shard it trained on (MOP with replication; otherwise the segment's own).
     shard: int = -1
+    #: It compiled its train function again (``Profile.cold_s``), and its test function (``cold_validation_s``).
+    cold: bool = False
+    cold_validation: bool = False
 
 
 @dataclass
@@ -167,6 +227,7 @@ def simulate_mop(
     replication: int = 1,
     workloads: Sequence[int] | None = None,
     cores: int | None = None,
+    cold_rule: str = "cached",
 ) -> Result:
     """cerebro-db's asynchronous randomized MOP schedule (see the module docstring).
 
@@ -177,7 +238,8 @@ def simulate_mop(
     on any segment that holds it. A unit is one pass over one shard.
     ``workloads``: per config, the workload it belongs to (default: all in one), claimed in
     :func:`workload_order`. ``cores``: the cores the segments share (default: one per segment), see
-    :func:`on_cores`.
+    :func:`on_cores`. ``cold_rule``: which units are cold (:data:`COLD_RULES`), the product's since
+    ``training.seed_keras`` by default.
     """
     _check(segments, epochs)
     if rule not in RULES:
@@ -195,6 +257,7 @@ def simulate_mop(
     events: list[tuple[float, int, int, int, int]] = []
     idle = list(range(segments))
     rng.shuffle(idle)
+    compiled = [Compiled(cold_rule) for _ in range(segments)]  # nothing before the first units
     now = overheads.start_s
     order = 0
     while True:
@@ -223,11 +286,17 @@ def simulate_mop(
             config = rng.choice(best)  # ties at random
             shard = segment % shards
             last = len(visited[config]) == shards - 1
+            profile = profiles[config]
             duration = rng.choice(unit_samples[config]) if unit_samples else unit_s[config]
-            if done[config] == 0 and not visited[config]:
-                duration += profiles[config].first_unit_s
-            end = now + duration + (profiles[config].validation_s if last else 0.0)
-            log.append(Unit(config, segment, done[config] + 1, now, end, shard))
+            first = done[config] == 0 and not visited[config]
+            if first:
+                duration += profile.first_unit_s
+            cold, cold_validation = compiled[segment].unit(profile.architecture or profile.name, first, last)
+            if cold:
+                duration += profile.cold_s
+            validation = profile.validation_s + (profile.cold_validation_s if cold_validation else 0.0)
+            end = now + duration + (validation if last else 0.0)
+            log.append(Unit(config, segment, done[config] + 1, now, end, shard, cold, cold_validation))
             running[config] = True
             order += 1
             heapq.heappush(events, (end + overheads.gap_s, order, segment, config, shard))

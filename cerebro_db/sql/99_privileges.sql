@@ -44,7 +44,7 @@ GRANT UPDATE (status, name, description, unit_timeout, autonomy, budget_epochs, 
 GRANT EXECUTE ON FUNCTION
     prepare_dataset, dataset_leakage, duplicate_rows_reason, run_model_selection, add_config, clone_config,
     warm_start_configs, accept_suggestion, dismiss_suggestion, _open_suggestion, _resolve_suggestion,
-    _carry_out_suggestion, suggestion_thresholds, hyperband_rung_factor, autopilot_spent,
+    _carry_out_suggestion, suggestion_is_live, suggestion_thresholds, hyperband_rung_factor, autopilot_spent,
     evaluate, predict, export_model, import_model, drop_imported_model, model_layers, max_import_bytes, drop_features,
     raise_if_error, searched_params, seed_bound, derived_seed, is_internal, acting_role, event_actor, scheduler_alive, roster_params,
     legal_transition, transitions_hint, workload_has_active_configs, workload_finished,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,15 +132,31 @@ def _optimizer(params: dict[str, Any]) -> Any:
     return kinds[params["optimizer"]](learning_rate=params["lr"])
 
 
+def seed_keras(seed: int) -> None:
+    """Seeds what a Keras model's build draws from: Python's and NumPy's generators and Keras's global seed generator.
+
+    ``keras.utils.set_random_seed`` does this and also ``tf.random.set_seed``, which clears TensorFlow's kernel caches:
+    every model cached in the backend then re-instantiates its compiled train and test functions on its next call
+    (measured: 4-8 s per mobilenetv2 unit). Keras 3's initializers and random layers take no seed from TensorFlow's
+    global one (an unseeded raw ``tf.random`` op in a registered script is not reproducible).
+    """
+    # Private, as set_random_seed does it (no public API resets the global generator): tests/plpy/test_training.py
+    # fails if it moves.
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)  # recreated from random's next draw
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 def build_compiled(gd: dict[str, Any], spec: ModelSpec) -> keras.Model:
     """A freshly initialised model, compiled, optimizer built; seeded from ``spec.seed``."""
     tensorflow(gd)
-    import keras
-
     base = _transfer_base(gd, spec)
     # Seeded after loading a transfer base (which draws seeds): its head starts the same whether the base was loaded
     # now, cached in this backend, or not needed (the head on materialized features).
-    keras.utils.set_random_seed(spec.seed)
+    seed_keras(spec.seed)
     if spec.model == transfer.MODEL and spec.features_shape is not None:
         model = transfer.build_head(spec.features_shape, spec.params, spec.num_classes)
         model.compile(optimizer=_optimizer(spec.params), loss=LOSS, metrics=[METRIC])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections import defaultdict
@@ -10,8 +11,10 @@ import pytest
 from benchlib.fit import meets_target, overhead_gaps, sweep
 from benchlib.sim_report import scale_cells
 from benchlib.simulation import (
+    MODEL_CACHE_SIZE,
     RULES,
     SCHEDULES,
+    Compiled,
     Overheads,
     Profile,
     Result,
@@ -333,3 +336,96 @@ def test_mop_adds_the_first_unit_cost_once_per_config() -> None:
     assert log[0].end - log[0].start == pytest.approx(SMALL.unit_s(3) + 2.0)
     extra = [u.end - u.start - SMALL.unit_s(3) for u in log[1:]]
     assert extra == pytest.approx([0.0, SMALL.validation_s, 0.0, 0.0, SMALL.validation_s])
+
+
+COLD_BIG = Profile("big", epoch_train_s=4.0, unit_fixed_s=0.1, validation_s=0.5, cold_s=3.0, cold_validation_s=0.2)
+#: Two configs of one architecture and one of another.
+COLD_PROFILES = [
+    COLD_BIG,
+    dataclasses.replace(COLD_BIG, name="big too", architecture="big"),
+    dataclasses.replace(COLD_BIG, name="small", epoch_train_s=1.0),
+]
+
+
+def cold_architecture(config: int) -> str:
+    return COLD_PROFILES[config].architecture or COLD_PROFILES[config].name
+
+
+def validating(log: list[Unit]) -> set[int]:
+    """The ids of the units that validate (an epoch's last); ``log`` sorted by start."""
+    return {id(u) for u in {(u.config, u.epoch): u for u in log}.values()}
+
+
+def assert_cold_costs(log: list[Unit], segments: int) -> None:
+    validates = validating(log)
+    for u in log:
+        p = COLD_PROFILES[u.config]
+        expected = p.unit_s(segments) + p.cold_s * u.cold
+        if id(u) in validates:
+            expected += p.validation_s
+        assert u.end - u.start == pytest.approx(expected + p.cold_validation_s * u.cold_validation)
+
+
+def test_mop_charges_a_cold_unit_at_the_first_of_each_architecture_on_its_segment() -> None:
+    # the product since training.seed_keras: nothing clears a backend's compiled functions
+    for segments in (1, 2, 3):
+        log = sorted(simulate_mop(COLD_PROFILES, segments, 3, seed=3).log, key=lambda u: u.start)
+        validates = validating(log)
+        trained: set[tuple[int, str]] = set()
+        tested: set[tuple[int, str]] = set()
+        for u in log:
+            here = (u.segment, cold_architecture(u.config))
+            assert u.cold == (here not in trained)
+            assert u.cold_validation == (id(u) in validates and here not in tested)
+            trained.add(here)
+            if id(u) in validates:
+                tested.add(here)
+        assert trained == {(s, a) for s in range(segments) for a in ("big", "small")}
+        assert_cold_costs(log, segments)
+
+
+def test_a_segment_compiles_an_architecture_again_once_its_model_left_the_cache() -> None:
+    # one more architecture than the cache holds, one config each, one segment: the second epoch finds some models
+    # dropped (least recently used) and compiles them again
+    many = [dataclasses.replace(COLD_BIG, name=f"a{i}") for i in range(MODEL_CACHE_SIZE + 1)]
+    assert sum(u.cold for u in simulate_mop(many, 1, 2, seed=0).log) > MODEL_CACHE_SIZE + 1
+    assert sum(u.cold for u in simulate_mop(many[:-1], 1, 2, seed=0).log) == MODEL_CACHE_SIZE
+
+
+def test_compiled_keeps_the_recently_used_models() -> None:
+    from cerebro_plpy import training
+
+    assert MODEL_CACHE_SIZE == training.MODEL_CACHE_SIZE
+    backend = Compiled("cached", cache_size=2)
+    runs = [("a", False), ("b", True), ("a", False), ("c", False), ("b", False), ("a", False), ("b", True)]
+    assert [backend.unit(key, first=False, validates=v) for key, v in runs] == [
+        (True, False),  # a
+        (True, True),  # b, and its first validation
+        (False, False),  # a, compiled
+        (True, False),  # c drops b (least recently used)
+        (True, False),  # b drops a
+        (True, False),  # a drops c
+        (False, True),  # b, still cached: but its test function went with its model
+    ]
+    with pytest.raises(ValueError, match="unknown cold rule 'warm'"):
+        Compiled("warm")
+
+
+def test_mop_charges_a_cold_unit_after_each_first_unit_on_its_segment_under_the_seeded_rule() -> None:
+    # one segment (the fair rule: every first unit, then every config's second epoch in the same order), the product
+    # before training.seed_keras: a config's first unit cleared the segment's compiled functions, so its own unit is
+    # cold, and so is the next unit of each architecture after it
+    profiles, architecture = COLD_PROFILES, cold_architecture
+    result = simulate_mop(profiles, 1, 2, seed=3, cold_rule="seeded")
+    log = sorted(result.log, key=lambda u: u.start)
+    firsts, seconds = log[:3], log[3:]
+    assert all(u.cold and u.cold_validation for u in firsts)
+    # after the last first unit only its own architecture is compiled: the next unit of each other one is cold
+    compiled = {architecture(firsts[-1].config)}
+    for u in seconds:
+        assert u.cold == (architecture(u.config) not in compiled)
+        compiled.add(architecture(u.config))
+    assert all(u.cold == u.cold_validation for u in log)
+    assert_cold_costs(log, 1)
+    # the product since then: only the first unit of each architecture is cold
+    assert sum(u.cold for u in log) > sum(u.cold for u in simulate_mop(profiles, 1, 2, seed=3).log) == 2

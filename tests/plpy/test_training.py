@@ -268,6 +268,26 @@ def test_an_application_is_checked_once_built(gd: dict[str, Any]) -> None:
         training.guarded_model(gd, spec, 1.0, ROWS, 8)
 
 
+def test_seed_keras_resets_keras_global_generator() -> None:
+    import keras
+
+    keras.utils.set_random_seed(3)
+    first = keras.random.normal((4,)).numpy()
+    keras.random.normal((4,))  # the global generator moves on
+    training.seed_keras(3)  # fails here, or below, if Keras moves the internals it resets
+    assert np.array_equal(keras.random.normal((4,)).numpy(), first)
+
+
+def test_building_a_config_leaves_tensorflows_global_seed_alone(gd: dict[str, Any]) -> None:
+    # Setting it clears TensorFlow's kernel caches: every model cached in the backend would then re-instantiate its
+    # train and test functions on its next call.
+    tf = training.tensorflow(gd)
+    tf.random.set_seed(1234)
+    training.build_compiled(gd, mlp_spec(seed=1))
+    training.initial_state(gd, mlp_spec(seed=2, hidden_units=5))
+    assert tf.compat.v1.get_seed(None)[0] == 1234
+
+
 # Each roster model at a tiny size: (params, feature shape, seconds it may take).
 ROSTER_CASES = {
     "mlp": ({"hidden_units": 8}, (FEATURES,)),
@@ -304,6 +324,19 @@ def test_every_roster_model_trains_one_hop_and_resumes_its_state(gd: dict[str, A
     training.restore(restored, ModelState.decode(state.encode()))
     np.testing.assert_array_equal(restored.predict_on_batch(x), trained.predict_on_batch(x))
     assert trained.output_shape == (None, CLASSES)
+
+
+@pytest.mark.parametrize("model", sorted(ROSTER_CASES))
+def test_every_roster_model_starts_as_keras_set_random_seed_seeds_it(
+    gd: dict[str, Any], model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+
+    given, shape = ROSTER_CASES[model]
+    spec = ModelSpec(model, roster.validate(model, given, shape), shape, CLASSES, seed=7)
+    ours = training.initial_state(gd, spec)
+    monkeypatch.setattr(training, "seed_keras", keras.utils.set_random_seed)
+    assert bit_equal(ours, training.initial_state(gd, spec))
 
 
 @pytest.mark.parametrize(

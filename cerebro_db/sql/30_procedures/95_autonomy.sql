@@ -182,9 +182,7 @@ BEGIN
         RETURN NULL;  -- resolved meanwhile
     END IF;
     IF s.config_id IS NOT NULL THEN
-        PERFORM 1 FROM configs c
-        WHERE c.config_id = s.config_id
-          AND (c.epochs_done, c.status, c.max_epochs) = (s.config_epochs_done, s.config_status, s.config_max_epochs)
+        PERFORM 1 FROM configs c WHERE c.config_id = s.config_id AND suggestion_is_live(s, c)
         FOR NO KEY UPDATE NOWAIT;
         IF NOT FOUND THEN
             RETURN NULL;  -- stale: the config moved on (an earlier acceptance of this epoch's end, a user)
@@ -355,9 +353,7 @@ BEGIN
             SELECT l.* FROM suggestion_log l JOIN suggestion_kinds k USING (kind) LEFT JOIN configs c USING (config_id)
             WHERE l.workload_id = w.workload_id AND l.resolution IS NULL AND l.action IS NOT NULL
               AND (k.non_destructive OR w.autonomy = 'autopilot')
-              AND (l.config_id IS NULL  -- live, as the view suggestions shows them
-                   OR (c.epochs_done, c.status, c.max_epochs)
-                      = (l.config_epochs_done, l.config_status, l.config_max_epochs))
+              AND suggestion_is_live(l, c)  -- as the view suggestions shows them
             ORDER BY l.suggestion_id
         LOOP
             BEGIN

@@ -5,9 +5,10 @@
 --                                    -- until the config's status changes (for the workload: ever)
 
 -- The live suggestions: neither accepted, dismissed nor superseded, for a config still as it was when
--- the suggestion was made (epochs_done, status, max_epochs: one with an action is stale once these
--- change; a warning with nothing to carry out stays until dismissed), of a workload its user has not
--- stopped. security_invoker: row-level security shows a user the suggestions of their own workloads.
+-- the suggestion was made (suggestion_is_live: one with an action is stale once its config's
+-- epochs_done, status or max_epochs change; a warning with nothing to carry out stays until dismissed),
+-- of a workload its user has not stopped. security_invoker: row-level security shows a user the
+-- suggestions of their own workloads (and the user runs suggestion_is_live: 99_privileges.sql grants it).
 CREATE OR REPLACE VIEW suggestions WITH (security_invoker = true) AS
 SELECT s.suggestion_id,
        s.workload_id,
@@ -27,9 +28,7 @@ FROM suggestion_log s
 JOIN workloads w ON w.workload_id = s.workload_id
 JOIN suggestion_kinds k ON k.kind = s.kind
 LEFT JOIN configs c ON c.config_id = s.config_id
-WHERE s.resolution IS NULL AND w.status <> 'stopped'
-  AND (s.action IS NULL OR s.config_id IS NULL
-       OR (c.epochs_done, c.status, c.max_epochs) = (s.config_epochs_done, s.config_status, s.config_max_epochs))
+WHERE s.resolution IS NULL AND w.status <> 'stopped' AND suggestion_is_live(s, c)
 ORDER BY s.workload_id, s.suggestion_id;
 
 -- The caller's suggestion, checked to be theirs, still open and not stale, and locked: its config's
@@ -40,7 +39,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     picked suggestion_log;
-    config record;
+    config configs;
 BEGIN
     SELECT s.* INTO picked
     FROM suggestion_log s JOIN workloads w USING (workload_id)
@@ -63,10 +62,8 @@ BEGIN
                   ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF picked.config_id IS NOT NULL AND picked.action IS NOT NULL THEN
-        SELECT c.epochs_done, c.status, c.max_epochs INTO config
-        FROM configs c WHERE c.config_id = picked.config_id FOR NO KEY UPDATE;
-        IF (config.epochs_done, config.status, config.max_epochs)
-           IS DISTINCT FROM (picked.config_epochs_done, picked.config_status, picked.config_max_epochs) THEN
+        SELECT c.* INTO config FROM configs c WHERE c.config_id = picked.config_id FOR NO KEY UPDATE;
+        IF NOT suggestion_is_live(picked, config) THEN
             RAISE EXCEPTION 'suggestion % is stale: it was made for config % at % epochs done, %, max_epochs %; the'
                             ' config is at % epochs done, %, max_epochs % now', suggestion_id, picked.config_id,
                             picked.config_epochs_done, picked.config_status, picked.config_max_epochs,
