@@ -1,12 +1,13 @@
 """What a hop costs per roster model: state size, save and load time, against the sub-epoch it follows.
 
 A unit of MOP trains one config for one pass over one shard, then its state hops on: it is saved
-(``training.capture(model).encode()``, then written to ``model_states``) and the next unit loads it
-(read, ``ModelState.decode``, ``training.restore``). For each roster model (mlp, cnn, mobilenetv2, resnet50 on
-Fashion-MNIST's 28x28x1, resized to the applications' minimum 32x32; bert on token ids) this prints
+(``training.capture(model)``, its pieces written to the config's new state file, which ``model_states`` names)
+and the next unit loads it (the file mapped, ``ModelState.decode``, ``training.restore``). For each roster model
+(mlp, cnn, mobilenetv2, resnet50 on Fashion-MNIST's 28x28x1, resized to the applications' minimum 32x32; bert on
+token ids) this prints
 
 * the state's size (weights + optimizer slots + iteration counter),
-* save ms (capture + encode) and load ms (decode + restore), medians of ``--repeats``,
+* save ms (capture + the encoding's pieces) and load ms (decode + restore), medians of ``--repeats``,
 * the database's part of a hop as a local unit has it: claim_unit, run_unit with the training stubbed, COMMIT,
   and the multi-server coordinator's part from a client; split into write, WAL, commit and read (``--no-db``
   skips it),
@@ -138,16 +139,18 @@ def report(args: argparse.Namespace, results: list[Result]) -> bool:
     )
     print()
     print(
-        "Notes: save = capture (variables to numpy) + encode; load = decode + restore (assign every variable);\n"
+        "Notes: save = capture (variables to numpy) + the encoding's pieces (before: joined into one bytes);\n"
+        "  load = decode + restore (assign every variable);\n"
         "  db = the local unit's database part in its backend: a claimed unit's run_unit with the training stubbed\n"
-        "  (it returns a state of the same size) and its commit; copies = state-sized buffers the backend filled\n"
+        "  (it maps the state file, touches its pages and writes a new one of the same size; before: returns a state\n"
+        "  of the same size as bytea) and its commit; copies = state-sized buffers the backend filled\n"
         "  meanwhile (its page faults / the state's size); client db = the multi-server coordinator's part from a\n"
         "  client over loopback TCP: unit_context, record_hop, commit (information only);\n"
         "  hop = save + load + db; share = hop / (hop + sub-epoch); before = the same on the SQL and codec of\n"
         f"  {BEFORE_REF} in a cluster of its own.\n"
-        "  The split, in a backend, each step its own transaction: write = UPDATE of the state in a bytea column\n"
-        "  (STORAGE EXTERNAL), WAL MiB it wrote, its commit with synchronous_commit on / off, read = SELECT into\n"
-        "  Python.\n"
+        "  The split, in a backend, each step its own transaction: write = the state file written and fsynced\n"
+        "  (state_files.write), WAL MiB of the transaction naming it, its commit with synchronous_commit on / off\n"
+        "  (a hop's is on), read = the file mapped and every page touched.\n"
         "  mobilenetv2 and resnet50 resize 28x28x1 to 32x32 (their minimum);\n"
         f"  bert: {BERT_LENGTH} token ids per row, vocabulary {BERT_VOCABULARY}, 2 classes. Random data (speed only)."
     )

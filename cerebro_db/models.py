@@ -238,7 +238,9 @@ class ModelState(Base):
 
     __tablename__ = "model_states"
     config_id: Mapped[int] = mapped_column(ForeignKey("configs.config_id", ondelete="CASCADE"), primary_key=True)
-    state: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    #: The state's file in the data directory's cerebro_states/<database oid>/ (sql/10_unit/30_state_files.sql).
+    state_file: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    state_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     #: The shards visited in the current epoch (the column predates partial replication: with replication 1 a
     #: shard id is its segment's).
     visited_segments: Mapped[list[int]] = mapped_column(

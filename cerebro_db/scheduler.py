@@ -211,6 +211,9 @@ class Scheduler:
         try:
             # Units a dead scheduler left open ended unseen: they cost their configs nothing.
             control.execute("SELECT abandon_unit_attempts()")
+            # Each unit sweeps the state files no one names; so does a start, for the files of workloads deleted
+            # while no unit ran.
+            control.execute("SELECT sweep_state_files()")
             self.ready.set()
             segments = control.execute("SELECT segment, dsn FROM segments ORDER BY 1").fetchall()
             progress = _Progress(len(segments), max_units)

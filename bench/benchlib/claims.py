@@ -45,8 +45,9 @@ def add_pending_configs(dsn: str, workload: int, total: int, *, seed: float = 0.
             {"w": workload, "total": total},
         ).fetchall()
         conn.execute(
-            "INSERT INTO model_states (config_id, state, visited_segments)"
-            " SELECT id, '\\x00', ARRAY[floor(random() * 2)::int] FROM unnest(%s::int[]) id WHERE random() < 0.67",
+            "INSERT INTO model_states (config_id, state_file, state_bytes, visited_segments)"
+            " SELECT id, format('c%%s-x0.state', id), 1, ARRAY[floor(random() * 2)::int] FROM unnest(%s::int[]) id"
+            " WHERE random() < 0.67",
             [[r[0] for r in added]],
         )
         conn.execute("ANALYZE configs")

@@ -22,7 +22,7 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
-from cerebro_db import sample_data
+from cerebro_db import migrate, sample_data
 from cerebro_db.testing.clusters import temporary_cluster
 from cerebro_plpy import roster
 from cerebro_plpy.state import ModelState
@@ -60,8 +60,9 @@ class HopPath:
 
 @dataclass
 class Split:
-    """Where the database part goes, inside a backend (medians): write the state (UPDATE of a bytea column,
-    STORAGE EXTERNAL), the WAL it writes, its commit with synchronous_commit on and off, reading it into Python."""
+    """Where the database part goes, inside a backend (medians): write the state file (and fsync it), the WAL of
+    the transaction that names it, its commit with synchronous_commit on and off, reading it (a map whose pages
+    are all touched, as restore reads them)."""
 
     write_ms: float
     wal_mib: float
@@ -186,8 +187,26 @@ STUB_SUMMARY = {
     "data_load_s": 0, "state_load_s": 0, "train_s": 0, "state_save_s": 0, "validation_s": 0,
 }  # fmt: skip
 
-# Fixed text: a trainer that returns a state of bench.state_bytes random bytes (made once per size), so that a unit
-# is its database part only.
+# Fixed text: today's local trainer, stubbed: it reads the config's state file and writes a new one of
+# bench.state_bytes random bytes (made once per size), so that a unit is its database part only.
+STUB_STORED_TRAINER = """
+CREATE OR REPLACE FUNCTION cerebro._train_stored_hop(context jsonb, directory text, state_file text,
+                                                     new_state_file text) RETURNS jsonb
+LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp AS $$
+import json, os
+import numpy as np
+from cerebro_plpy import state_files
+size = int(plpy.execute("SELECT current_setting('bench.state_bytes') AS s")[0]["s"])
+if GD.get("bench_state_size") != size:
+    GD["bench_state"], GD["bench_state_size"] = os.urandom(size), size
+if state_file is not None:  # the load's page faults, as restore's reads take them
+    int(np.frombuffer(state_files.read(directory, state_file), np.uint8)[::4096].sum())
+written = state_files.write(directory, new_state_file, [GD["bench_state"]])
+return json.dumps({"result": dict(json.loads(SUMMARY), state_bytes=written)})
+$$
+"""
+
+# Fixed text: BEFORE_REF's trainer, stubbed alike: it returns the new state as bytea.
 STUB_TRAINER = """
 CREATE OR REPLACE FUNCTION cerebro._train_hop(context jsonb, state bytea, OUT outcome jsonb, OUT new_state bytea)
 LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp AS $$
@@ -201,16 +220,15 @@ $$
 
 # Fixed text: the database part's split inside a backend (medians of ``repeats``), each step its own transaction.
 SPLIT_PROCEDURE = """
-CREATE TABLE hop_states (config_id int PRIMARY KEY, state bytea NOT NULL);
-ALTER TABLE hop_states ALTER state SET STORAGE EXTERNAL;
+CREATE TABLE hop_names (config_id int PRIMARY KEY, state_file text NOT NULL);
+INSERT INTO hop_names VALUES (1, '');
 CREATE PROCEDURE bench_split(size int, repeats int, INOUT split jsonb) LANGUAGE plpython3u AS $$
 import os, statistics, time
+import numpy as np
+from cerebro_plpy import state_files
+directory = plpy.execute("SELECT cerebro.state_directory() AS d")[0]["d"]
 raw = os.urandom(size)
-plpy.execute(plpy.prepare("INSERT INTO hop_states VALUES (1, $1) ON CONFLICT (config_id) DO UPDATE SET state = $1",
-                          ["bytea"]), [raw])
-plpy.commit()
-write = plpy.prepare("UPDATE hop_states SET state = $1 WHERE config_id = 1", ["bytea"])
-read = plpy.prepare("SELECT state FROM hop_states WHERE config_id = 1")
+name_it = plpy.prepare("UPDATE hop_names SET state_file = $1 WHERE config_id = 1", ["text"])
 lsn = plpy.prepare("SELECT pg_current_wal_insert_lsn()::text AS at")
 wal = plpy.prepare("SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn) AS d", ["text", "text"])
 times = {"write_ms": [], "wal_mib": [], "commit_ms": [], "commit_async_ms": [], "read_ms": []}
@@ -219,16 +237,19 @@ def ms(started):
 for i in range(2 * repeats):
     kind = "commit_async_ms" if i % 2 else "commit_ms"
     plpy.execute("SELECT set_config('synchronous_commit', '%s', true)" % ("off" if i % 2 else "on"))
+    name = "c0-x%d.state" % (i + 1)
     before, started = plpy.execute(lsn)[0]["at"], time.perf_counter()
-    plpy.execute(write, [raw])
+    state_files.write(directory, name, [raw])
     times["write_ms"].append(ms(started))
+    plpy.execute(name_it, [name])
     times["wal_mib"].append(float(plpy.execute(wal, [plpy.execute(lsn)[0]["at"], before])[0]["d"]) / 2**20)
     started = time.perf_counter()
     plpy.commit()
     times[kind].append(ms(started))
     started = time.perf_counter()
-    assert len(plpy.execute(read)[0]["state"]) == size
+    int(np.frombuffer(state_files.read(directory, name), np.uint8)[::4096].sum())
     times["read_ms"].append(ms(started))
+    state_files.delete(directory, [name])
     plpy.commit()
 import json
 return {"split": json.dumps({key: statistics.median(values) for key, values in times.items()})}
@@ -243,7 +264,8 @@ def hop_database(enabled: bool, ref: str | None) -> Iterator[HopDatabase | None]
         return
     with temporary_cluster(segments=1) as cluster, psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute("SET search_path = cerebro, public")
-        if ref is not None:
+        if ref is not None:  # its schema (states in a bytea column), then its hop
+            migrate.downgrade(cluster.dsn(), "v0_4_13")
             conn.execute(at_ref(ref, "cerebro_db/sql/10_unit/40_hop.sql").encode())
         x, y = sample_data.synthetic_tabular(40, 4, 2, seed=1)
         sample_data.load_tabular_table(conn, "public.hop_rows", x, y)
@@ -255,8 +277,10 @@ def hop_database(enabled: bool, ref: str | None) -> Iterator[HopDatabase | None]
             "SELECT run_model_selection('hop_rows', 'mlp', %s, 'grid', max_epochs => 1000)",
             [json.dumps({"lr": [1e-3]})],
         )
-        conn.execute(STUB_TRAINER.replace("SUMMARY", repr(json.dumps(STUB_SUMMARY))).encode())
-        conn.execute(SPLIT_PROCEDURE.encode())
+        stub = STUB_TRAINER if ref is not None else STUB_STORED_TRAINER
+        conn.execute(stub.replace("SUMMARY", repr(json.dumps(STUB_SUMMARY))).encode())
+        if ref is None:
+            conn.execute(SPLIT_PROCEDURE.encode())
         yield HopDatabase(conn, ref)
 
 
@@ -294,10 +318,14 @@ def measure(
     if args.before:
         sides.append((state_codec(BEFORE_REF), {}, before_db))
 
-    def save(codec: Any) -> bytes:
+    def save(codec: Any) -> None:
         captured = training.capture(model)
-        raw: bytes = codec(captured.model_variables, captured.optimizer_variables).encode()
-        return raw
+        state = codec(captured.model_variables, captured.optimizer_variables)
+        # Today's local hop writes the state's pieces to its file (in the db part); BEFORE_REF's joined them first.
+        if codec is ModelState:
+            state.buffers()
+        else:
+            state.encode()
 
     def load(codec: Any, kwargs: dict[str, Any]) -> None:
         training.restore(model, codec.decode(raw, **kwargs))
@@ -305,7 +333,7 @@ def measure(
     def unit(db: HopDatabase, faults: list[int]) -> None:
         faults.append(db.local_unit())
 
-    raw = save(ModelState)
+    raw = training.capture(model).encode()
     saves = in_turns([functools.partial(save, codec) for codec, _, _ in sides], args.repeats)
     loads = in_turns([functools.partial(load, codec, kwargs) for codec, kwargs, _ in sides], args.repeats)
     paths = [HopPath(save_ms, load_ms) for save_ms, load_ms in zip(saves, loads, strict=True)]

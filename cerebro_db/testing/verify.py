@@ -112,8 +112,8 @@ def _shard_count(conn: Connection, workload_id: int) -> int:
 
 
 def final_state(conn: Connection, config_id: int) -> ModelState:
-    row = conn.execute("SELECT state FROM model_states WHERE config_id = %s", [config_id]).fetchone()
-    if row is None:
+    row = conn.execute("SELECT stored_state(%s)", [config_id]).fetchone()
+    if row is None or row[0] is None:
         raise ValueError(f"config {config_id} has no state")
     return ModelState.decode(row[0])
 

@@ -8,6 +8,7 @@ than a Python traceback.
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from cerebro_plpy import (
     roster,
     search_space,
     shards,
+    state_files,
     training,
     transfer,
     unit,
@@ -35,7 +37,9 @@ from cerebro_plpy.memory import MemoryGuardError
 from cerebro_plpy.packing import PackingError
 from cerebro_plpy.params import ParamError
 from cerebro_plpy.plpy_adapter import PlpyDatabase
+from cerebro_plpy.state import ModelState
 from cerebro_plpy.training import TrainingError
+from cerebro_plpy.unit import Saved
 
 #: The errors users must fix, with their hint (a ParamError carries its own: the roster, the search space's form...).
 _USER_ERRORS: dict[type[Exception], str] = {
@@ -49,6 +53,8 @@ _USER_ERRORS: dict[type[Exception], str] = {
     unit.UnitError: "the scheduler runs a unit where its segment's shard is (cerebro-db scheduler); a segment "
     "server gets a dataset's shards from the coordinator at its first unit of it",
     InferenceError: "SELECT * FROM leaderboard lists the configs and their datasets",
+    state_files.StateFileError: "model states live in files under the data directory (cerebro_states/, "
+    "docs/architecture.md): restore it with the data directory, or stop the config and clone another",
     transfer.MissingBaseError: "a transfer config's base must stay imported while its configs are used "
     "(SELECT * FROM imported_model_catalog); a segment server reads it from the coordinator",
 }
@@ -110,23 +116,56 @@ def export_model(plpy: Any, gd: dict[str, Any], config_id: int) -> dict[str, Any
     return {"outcome": outcome, "model": model}
 
 
-def train_hop(plpy: Any, gd: dict[str, Any], context: str, state: bytes | None) -> dict[str, Any]:
-    """The hop of ``context`` (``unit_context``'s) on this server's shard of its segment:
-    ``{"outcome": <the hop's summary>, "new_state": ...}``; writes nothing."""
+def _train(
+    plpy: Any, gd: dict[str, Any], context: str, state: bytes | mmap.mmap | None, save: Callable[[ModelState], Saved]
+) -> tuple[dict[str, Any], Saved]:
+    """The hop of ``context`` (``unit_context``'s) on this server's shard of its segment, from ``state``."""
     db = PlpyDatabase(plpy, gd)
+    hop = json.loads(context)
+    transfer.fetch_archive(db, gd, hop.get("base_sha256"))
+    # A frozen base's head trains on its materialized features, if stored here (materialize_features).
+    shard = features.for_hop(db, gd, hop)
+    if shard is not None:
+        on_features = {**hop, "features_shape": list(shard.train[0].shape[1:])}
+        return unit.train_hop(gd, on_features, state, shard, db.check_interrupts, save)
+    return unit.train_hop(gd, hop, state, shards.for_hop(db, gd, hop), db.check_interrupts, save)
 
-    def train() -> tuple[dict[str, Any], bytes]:
-        hop = json.loads(context)
-        transfer.fetch_archive(db, gd, hop.get("base_sha256"))
-        # A frozen base's head trains on its materialized features, if stored here (materialize_features).
-        shard = features.for_hop(db, gd, hop)
-        if shard is not None:
-            on_features = {**hop, "features_shape": list(shard.train[0].shape[1:])}
-            return unit.train_hop(gd, on_features, state, shard, db.check_interrupts)
-        return unit.train_hop(gd, hop, state, shards.for_hop(db, gd, hop), db.check_interrupts)
 
-    outcome, new_state = _result_and_bytes(train)
+def train_hop(plpy: Any, gd: dict[str, Any], context: str, state: bytes | None) -> dict[str, Any]:
+    """A hop handed its state (a segment server's, for a coordinator):
+    ``{"outcome": <the hop's summary>, "new_state": ...}``; writes nothing."""
+    outcome, new_state = _result_and_bytes(lambda: _train(plpy, gd, context, state, ModelState.encode))
     return {"outcome": outcome, "new_state": new_state}
+
+
+def train_stored_hop(
+    plpy: Any, gd: dict[str, Any], context: str, directory: str, state_file: str | None, new_state_file: str
+) -> str:
+    """A hop on the server that stores the config's states (the local backend's): from the file
+    ``state_file`` (None before the config's first hop) to the new file ``new_state_file``, whose size the
+    summary gives as ``state_bytes``."""
+
+    def train() -> dict[str, Any]:
+        state = state_files.read(directory, state_file) if state_file is not None else None
+        if state_file is not None and state is None:  # the caller holds the config's claim: nothing sweeps it
+            raise state_files.StateFileError(f"the state file {state_file} of this config is missing from {directory}")
+        summary, size = _train(
+            plpy, gd, context, state, lambda new: state_files.write(directory, new_state_file, new.buffers())
+        )
+        return {**summary, "state_bytes": size}
+
+    return _result(train)
+
+
+def write_state_file(directory: str, name: str, state: bytes) -> int:
+    """A state handed to the coordinator (a segment server's hop), stored as the file ``name``."""
+    return state_files.write(directory, name, [state])
+
+
+def read_state_file(directory: str, name: str) -> bytes | None:
+    """The state file ``name`` (None if it is gone), for a caller outside this server."""
+    found = state_files.read(directory, name)
+    return None if found is None else bytes(found)
 
 
 def materialize_features(plpy: Any, gd: dict[str, Any], context: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from cerebro_plpy import packing
 from cerebro_plpy.plpy_adapter import Database
+from cerebro_plpy.state import ModelState
 from cerebro_plpy.unit import Arrays, Shard
 
 #: The hop being collected by this segment process (one per statement: the unit groups one dist key).
@@ -40,6 +41,7 @@ class TrainHop(Protocol):
         state: bytes | None,
         shard: Shard,
         check_interrupts: Callable[[], None],
+        save: Callable[[ModelState], bytes],
     ) -> tuple[dict[str, Any], bytes]: ...
 
 
@@ -81,4 +83,5 @@ def finish(db: Database, gd: dict[str, Any], train: TrainHop) -> tuple[dict[str,
     train_arrays = packing.from_buffers(hop.buffers, shape)
     validation = _validation(db, gd, hop.context["dataset_id"], shape) if hop.context["epoch_done"] else None
     shard = Shard(train_arrays, validation, time.perf_counter() - tick)
-    return train(gd, hop.context, hop.state, shard, db.check_interrupts)
+    # The state leaves as the aggregate's result: the coordinator's record_hop stores it.
+    return train(gd, hop.context, hop.state, shard, db.check_interrupts, ModelState.encode)

@@ -12,6 +12,7 @@ against the shapes and never guesses. Arrays round-trip bit-exactly.
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,9 @@ class ModelState:
     optimizer_variables: list[np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def encode(self) -> bytes:
+    def buffers(self) -> list[bytes | memoryview]:
+        """The encoding in pieces: the prefix and header, then each array's own (C-contiguous) buffer, so a
+        file can take them without a state-sized copy first."""
         arrays = [np.asarray(a, order="C") for a in (*self.model_variables, *self.optimizer_variables)]
         header = json.dumps(
             {
@@ -42,13 +45,16 @@ class ModelState:
                 "meta": self.meta,
             }
         ).encode()
-        # The arrays' own (C-contiguous) buffers: one copy into the result; tobytes first would make two.
-        return b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header, *(a.data for a in arrays)])
+        return [_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header, *(a.data for a in arrays)]
+
+    def encode(self) -> bytes:
+        # One copy into the result; tobytes first would make two.
+        return b"".join(self.buffers())
 
     @classmethod
-    def decode(cls, raw: bytes, *, copy: bool = True) -> ModelState:
+    def decode(cls, raw: bytes | memoryview | mmap.mmap, *, copy: bool = True) -> ModelState:
         """``copy=False``: read-only arrays over ``raw`` (no copy of hundreds of MB), for a caller that only
-        reads them, such as ``training.restore``."""
+        reads them, such as ``training.restore``; ``raw`` may be a state file's read-only map."""
         if len(raw) < _PREFIX.size:
             raise StateFormatError(f"state is {len(raw)} bytes, too short for a header")
         magic, version, header_len = _PREFIX.unpack_from(raw)

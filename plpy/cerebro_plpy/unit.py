@@ -12,10 +12,11 @@ Greenplum).
 
 from __future__ import annotations
 
+import mmap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +24,8 @@ from cerebro_plpy import memory, training
 from cerebro_plpy.state import ModelState
 
 Arrays = tuple[np.ndarray, np.ndarray]
+#: What saving the new state gives: its bytes (to hand back to a coordinator) or its size (written to a file).
+Saved = TypeVar("Saved")
 
 
 class UnitError(RuntimeError):
@@ -42,15 +45,16 @@ class Shard:
 def train_hop(
     gd: dict[str, Any],
     context: dict[str, Any],
-    state: bytes | None,
+    state: bytes | mmap.mmap | None,
     shard: Shard,
     check_interrupts: Callable[[], None],
-) -> tuple[dict[str, Any], bytes]:
+    save: Callable[[ModelState], Saved],
+) -> tuple[dict[str, Any], Saved]:
     """One pass over ``shard`` from ``state`` (None: the config's initial state), then, on the
     epoch's last hop (``context["epoch_done"]``), an evaluation on its validation set.
 
     ``context`` is ``unit_context``'s. Returns the hop's summary (what ``record_hop`` logs)
-    and the new state.
+    and what ``save`` made of the new state (its encoding, or its file's size).
     """
     if context["epoch_done"] and shard.validation is None:
         raise UnitError(f"the last hop of epoch {context['epoch']} needs the validation set")
@@ -88,6 +92,6 @@ def train_hop(
         summary["validation_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    new_state = training.capture(model).encode()
+    saved = save(training.capture(model))
     summary["state_save_s"] = time.perf_counter() - tick
-    return summary, new_state
+    return summary, saved

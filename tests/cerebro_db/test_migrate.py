@@ -1,4 +1,5 @@
-"""The schema version check: the scheduler refuses a database whose schema is not this package's, naming the fix."""
+"""The schema version check: the scheduler refuses a database whose schema is not this package's, naming the fix; and
+the migrations that move data."""
 
 from __future__ import annotations
 
@@ -93,3 +94,25 @@ def test_a_database_without_the_schema_is_refused(fresh_dsn: str) -> None:
     # The scheduler says so too, before it needs the API for its lock.
     with pytest.raises(migrate.SchemaVersionError, match="no cerebro-db schema: install it with `cerebro-db up`"):
         Scheduler(fresh_dsn).run(until_idle=True)
+
+
+def test_v0_4_14_moves_states_to_files_and_back(fresh_dsn: str) -> None:
+    """The upgrade writes each stored state to its file; the downgrade reads them back into the column."""
+    install.install(fresh_dsn, segments=1)
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # a state row without its config (no foreign key)
+        conn.execute(
+            "INSERT INTO cerebro.model_states (config_id, state_file, state_bytes) VALUES (1, 'c1-x1.state', 4)"
+        )
+        conn.execute("SELECT cerebro._write_state_file(cerebro.state_directory(), 'c1-x1.state', '\\xdeadbeef')")
+    migrate.downgrade(fresh_dsn, "v0_4_13")
+    with psycopg.connect(fresh_dsn) as conn:
+        assert conn.execute("SELECT config_id, state FROM cerebro.model_states").fetchall() == [
+            (1, b"\xde\xad\xbe\xef")
+        ]
+    install.install(fresh_dsn, segments=1)  # the upgrade, then the API
+    with psycopg.connect(fresh_dsn) as conn:
+        row = conn.execute(
+            "SELECT state_file, state_bytes, cerebro.stored_state(1) FROM cerebro.model_states"
+        ).fetchone()
+        assert row is not None and row[0] != "c1-x1.state" and row[1:] == (4, b"\xde\xad\xbe\xef")

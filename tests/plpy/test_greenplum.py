@@ -10,6 +10,7 @@ import numpy as np
 
 from cerebro_plpy import entry, greenplum, packing
 from cerebro_plpy.greenplum import Arrays
+from cerebro_plpy.state import ModelState
 from cerebro_plpy.training import TrainingError
 from cerebro_plpy.unit import Shard
 
@@ -43,6 +44,7 @@ class FakeTrain:
         state: bytes | None,
         shard: Shard,
         check_interrupts: Callable[[], None],
+        save: Callable[[ModelState], bytes],
     ) -> tuple[dict[str, Any], bytes]:
         if self.error:
             raise self.error

@@ -65,7 +65,11 @@ def test_a_visited_segment_waits_for_the_next_epoch(
     conn: Session, workloads: Any, sessions: tuple[Session, Session]
 ) -> None:
     _, (config,) = workloads(1)
-    conn.execute("INSERT INTO model_states (config_id, state, visited_segments) VALUES (%s, '\\x00', '{0}')", [config])
+    conn.execute(
+        "INSERT INTO model_states (config_id, state_file, state_bytes, visited_segments)"
+        " VALUES (%s, format('c%%s-x0.state', %s), 1, '{0}')",
+        [config, config],
+    )
     a, _ = sessions
     assert claim(a, 0) is None
     assert claim(a, 1) == config

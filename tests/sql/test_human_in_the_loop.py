@@ -34,8 +34,8 @@ def configs_of(conn: Session, workload: int) -> list[int]:
 
 
 def state_bytes(conn: Session, config: int) -> bytes | None:
-    row = conn.execute("SELECT state FROM model_states WHERE config_id = %s", [config]).fetchone()
-    return None if row is None else bytes(row[0])
+    row = conn.execute("SELECT stored_state(%s)", [config]).fetchone()
+    return None if row is None or row[0] is None else bytes(row[0])
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ def test_the_page_shows_params_history_units_and_state_size(
     assert totals["seconds"].sum() == pytest.approx(units[list(config_details.PHASES)].fillna(0).to_numpy().sum())
 
     with psycopg.connect(dsn) as conn:  # the schema owner's read: users cannot read model_states
-        state = conn.execute("SELECT octet_length(state) FROM model_states WHERE config_id = %s", [config]).fetchone()
+        state = conn.execute("SELECT octet_length(stored_state(%s))", [config]).fetchone()
     assert state is not None and state[0] > 0
     assert metric(app, "State size") == common.size(state[0])
     assert links(app)[f"workload={trained['workload']}"].startswith(f"Workload #{trained['workload']}")

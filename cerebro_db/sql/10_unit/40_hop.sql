@@ -4,9 +4,10 @@
 --   train_hop(context, state)      -> summary, new_state    where the shard is; writes nothing
 --                                                            (cerebro_plpy.unit.train_hop)
 --   record_hop(config, segment, summary, new_state)         state, progress, unit log, epoch metrics
--- Backends differ only in where train_hop runs (cerebro_db/backends): on the coordinator itself
--- (run_unit), on a segment server, or as a Greenplum aggregate. The claim's transaction holds
--- the config's lock throughout, so a hop commits whole or not at all.
+-- Backends differ only in where train_hop runs (cerebro_db/backends): on a segment server, or as a
+-- Greenplum aggregate; the local backend's run_unit trains on the coordinator itself, from the config's
+-- state file to its new one (30_state_files.sql), and records with record_stored_hop. The claim's
+-- transaction holds the config's lock throughout, so a hop commits whole or not at all.
 
 -- The unit in hand: this transaction claimed the config (claim_unit) and the segment is one its
 -- config may still visit this epoch (unit_fits, the one fits rule). Nothing else: the claim
@@ -75,6 +76,7 @@ BEGIN
                   ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM check_transfer_base(config_id);  -- the base it was created on, or none
+    PERFORM sweep_state_files();  -- the states earlier hops superseded, before this one writes another
     RETURN context;
 END
 $$;
@@ -86,7 +88,7 @@ LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 BEGIN
     context := unit_start(config_id, segment);
-    state := (SELECT s.state FROM model_states s WHERE s.config_id = unit_context.config_id);
+    state := stored_state(config_id);
 END
 $$;
 
@@ -111,19 +113,36 @@ BEGIN
 END
 $$;
 
--- Commit the hop train_hop made, in the transaction that claimed it and ran unit_context:
+-- Commit the hop train_hop made, in the transaction that claimed it and ran unit_context: its state
+-- stored as this transaction's state file, then record_stored_hop.
+CREATE OR REPLACE FUNCTION record_hop(config_id int, segment int, summary jsonb, state bytea) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    name text := new_state_file(config_id);
+BEGIN
+    PERFORM check_unit_in_hand(config_id, segment);  -- before anything is written
+    IF state IS NULL THEN
+        RAISE EXCEPTION 'record_hop of config % needs the new state train_hop returned', config_id
+            USING HINT = 'record_hop takes the summary and state train_hop returned',
+                  ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM _write_state_file(state_directory(), name, state);
+    RETURN record_stored_hop(config_id, segment, summary || jsonb_build_object('state_bytes', octet_length(state)),
+                             name);
+END
+$$;
+
+-- Commit a hop whose new state is this transaction's state file state_file (summary.state_bytes its size):
 -- on the epoch's last hop its metrics, the state and the epoch's running sums (one upsert), the
 -- unit log, then the config's progress and status, the workload's procedure (on_epoch_end) and
 -- whether the workload is finished. The configs row is updated late, so its row lock (which a
 -- user's UPDATE of the config waits for) is held for milliseconds at commit, never while training.
--- Returns the unit's summary.
--- The state is a parameter of hundreds of MB for big models: a custom plan would copy it into the
--- plan, twice (generic plans take it by reference).
--- The unit's transaction commits without waiting for its WAL flush (synchronous_commit, for this
--- transaction only): a crash may then lose the last hops committed before it, whole (state,
--- progress, unit log and metrics are one transaction), and they simply run again.
-CREATE OR REPLACE FUNCTION record_hop(config_id int, segment int, summary jsonb, state bytea) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp SET plan_cache_mode = force_generic_plan
+-- Returns the unit's summary. The transaction commits synchronously (30_state_files.sql's trigger: the
+-- superseded state file may be swept once it does).
+CREATE OR REPLACE FUNCTION record_stored_hop(config_id int, segment int, summary jsonb, state_file text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     started timestamptz;
@@ -138,7 +157,6 @@ DECLARE
 BEGIN
     -- This transaction's config updates are the system's (the status guard lets them through).
     PERFORM set_config('cerebro.internal', 'on', true);
-    PERFORM set_config('synchronous_commit', 'off', true);
     PERFORM check_unit_in_hand(config_id, segment);
     started := nullif(current_setting('cerebro.unit_started', true), '')::timestamptz;
     IF started IS NULL THEN
@@ -148,7 +166,7 @@ BEGIN
                   ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT c.epochs_done, c.workload_id, d.num_segments / d.replication AS shards,
-           segment_shard(record_hop.segment, d.num_segments, d.replication) AS shard,
+           segment_shard(record_stored_hop.segment, d.num_segments, d.replication) AS shard,
            coalesce(s.visited_segments, '{}') AS visited,
            coalesce(s.epoch_rows, 0) AS epoch_rows, coalesce(s.epoch_loss_sum, 0) AS epoch_loss_sum,
            coalesce(s.epoch_metric_sum, 0) AS epoch_metric_sum, coalesce(s.epoch_seconds, 0) AS epoch_seconds
@@ -157,16 +175,17 @@ BEGIN
     JOIN workloads w ON w.workload_id = c.workload_id
     JOIN datasets d ON d.name = w.dataset
     LEFT JOIN model_states s ON s.config_id = c.config_id
-    WHERE c.config_id = record_hop.config_id;
+    WHERE c.config_id = record_stored_hop.config_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'config % has no dataset to record a hop of', config_id
             USING HINT = 'SELECT * FROM unrunnable_configs() lists configs that can never train, and why',
                   ERRCODE = 'invalid_parameter_value';
     END IF;
     IF jsonb_typeof(summary -> 'rows') IS DISTINCT FROM 'number' OR jsonb_typeof(summary -> 'train_loss') IS DISTINCT
-       FROM 'number' OR jsonb_typeof(summary -> 'train_metric') IS DISTINCT FROM 'number' THEN
-        RAISE EXCEPTION 'the hop of config % came back without rows, train_loss and train_metric: %', config_id,
-                        summary
+       FROM 'number' OR jsonb_typeof(summary -> 'train_metric') IS DISTINCT FROM 'number'
+       OR jsonb_typeof(summary -> 'state_bytes') IS DISTINCT FROM 'number' THEN
+        RAISE EXCEPTION 'the hop of config % came back without rows, train_loss, train_metric and state_bytes: %',
+                        config_id, summary
             USING HINT = 'record_hop takes the summary train_hop returned', ERRCODE = 'invalid_parameter_value';
     END IF;
     rows := (summary ->> 'rows')::int;
@@ -185,24 +204,24 @@ BEGIN
     IF epoch_done THEN
         INSERT INTO epoch_metrics (config_id, epoch, train_loss, train_metric, val_loss, val_metric, seconds,
                                    finished_at)
-        VALUES (record_hop.config_id, epoch, loss_sum / epoch_rows, metric_sum / epoch_rows,
+        VALUES (record_stored_hop.config_id, epoch, loss_sum / epoch_rows, metric_sum / epoch_rows,
                 (summary ->> 'val_loss')::float8, (summary ->> 'val_metric')::float8, seconds, clock_timestamp());
     END IF;
-    -- The next epoch starts with empty sums. An UPDATE, not an upsert: ON CONFLICT would copy the state
-    -- once more (the row exists from a config's second hop on).
+    -- The next epoch starts with empty sums.
     UPDATE model_states s SET
-        state = record_hop.state,
+        state_file = record_stored_hop.state_file,
+        state_bytes = (summary ->> 'state_bytes')::bigint,
         visited_segments = CASE WHEN epoch_done THEN '{}' ELSE progress.visited || progress.shard END,
         epoch_rows = CASE WHEN epoch_done THEN 0 ELSE progress.epoch_rows + rows END,
         epoch_loss_sum = CASE WHEN epoch_done THEN 0 ELSE loss_sum END,
         epoch_metric_sum = CASE WHEN epoch_done THEN 0 ELSE metric_sum END,
         epoch_seconds = CASE WHEN epoch_done THEN 0 ELSE seconds END,
         updated_at = now()
-    WHERE s.config_id = record_hop.config_id;
+    WHERE s.config_id = record_stored_hop.config_id;
     IF NOT FOUND THEN  -- the config's first hop
-        INSERT INTO model_states (config_id, state, visited_segments, epoch_rows, epoch_loss_sum, epoch_metric_sum,
-                                  epoch_seconds, updated_at)
-        VALUES (record_hop.config_id, record_hop.state,
+        INSERT INTO model_states (config_id, state_file, state_bytes, visited_segments, epoch_rows, epoch_loss_sum,
+                                  epoch_metric_sum, epoch_seconds, updated_at)
+        VALUES (record_stored_hop.config_id, record_stored_hop.state_file, (summary ->> 'state_bytes')::bigint,
                 CASE WHEN epoch_done THEN '{}' ELSE ARRAY[progress.shard] END,
                 CASE WHEN epoch_done THEN 0 ELSE epoch_rows END,
                 CASE WHEN epoch_done THEN 0 ELSE loss_sum END,
@@ -212,7 +231,7 @@ BEGIN
     END IF;
     INSERT INTO units (config_id, segment, epoch, started_at, finished_at, rows, train_loss, train_metric,
                        data_load_s, state_load_s, train_s, state_save_s, validation_s, backend_pid)
-    VALUES (record_hop.config_id, record_hop.segment, epoch, started, clock_timestamp(), rows,
+    VALUES (record_stored_hop.config_id, record_stored_hop.segment, epoch, started, clock_timestamp(), rows,
             (summary ->> 'train_loss')::float8, (summary ->> 'train_metric')::float8,
             (summary ->> 'data_load_s')::float8, (summary ->> 'state_load_s')::float8,
             (summary ->> 'train_s')::float8, (summary ->> 'state_save_s')::float8,
@@ -231,23 +250,34 @@ BEGIN
 END
 $$;
 
--- The local backend's unit (cerebro_db/backends/local.py), and a unit by hand: the three calls
--- above, training on this server's own shard of the segment (after materializing the features a frozen
--- transfer base's head reads, if they are not stored yet: 50_features.sql).
+-- The local hop: from the state file state_file (NULL before the config's first hop) to the new file
+-- new_state_file, in the state directory; returns the summary with the new file's size, state_bytes.
+CREATE OR REPLACE FUNCTION _train_stored_hop(context jsonb, directory text, state_file text, new_state_file text)
+RETURNS jsonb
+LANGUAGE plpython3u VOLATILE SET search_path = cerebro, pg_temp
+AS $$
+from cerebro_plpy import entry
+return entry.train_stored_hop(plpy, GD, context, directory, state_file, new_state_file)
+$$;
+
+-- The local backend's unit (cerebro_db/backends/local.py), and a unit by hand: unit_start, the hop from
+-- the config's state file to this transaction's (no state-sized value passes through SQL), record_stored_hop.
+-- It trains on this server's own shard of the segment (after materializing the features a frozen transfer
+-- base's head reads, if they are not stored yet: 50_features.sql).
 --   BEGIN; SELECT * FROM claim_unit(segment); SELECT run_unit(config_id, segment); COMMIT;
--- The state goes from the table to _train_hop and from it to record_hop without a composite between
--- (unit_context's and train_hop's OUT rows): each would copy it, hundreds of MB for big models.
 CREATE OR REPLACE FUNCTION run_unit(config_id int, segment int) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     context jsonb := unit_start(config_id, segment);
-    -- A reference to the stored value: _train_hop reads it.
-    state bytea := (SELECT s.state FROM model_states s WHERE s.config_id = run_unit.config_id);
-    hop record;
+    name text := new_state_file(config_id);
 BEGIN
     PERFORM materialize_features(context);
-    hop := _train_hop(context, state);  -- train_hop's two statements, without its OUT row
-    RETURN record_hop(config_id, segment, raise_if_error(hop.outcome), hop.new_state);
+    RETURN record_stored_hop(
+        config_id, segment,
+        raise_if_error(_train_stored_hop(context, state_directory(),
+                                         (SELECT s.state_file FROM model_states s WHERE s.config_id = run_unit.config_id),
+                                         name)),
+        name);
 END
 $$;

@@ -39,6 +39,10 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
 DECLARE
     started int;
+    targets int[];
+    sources int[];
+    source record;
+    staged text;
     was_internal text := coalesce(current_setting('cerebro.internal', true), '');
 BEGIN
     IF (SELECT count(*) FROM workloads w WHERE w.workload_id IN (warm_start_configs.workload_id, parent_workload)
@@ -63,15 +67,24 @@ BEGIN
                             WHERE parent.arch = _architecture_key(w.model, c.params, is_registered_model(w.model))
                             ORDER BY parent.best_val_metric DESC NULLS LAST LIMIT 1) best
         WHERE c.workload_id = warm_start_configs.workload_id
-    ), copied AS (
-        INSERT INTO model_states (config_id, state)
-        SELECT chosen.config_id, s.state FROM chosen JOIN model_states s ON s.config_id = chosen.source
-        RETURNING config_id
     )
-    UPDATE configs c SET cloned_from = chosen.source
-    FROM chosen
-    WHERE c.config_id = chosen.config_id AND c.config_id IN (SELECT config_id FROM copied);
-    GET DIAGNOSTICS started = ROW_COUNT;
+    SELECT array_agg(chosen.config_id), array_agg(chosen.source) INTO targets, sources FROM chosen;
+    started := 0;
+    FOR i IN 1 .. coalesce(cardinality(targets), 0) LOOP
+        -- Each takes its own name of its source's latest state file (30_state_files.sql): read again if a hop
+        -- superseded it and a sweep removed it in between.
+        LOOP
+            SELECT s.state_file, s.state_bytes INTO source FROM model_states s WHERE s.config_id = sources[i];
+            EXIT WHEN NOT FOUND;
+            staged := state_file_linked(sources[i], source.state_file);
+            CONTINUE WHEN staged IS NULL;
+            INSERT INTO model_states (config_id, state_file, state_bytes)
+            VALUES (targets[i], state_file_renamed(staged, targets[i]), source.state_bytes);
+            UPDATE configs c SET cloned_from = sources[i] WHERE c.config_id = targets[i];
+            started := started + 1;
+            EXIT;
+        END LOOP;
+    END LOOP;
     PERFORM set_config('cerebro.internal', was_internal, true);
     RAISE NOTICE '% of the new configs start from the parent workload''s weights', started;
     RETURN started;

@@ -43,22 +43,29 @@ DECLARE
     source record;
     new_params jsonb;
     clone_id int;
+    staged text;  -- the clone's name of its source's state file, until it has its own config id
     was_internal text := coalesce(current_setting('cerebro.internal', true), '');
 BEGIN
     -- One statement reads config progress and state together: a unit committing
-    -- meanwhile cannot tear them apart.
-    SELECT c.workload_id, c.params, c.epochs_done, c.max_epochs, c.seed, w.model, w.max_epochs AS workload_epochs,
-           w.owner, d.feature_shape,
-           s.state, s.visited_segments, s.epoch_rows, s.epoch_loss_sum, s.epoch_metric_sum, s.epoch_seconds
-    INTO source
-    FROM configs c
-    JOIN workloads w USING (workload_id)
-    JOIN datasets d ON d.name = w.dataset
-    LEFT JOIN model_states s USING (config_id)
-    WHERE c.config_id = clone_config.config_id AND caller_owns(w.owner);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown config %', clone_config.config_id USING ERRCODE = 'undefined_object';
-    END IF;
+    -- meanwhile cannot tear them apart. The clone takes its own name of that state's file at once
+    -- (30_state_files.sql); if a hop superseded it and it was swept in between, read again.
+    LOOP
+        SELECT c.workload_id, c.params, c.epochs_done, c.max_epochs, c.seed, w.model, w.max_epochs AS workload_epochs,
+               w.owner, d.feature_shape, s.state_file, s.state_bytes, s.visited_segments, s.epoch_rows,
+               s.epoch_loss_sum, s.epoch_metric_sum, s.epoch_seconds
+        INTO source
+        FROM configs c
+        JOIN workloads w USING (workload_id)
+        JOIN datasets d ON d.name = w.dataset
+        LEFT JOIN model_states s USING (config_id)
+        WHERE c.config_id = clone_config.config_id AND caller_owns(w.owner);
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown config %', clone_config.config_id USING ERRCODE = 'undefined_object';
+        END IF;
+        EXIT WHEN source.state_file IS NULL;
+        staged := state_file_linked(clone_config.config_id, source.state_file);
+        EXIT WHEN staged IS NOT NULL;
+    END LOOP;
     IF overrides IS NULL OR jsonb_typeof(overrides) <> 'object' THEN
         RAISE EXCEPTION 'overrides must be a JSON object, got %', coalesce(overrides::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
@@ -99,11 +106,11 @@ BEGIN
             caller_actor(), format('clone of config %s', clone_config.config_id))
     RETURNING configs.config_id INTO clone_id;
     PERFORM check_active_configs(source.owner);  -- the insert ran as the system: the quota trigger let it be
-    IF source.state IS NOT NULL THEN
-        INSERT INTO model_states (config_id, state, visited_segments, epoch_rows, epoch_loss_sum,
+    IF staged IS NOT NULL THEN
+        INSERT INTO model_states (config_id, state_file, state_bytes, visited_segments, epoch_rows, epoch_loss_sum,
                                   epoch_metric_sum, epoch_seconds)
-        VALUES (clone_id, source.state, source.visited_segments, source.epoch_rows, source.epoch_loss_sum,
-                source.epoch_metric_sum, source.epoch_seconds);
+        VALUES (clone_id, state_file_renamed(staged, clone_id), source.state_bytes, source.visited_segments,
+                source.epoch_rows, source.epoch_loss_sum, source.epoch_metric_sum, source.epoch_seconds);
     END IF;
     PERFORM set_config('cerebro.internal', was_internal, true);
     RETURN clone_id;

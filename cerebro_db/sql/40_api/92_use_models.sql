@@ -7,18 +7,17 @@
 -- They run with the caller's rights (predict reads the caller's table and writes theirs);
 -- model_states is the system's, so the state comes through this one definer function.
 CREATE OR REPLACE FUNCTION config_state(config_id int) RETURNS bytea
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = cerebro, pg_temp
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
-    SELECT s.state FROM model_states s JOIN configs c USING (config_id) JOIN workloads w USING (workload_id)
-    WHERE s.config_id = config_state.config_id AND caller_owns(w.owner)
+    SELECT stored_state(c.config_id) FROM configs c JOIN workloads w USING (workload_id)
+    WHERE c.config_id = config_state.config_id AND caller_owns(w.owner)
 $$;
 
--- Its size, for the dashboard's config page: octet_length reads a stored value's size from its
--- TOAST header, so a refresh does not fetch a big model's whole state.
+-- Its size, for the dashboard's config page (a refresh does not read a big model's whole state).
 CREATE OR REPLACE FUNCTION config_state_bytes(config_id int) RETURNS bigint
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = cerebro, pg_temp
 AS $$
-    SELECT octet_length(s.state) FROM model_states s JOIN configs c USING (config_id) JOIN workloads w USING (workload_id)
+    SELECT s.state_bytes FROM model_states s JOIN configs c USING (config_id) JOIN workloads w USING (workload_id)
     WHERE s.config_id = config_state_bytes.config_id AND caller_owns(w.owner)
 $$;
 

@@ -126,7 +126,7 @@ def test_a_hop_commits_the_state_the_progress_and_the_unit_log(backend: Backend)
         assert summary["config_id"] == config and summary["segment"] == 1
         assert summary["epoch"] == 1 and summary["epoch_done"] is False and summary["rows"] > 0
         state = conn.execute(
-            "SELECT visited_segments, epoch_rows, length(state) > 0 FROM model_states WHERE config_id = %s", [config]
+            "SELECT visited_segments, epoch_rows, state_bytes > 0 FROM model_states WHERE config_id = %s", [config]
         ).fetchone()
         assert state == ([1], summary["rows"], True)
         assert conn.execute("SELECT status, epochs_done FROM configs WHERE config_id = %s", [config]).fetchone() == (
@@ -198,7 +198,7 @@ def test_hops_are_bit_identical_on_every_backend(local: Backend, multi: Backend,
         with workload(backend, transfer=transfer) as (conn, config):
             for segment in (1, 0, 0, 1):  # two epochs, each segment once per epoch
                 hop(backend, conn, config, segment)
-            state = conn.execute("SELECT state FROM model_states WHERE config_id = %s", [config]).fetchone()
+            state = conn.execute("SELECT stored_state(%s)", [config]).fetchone()
             metrics = conn.execute(
                 "SELECT epoch, train_loss, train_metric, val_loss, val_metric FROM epoch_metrics"
                 " WHERE config_id = %s ORDER BY epoch",
