@@ -178,6 +178,8 @@ class Scheduler:
 
     ``on_unit`` is called with each committed unit's summary (from any segment thread).
     ``passfile``: a libpq password file for the segment servers.
+    ``keep_connections``: the segments' connections stay open from one :meth:`run` to the next, until
+    :meth:`close` (their backends keep TensorFlow imported and their caches warm, as in one long run).
     """
 
     def __init__(
@@ -187,11 +189,15 @@ class Scheduler:
         on_unit: Callable[[dict[str, Any]], None] | None = None,
         idle_wait: float = 1.0,
         passfile: Path | None = None,
+        keep_connections: bool = False,
     ) -> None:
         self.dsn = dsn
         self.passfile = passfile
         self.on_unit = on_unit
         self.idle_wait = idle_wait
+        self.keep_connections = keep_connections
+        #: The open connection of each segment (and what its server said on leaving), by segment.
+        self._connections: dict[int, tuple[psycopg.Connection[Any], Farewell]] = {}
         self._stop = threading.Event()
         #: Set once :meth:`run` holds the database's scheduler lock (``scheduler_alive()`` is true).
         self.ready = threading.Event()
@@ -199,6 +205,11 @@ class Scheduler:
     def stop(self) -> None:
         """Finish the units in flight, then return from :meth:`run`."""
         self._stop.set()
+
+    def close(self) -> None:
+        """Close the segments' connections that ``keep_connections`` kept."""
+        for segment in list(self._connections):
+            self._drop_connection(segment)
 
     def run(self, *, until_idle: bool = False, max_units: int | None = None) -> list[dict[str, Any]]:
         """Run units; returns the summaries of those this call committed.
@@ -282,18 +293,17 @@ class Scheduler:
         try:
             while not self._stop.is_set():
                 try:
-                    with (
-                        psycopg.connect(
-                            self.dsn,
-                            autocommit=True,
-                            application_name=f"cerebro segment {segment}",
-                            # A unit's transaction idles while a segment server trains: no idle timeout.
-                            options=f"{SEARCH_PATH} -c lock_timeout={UNIT_LOCK_TIMEOUT} {CONNECTION_CHECK}"
-                            " -c idle_in_transaction_session_timeout=0",
-                        ) as conn,
-                        contextlib.closing(self._open_segment(segment, location)) as executor,
-                    ):
-                        self._serve(conn, Farewell.watch(conn), executor, attempts, progress, until_idle, lately)
+                    conn, farewell = self._connection(segment)
+                    try:
+                        with contextlib.closing(self._open_segment(segment, location)) as executor:
+                            self._serve(conn, farewell, executor, attempts, progress, until_idle, lately)
+                        if self.keep_connections:
+                            conn.execute("UNLISTEN *")  # nothing queues up for it until the next run
+                    except BaseException:  # a connection in doubt is not served on again
+                        self._drop_connection(segment)
+                        raise
+                    if not self.keep_connections:
+                        self._drop_connection(segment)
                 except (psycopg.OperationalError, UnitFailure) as error:
                     log.warning("segment %s is unavailable (%s); its unit runs again, reconnecting", segment, error)
                     attempts.committed_lately(lately)
@@ -305,6 +315,27 @@ class Scheduler:
         finally:
             attempts.close()
         self._wake_all()
+
+    def _connection(self, segment: int) -> tuple[psycopg.Connection[Any], Farewell]:
+        """The segment's connection: the one kept from the last run, if it is still open, else a new one."""
+        kept = self._connections.get(segment)
+        if kept is not None and not kept[0].closed:
+            return kept
+        conn = psycopg.connect(
+            self.dsn,
+            autocommit=True,
+            application_name=f"cerebro segment {segment}",
+            # A unit's transaction idles while a segment server trains: no idle timeout.
+            options=f"{SEARCH_PATH} -c lock_timeout={UNIT_LOCK_TIMEOUT} {CONNECTION_CHECK}"
+            " -c idle_in_transaction_session_timeout=0",
+        )
+        kept = self._connections[segment] = (conn, Farewell.watch(conn))
+        return kept
+
+    def _drop_connection(self, segment: int) -> None:
+        kept = self._connections.pop(segment, None)
+        if kept is not None:
+            kept[0].close()
 
     def _open_segment(self, segment: int, location: str | None) -> SegmentExecutor:
         passfile = {"passfile": str(self.passfile)} if self.passfile and self.passfile.exists() else {}

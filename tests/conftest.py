@@ -140,10 +140,23 @@ def launch(
     return workload_id
 
 
+#: The scheduler of each database :func:`run_until_idle` ran: its segments' backends outlive a run, so TensorFlow is
+#: imported once per segment for the session, not in two new backends at every run (most of a small run's time).
+_schedulers: dict[str, Scheduler] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_kept_schedulers() -> Iterator[None]:
+    yield
+    for scheduler in _schedulers.values():
+        scheduler.close()
+
+
 def run_until_idle(dsn: str, **options: Any) -> list[dict[str, Any]]:
     """Run units until no segment can start one (or ``max_units`` ran); then nothing in the database
     may be left pending or running with nothing it could ever run."""
-    units = Scheduler(dsn, idle_wait=0.2).run(until_idle=True, **options)
+    scheduler = _schedulers.setdefault(dsn, Scheduler(dsn, idle_wait=0.2, keep_connections=True))
+    units = scheduler.run(until_idle=True, **options)
     assert_nothing_stranded(dsn)
     return units
 

@@ -11,14 +11,15 @@ import psycopg
 import pytest
 
 from tests.conftest import one, run_until_idle, unique
-from tests.sql.test_use_models import TINY_BERT, train
 
 Session = psycopg.Connection[Any]
 
 
-@pytest.mark.slow  # about a minute: 1 + 4 transformer configs trace their graphs in two backends
-def test_a_bert_exported_here_is_fine_tuned_frozen_or_in_part(conn: Session, dsn: str, reviews_2seg: str) -> None:
-    config = train(conn, dsn, reviews_2seg, "bert", TINY_BERT, 1)
+@pytest.mark.slow  # 4 transformer configs trace their graphs in two backends (and tiny_bert's one, if first)
+def test_a_bert_exported_here_is_fine_tuned_frozen_or_in_part(
+    conn: Session, dsn: str, reviews_2seg: str, tiny_bert: int
+) -> None:
+    config = tiny_bert
     base = unique("review_bert")
     conn.execute("SELECT import_model(%s, export_model(%s), 'tiny bert on reviews')", [base, config])
     layers = conn.execute("SELECT name, class, output_shape FROM model_layers(%s) ORDER BY index", [base]).fetchall()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,10 @@ import pytest
 from cerebro_db import sample_data
 from cerebro_db.predict import predict_on_segments
 from cerebro_plpy import text
-from tests.conftest import FASHION_ROWS, REVIEW_ROWS, TINY_CNN, run_until_idle, unique
+from tests.conftest import FASHION_ROWS, REVIEW_ROWS, TINY_CNN, unique
+from tests.sql.conftest import train
 
 Session = psycopg.Connection[Any]
-
-
-def train(conn: Session, dsn: str, dataset: str, model: str, params: dict[str, Any], epochs: int) -> int:
-    workload = conn.execute(
-        "SELECT run_model_selection(%s, %s, %s, max_epochs => %s, seed => 3)",
-        [dataset, model, json.dumps({k: [v] for k, v in params.items()}), epochs],
-    ).fetchone()
-    assert workload is not None
-    run_until_idle(dsn)
-    row = conn.execute("SELECT config_id, status FROM configs WHERE workload_id = %s", [workload[0]]).fetchone()
-    assert row is not None and row[1] == "completed"
-    config_id: int = row[0]
-    return config_id
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +157,11 @@ def test_an_untrained_config_has_nothing_to_use(conn: Session, blobs_2seg: str) 
     conn.execute("DELETE FROM workloads WHERE workload_id = %s", [workload[0]])
 
 
-TINY_BERT = {"num_layers": 1, "hidden_size": 16, "intermediate_size": 32, "vocabulary_size": 400, "batch_size": 32}
-
-
-@pytest.mark.slow  # about 40 s: a transformer's first hop traces its graphs in two backends
+@pytest.mark.slow  # a transformer's first hop traces its graphs in two backends (tiny_bert, shared)
 def test_text_predict_applies_the_datasets_vocabulary(
-    conn: Session, dsn: str, reviews_table: str, reviews_2seg: str
+    conn: Session, reviews_table: str, reviews_2seg: str, tiny_bert: int
 ) -> None:
-    config = train(conn, dsn, reviews_2seg, "bert", TINY_BERT, 1)
+    config = tiny_bert
     out = unique("review_predictions")
     assert conn.execute("SELECT predict(%s, %s, 'id', %s)", [config, reviews_table, out]).fetchone() == (REVIEW_ROWS,)
     _, labels, probabilities = predictions(conn, out)
