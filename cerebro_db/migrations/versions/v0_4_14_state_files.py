@@ -96,6 +96,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The view calls suggestion_is_live; the older SQL files create it again with their own rule.
+    op.execute("DROP VIEW IF EXISTS cerebro.suggestions")
     op.execute("DROP TRIGGER IF EXISTS state_file_released ON cerebro.model_states")
     op.execute("DROP FUNCTION IF EXISTS cerebro.state_file_released()")
     # Constants of this file, not input: the names cannot be bound as parameters in DDL.
