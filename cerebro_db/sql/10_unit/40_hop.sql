@@ -114,7 +114,8 @@ END
 $$;
 
 -- Commit the hop train_hop made, in the transaction that claimed it and ran unit_context: its state
--- stored as this transaction's state file, then record_stored_hop.
+-- stored as this transaction's state file, then record_stored_hop. The state is a parameter of hundreds
+-- of MB for big models: a custom plan would copy it into the plan (generic plans take it by reference).
 CREATE OR REPLACE FUNCTION record_hop(config_id int, segment int, summary jsonb, state bytea) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = cerebro, pg_temp SET plan_cache_mode = force_generic_plan
 AS $$
@@ -134,7 +135,7 @@ END
 $$;
 
 -- Commit a hop whose new state is this transaction's state file state_file (summary.state_bytes its size):
--- on the epoch's last hop its metrics, the state and the epoch's running sums (one upsert), the
+-- on the epoch's last hop its metrics, the state's name and the epoch's running sums, the
 -- unit log, then the config's progress and status, the workload's procedure (on_epoch_end) and
 -- whether the workload is finished. The configs row is updated late, so its row lock (which a
 -- user's UPDATE of the config waits for) is held for milliseconds at commit, never while training.
