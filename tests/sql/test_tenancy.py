@@ -126,10 +126,16 @@ def test_another_users_config_cannot_be_stopped_cloned_or_extended(
     [
         "SELECT state_file FROM model_states",
         "SELECT stored_state(1)",  # any config's state, the caller's or not
-        "SELECT _read_state_file(state_directory(), 'c1-x1.state')",  # reads files as the server's OS user
-        "SELECT _write_state_file(state_directory(), 'c1-x1.state', '')",  # writes them
-        "SELECT _delete_state_files(state_directory(), '{c1-x1.state}')",
-        "SELECT _link_state_file(state_directory(), 'c1-x1.state', 'c2-x1.state')",
+        "SELECT _read_state_file('cerebro_states/1', 'c1-x1.state')",  # reads files as the server's OS user
+        "SELECT _write_state_file('cerebro_states/1', 'c1-x1.state', '')",  # writes them
+        "SELECT _delete_state_files('cerebro_states/1', '{c1-x1.state}')",
+        "SELECT _link_state_file('cerebro_states/1', 'c1-x1.state', 'c2-x1.state')",
+        "SELECT _rename_state_file('cerebro_states/1', 'c1-x1.state', 'c2-x1.state')",
+        "SELECT _state_files('cerebro_states/1')",
+        "SELECT _delete_other_databases_state_files('{}')",  # would remove every other database's states
+        "SELECT state_file_linked(1, 'c1-x1.state')",
+        "SELECT state_file_renamed('c1-x1.staged', 2)",
+        "SELECT _train_stored_hop('{}', 'cerebro_states/1', NULL, 'c1-x1.state')",
         "SELECT sweep_state_files()",
         "SELECT record_stored_hop(1, 0, '{}', 'c1-x1.state')",  # would name any file as a config's state
         "SELECT * FROM claim_unit(0)",
