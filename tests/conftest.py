@@ -1,4 +1,5 @@
-"""One real, throwaway PostgreSQL cluster (plpython3u, cerebro-db installed) for the whole session."""
+"""One real, throwaway PostgreSQL cluster (plpython3u, cerebro-db installed) for the whole session: for each
+pytest-xdist worker (pyproject's addopts), which runs whole files."""
 
 from __future__ import annotations
 
