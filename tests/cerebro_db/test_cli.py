@@ -24,7 +24,7 @@ from cerebro_db import sample_data
 from cerebro_db.cluster import ClusterConfig, free_port
 from cerebro_db.testing.clusters import dashboard_server
 from cerebro_db.testing.faults import cli, connect
-from tests.conftest import TINY_CNN, launch, run_until_idle
+from tests.conftest import TINY_CNN, launch, one, run_until_idle
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,17 @@ def home() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_up_runs_a_background_scheduler_that_trains_a_workload(home: Path) -> None:
+class Trained(NamedTuple):
+    """A workload ``cerebro-db up``'s background scheduler trained, and what ``cerebro-db wait`` printed."""
+
+    dsn: str
+    workload: int
+    waited: str
+
+
+@pytest.fixture(scope="module")
+def trained(home: Path) -> Trained:
     dsn = cli(home, "dsn").strip()
-    assert cli(home, "up").count("scheduler started") == 0  # idempotent: the scheduler is already alive
     with psycopg.connect(dsn) as conn:
         x, y = sample_data.synthetic_tabular(300, 4, 3)
         sample_data.load_tabular_table(conn, "blobs", x, y)
@@ -52,17 +60,25 @@ def test_up_runs_a_background_scheduler_that_trains_a_workload(home: Path) -> No
         assert workload is not None
         assert conn.execute("SELECT scheduler_alive()").fetchone() == (True,)
         conn.commit()
-    out = cli(home, "wait", str(workload[0]))
-    assert out.count("-> val acc") == 4  # 2 configs x 2 epochs, each validated once
-    assert re.search(r"^ *1 \| +\d+ \| \{.*\} +\| completed +\| +2 \|", out, re.M), out
+    return Trained(dsn, workload[0], cli(home, "wait", str(workload[0])))
+
+
+def test_up_runs_a_background_scheduler_that_trains_a_workload(home: Path, trained: Trained) -> None:
+    assert cli(home, "up").count("scheduler started") == 0  # idempotent: the scheduler is already alive
+    assert trained.waited.count("-> val acc") == 4  # 2 configs x 2 epochs, each validated once
+    assert re.search(r"^ *1 \| +\d+ \| \{.*\} +\| completed +\| +2 \|", trained.waited, re.M), trained.waited
     assert "scheduler: running" in cli(home, "status")
-    assert cli(home, "psql", "-Atc", "SELECT count(*) FROM epoch_metrics").strip() == "4"  # psql's own options pass
+    with psycopg.connect(trained.dsn) as conn:
+        epochs = one(conn, "SELECT count(*) FROM epoch_metrics")
+    assert cli(home, "psql", "-Atc", "SELECT count(*) FROM epoch_metrics").strip() == str(epochs)  # -Atc passes
 
 
-def test_export_writes_a_keras_file_of_a_trained_config(home: Path, tmp_path: Path) -> None:
-    with psycopg.connect(cli(home, "dsn").strip()) as conn:
-        row = conn.execute("SELECT min(config_id) FROM configs WHERE status = 'completed'").fetchone()
-    assert row is not None and row[0] is not None, "test_up_runs_a_background_scheduler... trains the configs"
+def test_export_writes_a_keras_file_of_a_trained_config(trained: Trained, home: Path, tmp_path: Path) -> None:
+    with psycopg.connect(trained.dsn) as conn:
+        row = conn.execute(
+            "SELECT min(config_id) FROM configs WHERE workload_id = %s AND status = 'completed'", [trained.workload]
+        ).fetchone()
+    assert row is not None and row[0] is not None
     path = tmp_path / "best.keras"
     assert f"-> {path}" in cli(home, "export", str(row[0]), "-o", str(path))
     # Loaded in another process: TensorFlow started here would keep its default thread pools, and
