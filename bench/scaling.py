@@ -22,14 +22,14 @@ cold unit does (its backend compiles the architecture's functions; which units a
 the phase, recorded as ``cold_rule`` in scaling_runs.csv: ``benchlib.simulation.COLD_RULES``), and the time between
 units.
 
-Every setup is measured ``--repeats`` times, in turns (a round of all setups, then the next round), and each repeat
-of a mixed run is predicted from the calibration run of the same round. Target: the median prediction within 10% of
-the median measured makespan for every mixed run whose segments each have a core (``--cores``, default all of this
-machine's), else exit 1. The 4 segment servers share 2 cores: the simulation models that by processor sharing
-(``benchlib.simulation.on_cores``), and the table shows how far it is off, outside the target (the scale claims of
-simulate_scale.py give every segment a core)::
+Every setup is measured ``--repeats`` times, in turns (a round of all setups, then the next round, each round
+starting one setup later), and each repeat of a mixed run is predicted from the calibration run of the same round.
+Target: the median prediction within 10% of the median measured makespan for every mixed run whose segments each
+have a core (``--cores``, default all of this machine's), else exit 1. The 4 segment servers share 2 cores: the
+simulation models that by processor sharing (``benchlib.simulation.on_cores``), and the table shows how far it is
+off, outside the target (the scale claims of simulate_scale.py give every segment a core)::
 
-    .venv/bin/python bench/scaling.py            # 6000 rows; calibration 3 epochs, mixed 2 epochs; 3 repeats
+    .venv/bin/python bench/scaling.py            # 6000 rows; calibration 3 epochs, mixed 2 epochs; 5 repeats
     .venv/bin/python bench/scaling.py --small    # the local setups, mlp and cnn only, 2000 rows, 2 epochs, 1 repeat
     .venv/bin/python bench/scaling.py --reuse-runs  # predict the committed runs again (no database)
 
@@ -426,12 +426,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs, sent = read_runs(runs_csv, units_csv), read_sent(sent_csv)
     else:
         runs, sent = [], {}
-        # in turns, so that each setup's repeats meet the machine at different times
+        # In turns, so that each setup's repeats meet the machine at different times, and each round starts one
+        # setup later, so that no setup always runs first or after the same one.
         for repeat in range(1, args.repeats + 1):
-            for setup in args.setups:
+            turn = (repeat - 1) % len(args.setups)
+            for setup in args.setups[turn:] + args.setups[:turn]:
                 step(f"repeat {repeat} of {args.repeats}, {setup.name}: {', '.join(setup.phases)}")
                 measured, sent[(setup.name, repeat)] = measure(setup, repeat, args)
                 runs += measured
+                os.sync()  # the stopped cluster's files written back now, not while the next setup runs
         RESULTS_DIR.mkdir(exist_ok=True)
         write_runs(runs_csv, units_csv, runs)
         write_sent(sent_csv, sent)
@@ -443,7 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" x {args.epochs} epoch(s);"
         f" {args.cores} cores\n"
     )
-    by_phase = sorted(runs, key=lambda r: (r.phase != MIXED, r.repeat))
+    order = [setup.name for setup in SETUPS]
+    by_phase = sorted(runs, key=lambda r: (r.phase != MIXED, r.repeat, order.index(r.setup)))
     print(run_table(by_phase, sent))
     print(
         "\nmakespan: server clock, from resuming the phase's workloads (on warm backends) to their last commit;"
