@@ -121,7 +121,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats",
         type=int,
-        default=3,
+        default=5,
         help="measurements of every setup, taken in turns (the target compares medians)",
     )
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores the segments share")
