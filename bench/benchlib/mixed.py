@@ -63,6 +63,8 @@ class PhaseRun:
     #: Which units compiled their functions (``benchlib.simulation.COLD_RULES``): the product's that ran the phase
     #: (runs recorded without it: ``seeded``, made before ``training.seed_keras``).
     cold_rule: str = "cached"
+    #: Which of the setup's repeated measurements (1, 2, ...): the same phase run again, minutes apart.
+    repeat: int = 1
 
     def units_of(self, model: str) -> list[dict[str, float]]:
         return [u for u in self.units if self.configs[int(u["config_id"])].model == model]
@@ -196,6 +198,7 @@ _RUN_COLUMNS = (
     "validation_rows",
     "started",
     "cold_rule",
+    "repeat",
 )
 _RUN_FIGURES = ("window_s", "runnable", "steal")
 _CONFIG_COLUMNS = ("workload_id", "model", "params")
@@ -211,7 +214,7 @@ def write_runs(runs_csv: Path, units_csv: Path, runs: Sequence[PhaseRun]) -> Non
     columns = list(runs[0].units[0])
     with open(units_csv, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["setup", "phase", *columns, *_CONFIG_COLUMNS])
+        writer.writerow(["setup", "phase", "repeat", *columns, *_CONFIG_COLUMNS])
         for run in runs:
             for unit in run.units:
                 info = run.configs[int(unit["config_id"])]
@@ -219,6 +222,7 @@ def write_runs(runs_csv: Path, units_csv: Path, runs: Sequence[PhaseRun]) -> Non
                     [
                         run.setup,
                         run.phase,
+                        run.repeat,
                         *(unit[c] for c in columns),
                         info.workload_id,
                         info.model,
@@ -228,14 +232,18 @@ def write_runs(runs_csv: Path, units_csv: Path, runs: Sequence[PhaseRun]) -> Non
 
 
 def read_runs(runs_csv: Path, units_csv: Path) -> list[PhaseRun]:
-    """The phases :func:`write_runs` wrote."""
+    """The phases :func:`write_runs` wrote (runs recorded before repeats were: each its setup's repeat 1)."""
+
+    def run_of(row: dict[str, str]) -> tuple[str, str, str]:
+        return row["setup"], row["phase"], row.get("repeat") or "1"
+
     with open(units_csv, newline="") as file:
         unit_rows = list(csv.DictReader(file))
     runs = []
     with open(runs_csv, newline="") as file:
         for row in csv.DictReader(file):
-            own = [u for u in unit_rows if (u["setup"], u["phase"]) == (row["setup"], row["phase"])]
-            skip = {"setup", "phase", *_CONFIG_COLUMNS}
+            own = [u for u in unit_rows if run_of(u) == run_of(row)]
+            skip = {"setup", "phase", "repeat", *_CONFIG_COLUMNS}
             runs.append(
                 PhaseRun(
                     setup=row["setup"],
@@ -257,6 +265,7 @@ def read_runs(runs_csv: Path, units_csv: Path) -> list[PhaseRun]:
                     runnable=float(row["runnable"]),
                     steal=float(row["steal"]) if row.get("steal") else None,
                     cold_rule=row.get("cold_rule") or "seeded",
+                    repeat=int(run_of(row)[2]),
                 )
             )
     return runs
