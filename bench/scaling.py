@@ -461,8 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Each mixed run beside the simulator's prediction of it (MOP, mean of {args.seeds} seeds), fitted on the"
         f" calibration run of another setup (other configs, another segment count) in the same repeat;"
-        f" {args.cores} cores shared by the segments. The target compares the medians over the repeats: one"
-        " repeat's makespan varies by up to a quarter on this virtual machine (benchlib.fit.RepeatedPrediction).\n"
+        f" {args.cores} cores shared by the segments. The target compares the medians over the repeats: on this"
+        " virtual machine one repeat's units train up to a quarter faster or slower than another's (the training /"
+        " fit column; benchlib.fit.RepeatedPrediction).\n"
     )
     print(prediction_table(predictions))
     print(

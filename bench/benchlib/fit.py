@@ -552,9 +552,9 @@ class RepeatedPrediction:
     """One setup's mixed run measured in several repeats, each predicted (:func:`predict_run`) from the calibration
     run of its own repeat; the target compares the medians.
 
-    One measurement is not enough on this machine: the same code's makespan varies by up to a quarter from one
+    One measurement is not enough on this machine: the same units train up to a quarter faster or slower from one
     repeat to the next, minutes apart (a virtual machine, its host shared with other guests), more than the
-    :data:`TARGET_ERROR` a prediction may miss by. The median of an odd number of repeats ignores one outlier.
+    :data:`TARGET_ERROR` a prediction may miss by. The median of 2k + 1 repeats ignores k outliers.
     """
 
     repeats: list[RunPrediction]
