@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import RESULTS_DIR, step
-from benchlib.fit import ALL, TARGET_ERROR, RepeatedPrediction, UnitCost, fit_run, predict_run
+from benchlib.fit import ALL, TARGET_ERROR, RepeatedPrediction, UnitCost, fit_run, predict_run, relative_error
 from benchlib.mixed import PhaseRun, Spec, read_runs, run_phases, write_runs
 from benchlib.mop import load_workload_data
 
@@ -387,7 +387,7 @@ def write_csv(path: Path, predictions: Sequence[RepeatedPrediction]) -> None:
                             model,
                             f"{m.makespan_s:.3f}",
                             f"{q.makespan_s:.3f}",
-                            f"{(q.makespan_s - m.makespan_s) / m.makespan_s:.4f}",
+                            f"{relative_error(q.makespan_s, m.makespan_s):.4f}",
                             f"{m.utilization:.4f}",
                             f"{q.utilization:.4f}",
                             f"{m.hop_share:.4f}",

@@ -269,6 +269,19 @@ def _hop_s(unit: Mapping[str, float]) -> float:
     return unit["finished"] - unit["started"] - unit["train_s"] - unit["validation_s"]
 
 
+def first_units(units: Sequence[Mapping[str, float]]) -> set[int]:
+    """The indexes of ``units`` that are their config's first (the one that builds its initial state)."""
+    first_of: dict[float, int] = {}
+    for i, unit in sorted(enumerate(units), key=lambda pair: pair[1]["started"]):
+        first_of.setdefault(unit["config_id"], i)
+    return set(first_of.values())
+
+
+def _cost_keys(run: PhaseRun) -> dict[float, str]:
+    """Each config of ``run``'s cost key, by its id as the unit log holds it."""
+    return {float(c): cost_key(info.model, info.params) for c, info in run.configs.items()}
+
+
 def cold_units(
     units: Sequence[Mapping[str, float]], key_of: Mapping[float, str], rule: str
 ) -> tuple[set[int], set[int]]:
@@ -278,14 +291,12 @@ def cold_units(
 
     A compile costs 5 to 6 s for mobilenetv2 on this machine, 2 to 5 times its warm training on a shard.
     """
-    seen: set[float] = set()
+    firsts = first_units(units)
     backends: dict[float, Compiled] = {}
     cold, cold_test = set(), set()
     for i, unit in sorted(enumerate(units), key=lambda pair: pair[1]["started"]):
         backend = backends.setdefault(unit.get("backend_pid", unit["segment"]), Compiled(rule))
-        first = unit["config_id"] not in seen
-        seen.add(unit["config_id"])
-        train, test = backend.unit(key_of[unit["config_id"]], first, unit["validation_s"] > 0)
+        train, test = backend.unit(key_of[unit["config_id"]], i in firsts, unit["validation_s"] > 0)
         if train:
             cold.add(i)
         if test:
@@ -316,12 +327,9 @@ def fit_run(run: PhaseRun, cores: int) -> Fit:
             f"fit on a run with at most {cores} segment(s) (one core each), not on {run.setup!r}: its"
             f" {run.segments} segments shared {cores} core(s)"
         )
-    key_of = {float(c): cost_key(info.model, info.params) for c, info in run.configs.items()}
+    key_of = _cost_keys(run)
     cold, cold_test = cold_units(run.units, key_of, run.cold_rule)
-    first_of: dict[float, int] = {}
-    for i, unit in sorted(enumerate(run.units), key=lambda pair: pair[1]["started"]):
-        first_of.setdefault(unit["config_id"], i)
-    firsts = set(first_of.values())
+    firsts = first_units(run.units)
     costs = {}
     for key in dict.fromkeys(key_of.values()):
         own = [i for i, u in enumerate(run.units) if key_of[u["config_id"]] == key]
@@ -533,14 +541,12 @@ def training_vs_fit(fit: Fit, target: PhaseRun, cores: int) -> float:
     1.0 where the fit's costs held on the run as it happened; so it tells what a prediction's error owes to the
     units' costs (the machine ran them faster or slower than on the fitted run) rather than to the simulated schedule.
     """
-    key_of = {float(c): cost_key(info.model, info.params) for c, info in target.configs.items()}
+    key_of = _cost_keys(target)
     cold, _ = cold_units(target.units, key_of, target.cold_rule)
-    seen: set[float] = set()
+    skipped = first_units(target.units) | cold
     ratios = []
-    for i, unit in sorted(enumerate(target.units), key=lambda pair: pair[1]["started"]):
-        first = unit["config_id"] not in seen
-        seen.add(unit["config_id"])
-        if first or i in cold:
+    for i, unit in enumerate(target.units):
+        if i in skipped:
             continue
         stretch = (unit["finished"] - unit["started"]) / own_core_s(unit, target.units, cores)
         ratios.append(unit["train_s"] / (fit.costs[key_of[unit["config_id"]]].train_row_s * unit["rows"] * stretch))
